@@ -1,0 +1,1 @@
+"""The HTTP API: command endpoints append events; query endpoints read projections only."""

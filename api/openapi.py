@@ -1,0 +1,64 @@
+"""The OpenAPI 3.1 document, built from the routes' declared types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from api.problems import MEDIA_TYPE, Problem
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path", "query" or "header"
+    description: str
+    schema: dict = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    status: int
+    response: Any = None
+    request: Any = None
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+
+
+def document(operations: list[Operation], title: str, version: str) -> dict:
+    types = [Problem] + list(dict.fromkeys(t for op in operations for t in (op.response, op.request) if t is not None))
+    refs, components = msgspec.json.schema_components(list(types), ref_template="#/components/schemas/{name}")
+    ref = dict(zip(types, refs))
+    paths: dict[str, dict] = {}
+    for op in operations:
+        entry: dict[str, Any] = {"summary": op.summary, "responses": {}}
+        if op.params:
+            entry["parameters"] = [
+                {"name": p.name, "in": p.where, "description": p.description,
+                 "required": p.required or p.where == "path", "schema": p.schema}
+                for p in op.params
+            ]
+        if op.request is not None:
+            entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[op.request]}}}
+        ok: dict[str, Any] = {"description": "OK" if op.status == 200 else "Accepted"}
+        if op.response is not None:
+            ok["content"] = {"application/json": {"schema": ref[op.response]}}
+        entry["responses"][str(op.status)] = ok
+        for status in op.errors:
+            entry["responses"][str(status)] = {
+                "description": "problem details (RFC 9457)",
+                "content": {MEDIA_TYPE: {"schema": ref[Problem]}},
+            }
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {"schemas": components},
+    }

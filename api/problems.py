@@ -1,0 +1,57 @@
+"""RFC 9457 problem details: the shape of every error the API answers."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from harmony.logs import get_logger
+
+log = get_logger("harmony.api")
+
+MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An error, as RFC 9457 describes it."""
+
+    title: str
+    status: int
+    detail: str = ""
+    type: str = "about:blank"
+    instance: str = ""
+
+
+class ProblemError(Exception):
+    """Raise from a handler to answer with a problem."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+def problem(status: int, detail: str, instance: str = "", headers: dict[str, str] | None = None) -> Response:
+    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, instance=instance)
+    return Response(msgspec.json.encode(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+async def on_problem(request: Request, error: ProblemError) -> Response:
+    return problem(error.status, error.detail, request.url.path, error.headers)
+
+
+async def on_http_error(request: Request, error: HTTPException) -> Response:
+    return problem(error.status_code, error.detail, request.url.path, error.headers)
+
+
+async def on_unexpected(request: Request, error: Exception) -> Response:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return problem(500, "internal error; it has been logged", request.url.path)
+
+
+HANDLERS = {ProblemError: on_problem, HTTPException: on_http_error, Exception: on_unexpected}

@@ -1,0 +1,41 @@
+"""The review topic's spec, created idempotently at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    # Events are the source of truth: never delete them.
+    config: tuple[tuple[str, str], ...] = (("retention.ms", "-1"), ("retention.bytes", "-1"))
+
+
+def review_topics(topic: str, partitions: int) -> list[TopicSpec]:
+    """The review log (keyed by user id) and its dead-letter topic."""
+    return [TopicSpec(topic, partitions), TopicSpec(f"{topic}.deadletter", 1)]
+
+
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> dict[str, int]:
+    """Create the topics that do not exist yet; answer each topic's partition count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process won the race
+        described = await admin.describe_topics([spec.name for spec in specs])
+        return {topic["topic"]: len(topic["partitions"]) for topic in described}
+    finally:
+        await admin.close()

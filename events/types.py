@@ -1,0 +1,94 @@
+"""Event types: a tagged union over one envelope.
+
+The envelope fields (`event_id`, `type`, `schema_version`, `occurred_at`,
+`recorded_at`) live on the `Event` base; every other field is the payload.
+On the wire an event is one flat JSON object whose `type` names its class.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar, Union
+
+import msgspec
+
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MovieId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Rating = Annotated[float, msgspec.Meta(ge=0.5, le=5.0, multiple_of=0.5)]
+Summary = Annotated[str, msgspec.Meta(max_length=300)]
+Text = Annotated[str, msgspec.Meta(max_length=20_000)]
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+
+ENVELOPE_FIELDS = ("event_id", "type", "schema_version", "occurred_at", "recorded_at")
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """The envelope every event carries."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    event_id: str
+    schema_version: int = 1
+    occurred_at: Timestamp
+    recorded_at: Timestamp
+
+    @property
+    def key(self) -> str:
+        """The partition key: a user's events share one partition, so they are totally ordered."""
+        raise NotImplementedError
+
+    def payload(self) -> dict:
+        return {
+            name: getattr(self, name)
+            for name in self.__struct_fields__
+            if name not in ENVELOPE_FIELDS
+        }
+
+
+class ReviewSubmitted(Event, frozen=True, kw_only=True, tag="ReviewSubmitted"):
+    """A user rated a movie; a later one for the same user and movie supersedes it."""
+
+    user_id: UserId
+    movie_id: MovieId
+    rating: Rating
+    summary: Summary = ""
+    text: Text = ""
+    reviewed_at: Timestamp
+    source: str = "api"
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+class ReviewRetracted(Event, frozen=True, kw_only=True, tag="ReviewRetracted"):
+    """A user withdrew their review of a movie."""
+
+    user_id: UserId
+    movie_id: MovieId
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+class MovieCatalogued(Event, frozen=True, kw_only=True, tag="MovieCatalogued"):
+    """A movie's catalogue entry, usually from an import."""
+
+    movie_id: MovieId
+    title: str
+    year: int | None = None
+    genres: tuple[str, ...] = ()
+    image_url: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"movie:{self.movie_id}"
+
+
+AnyEvent = Union[ReviewSubmitted, ReviewRetracted, MovieCatalogued]
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__struct_config__.tag: cls for cls in (ReviewSubmitted, ReviewRetracted, MovieCatalogued)
+}
+SCHEMA_VERSIONS: dict[str, int] = {name: cls.SCHEMA_VERSION for name, cls in EVENT_TYPES.items()}

@@ -1,0 +1,1 @@
+"""The application shell: settings, logging, the local-stack launcher and the `harmony` CLI."""

@@ -1,0 +1,80 @@
+"""The `harmony` command line. Errors are one readable line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from harmony import logs, settings as config
+from harmony.stack import StackError
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from harmony import stack
+
+    settings = config.load()
+    if args.action == "up":
+        info = stack.up(settings.state_dir, settings.topic, settings.partitions)
+    elif args.action == "down":
+        stack.down(settings.state_dir)
+        info = stack.status(settings.state_dir)
+    else:
+        info = stack.status(settings.state_dir)
+    print(json.dumps(info) if args.json else stack.describe(info))
+    return 0 if args.action == "down" or info["running"] else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from projections import worker
+
+    worker.run(config.load())
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from harmony.services import serve_api
+
+    serve_api(config.load(), args.host, args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from harmony.demo import run
+
+    return run(config.load(), args.host, args.port)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="harmony", description="moviEharmony: movies two people may like together")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="start, stop and describe the local broker and S3 server")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--json", action="store_true", help="print one JSON object")
+    stack.set_defaults(run=cmd_stack)
+
+    sub.add_parser("worker", help="run the Faust projection worker").set_defaults(run=cmd_worker)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=cmd_api)
+
+    demo = sub.add_parser("demo", help="stack + worker + API with demo data; Ctrl-C stops it all")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(run=cmd_demo)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.configure()
+    try:
+        return args.run(args)
+    except (StackError, ValueError, OSError) as error:
+        print(f"harmony {args.command}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

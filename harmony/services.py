@@ -1,0 +1,28 @@
+"""Composition root: builds the API's collaborators from settings and serves it."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from api.app import create_app
+from commands.handlers import ReviewCommands
+from events.log import KafkaEventLog
+from harmony.logs import get_logger
+from harmony.settings import Settings
+from projections.store import open_store
+
+log = get_logger("harmony.api")
+
+
+def build_api(settings: Settings):
+    if not settings.kafka_bootstrap:
+        raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
+    store = open_store(settings.store_url)
+    event_log = KafkaEventLog(settings.kafka_bootstrap, settings.topic, timeout=settings.append_timeout)
+    return create_app(store, event_log, ReviewCommands(event_log))
+
+
+def serve_api(settings: Settings, host: str, port: int) -> None:
+    app = build_api(settings)
+    log.info("serving the API", extra={"url": f"http://{host}:{port}", "store": settings.store_url})
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, loop="uvloop", http="httptools")

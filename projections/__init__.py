@@ -1,0 +1,1 @@
+"""Read models: the Faust projector, the projection-store port and its adapters."""

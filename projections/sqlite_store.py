@@ -1,0 +1,204 @@
+"""The embedded projection store: one SQLite file in WAL mode.
+
+One writer (the projector) and any number of readers (API processes) share the
+file; WAL lets readers go on while a batch commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from projections.store import Changes, MovieRow, PartitionLag, ReviewKey, ReviewRow
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reviews (
+    user_id TEXT NOT NULL, movie_id TEXT NOT NULL, rating REAL NOT NULL,
+    summary TEXT NOT NULL, text TEXT NOT NULL, reviewed_at TEXT NOT NULL, event_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, movie_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reviews_newest ON reviews (user_id, reviewed_at DESC, movie_id DESC);
+CREATE TABLE IF NOT EXISTS movies (
+    movie_id TEXT PRIMARY KEY, title TEXT, year INTEGER, genres TEXT NOT NULL DEFAULT '[]',
+    image_url TEXT, review_count INTEGER NOT NULL DEFAULT 0, rating_halves INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, type TEXT NOT NULL,
+    occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, payload TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, partition, "offset" DESC);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lag (
+    partition INTEGER PRIMARY KEY, checkpoint INTEGER NOT NULL, high_watermark INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+# SQLite caps the number of bound parameters per statement; stay well under it.
+_CHUNK = 500
+
+
+def sortable_time(moment: datetime) -> str:
+    """UTC, fixed width: text order is time order."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def _chunks(items: list, size: int = _CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Shared by the API's threads; the lock keeps one statement sequence at a time.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL loses at most the last commits on power loss, never on a process crash; the
+        # checkpoint is lost with them, so the projector re-applies them from the log.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    # -- projector side ---------------------------------------------------------------
+
+    def checkpoint(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._db.execute('SELECT partition, "offset" FROM checkpoints'))
+
+    def seen_event_ids(self, event_ids: list[str]) -> set[str]:
+        seen: set[str] = set()
+        with self._lock:
+            for chunk in _chunks(event_ids):
+                marks = ",".join("?" * len(chunk))
+                seen.update(r[0] for r in self._db.execute(
+                    f"SELECT event_id FROM history WHERE event_id IN ({marks})", chunk))
+        return seen
+
+    def current_ratings(self, keys: list[ReviewKey]) -> dict[ReviewKey, float]:
+        found: dict[ReviewKey, float] = {}
+        with self._lock:
+            for chunk in _chunks(keys, _CHUNK // 2):
+                marks = ",".join(["(?,?)"] * len(chunk))
+                flat = [part for key in chunk for part in key]
+                for user, movie, rating in self._db.execute(
+                    f"SELECT user_id, movie_id, rating FROM reviews WHERE (user_id, movie_id) IN (VALUES {marks})",
+                    flat,
+                ):
+                    found[(user, movie)] = rating
+        return found
+
+    def apply(self, changes: Changes) -> None:
+        db = self._db
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "DELETE FROM reviews WHERE user_id = ? AND movie_id = ?", list(changes.deleted_reviews)
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (r.user_id, r.movie_id, r.rating, r.summary, r.text, sortable_time(r.reviewed_at), r.event_id)
+                        for r in changes.put_reviews.values()
+                    ],
+                )
+                db.executemany(
+                    "INSERT INTO movies (movie_id, review_count, rating_halves) VALUES (?,?,?) "
+                    "ON CONFLICT (movie_id) DO UPDATE SET review_count = review_count + excluded.review_count, "
+                    "rating_halves = rating_halves + excluded.rating_halves",
+                    [(movie, count, total) for movie, (count, total) in changes.movie_deltas.items()],
+                )
+                db.executemany(
+                    "INSERT INTO movies (movie_id, title, year, genres, image_url) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT (movie_id) DO UPDATE SET title = excluded.title, year = excluded.year, "
+                    "genres = excluded.genres, image_url = excluded.image_url",
+                    [(c.movie_id, c.title, c.year, json.dumps(c.genres), c.image_url) for c in changes.catalogue.values()],
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO history VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (h.event_id, h.user_id, h.type, sortable_time(h.occurred_at),
+                         sortable_time(h.recorded_at), h.partition, h.offset, json.dumps(h.payload, default=str))
+                        for h in changes.history
+                    ],
+                )
+                db.executemany(
+                    'INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET "offset" = excluded."offset"',
+                    list(changes.checkpoint.items()),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def record_lag(self, lags: list[PartitionLag]) -> None:
+        now = sortable_time(datetime.now(timezone.utc))
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO lag VALUES (?,?,?,?)",
+                [(lag.partition, lag.checkpoint, lag.high_watermark, now) for lag in lags],
+            )
+
+    # -- read side ----------------------------------------------------------------------
+
+    def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
+        query = "SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews WHERE user_id = ?"
+        params: list = [user_id]
+        if after is not None:
+            query += " AND (reviewed_at, movie_id) < (?, ?)"
+            params += [sortable_time(after[0]), after[1]]
+        query += " ORDER BY reviewed_at DESC, movie_id DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [ReviewRow(u, m, r, s, t, _parse_time(at), e) for u, m, r, s, t, at, e in rows]
+
+    def movie(self, movie_id: str) -> MovieRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT movie_id, title, year, genres, review_count, rating_halves FROM movies WHERE movie_id = ?",
+                (movie_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        movie, title, year, genres, count, total = row
+        return MovieRow(movie, title, year, json.loads(genres), count, total / 2 / count if count else None)
+
+    def lag(self) -> list[PartitionLag]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT partition, checkpoint, high_watermark FROM lag ORDER BY partition"
+            ).fetchall()
+        return [PartitionLag(p, c, h, max(0, h - c - 1)) for p, c, h in rows]
+
+    def contents(self) -> dict[str, list[tuple]]:
+        """Every view's rows in a stable order, to compare two stores."""
+        queries = {
+            "reviews": "SELECT * FROM reviews ORDER BY user_id, movie_id",
+            "movies": "SELECT * FROM movies ORDER BY movie_id",
+            "history": "SELECT * FROM history ORDER BY event_id",
+            "checkpoints": "SELECT * FROM checkpoints ORDER BY partition",
+        }
+        with self._lock:
+            return {view: self._db.execute(query).fetchall() for view, query in queries.items()}
+
+    def ping(self) -> None:
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+

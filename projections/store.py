@@ -1,0 +1,115 @@
+"""The projection-store port: what the projector writes and the read side asks, nothing more.
+
+Adapters: `projections.sqlite_store` (embedded default). `open_store(url)` picks one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+
+ReviewKey = tuple[str, str]  # (user_id, movie_id)
+
+
+class ReviewRow(msgspec.Struct, frozen=True):
+    """A user's current review of a movie."""
+
+    user_id: str
+    movie_id: str
+    rating: float
+    summary: str
+    text: str
+    reviewed_at: datetime
+    event_id: str
+
+
+class MovieRow(msgspec.Struct, frozen=True):
+    movie_id: str
+    title: str | None
+    year: int | None
+    genres: list[str]
+    review_count: int
+    mean_rating: float | None
+
+
+class HistoryRow(msgspec.Struct, frozen=True):
+    """One event about a user's reviews, as the audit trail keeps it."""
+
+    user_id: str
+    event_id: str
+    type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    partition: int
+    offset: int
+    payload: dict
+
+
+class CatalogueEntry(msgspec.Struct, frozen=True):
+    movie_id: str
+    title: str
+    year: int | None
+    genres: list[str]
+    image_url: str | None
+
+
+class Changes(msgspec.Struct):
+    """The net effect of one batch of events, written in one transaction with its checkpoint."""
+
+    put_reviews: dict[ReviewKey, ReviewRow] = {}
+    deleted_reviews: set[ReviewKey] = set()
+    # movie_id -> (change in review count, change in the sum of ratings counted in half stars)
+    movie_deltas: dict[str, tuple[int, int]] = {}
+    catalogue: dict[str, CatalogueEntry] = {}
+    history: list[HistoryRow] = []
+    checkpoint: dict[int, int] = {}
+
+
+class PartitionLag(msgspec.Struct, frozen=True):
+    partition: int
+    checkpoint: int  # last offset applied, -1 for none
+    high_watermark: int  # next offset the broker will write
+    lag: int
+
+
+class ProjectionStore(Protocol):
+    # The projector's side.
+    def checkpoint(self) -> dict[int, int]:
+        """partition -> last offset applied."""
+
+    def seen_event_ids(self, event_ids: list[str]) -> set[str]:
+        """Which of these events were already applied (a retried command, a re-import)."""
+
+    def current_ratings(self, keys: list[ReviewKey]) -> dict[ReviewKey, float]:
+        """The current rating of each reviewed key; absent keys have no review."""
+
+    def apply(self, changes: Changes) -> None:
+        """Write the changes and the checkpoint atomically."""
+
+    def record_lag(self, lags: list[PartitionLag]) -> None: ...
+
+    # The read side.
+    def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
+        """Newest first by (reviewed_at, movie_id); `after` is the last row's sort key."""
+
+    def movie(self, movie_id: str) -> MovieRow | None: ...
+
+    def lag(self) -> list[PartitionLag]: ...
+
+    def contents(self) -> dict[str, list[tuple]]:
+        """Every view's rows in a stable order, to compare two stores (verify, rebuild checks)."""
+
+    def ping(self) -> None:
+        """Raise if the store cannot answer."""
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> ProjectionStore:
+    if url.startswith("sqlite:///"):
+        from projections.sqlite_store import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite:///"))
+    raise ValueError(f"unsupported HARMONY_STORE {url!r}: use sqlite:///path")

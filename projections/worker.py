@@ -1,0 +1,112 @@
+"""The Faust projection worker: consume the review log in batches and fold it into the store.
+
+At-least-once delivery from the broker; the store's checkpoint and event-id
+check make it exactly-once in effect. No Faust tables: state lives in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import faust
+
+from harmony.logs import get_logger
+from harmony.settings import Settings
+from events.topic import ensure_topics, review_topics
+from events.reader import LogRecord
+from projections.projector import apply_records, decode_batch
+from projections.store import PartitionLag, ProjectionStore, open_store
+
+log = get_logger("harmony.worker")
+
+BATCH_SIZE = 2000
+BATCH_WAIT = 0.05  # seconds to wait for a batch to fill when the log is quiet
+LAG_INTERVAL = 2.0
+
+
+def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
+    app = faust.App(
+        f"harmony-projector.{settings.topic}",  # one consumer group per log
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        processing_guarantee="at_least_once",  # exactly_once needs an idempotent producer Tansu rejects
+        broker_session_timeout=10,  # group joins take ~half of it on Tansu
+        broker_heartbeat_interval=2,
+        broker_commit_every=BATCH_SIZE,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        topic_replication_factor=1,
+        web_enabled=False,
+        autodiscover=False,
+        stream_buffer_maxsize=4 * BATCH_SIZE,
+    )
+    reviews = app.topic(settings.topic, key_serializer="raw", value_serializer="raw", internal=False)
+    deadletter = app.topic(settings.deadletter_topic, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(reviews, concurrency=1)
+    async def project(stream):
+        async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
+            raw = [
+                LogRecord(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in batch
+            ]
+            records, dead = decode_batch(raw)
+            # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
+            for letter in dead:
+                sent = await deadletter.send(
+                    key=letter.record.key,
+                    value=letter.record.value or b"",
+                    headers={
+                        "reason": letter.reason.encode(),
+                        "source": f"{settings.topic}/{letter.record.partition}/{letter.record.offset}".encode(),
+                    },
+                )
+                await sent
+                log.warning(
+                    "dead-lettered a record",
+                    extra={"partition": letter.record.partition, "offset": letter.record.offset,
+                           "reason": letter.reason},
+                )
+            apply_records(store, records)
+
+    @app.timer(LAG_INTERVAL)
+    async def report_lag():
+        lags = partition_lag(app, settings.topic, store)
+        if lags:
+            store.record_lag(lags)
+            log.info("projector lag", extra={"lag": {lag.partition: lag.lag for lag in lags},
+                                             "total": sum(lag.lag for lag in lags)})
+
+    return app
+
+
+def partition_lag(app: faust.App, topic: str, store: ProjectionStore) -> list[PartitionLag]:
+    """Lag from the fetch high watermark: Tansu's ListOffsets under-reports the log end."""
+    done = store.checkpoint()
+    lags = []
+    for tp in sorted(app.consumer.assignment()):
+        if tp.topic != topic:
+            continue
+        high = app.consumer.highwater(tp)
+        if high is None:
+            continue
+        checkpoint = done.get(tp.partition, -1)
+        lags.append(PartitionLag(tp.partition, checkpoint, high, max(0, high - checkpoint - 1)))
+    return lags
+
+
+def run(settings: Settings) -> None:
+    """Run the worker until SIGINT/SIGTERM."""
+    if not settings.kafka_bootstrap:
+        raise SystemExit("harmony worker: no broker; run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
+    started = time.monotonic()
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, review_topics(settings.topic, settings.partitions)))
+    store = open_store(settings.store_url)
+    app = create_app(settings, store)
+    log.info("projection worker starting", extra={"broker": settings.kafka_bootstrap, "store": settings.store_url,
+                                                  "setup_s": round(time.monotonic() - started, 2)})
+    worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        store.close()

@@ -1,0 +1,155 @@
+"""Shared fixtures. Integration tests run against the real local stack (Tansu on SeaweedFS),
+started once per session on free loopback ports in a temporary state directory.
+Each test gets its own topic and store, so tests do not see each other's events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from events.topic import ensure_topics, review_topics
+from harmony import stack as launcher
+from harmony.settings import load
+
+PARTITIONS = 4
+
+
+class Service:
+    """A `harmony` subcommand run as a child process, with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
+        self.args, self.env, self.log_path = args, env, log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Service":
+        out = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "harmony", *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, message: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s: {message}")
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("stack")
+    launcher.up(directory, "harmony.reviews", PARTITIONS)
+    yield directory
+    launcher.down(directory)
+
+
+@pytest.fixture
+def env(stack_dir, tmp_path, monkeypatch) -> dict[str, str]:
+    """An environment naming the session's stack, a fresh topic and a fresh store; also applied to this process."""
+    values = {
+        "HARMONY_STATE_DIR": str(stack_dir),
+        "HARMONY_TOPIC": f"test.{uuid.uuid4().hex[:12]}",
+        "HARMONY_PARTITIONS": str(PARTITIONS),
+        "HARMONY_STORE": f"sqlite:///{tmp_path / 'projections.db'}",
+        "HARMONY_LOG_FORMAT": "json",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load()
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, review_topics(settings.topic, PARTITIONS)))
+    return {**os.environ, **values}
+
+
+@pytest.fixture
+def settings(env):
+    return load()
+
+
+@pytest.fixture
+def services(env, tmp_path):
+    """Start `harmony worker` / `harmony api` children; all are stopped after the test."""
+    started: list[Service] = []
+
+    def start(*args: str) -> Service:
+        name = "-".join(args)[:40]
+        service = Service(list(args), env, tmp_path / f"{name}.{len(started)}.log").start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def api(services):
+    """A running API process; answers an httpx client bound to it."""
+    port = free_port()
+    service = services("api", "--port", str(port))
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15)
+    wait_until(lambda: _ready(client), 30, f"API not ready: {service.log()[-2000:]}")
+    yield client
+    client.close()
+
+
+def _ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def start_worker(services, settings):
+    """Start a projection worker and wait until it has joined the group and reported lag."""
+    from projections.store import open_store
+
+    def start() -> Service:
+        store = open_store(settings.store_url)
+        before = {lag.partition: lag for lag in store.lag()}
+        service = services("worker")
+
+        def reporting():
+            now = store.lag()
+            return len(now) == PARTITIONS and any(lag != before.get(lag.partition) for lag in now)
+
+        wait_until(reporting, 60, f"worker never reported lag: {service.log()[-2000:]}")
+        store.close()
+        return service
+
+    return start
