@@ -39,6 +39,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from commands.imports.cli import run
+
+    return run(config.load(), args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harmony.demo import run
 
@@ -60,6 +66,13 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.set_defaults(run=cmd_api)
+
+    importing = sub.add_parser("import", help="append historical reviews (MovieLens, Amazon) as events")
+    importing.add_argument("source", choices=["movielens", "amazon"])
+    importing.add_argument("path", help="a MovieLens folder or ratings file; an Amazon JSON-lines file (.gz ok)")
+    importing.add_argument("--strict", action="store_true", help="abort on the first bad row")
+    importing.add_argument("--json", action="store_true", help="print one JSON object of figures")
+    importing.set_defaults(run=cmd_import)
 
     demo = sub.add_parser("demo", help="stack + worker + API with demo data; Ctrl-C stops it all")
     demo.add_argument("--host", default="127.0.0.1")
