@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from typing import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from events.codec import encode
 from events.position import Position
@@ -83,3 +86,78 @@ class KafkaEventLog:
         except (TimeoutError, KafkaError) as error:
             raise LogUnavailable(f"broker did not acknowledge: {error!r}") from error
         return [Position(r.partition, r.offset) for r in records]
+
+    async def append_bulk(
+        self, events: Iterable[Event], on_acked: Callable[[int], None] | None = None
+    ) -> list[Position]:
+        """Append a long stream of events at bulk speed; answer the last position written per partition.
+
+        For imports. Events are encoded into one record batch per partition (aiokafka's batch
+        API, up to max_batch_size each), partitioned by key exactly as `append` does, so a
+        user's events keep their order. A full batch is queued at once (no linger): while the
+        broker writes one request, the next batches fill, and a partition with a batch still
+        queued makes the stream wait (back-pressure). `events` is consumed lazily, so it can be
+        far larger than memory; it may raise, which stops the append (batches already queued
+        are still delivered when the log is stopped). Every acknowledgement (acks=all) is
+        awaited before this returns; `on_acked(n)` reports n more events acknowledged.
+        Raises LogUnavailable if a batch is not acknowledged: batches acknowledged before it
+        stay written, and a retry with the same event ids is removed downstream.
+        """
+        producer = self._producer
+        if producer is None:
+            raise LogUnavailable("not connected to the broker")
+        partitioner = DefaultPartitioner()  # the producer's own: same partition as send(key=...)
+        partition_of: dict[bytes, int] = {}
+        builders: dict[int, object] = {}
+        pending: deque[tuple[asyncio.Future, int, int]] = deque()
+        last: dict[int, int] = {}
+
+        def settle(future: asyncio.Future, count: int, partition: int) -> None:
+            metadata = future.result()  # raises the batch's KafkaError
+            last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
+            if on_acked is not None:
+                on_acked(count)
+
+        async def submit(partition: int, builder) -> None:
+            builder.close()  # a closed batch is drained at once, without linger
+            async with asyncio.timeout(self.timeout):
+                future = await producer.send_batch(builder, self.topic, partition=partition)
+            pending.append((future, builder.record_count(), partition))
+            while pending and pending[0][0].done():
+                settle(*pending.popleft())
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                partitions = sorted(await producer.partitions_for(self.topic))
+            appended = 0
+            for event in events:
+                key = event.key.encode()
+                partition = partition_of.get(key)
+                if partition is None:
+                    if len(partition_of) >= 1 << 20:
+                        partition_of.clear()
+                    partition = partition_of[key] = partitioner(key, partitions, partitions)
+                value = encode(event)
+                builder = builders.get(partition)
+                if builder is None:
+                    builder = builders[partition] = producer.create_batch()
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    await submit(partition, builder)
+                    builder = builders[partition] = producer.create_batch()
+                    if builder.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"event {event.event_id} is larger than a record batch")
+                appended += 1
+                if appended % 256 == 0:
+                    # Parsing runs on this loop too: let the sender and the sockets move on.
+                    await asyncio.sleep(0)
+            for partition, builder in builders.items():
+                if builder.record_count():
+                    await submit(partition, builder)
+            while pending:
+                future, count, partition = pending.popleft()
+                async with asyncio.timeout(self.timeout):
+                    await asyncio.wait([future])
+                settle(future, count, partition)
+        except (TimeoutError, KafkaError) as error:
+            raise LogUnavailable(f"broker did not acknowledge: {error!r}") from error
+        return [Position(p, offset) for p, offset in sorted(last.items())]

@@ -1,0 +1,64 @@
+"""Helpers for integration tests: write events straight into the log, fold the log for comparison."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from aiokafka import AIOKafkaProducer
+
+from events.codec import encode
+from events.types import Event, ReviewRetracted, ReviewSubmitted
+from projections.rebuild import fold_log
+from projections.sqlite_store import SQLiteStore
+
+EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
+
+
+def review_stream(count: int, seed: int = 1, users: int = 200, movies: int = 500) -> list[Event]:
+    """Submissions, replacements, retractions and re-sent duplicates, in a plausible mix."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    for i in range(count):
+        user, movie = f"u{rng.randrange(users)}", f"m{rng.randrange(movies)}"
+        at = EPOCH + timedelta(minutes=i)
+        roll = rng.random()
+        if roll < 0.05 and events:
+            events.append(rng.choice(events))  # a retried append: same event id again
+        elif roll < 0.15:
+            events.append(ReviewRetracted(event_id=str(uuid.uuid4()), occurred_at=at, recorded_at=at,
+                                          user_id=user, movie_id=movie))
+        else:
+            events.append(ReviewSubmitted(event_id=str(uuid.uuid4()), occurred_at=at, recorded_at=at,
+                                          user_id=user, movie_id=movie, rating=rng.randrange(1, 11) / 2,
+                                          summary=f"s{i}", reviewed_at=at))
+    return events
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    """Write raw (key, value) records as they are, acks=all."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def produce_events(bootstrap: str, topic: str, events: list[Event]) -> None:
+    asyncio.run(produce(bootstrap, topic, [(e.key.encode(), encode(e)) for e in events]))
+
+
+def fold_of_log(bootstrap: str, topic: str, path) -> SQLiteStore:
+    """A fresh store holding the fold of the whole log: what every live projection must equal."""
+    store = SQLiteStore(path)
+    asyncio.run(fold_log(bootstrap, topic, store))
+    return store
+
+
+def applied(store: SQLiteStore) -> int:
+    """Records the store has applied: checkpoint offsets are the last applied, per partition."""
+    return sum(offset + 1 for offset in store.checkpoint().values())

@@ -1,0 +1,53 @@
+"""Restart the broker and SeaweedFS: events and views survive; a POST meanwhile answers 503 quickly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from events.reader import read_log
+from harmony import stack as launcher
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def count_log(bootstrap: str, topic: str) -> int:
+    return sum([len(batch) async for batch in read_log(bootstrap, topic)])
+
+
+def test_events_and_views_survive_a_full_stack_restart(settings, api, start_worker, stack_dir):
+    start_worker()
+    receipts = [
+        api.post("/v1/reviews", json={"user_id": "carla", "movie_id": f"m{i}", "rating": 1 + i / 2}).json()
+        for i in range(8)
+    ]
+    before = api.get("/v1/users/carla/reviews", params={"after": receipts[-1]["token"]}).json()
+    assert len(before["reviews"]) == 8
+
+    launcher.down(stack_dir)
+    started = time.monotonic()
+    refused = api.post("/v1/reviews", json={"user_id": "carla", "movie_id": "late", "rating": 3})
+    assert refused.status_code == 503 and time.monotonic() - started < 6
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert api.get("/readyz").status_code == 503
+    # Reads are served from the projection while the broker is down.
+    assert api.get("/v1/users/carla/reviews").json() == before
+
+    info = launcher.up(stack_dir, settings.topic, 4)
+    assert info["kafka_bootstrap"] == settings.kafka_bootstrap, "a restart keeps the broker's address"
+    assert asyncio.run(count_log(settings.kafka_bootstrap, settings.topic)) == 8
+
+    # The API reconnects by itself, and the worker (killed with the broker gone or not) projects new writes.
+    wait_until(lambda: api.get("/readyz").status_code == 200, 60, "API reconnected to the broker")
+    after = api.post("/v1/reviews", json={"user_id": "carla", "movie_id": "m-new", "rating": 5})
+    assert after.status_code == 202
+    page = api.get("/v1/users/carla/reviews", params={"after": after.json()["token"], "limit": 100})
+    if page.status_code == 503:  # the worker may still be rejoining its group after the restart
+        page = wait_until(
+            lambda: (r := api.get("/v1/users/carla/reviews", params={"after": after.json()["token"]})).status_code
+            == 200 and r, 60, "worker resumed after the restart")
+    movies = {r["movie_id"] for r in page.json()["reviews"]}
+    assert movies == {f"m{i}" for i in range(8)} | {"m-new"}

@@ -1,0 +1,104 @@
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+import pytest
+
+from commands.handlers import IdempotencyConflict, InvalidCommand, ReviewCommands
+from commands.types import RetractReview, SubmitReview
+from events.types import ReviewRetracted, ReviewSubmitted
+from tests.unit.fakes import MemoryLog
+
+NOW = datetime(2025, 3, 1, tzinfo=timezone.utc)
+
+
+def handlers(log=None):
+    log = log or MemoryLog()
+    return log, ReviewCommands(log, clock=lambda: NOW)
+
+
+def test_submit_appends_one_review_event_with_envelope():
+    log, commands = handlers()
+    receipt = asyncio.run(commands.submit(SubmitReview("ana", "m1", 4.0, summary="good")))
+    [event] = log.events
+    assert isinstance(event, ReviewSubmitted)
+    assert (event.user_id, event.movie_id, event.rating, event.summary) == ("ana", "m1", 4.0, "good")
+    assert event.event_id == receipt.event_id and event.recorded_at == NOW == event.reviewed_at
+    assert receipt.token == receipt.position.token()
+
+
+def test_retract_appends_a_retraction():
+    log, commands = handlers()
+    asyncio.run(commands.retract(RetractReview("ana", "m1")))
+    assert isinstance(log.events[0], ReviewRetracted)
+
+
+@pytest.mark.parametrize("body", [
+    {"user_id": "", "movie_id": "m", "rating": 3},
+    {"user_id": "u" * 129, "movie_id": "m", "rating": 3},
+    {"user_id": "u", "movie_id": "m", "rating": 0},
+    {"user_id": "u", "movie_id": "m", "rating": 5.5},
+    {"user_id": "u", "movie_id": "m", "rating": 2.25},
+    {"user_id": "u", "movie_id": "m", "rating": 3, "summary": "s" * 301},
+    {"user_id": "u", "movie_id": "m", "rating": 3, "text": "t" * 20_001},
+    {"user_id": "u", "movie_id": "m", "rating": 3, "reviewed_at": "2020-01-01T00:00:00"},
+])
+def test_command_type_rejects_invalid_fields(body):
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(body, SubmitReview)
+
+
+@pytest.mark.parametrize("when", [NOW + timedelta(days=2), datetime(1850, 1, 1, tzinfo=timezone.utc)])
+def test_insane_review_times_are_refused(when):
+    log, commands = handlers()
+    with pytest.raises(InvalidCommand):
+        asyncio.run(commands.submit(SubmitReview("u", "m", 3.0, reviewed_at=when)))
+    assert log.events == []
+
+
+def test_idempotency_key_gives_one_event_and_the_same_receipt():
+    log, commands = handlers()
+
+    async def three_times():
+        command = SubmitReview("ana", "m1", 4.0)
+        return [await commands.submit(command, "key-1") for _ in range(3)]
+
+    receipts = asyncio.run(three_times())
+    assert len(log.events) == 1
+    assert len(set(receipts)) == 1
+
+
+def test_idempotency_key_gives_a_deterministic_event_id_across_processes():
+    log1, first = handlers()
+    log2, second = handlers()
+    asyncio.run(first.submit(SubmitReview("ana", "m1", 4.0), "key-1"))
+    asyncio.run(second.submit(SubmitReview("ana", "m1", 4.0), "key-1"))
+    assert log1.events[0].event_id == log2.events[0].event_id
+    asyncio.run(second.submit(SubmitReview("ben", "m1", 4.0), "key-1"))
+    assert len({e.event_id for e in log2.events}) == 2, "keys are scoped per user"
+
+
+def test_reused_key_with_another_body_is_a_conflict():
+    log, commands = handlers()
+
+    async def run():
+        await commands.submit(SubmitReview("ana", "m1", 4.0), "k")
+        await commands.submit(SubmitReview("ana", "m1", 1.0), "k")
+
+    with pytest.raises(IdempotencyConflict):
+        asyncio.run(run())
+    assert len(log.events) == 1
+
+
+def test_a_failed_append_can_be_retried_with_the_same_key():
+    log, commands = handlers()
+    log.down = True
+
+    async def run():
+        with pytest.raises(Exception):
+            await commands.submit(SubmitReview("ana", "m1", 4.0), "k")
+        log.down = False
+        return await commands.submit(SubmitReview("ana", "m1", 4.0), "k")
+
+    receipt = asyncio.run(run())
+    assert [e.event_id for e in log.events] == [receipt.event_id]
