@@ -76,7 +76,7 @@ def require_java(minimum: int = 17) -> str:
     return java
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as sock:
         # Servers bind with SO_REUSEADDR, so a port held only by TIME_WAIT sockets counts as free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -93,7 +93,7 @@ def _free_port(avoid: set[int], grpc_twin: bool = False) -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port in avoid or (grpc_twin and (port > 55000 or not _port_free(port + 10000))):
+        if port in avoid or (grpc_twin and (port > 55000 or not port_free(port + 10000))):
             continue
         return port
     raise StackError("no free loopback port found")
@@ -104,7 +104,7 @@ def _choose_ports(directory: Path) -> dict[str, int]:
     previous = _read_json(directory / "ports.json")
     names = ("master", "volume", "filer", "s3", "broker")
     if previous and all(
-        _port_free(previous[n]) and (n == "broker" or _port_free(previous[n] + 10000)) for n in names
+        port_free(previous[n]) and (n == "broker" or port_free(previous[n] + 10000)) for n in names
     ):
         return previous
     ports: dict[str, int] = {}

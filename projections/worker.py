@@ -98,7 +98,7 @@ def partition_lag(app: faust.App, topic: str, store: ProjectionStore) -> list[Pa
 def run(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM."""
     if not settings.kafka_bootstrap:
-        raise SystemExit("harmony worker: no broker; run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
+        raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
     started = time.monotonic()
     asyncio.run(ensure_topics(settings.kafka_bootstrap, review_topics(settings.topic, settings.partitions)))
     store = open_store(settings.store_url)

