@@ -1,4 +1,4 @@
-"""Reading the review log from the start, for rebuilds, verification and benchmarks."""
+"""Reading ranges of the review log: for rebuilds, verification, gap filling and benchmarks."""
 
 from __future__ import annotations
 
@@ -16,24 +16,34 @@ class LogRecord(NamedTuple):
 
 
 async def read_log(
-    bootstrap: str, topic: str, *, batch: int = 5000, idle_timeout: float = 10.0
+    bootstrap: str,
+    topic: str,
+    *,
+    start: dict[int, int] | None = None,
+    end: dict[int, int] | None = None,
+    batch: int = 5000,
+    idle_timeout: float = 10.0,
 ) -> AsyncIterator[list[LogRecord]]:
-    """Yield batches of every record from offset 0 up to the log end as it stood when reading began.
+    """Yield batches of records from `start` (default offset 0) up to, not including, `end`
+    (default: the log end as it stood when reading began), every partition unless `end` names some.
 
     The log end comes from the fetch high watermark: Tansu's ListOffsets under-reports it.
     """
+    start = start or {}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        numbers = sorted(end) if end is not None else sorted(consumer.partitions_for_topic(topic) or ())
+        partitions = [TopicPartition(topic, p) for p in numbers if end is None or start.get(p, 0) < end[p]]
+        ends = {tp: end[tp.partition] for tp in partitions} if end is not None else {}
         if not partitions:
             return
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            consumer.seek(tp, start.get(tp.partition, 0))
         loop = asyncio.get_running_loop()
         last_progress = loop.time()
         while True:
@@ -50,9 +60,7 @@ async def read_log(
             if out:
                 last_progress = loop.time()
                 yield out
-            if len(ends) == len(partitions) and all(
-                await asyncio.gather(*(_reached(consumer, tp, end) for tp, end in ends.items()))
-            ):
+            if len(ends) == len(partitions) and await _reached(consumer, ends):
                 return
             if loop.time() - last_progress > idle_timeout:
                 raise TimeoutError(f"no progress reading {topic} for {idle_timeout:.0f}s")
@@ -60,5 +68,8 @@ async def read_log(
         await consumer.stop()
 
 
-async def _reached(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
-    return await consumer.position(tp) >= end
+async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
