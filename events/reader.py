@@ -73,3 +73,4 @@ async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) 
         if await consumer.position(tp) < end:
             return False
     return True
+

@@ -7,6 +7,9 @@ import json
 import sys
 
 from harmony import logs, settings as config
+from aiokafka.errors import KafkaError
+
+from events.log import LogUnavailable
 from harmony.stack import StackError
 
 
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure()
     try:
         return args.run(args)
-    except (StackError, ValueError, OSError) as error:
+    except (StackError, ValueError, OSError, LogUnavailable, KafkaError) as error:
         print(f"harmony {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -5,10 +5,11 @@ Independent of Faust so the worker, rebuilds and tests share it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import asyncio
+from typing import Awaitable, Callable, NamedTuple
 
 from events.codec import DecodeError, decode
-from events.reader import LogRecord
+from events.reader import LogRecord, read_log
 from projections.fold import Record, fold
 from projections.store import ProjectionStore
 
@@ -39,3 +40,50 @@ def apply_records(store: ProjectionStore, records: list[Record]) -> None:
     changes = fold(store, records)
     if changes.checkpoint:
         store.apply(changes)
+
+
+class LogProjector:
+    """Projects batches handed over by a consumer, one at a time, never leaving a hole.
+
+    Faust resumes from its group's committed offsets, which can be ahead of the store (a fresh
+    store; a batch acked as Faust shut down before it was written). Whatever lies between the
+    store's checkpoint and a batch is read straight from the log first, so the checkpoint only
+    ever moves over records that were applied or dead-lettered.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, store: ProjectionStore,
+        dead_letter: Callable[[DeadLetter], Awaitable[None]],
+    ):
+        self.bootstrap, self.topic, self.store = bootstrap, topic, store
+        self.dead_letter = dead_letter
+        self._one_at_a_time = asyncio.Lock()
+
+    async def project(self, batch: list[LogRecord]) -> None:
+        async with self._one_at_a_time:
+            done = self.store.checkpoint()
+            holes: dict[int, tuple[int, int]] = {}
+            for record in batch:
+                if record.partition not in holes:
+                    holes[record.partition] = (done.get(record.partition, -1) + 1, record.offset)
+            holes = {p: hole for p, hole in holes.items() if hole[0] < hole[1]}
+            if holes:
+                await self._read_and_apply({p: a for p, (a, _) in holes.items()}, {p: b for p, (_, b) in holes.items()})
+            await self._apply(batch)
+
+    async def catch_up(self, until: dict[int, int]) -> None:
+        """Apply everything from the checkpoint up to (not including) `until` per partition."""
+        async with self._one_at_a_time:
+            done = self.store.checkpoint()
+            await self._read_and_apply({p: done.get(p, -1) + 1 for p in until}, until)
+
+    async def _read_and_apply(self, start: dict[int, int], end: dict[int, int]) -> None:
+        async for chunk in read_log(self.bootstrap, self.topic, start=start, end=end):
+            await self._apply(chunk)
+
+    async def _apply(self, batch: list[LogRecord]) -> None:
+        records, dead = decode_batch(batch)
+        # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
+        for letter in dead:
+            await self.dead_letter(letter)
+        apply_records(self.store, records)

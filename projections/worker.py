@@ -7,6 +7,7 @@ check make it exactly-once in effect. No Faust tables: state lives in the store.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import faust
@@ -15,7 +16,7 @@ from harmony.logs import get_logger
 from harmony.settings import Settings
 from events.topic import ensure_topics, review_topics
 from events.reader import LogRecord
-from projections.projector import apply_records, decode_batch
+from projections.projector import DeadLetter, LogProjector
 from projections.store import PartitionLag, ProjectionStore, open_store
 
 log = get_logger("harmony.worker")
@@ -36,6 +37,7 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         store="memory://",
+        datadir=str(settings.state_dir / "faust"),  # Faust writes a folder per app; keep it in the state dir
         topic_replication_factor=1,
         web_enabled=False,
         autodiscover=False,
@@ -44,34 +46,47 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
     reviews = app.topic(settings.topic, key_serializer="raw", value_serializer="raw", internal=False)
     deadletter = app.topic(settings.deadletter_topic, key_serializer="raw", value_serializer="raw")
 
+    async def dead_letter(letter: DeadLetter) -> None:
+        sent = await deadletter.send(
+            key=letter.record.key,
+            value=letter.record.value or b"",
+            headers={
+                "reason": letter.reason.encode(),
+                "source": f"{settings.topic}/{letter.record.partition}/{letter.record.offset}".encode(),
+            },
+        )
+        await sent
+        log.warning("dead-lettered a record", extra={"partition": letter.record.partition,
+                                                     "offset": letter.record.offset, "reason": letter.reason})
+
+    projector = LogProjector(settings.kafka_bootstrap, settings.topic, store, dead_letter)
+
     @app.agent(reviews, concurrency=1)
     async def project(stream):
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
-            raw = [
-                LogRecord(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in batch
-            ]
-            records, dead = decode_batch(raw)
-            # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
-            for letter in dead:
-                sent = await deadletter.send(
-                    key=letter.record.key,
-                    value=letter.record.value or b"",
-                    headers={
-                        "reason": letter.reason.encode(),
-                        "source": f"{settings.topic}/{letter.record.partition}/{letter.record.offset}".encode(),
-                    },
+            try:
+                await projector.project(
+                    [LogRecord(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in batch]
                 )
-                await sent
-                log.warning(
-                    "dead-lettered a record",
-                    extra={"partition": letter.record.partition, "offset": letter.record.offset,
-                           "reason": letter.reason},
-                )
-            apply_records(store, records)
+            except Exception:
+                # Crash-only: exit at once, before Faust acks or commits anything more. A restarted
+                # worker goes on from the store's checkpoint, reading any skipped range from the log.
+                log.critical("projection failed; exiting", exc_info=True)
+                os._exit(70)
+
+    stalled: dict[int, PartitionLag] = {}
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():
         lags = partition_lag(app, settings.topic, store)
+        # Lag that did not move for a whole interval while Faust delivers nothing (its group offsets
+        # are ahead of this store): read it straight from the log.
+        behind = {lag.partition: lag.high_watermark for lag in lags if lag.lag and stalled.get(lag.partition) == lag}
+        stalled.clear()
+        stalled.update({lag.partition: lag for lag in lags})
+        if behind:
+            log.info("catching up from the log", extra={"until": behind})
+            await projector.catch_up(behind)
         if lags:
             store.record_lag(lags)
             log.info("projector lag", extra={"lag": {lag.partition: lag.lag for lag in lags},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -40,3 +41,25 @@ def test_sigkill_mid_stream_then_restart_equals_fold_of_log(settings, services, 
         assert live[view] == expected[view], f"view {view} differs from a fold of the whole log"
     # The mix holds retractions and re-sent duplicates: the reviews view is not trivially the log.
     assert 0 < len(expected["reviews"]) < TOTAL
+
+
+def test_fresh_store_behind_the_group_offsets_is_filled_from_the_log(settings, env, services, tmp_path):
+    """Faust resumes from committed group offsets; a store that lacks those events must not get a gap."""
+    from tests.conftest import Service
+
+    events = review_stream(3_000, seed=5)
+    produce_events(settings.kafka_bootstrap, settings.topic, events)
+    first = SQLiteStore(settings.store_url.removeprefix("sqlite:///"))
+    worker = services("worker")
+    wait_until(lambda: applied(first) == len(events), 90, "first worker caught up")
+    time.sleep(2)  # let Faust commit its group offsets (commit interval 1 s)
+    worker.stop()
+
+    fresh_path = tmp_path / "fresh.db"
+    second = Service(["worker"], {**env, "HARMONY_STORE": f"sqlite:///{fresh_path}"}, tmp_path / "w2.log").start()
+    try:
+        fresh = SQLiteStore(fresh_path)
+        wait_until(lambda: applied(fresh) == len(events), 90, f"fresh store filled: {second.log()[-1500:]}")
+        assert fresh.contents() == first.contents()
+    finally:
+        second.stop()
