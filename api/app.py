@@ -14,14 +14,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.bodies import Health, LagReport, MovieView, ReviewsPage, ReviewView
+from api.bodies import Health, HistoryEvent, HistoryPage, LagReport, MovieView, ReviewsPage, ReviewView
 from api.openapi import Operation, Param, document
 from api.problems import HANDLERS, ProblemError
 from commands.handlers import IdempotencyConflict, InvalidCommand, ReviewCommands
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.log import LogUnavailable
 from events.position import Position
+from events.types import Timestamp
 from harmony.logs import get_logger
+from projections.history import reviews_at
 from projections.store import ProjectionStore
 
 log = get_logger("harmony.api")
@@ -77,16 +79,17 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     return int(raw)
 
 
-Cursor = tuple[datetime, str]  # the last row's (reviewed_at, movie_id)
+ReviewsCursor = tuple[datetime, str]  # the last row's (reviewed_at, movie_id)
+HistoryCursor = tuple[int, int]  # the last row's (partition, offset)
 
 
-def encode_cursor(key: Cursor) -> str:
+def encode_cursor(key: tuple) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode()
 
 
-def decode_cursor(cursor: str) -> Cursor:
+def decode_cursor(cursor: str, kind: type):
     try:
-        return msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()), type=Cursor)
+        return msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()), type=kind)
     except (ValueError, msgspec.DecodeError):
         raise ProblemError(400, "cursor is not one this API gave out") from None
 
@@ -138,7 +141,7 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
         cursor = request.query_params.get("cursor")
         if token := request.query_params.get("after"):
             await wait_for(token)
-        rows = store.user_reviews(user_id, limit + 1, decode_cursor(cursor) if cursor else None)
+        rows = store.user_reviews(user_id, limit + 1, decode_cursor(cursor, ReviewsCursor) if cursor else None)
         page, more = rows[:limit], len(rows) > limit
         last = page[-1] if page else None
         return json_response(
@@ -146,6 +149,37 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
                 user_id=user_id,
                 reviews=[ReviewView(r.movie_id, r.rating, r.summary, r.text, r.reviewed_at, r.event_id) for r in page],
                 next_cursor=encode_cursor((last.reviewed_at, last.movie_id)) if more else None,
+            )
+        )
+
+    async def user_history(request: Request) -> Response:
+        user_id = request.path_params["user_id"]
+        limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
+        cursor = request.query_params.get("cursor")
+        before = decode_cursor(cursor, HistoryCursor) if cursor else None
+        as_of = None
+        if raw := request.query_params.get("as_of"):
+            try:
+                as_of = msgspec.convert(raw, Timestamp)
+            except msgspec.ValidationError:
+                raise ProblemError(400, f"as_of must be an RFC 3339 time with a zone, not {raw!r}") from None
+        rows = store.user_history(user_id, limit + 1, before, as_of)
+        page, more = rows[:limit], len(rows) > limit
+        reviews = None
+        if as_of is not None:
+            stood = reviews_at(store.user_history(user_id, 0, None, as_of))
+            reviews = [msgspec.convert(r, ReviewView, strict=False) for r in stood]
+        return json_response(
+            HistoryPage(
+                user_id=user_id,
+                events=[
+                    HistoryEvent(r.event_id, r.type, r.occurred_at, r.recorded_at, Position(r.partition, r.offset),
+                                 r.payload)
+                    for r in page
+                ],
+                next_cursor=encode_cursor((page[-1].partition, page[-1].offset)) if more else None,
+                as_of=as_of,
+                reviews=reviews,
             )
         )
 
@@ -194,6 +228,13 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
                     Param("cursor", "query", "next_cursor of the previous page"),
                     Param("after", "query", "a command's token: wait until that write is visible")),
                    (400, 503)), user_reviews),
+        (Operation("GET", "/v1/users/{user_id}/history", "Audit trail: every event about the user's reviews", 200,
+                   HistoryPage, None,
+                   (user, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", {"type": "integer"}),
+                    Param("cursor", "query", "next_cursor of the previous page"),
+                    Param("as_of", "query", "RFC 3339 time: only events recorded by then, plus the reviews "
+                          "as they stood", {"type": "string", "format": "date-time"})),
+                   (400,)), user_history),
         (Operation("GET", "/v1/movies/{movie_id}", "A movie's catalogue entry and review statistics", 200,
                    MovieView, None, (film,), (404,)), movie),
         (Operation("GET", "/v1/projections/lag", "Events the projector is behind the log, per partition", 200,

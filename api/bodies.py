@@ -6,6 +6,7 @@ from datetime import datetime
 
 import msgspec
 
+from events.position import Position
 from projections.store import PartitionLag
 
 
@@ -22,6 +23,26 @@ class ReviewsPage(msgspec.Struct):
     user_id: str
     reviews: list[ReviewView]
     next_cursor: str | None
+
+
+class HistoryEvent(msgspec.Struct):
+    event_id: str
+    type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    position: Position
+    payload: dict
+
+
+class HistoryPage(msgspec.Struct, omit_defaults=True):
+    """Every event about the user's reviews, newest first; with `as_of`, only those recorded by
+    then, and `reviews` as they stood at that moment."""
+
+    user_id: str
+    events: list[HistoryEvent]
+    next_cursor: str | None
+    as_of: datetime | None = None
+    reviews: list[ReviewView] | None = None
 
 
 class MovieView(msgspec.Struct):

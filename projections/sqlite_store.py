@@ -12,7 +12,9 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from projections.store import Changes, MovieRow, PartitionLag, ReviewKey, ReviewRow
+import msgspec
+
+from projections.store import Changes, HistoryRow, MovieRow, PartitionLag, ReviewKey, ReviewRow
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
@@ -130,7 +132,7 @@ class SQLiteStore:
                     "INSERT OR IGNORE INTO history VALUES (?,?,?,?,?,?,?,?)",
                     [
                         (h.event_id, h.user_id, h.type, sortable_time(h.occurred_at),
-                         sortable_time(h.recorded_at), h.partition, h.offset, json.dumps(h.payload, default=str))
+                         sortable_time(h.recorded_at), h.partition, h.offset, msgspec.json.encode(h.payload).decode())
                         for h in changes.history
                     ],
                 )
@@ -175,6 +177,31 @@ class SQLiteStore:
             return None
         movie, title, year, genres, count, total = row
         return MovieRow(movie, title, year, json.loads(genres), count, total / 2 / count if count else None)
+
+    def user_history(
+        self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
+    ) -> list[HistoryRow]:
+        query = (
+            'SELECT user_id, event_id, type, occurred_at, recorded_at, partition, "offset", payload '
+            "FROM history WHERE user_id = ?"
+        )
+        params: list = [user_id]
+        if before is not None:
+            query += ' AND (partition, "offset") < (?, ?)'
+            params += list(before)
+        if as_of is not None:
+            query += " AND recorded_at <= ?"
+            params.append(sortable_time(as_of))
+        query += ' ORDER BY partition DESC, "offset" DESC'
+        if limit:
+            query += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [
+            HistoryRow(u, e, t, _parse_time(occurred), _parse_time(recorded), p, o, msgspec.json.decode(payload))
+            for u, e, t, occurred, recorded, p, o, payload in rows
+        ]
 
     def lag(self) -> list[PartitionLag]:
         with self._lock:

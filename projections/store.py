@@ -96,6 +96,12 @@ class ProjectionStore(Protocol):
 
     def movie(self, movie_id: str) -> MovieRow | None: ...
 
+    def user_history(
+        self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
+    ) -> list[HistoryRow]:
+        """The user's review events, newest first (by log position); `before` is the last row's
+        (partition, offset); `as_of` keeps events recorded at or before it; limit 0 means all."""
+
     def lag(self) -> list[PartitionLag]: ...
 
     def contents(self) -> dict[str, list[tuple]]:

@@ -1,0 +1,1 @@
+"""Model training and scoring (Spark ALS over the S3 archive). Not built yet: see issue 4."""

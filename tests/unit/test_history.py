@@ -1,0 +1,88 @@
+"""The audit trail and as_of time travel, through the API, on the real SQLite store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from commands.handlers import ReviewCommands
+from projections.sqlite_store import SQLiteStore
+from tests.unit.fakes import MemoryLog
+from tests.unit.test_api import project
+
+T1 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def client(tmp_path):
+    clock = {"now": T1}
+    log = MemoryLog()
+    store = SQLiteStore(tmp_path / "p.db")
+    with TestClient(create_app(store, log, ReviewCommands(log, clock=lambda: clock["now"]))) as http:
+        def at(moment, method, *args, **kwargs):
+            clock["now"] = moment
+            response = getattr(http, method)(*args, **kwargs)
+            project(log, store)
+            return response
+
+        yield http, at
+
+
+def iso(moment):
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_history_keeps_replaced_and_retracted_reviews_newest_first(client):
+    http, at = client
+    at(T1, "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 2})
+    at(T1 + timedelta(hours=1), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 4})
+    at(T1 + timedelta(hours=2), "delete", "/v1/users/ana/reviews/m")
+    page = http.get("/v1/users/ana/history").json()
+    assert [e["type"] for e in page["events"]] == ["ReviewRetracted", "ReviewSubmitted", "ReviewSubmitted"]
+    assert [e["payload"].get("rating") for e in page["events"]] == [None, 4.0, 2.0]
+    first = page["events"][0]
+    assert set(first) == {"event_id", "type", "occurred_at", "recorded_at", "position", "payload"}
+    assert "as_of" not in page and "reviews" not in page
+
+
+def test_as_of_answers_the_reviews_as_they_stood(client):
+    http, at = client
+    at(T1, "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 2})
+    at(T1, "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "other", "rating": 5})
+    at(T1 + timedelta(hours=1), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 4})
+    at(T1 + timedelta(hours=2), "delete", "/v1/users/ana/reviews/m")
+
+    def stood(moment):
+        page = http.get("/v1/users/ana/history", params={"as_of": iso(moment)}).json()
+        return {r["movie_id"]: r["rating"] for r in page["reviews"]}, len(page["events"])
+
+    assert stood(T1 - timedelta(minutes=1)) == ({}, 0)
+    assert stood(T1 + timedelta(minutes=30)) == ({"m": 2.0, "other": 5.0}, 2)  # earlier rating after replacement
+    assert stood(T1 + timedelta(minutes=90)) == ({"m": 4.0, "other": 5.0}, 3)  # the review again before retraction
+    assert stood(T1 + timedelta(hours=3)) == ({"other": 5.0}, 4)
+    current = http.get("/v1/users/ana/reviews").json()["reviews"]
+    assert [(r["movie_id"], r["rating"]) for r in current] == [("other", 5.0)]
+
+
+def test_history_pages_with_a_cursor(client):
+    http, at = client
+    for i in range(7):
+        at(T1, "post", "/v1/reviews", json={"user_id": "ben", "movie_id": f"m{i}", "rating": 3})
+    seen, cursor = [], None
+    while True:
+        page = http.get("/v1/users/ben/history", params={"limit": 3, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [e["event_id"] for e in page["events"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 7 == len(set(seen))
+
+
+@pytest.mark.parametrize("params", [{"as_of": "yesterday"}, {"as_of": "2025-01-01T00:00:00"}, {"cursor": "xx"}])
+def test_bad_history_parameters_are_400_problems(client, params):
+    http, _ = client
+    response = http.get("/v1/users/ana/history", params=params)
+    assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
