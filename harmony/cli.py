@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 
 from events.log import LogUnavailable
 from harmony.stack import StackError
+from projections.rebuild import REBUILDABLE
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
@@ -48,6 +49,18 @@ def cmd_import(args: argparse.Namespace) -> int:
     return run(config.load(), args)
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from harmony.maintenance import run_rebuild
+
+    return run_rebuild(config.load(), args.name, args.from_archive, args.json)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from harmony.maintenance import run_verify
+
+    return run_verify(config.load(), args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harmony.demo import run
 
@@ -76,6 +89,16 @@ def parser() -> argparse.ArgumentParser:
     importing.add_argument("--strict", action="store_true", help="abort on the first bad row")
     importing.add_argument("--json", action="store_true", help="print one JSON object of figures")
     importing.set_defaults(run=cmd_import)
+
+    rebuild = sub.add_parser("rebuild", help="rebuild a projection from the log (or the archive) and swap it in")
+    rebuild.add_argument("name", choices=["all", *REBUILDABLE])
+    rebuild.add_argument("--from-archive", action="store_true", help="replay the S3 archive, then the log's tail")
+    rebuild.add_argument("--json", action="store_true", help="print one JSON object")
+    rebuild.set_defaults(run=cmd_rebuild)
+
+    verify = sub.add_parser("verify", help="check the archive against the log and the projection against a fold")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(run=cmd_verify)
 
     demo = sub.add_parser("demo", help="stack + worker + API with demo data; Ctrl-C stops it all")
     demo.add_argument("--host", default="127.0.0.1")

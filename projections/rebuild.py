@@ -1,17 +1,83 @@
-"""Fold the whole review log into a store: the reference a live projection must equal."""
+"""Rebuild projections from the log (or the S3 archive) into a fresh store, then swap them in.
+
+The fresh store is built up to the live store's checkpoint, brought to exactly that
+checkpoint under the live store's write lock, and its views are copied over in one
+transaction: the API serves the old views until that commit.
+"""
 
 from __future__ import annotations
 
-from events.reader import read_log
+from pathlib import Path
+from typing import Callable, Iterable
+
+from events.reader import LogRecord, read_log
 from projections.projector import apply_records, decode_batch
+from projections.sqlite_store import VIEWS, SQLiteStore
 from projections.store import ProjectionStore
 
+REBUILDABLE = [view for view in VIEWS if view != "checkpoints"]
 
-async def fold_log(bootstrap: str, topic: str, store: ProjectionStore) -> int:
-    """Apply every record of the log to `store` (dead letters are only skipped); answer the count read."""
+Progress = Callable[[int], None]  # called with the number of records just read
+
+
+async def fold_log(
+    bootstrap: str, topic: str, store: ProjectionStore,
+    end: dict[int, int] | None = None, progress: Progress = lambda n: None,
+) -> int:
+    """Apply the log from the store's checkpoint up to `end` (default: the log end) to `store`.
+    Dead letters are only skipped here; the live worker already sent them. Answer the count read."""
+    done = store.checkpoint()
     count = 0
-    async for batch in read_log(bootstrap, topic):
+    async for batch in read_log(bootstrap, topic, start={p: o + 1 for p, o in done.items()}, end=end):
         records, _ = decode_batch(batch)
         apply_records(store, records)
         count += len(batch)
+        progress(len(batch))
     return count
+
+
+def fold_batches(store: ProjectionStore, batches: Iterable[list[LogRecord]], end: dict[int, int],
+                 progress: Progress = lambda n: None) -> int:
+    """Apply archived batches, keeping only records before `end` per partition."""
+    count = 0
+    for batch in batches:
+        wanted = [r for r in batch if r.offset < end.get(r.partition, 0)]
+        records, _ = decode_batch(wanted)
+        apply_records(store, records)
+        count += len(wanted)
+        progress(len(batch))
+    return count
+
+
+def _ends(checkpoint: dict[int, int]) -> dict[int, int]:
+    return {partition: offset + 1 for partition, offset in checkpoint.items()}
+
+
+async def rebuild(
+    live: SQLiteStore,
+    bootstrap: str,
+    topic: str,
+    views: list[str],
+    archive: Iterable[list[LogRecord]] | None = None,
+    progress: Progress = lambda n: None,
+) -> dict:
+    """Rebuild `views` of `live` from offset 0 (of the archive when given, else of the log)."""
+    fresh_path = Path(f"{live.path}.rebuild")
+    for leftover in (fresh_path, Path(f"{fresh_path}-wal"), Path(f"{fresh_path}-shm")):
+        leftover.unlink(missing_ok=True)
+    fresh = SQLiteStore(fresh_path)
+    try:
+        target = _ends(live.checkpoint())
+        from_archive = fold_batches(fresh, archive, target, progress) if archive is not None else 0
+        from_log = await fold_log(bootstrap, topic, fresh, target, progress)
+        # The live store moved on meanwhile: catch up without the lock, then exactly, with it.
+        from_log += await fold_log(bootstrap, topic, fresh, _ends(live.checkpoint()), progress)
+        with live.swap_in(fresh, views) as checkpoint:
+            from_log += await fold_log(bootstrap, topic, fresh, _ends(checkpoint), progress)
+        return {"views": views, "from_archive": from_archive, "from_log": from_log,
+                "checkpoint": {str(p): o for p, o in sorted(fresh.checkpoint().items())}}
+    finally:
+        fresh.close()
+        for leftover in (fresh_path, Path(f"{fresh_path}-wal"), Path(f"{fresh_path}-shm")):
+            leftover.unlink(missing_ok=True)
+

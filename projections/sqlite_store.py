@@ -6,11 +6,13 @@ file; WAL lets readers go on while a batch commits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import msgspec
 
@@ -41,6 +43,14 @@ CREATE TABLE IF NOT EXISTS lag (
     updated_at TEXT NOT NULL
 );
 """
+
+# The views a rebuild can replace, with a stable order to compare two stores.
+VIEWS = {
+    "reviews": "user_id, movie_id",
+    "movies": "movie_id",
+    "history": "event_id",
+    "checkpoints": "partition",
+}
 
 # SQLite caps the number of bound parameters per statement; stay well under it.
 _CHUNK = 500
@@ -211,15 +221,43 @@ class SQLiteStore:
         return [PartitionLag(p, c, h, max(0, h - c - 1)) for p, c, h in rows]
 
     def contents(self) -> dict[str, list[tuple]]:
-        """Every view's rows in a stable order, to compare two stores."""
-        queries = {
-            "reviews": "SELECT * FROM reviews ORDER BY user_id, movie_id",
-            "movies": "SELECT * FROM movies ORDER BY movie_id",
-            "history": "SELECT * FROM history ORDER BY event_id",
-            "checkpoints": "SELECT * FROM checkpoints ORDER BY partition",
-        }
+        """Every view's rows and the checkpoints in a stable order, from one snapshot."""
         with self._lock:
-            return {view: self._db.execute(query).fetchall() for view, query in queries.items()}
+            self._db.execute("BEGIN")  # one read transaction: views and checkpoint agree
+            try:
+                return {
+                    view: self._db.execute(f"SELECT * FROM {view} ORDER BY {order}").fetchall()
+                    for view, order in VIEWS.items()
+                }
+            finally:
+                self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def swap_in(self, fresh: "SQLiteStore", views: list[str]) -> Iterator[dict[int, int]]:
+        """Replace `views` with `fresh`'s in one transaction.
+
+        On entry the write lock is taken (projectors wait; readers keep their snapshot and see
+        the old views until the commit) and the live checkpoint is answered: bring `fresh` to
+        exactly it inside the block. On exit the views are copied over and committed.
+        """
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS fresh", (str(fresh.path),))  # not allowed inside a transaction
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    live = dict(self._db.execute('SELECT partition, "offset" FROM checkpoints'))
+                    yield live
+                    if fresh.checkpoint() != live:
+                        raise RuntimeError(f"fresh store at {fresh.checkpoint()}, live store at {live}")
+                    for view in views:
+                        self._db.execute(f"DELETE FROM main.{view}")
+                        self._db.execute(f"INSERT INTO main.{view} SELECT * FROM fresh.{view}")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._db.execute("DETACH DATABASE fresh")
 
     def ping(self) -> None:
         with self._lock:

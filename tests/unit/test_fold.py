@@ -110,3 +110,25 @@ def test_a_failed_write_leaves_no_partial_batch(store, monkeypatch):
         apply_records(store, records(sub("b", "u", "m", 5.0), start=1))
     monkeypatch.setattr(store, "_db", original)
     assert store.contents() == before
+
+
+def test_swap_in_replaces_views_atomically_at_the_same_checkpoint(store, tmp_path):
+    apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
+    fresh = SQLiteStore(tmp_path / "fresh.db")
+    reader = SQLiteStore(store.path)  # another connection, like the API's
+    with store.swap_in(fresh, ["reviews", "movies"]) as checkpoint:
+        assert checkpoint == {0: 1}
+        apply_records(fresh, records(sub("a", "u", "m", 2.0), sub("c", "v", "m", 5.0)))
+        assert reader.movie("m").mean_rating == 3.0, "readers see the old views until the swap commits"
+    assert reader.movie("m").mean_rating == 3.5
+    assert [r.event_id for r in reader.user_reviews("v", 10, None)] == ["c"]
+
+
+def test_swap_in_refuses_a_fresh_store_at_another_checkpoint(store, tmp_path):
+    apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
+    before = store.contents()
+    fresh = SQLiteStore(tmp_path / "fresh.db")
+    with pytest.raises(RuntimeError, match="fresh store at"):
+        with store.swap_in(fresh, ["reviews"]):
+            apply_records(fresh, records(sub("a", "u", "m", 2.0)))
+    assert store.contents() == before

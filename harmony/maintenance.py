@@ -1,0 +1,83 @@
+"""`harmony rebuild` and `harmony verify`: wiring settings, stores, S3 and progress bars."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harmony.settings import Settings
+from harmony.stack import s3_client
+from projections import rebuild as rebuilding
+from projections import verify as verifying
+from projections.sqlite_store import SQLiteStore
+
+console = Console(stderr=True)
+
+
+def _store(settings: Settings) -> SQLiteStore:
+    if not settings.store_url.startswith("sqlite:///"):
+        raise ValueError("rebuild and verify support the SQLite store only so far")
+    return SQLiteStore(settings.store_url.removeprefix("sqlite:///"))
+
+
+def _require_broker(settings: Settings) -> None:
+    if not settings.kafka_bootstrap:
+        raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
+
+
+def _archive(settings: Settings):
+    from events.archive import read_archive
+
+    client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
+                       settings.aws_region)
+    return read_archive(client, settings.s3_bucket, settings.topic)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def run_rebuild(settings: Settings, name: str, from_archive: bool, as_json: bool) -> int:
+    _require_broker(settings)
+    live = _store(settings)
+    views = rebuilding.REBUILDABLE if name == "all" else [name]
+    total = sum(offset + 1 for offset in live.checkpoint().values())
+    with _progress() as progress:
+        task = progress.add_task(f"rebuilding {', '.join(views)}", total=total or None)
+        result = asyncio.run(rebuilding.rebuild(
+            live, settings.kafka_bootstrap, settings.topic, views,
+            archive=_archive(settings) if from_archive else None,
+            progress=lambda n: progress.advance(task, n),
+        ))
+    live.close()
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"rebuilt {', '.join(views)}: {result['from_archive']:,} records from the archive, "
+                      f"{result['from_log']:,} from the log; swapped in")
+    return 0
+
+
+def run_verify(settings: Settings, as_json: bool) -> int:
+    _require_broker(settings)
+    live = _store(settings)
+    with console.status("folding the log and comparing the projection ..."), tempfile.TemporaryDirectory() as tmp:
+        projection = asyncio.run(
+            verifying.verify_projection(settings.kafka_bootstrap, settings.topic, live, Path(tmp) / "fold.db"))
+    with console.status("comparing the S3 archive with the log ..."):
+        archive = asyncio.run(verifying.verify_archive(settings.kafka_bootstrap, settings.topic, _archive(settings)))
+    live.close()
+    result = {"ok": projection["difference"] is None and archive["difference"] is None,
+              "projection": projection, "archive": archive}
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for name, check in (("projection", projection), ("archive", archive)):
+            console.print(f"{name}: " + ("ok" if check["difference"] is None else f"DIFFERS: {check['difference']}"))
+    return 0 if result["ok"] else 1
