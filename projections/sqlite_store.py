@@ -30,10 +30,10 @@ CREATE TABLE IF NOT EXISTS movies (
     image_url TEXT, review_count INTEGER NOT NULL DEFAULT 0, rating_halves INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
-    event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, type TEXT NOT NULL,
+    event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, type TEXT NOT NULL,
     occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL,
     partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, payload TEXT NOT NULL
-) WITHOUT ROWID;
+);  -- rowid order is arrival order: appends stay at the end of the table
 CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, partition, "offset" DESC);
 CREATE TABLE IF NOT EXISTS checkpoints (
     partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL
@@ -58,11 +58,13 @@ _CHUNK = 500
 
 def sortable_time(moment: datetime) -> str:
     """UTC, fixed width: text order is time order."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.utcoffset():
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text)
 
 
 def _chunks(items: list, size: int = _CHUNK):
@@ -81,6 +83,9 @@ class SQLiteStore:
         # NORMAL loses at most the last commits on power loss, never on a process crash; the
         # checkpoint is lost with them, so the projector re-applies them from the log.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Bigger cache and rarer WAL checkpoints: batches commit often and each checkpoint syncs.
+        self._db.execute("PRAGMA cache_size=-131072")
+        self._db.execute("PRAGMA wal_autocheckpoint=20000")
         self._db.executescript(SCHEMA)
 
     # -- projector side ---------------------------------------------------------------
@@ -99,16 +104,19 @@ class SQLiteStore:
         return seen
 
     def current_ratings(self, keys: list[ReviewKey]) -> dict[ReviewKey, float]:
+        # One indexed lookup per user (the primary key's prefix), filtered here: a row-value
+        # IN over (user_id, movie_id) pairs makes SQLite scan the whole table.
+        wanted = set(keys)
+        users = list({user for user, _ in wanted})
         found: dict[ReviewKey, float] = {}
         with self._lock:
-            for chunk in _chunks(keys, _CHUNK // 2):
-                marks = ",".join(["(?,?)"] * len(chunk))
-                flat = [part for key in chunk for part in key]
+            for chunk in _chunks(users):
+                marks = ",".join("?" * len(chunk))
                 for user, movie, rating in self._db.execute(
-                    f"SELECT user_id, movie_id, rating FROM reviews WHERE (user_id, movie_id) IN (VALUES {marks})",
-                    flat,
+                    f"SELECT user_id, movie_id, rating FROM reviews WHERE user_id IN ({marks})", chunk
                 ):
-                    found[(user, movie)] = rating
+                    if (user, movie) in wanted:
+                        found[(user, movie)] = rating
         return found
 
     def apply(self, changes: Changes) -> None:
