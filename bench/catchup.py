@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]: the stack was taken down")
         return 130
-    report("catch-up: Faust projection worker vs raw consume", rows(figures), figures, args.json)
+    report("catchup", "catch-up: Faust projection worker vs raw consume", rows(figures), figures, args.json)
     return 0
 
 

@@ -30,6 +30,7 @@ from rich.table import Table
 
 # Progress and diagnostics go to stderr; stdout carries only the figures (and, with --json, only JSON).
 console = Console(stderr=True)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -151,6 +152,8 @@ def child_env(state_dir: Path, topic: str, partitions: int, store_path: Path) ->
     }
     for name in ("HARMONY_KAFKA_BOOTSTRAP", "HARMONY_S3_ENDPOINT"):  # use the bench stack, nothing else
         env.pop(name, None)
+    # Children run in their own working directory: make them import this checkout's code.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     return env
 
 
@@ -329,10 +332,25 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     Console(width=max(120, Console().width)).print(table)
 
 
-def report(title: str, rows: list[tuple[str, str]], figures: dict, as_json: bool) -> None:
-    """A table of figures on stdout (not with --json), then the one JSON object."""
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"  # ignored by git
+
+
+def save(name: str, figures: dict) -> Path:
+    """Keep the latest figures in bench/results/<name>.json, stamped with the time and machine."""
+    figures.setdefault("recorded_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    figures.setdefault("machine", {"cpus": os.cpu_count()})
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(figures, indent=2, default=str))
+    return path
+
+
+def report(name: str, title: str, rows: list[tuple[str, str]], figures: dict, as_json: bool) -> None:
+    """Save the figures; a table on stdout (not with --json), then the one JSON object."""
+    path = save(name, figures)
     if not as_json:
         print_table(title, rows)
+        console.log(f"figures saved to {path}")
     print(json.dumps(figures, default=str), flush=True)
 
 

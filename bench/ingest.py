@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]: the stack was taken down")
         return 130
-    report("ingest: POST /v1/reviews vs raw producer", rows(figures), figures, args.json)
+    report("ingest", "ingest: POST /v1/reviews vs raw producer", rows(figures), figures, args.json)
     return 0
 
 
