@@ -117,8 +117,9 @@ def run(settings: Settings, host: str, port: int) -> int:
             if imported.returncode:
                 raise StackError("the MovieLens import failed; see above")
         _wait_projected(url)
-        console.print(f"""
-[bold green]moviEharmony is running[/] at [bold]{url}[/]  (OpenAPI: {url}/openapi.json)
+        # Plain print: the example commands must not be wrapped or styled.
+        print(f"""
+moviEharmony is running at {url}  (OpenAPI: {url}/openapi.json)
   broker {info['kafka_bootstrap']}   S3 {info['s3_endpoint']}   logs {logs}
 
 Try:
@@ -127,9 +128,10 @@ Try:
   curl -s -X POST {url}/v1/reviews -H 'content-type: application/json' \\
        -d '{{"user_id": "ana", "movie_id": "50", "rating": 4.5, "summary": "still great"}}'
   curl -s -X DELETE {url}/v1/users/ana/reviews/50
+  curl -s {url}/v1/users/1/history?limit=2
   curl -s {url}/v1/projections/lag
 
-Press Ctrl-C to stop everything.""")
+Press Ctrl-C to stop everything.""", flush=True)
         while all(p.poll() is None for p in children):
             time.sleep(0.5)
         raise StackError("a demo process exited; see the logs in " + str(logs))
