@@ -86,24 +86,34 @@ async def offline_fold(bootstrap: str, topic: str, store_path: Path, expected: i
             task = bar.add_task("offline fold (no Faust)", total=expected, info="")
             started = perf()
             mark = perf()
-            async for big in read_log(bootstrap, topic, batch=batch_size):
-                for at in range(0, len(big), batch_size):
-                    raw = big[at : at + batch_size]
-                    t0 = perf()
-                    times["read"] += t0 - mark
-                    records, _ = decode_batch(raw)
-                    t1 = perf()
-                    changes = fold(store, records)
-                    t2 = perf()
-                    if changes.checkpoint:
-                        store.apply(changes)
-                    t3 = perf()
-                    times["decode"] += t1 - t0
-                    times["fold"] += t2 - t1
-                    times["apply"] += t3 - t2
+            pending: list = []
+
+            def apply(raw: list) -> None:
+                t0 = perf()
+                records, _ = decode_batch(raw)
+                t1 = perf()
+                changes = fold(store, records)
+                t2 = perf()
+                if changes.checkpoint:
+                    store.apply(changes)
+                t3 = perf()
+                times["decode"] += t1 - t0
+                times["fold"] += t2 - t1
+                times["apply"] += t3 - t2
+
+            # Batches of exactly batch_size (one fetch may hold more or fewer records).
+            async for fetched in read_log(bootstrap, topic, batch=batch_size):
+                times["read"] += perf() - mark
+                pending.extend(fetched)
+                while len(pending) >= batch_size:
+                    raw, pending = pending[:batch_size], pending[batch_size:]
+                    apply(raw)
                     count += len(raw)
-                    mark = perf()
                 bar.update(task, completed=count, info=f"{count / (perf() - started):,.0f}/s")
+                mark = perf()
+            if pending:
+                apply(pending)
+                count += len(pending)
             elapsed = perf() - started
         applied = sum(offset + 1 for offset in store.checkpoint().values())
     finally:
