@@ -1,4 +1,4 @@
-"""Appending events to the review log: one long-lived, batching, acks=all producer."""
+"""Appending events to the review log: long-lived, batching, acks=all producers."""
 
 from __future__ import annotations
 
@@ -22,10 +22,16 @@ class LogUnavailable(RuntimeError):
 class KafkaEventLog:
     """Appends events keyed by their partition key, so a user's events keep their order.
 
-    Sends are batched by the producer (linger) and each append waits for acks=all.
+    Tansu writes each produce request to S3 before answering, and an aiokafka producer has
+    one request in flight per broker; so the log keeps a pool of long-lived producers, one
+    per partition (up to MAX_PRODUCERS), each sending only to its own partitions: requests
+    for different partitions overlap, and a partition's events still go through one producer
+    in order. Sends are batched (linger) and each append waits for acks=all.
     Idempotent producing is off: aiokafka's InitProducerId is rejected by Tansu;
     duplicates from retries are removed downstream by event id.
     """
+
+    MAX_PRODUCERS = 8
 
     def __init__(self, bootstrap: str, topic: str, *, timeout: float = 3.0, linger_ms: int = 5):
         self.topic = topic
@@ -38,54 +44,62 @@ class KafkaEventLog:
             request_timeout_ms=max(1000, int(timeout * 1000)),
             retry_backoff_ms=100,
         )
-        self._producer: AIOKafkaProducer | None = None
+        self._producers: list[AIOKafkaProducer] = []
+        self._partitions: list[int] = []
+        self._partitioner = DefaultPartitioner()  # aiokafka's and Faust's: murmur2 of the key
 
     @property
     def connected(self) -> bool:
-        return self._producer is not None
+        return bool(self._producers)
 
     async def start(self) -> None:
-        """Connect; a producer whose start failed is discarded, so start() can simply be retried."""
-        if self._producer is None:
-            producer = AIOKafkaProducer(**self._options)
-            try:
+        """Connect; producers whose start failed are discarded, so start() can simply be retried."""
+        if self._producers:
+            return
+        started: list[AIOKafkaProducer] = []
+        try:
+            while not started or len(started) < min(len(self._partitions), self.MAX_PRODUCERS):
+                producer = AIOKafkaProducer(**self._options)
+                started.append(producer)
                 await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producer = producer
+                if not self._partitions:
+                    async with asyncio.timeout(self.timeout):
+                        self._partitions = sorted(await producer.partitions_for(self.topic))
+                    if not self._partitions:
+                        raise LogUnavailable(f"topic {self.topic} does not exist yet (`harmony stack up` creates it)")
+        except BaseException:
+            await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
+            raise
+        self._producers = started
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
+        producers, self._producers = self._producers, []
+        await asyncio.gather(*(p.stop() for p in producers))
 
     async def ping(self) -> None:
         """Raise LogUnavailable unless the broker answers a metadata request now."""
-        if self._producer is None:
+        if not self._producers:
             raise LogUnavailable("not connected to the broker")
         try:
             async with asyncio.timeout(min(self.timeout, 2.0)):
-                await self._producer.client.fetch_all_metadata()
+                await self._producers[0].client.fetch_all_metadata()
         except (TimeoutError, KafkaError, OSError) as error:
             raise LogUnavailable(f"broker unreachable: {error!r}") from error
 
     async def append(self, event: Event) -> Position:
-        return (await self.append_many([event]))[0]
-
-    async def append_many(self, events: list[Event]) -> list[Position]:
-        """Send all events, then wait for every acknowledgement (or LogUnavailable)."""
-        if self._producer is None:
+        """Send one event and wait for its acknowledgement (or LogUnavailable)."""
+        if not self._producers:
             raise LogUnavailable("not connected to the broker")
+        key = event.key.encode()
+        partition = self._partitioner(key, self._partitions, self._partitions)
+        producer = self._producers[partition % len(self._producers)]
         try:
             async with asyncio.timeout(self.timeout):
-                futures = [
-                    await self._producer.send(self.topic, encode(e), key=e.key.encode()) for e in events
-                ]
-                records = await asyncio.gather(*futures)
+                sent = await producer.send(self.topic, encode(event), key=key, partition=partition)
+                record = await sent
         except (TimeoutError, KafkaError) as error:
             raise LogUnavailable(f"broker did not acknowledge: {error!r}") from error
-        return [Position(r.partition, r.offset) for r in records]
+        return Position(record.partition, record.offset)
 
     async def append_bulk(
         self, events: Iterable[Event], on_acked: Callable[[int], None] | None = None
@@ -103,10 +117,10 @@ class KafkaEventLog:
         Raises LogUnavailable if a batch is not acknowledged: batches acknowledged before it
         stay written, and a retry with the same event ids is removed downstream.
         """
-        producer = self._producer
-        if producer is None:
+        if not self._producers:
             raise LogUnavailable("not connected to the broker")
-        partitioner = DefaultPartitioner()  # the producer's own: same partition as send(key=...)
+        producer = self._producers[0]
+        partitioner = self._partitioner
         partition_of: dict[bytes, int] = {}
         builders: dict[int, object] = {}
         pending: deque[tuple[asyncio.Future, int, int]] = deque()
