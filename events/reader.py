@@ -21,7 +21,7 @@ async def read_log(
     *,
     start: dict[int, int] | None = None,
     end: dict[int, int] | None = None,
-    batch: int = 5000,
+    batch: int = 10_000,
     idle_timeout: float = 10.0,
 ) -> AsyncIterator[list[LogRecord]]:
     """Yield batches of records from `start` (default offset 0) up to, not including, `end`
