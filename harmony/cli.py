@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 
-from harmony import logs, settings as config
 from aiokafka.errors import KafkaError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from events.log import LogUnavailable
+from harmony import logs, settings as config
 from harmony.stack import StackError
 from projections.rebuild import REBUILDABLE
 
@@ -33,6 +34,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from projections import worker
 
     worker.run(config.load())
+    return 0
+
+
+def cmd_archiver(args: argparse.Namespace) -> int:
+    from projections import archiver
+
+    archiver.run(config.load())
     return 0
 
 
@@ -77,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     stack.set_defaults(run=cmd_stack)
 
     sub.add_parser("worker", help="run the Faust projection worker").set_defaults(run=cmd_worker)
+    sub.add_parser("archiver", help="run the S3 event archiver").set_defaults(run=cmd_archiver)
 
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure()
     try:
         return args.run(args)
-    except (StackError, ValueError, OSError, LogUnavailable, KafkaError) as error:
+    except (StackError, ValueError, OSError, LogUnavailable, KafkaError, BotoCoreError, ClientError) as error:
         print(f"harmony {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harmony.settings import Settings
-from harmony.stack import s3_client
+from harmony.stack import ensure_bucket, s3_client
 from projections import rebuild as rebuilding
 from projections import verify as verifying
 from projections.sqlite_store import SQLiteStore
@@ -35,6 +35,7 @@ def _archive(settings: Settings):
 
     client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
                        settings.aws_region)
+    ensure_bucket(client, settings.s3_bucket)  # no archiver run yet: an empty archive, not an error
     return read_archive(client, settings.s3_bucket, settings.topic)
 
 
