@@ -9,6 +9,7 @@ import sys
 from aiokafka.errors import KafkaError
 from botocore.exceptions import BotoCoreError, ClientError
 
+from events.archive import ArchiveError
 from events.log import LogUnavailable
 from harmony import logs, settings as config
 from harmony.stack import StackError
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure()
     try:
         return args.run(args)
-    except (StackError, ValueError, OSError, LogUnavailable, KafkaError, BotoCoreError, ClientError) as error:
+    except (StackError, ValueError, OSError, LogUnavailable, KafkaError, BotoCoreError, ClientError,
+            ArchiveError) as error:
         print(f"harmony {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

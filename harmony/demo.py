@@ -107,8 +107,9 @@ def run(settings: Settings, host: str, port: int) -> int:
     url = f"http://{host}:{port}"
     try:
         spawn("worker")
+        spawn("archiver")
         spawn("api", "--host", host, "--port", str(port))
-        with console.status("starting the projection worker and the API ..."):
+        with console.status("starting the projection worker, the archiver and the API ..."):
             _wait_ready(url, children)
         if store_is_empty(settings):
             data = movielens_100k(settings)

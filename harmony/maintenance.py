@@ -30,13 +30,13 @@ def _require_broker(settings: Settings) -> None:
         raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
 
 
-def _archive(settings: Settings):
+def _archive(settings: Settings, strict: bool):
     from events.archive import read_archive
 
     client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
                        settings.aws_region)
     ensure_bucket(client, settings.s3_bucket)  # no archiver run yet: an empty archive, not an error
-    return read_archive(client, settings.s3_bucket, settings.topic)
+    return read_archive(client, settings.s3_bucket, settings.topic, strict=strict)
 
 
 def _progress() -> Progress:
@@ -53,7 +53,7 @@ def run_rebuild(settings: Settings, name: str, from_archive: bool, as_json: bool
         task = progress.add_task(f"rebuilding {', '.join(views)}", total=total or None)
         result = asyncio.run(rebuilding.rebuild(
             live, settings.kafka_bootstrap, settings.topic, views,
-            archive=_archive(settings) if from_archive else None,
+            archive=_archive(settings, strict=True) if from_archive else None,  # never fold over a hole
             progress=lambda n: progress.advance(task, n),
         ))
     live.close()
@@ -72,7 +72,8 @@ def run_verify(settings: Settings, as_json: bool) -> int:
         projection = asyncio.run(
             verifying.verify_projection(settings.kafka_bootstrap, settings.topic, live, Path(tmp) / "fold.db"))
     with console.status("comparing the S3 archive with the log ..."):
-        archive = asyncio.run(verifying.verify_archive(settings.kafka_bootstrap, settings.topic, _archive(settings)))
+        archive = asyncio.run(  # not strict: a hole is a difference to name, not an error
+            verifying.verify_archive(settings.kafka_bootstrap, settings.topic, _archive(settings, strict=False)))
     live.close()
     result = {"ok": projection["difference"] is None and archive["difference"] is None,
               "projection": projection, "archive": archive}

@@ -65,7 +65,7 @@ async def rebuild(
     fresh_path = Path(f"{live.path}.rebuild")
     for leftover in (fresh_path, Path(f"{fresh_path}-wal"), Path(f"{fresh_path}-shm")):
         leftover.unlink(missing_ok=True)
-    fresh = SQLiteStore(fresh_path)
+    fresh = SQLiteStore(fresh_path, scratch=True)
     try:
         target = _ends(live.checkpoint())
         from_archive = fold_batches(fresh, archive, target, progress) if archive is not None else 0

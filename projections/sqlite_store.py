@@ -73,16 +73,21 @@ def _chunks(items: list, size: int = _CHUNK):
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, scratch: bool = False):
+        """`scratch`: a throw-away store (rebuilds, verification) that skips journaling and syncing."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Shared by the API's threads; the lock keeps one statement sequence at a time.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL loses at most the last commits on power loss, never on a process crash; the
-        # checkpoint is lost with them, so the projector re-applies them from the log.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        if scratch:
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+        else:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL loses at most the last commits on power loss, never on a process crash; the
+            # checkpoint is lost with them, so the projector re-applies them from the log.
+            self._db.execute("PRAGMA synchronous=NORMAL")
         # Bigger cache and rarer WAL checkpoints: batches commit often and each checkpoint syncs.
         self._db.execute("PRAGMA cache_size=-131072")
         self._db.execute("PRAGMA wal_autocheckpoint=20000")

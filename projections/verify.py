@@ -66,7 +66,7 @@ async def verify_projection(bootstrap: str, topic: str, live: SQLiteStore, scrat
     """Fold the log up to the store's checkpoint into a scratch store and compare every view."""
     snapshot = live.contents()
     end = {partition: offset + 1 for partition, offset in snapshot["checkpoints"]}
-    folded_store = SQLiteStore(scratch)
+    folded_store = SQLiteStore(scratch, scratch=True)
     try:
         await fold_log(bootstrap, topic, folded_store, end)
         folded = folded_store.contents()
