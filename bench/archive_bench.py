@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(ensure_topics(settings.kafka_bootstrap, review_topics(topic, args.partitions)))
         from projections.archiver import ArchiveConfig
 
-        figures["archiver_config"] = ArchiveConfig.from_env().__dict__
+        figures["archiver_config"] = ArchiveConfig.from_settings(settings).__dict__
         log_path = directory / "logs" / "archiver.log"
         with open(log_path, "ab") as out:
             child = subprocess.Popen([sys.executable, "-m", "harmony", "archiver"], env=dict(os.environ),

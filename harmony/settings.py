@@ -11,6 +11,12 @@
 | `HARMONY_PARTITIONS` | `6` (used when the topic is created) |
 | `HARMONY_APPEND_TIMEOUT` | `3.0` seconds before a command answers 503 |
 | `HARMONY_LOG_FORMAT` | `json` (or `console`) |
+| `HARMONY_ARCHIVE_SEGMENT_RECORDS` | `100000` records per archive segment at most |
+| `HARMONY_ARCHIVE_SEGMENT_BYTES` | `16777216` bytes of keys and values per segment (about) |
+| `HARMONY_ARCHIVE_SEGMENT_AGE` | `5.0` seconds a record waits at most before its segment is written |
+| `HARMONY_ARCHIVE_GZIP_LEVEL` | `3` |
+| `HARMONY_ARCHIVE_UPLOADS` | `2` segment uploads at once |
+| `HARMONY_ARCHIVE_FAST_LAG` | `5000` records behind the log end before the archiver reads the log directly |
 | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION` | the local stack's keys, `us-east-1` |
 
 Explicit variables win over what the local stack reports in `<state dir>/stack.json`.
@@ -37,6 +43,12 @@ class Settings:
     partitions: int
     append_timeout: float
     log_format: str
+    archive_segment_records: int
+    archive_segment_bytes: int
+    archive_segment_age: float
+    archive_gzip_level: int
+    archive_uploads: int
+    archive_fast_lag: int
     aws_access_key_id: str
     aws_secret_access_key: str
     aws_region: str
@@ -61,13 +73,32 @@ def load() -> Settings:
         s3_bucket=env.get("HARMONY_S3_BUCKET", "harmony-archive"),
         store_url=env.get("HARMONY_STORE") or f"sqlite:///{directory / 'projections.db'}",
         topic=env.get("HARMONY_TOPIC", "harmony.reviews"),
-        partitions=int(env.get("HARMONY_PARTITIONS", "6")),
-        append_timeout=float(env.get("HARMONY_APPEND_TIMEOUT", "3.0")),
+        partitions=_number(env, "HARMONY_PARTITIONS", 6, int, 1),
+        append_timeout=_number(env, "HARMONY_APPEND_TIMEOUT", 3.0, float, 0.1),
         log_format=env.get("HARMONY_LOG_FORMAT", "json"),
+        archive_segment_records=_number(env, "HARMONY_ARCHIVE_SEGMENT_RECORDS", 100_000, int, 1),
+        archive_segment_bytes=_number(env, "HARMONY_ARCHIVE_SEGMENT_BYTES", 16 << 20, int, 1),
+        archive_segment_age=_number(env, "HARMONY_ARCHIVE_SEGMENT_AGE", 5.0, float, 0.001),
+        archive_gzip_level=_number(env, "HARMONY_ARCHIVE_GZIP_LEVEL", 3, int, 0),
+        archive_uploads=_number(env, "HARMONY_ARCHIVE_UPLOADS", 2, int, 1),
+        archive_fast_lag=_number(env, "HARMONY_ARCHIVE_FAST_LAG", 5_000, int, 0),
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or stack.get("access_key", ""),
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or stack.get("secret_key", ""),
         aws_region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
     )
+
+
+def _number(env, name: str, default, kind: type, low):
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value < low:
+        raise ValueError(f"{name}={raw!r} is below {low}")
+    return value
 
 
 def _running_stack(directory: Path) -> dict:

@@ -22,16 +22,7 @@ a trickle and owns the partition assignment. When the log is quiet but the archi
 (Faust's group offsets ahead of S3, nothing delivered), a timer catches up from the log the same
 way. bench/archive_bench.py measures it against an import-speed producer.
 
-Settings (environment, beside harmony/settings.py's):
-
-| variable | default |
-|---|---|
-| `HARMONY_ARCHIVE_SEGMENT_RECORDS` | `100000` records per segment at most |
-| `HARMONY_ARCHIVE_SEGMENT_BYTES` | `16777216` bytes of keys + values per segment (about) |
-| `HARMONY_ARCHIVE_SEGMENT_AGE` | `5.0` seconds a buffered record waits at most before its segment is written |
-| `HARMONY_ARCHIVE_GZIP_LEVEL` | `3` |
-| `HARMONY_ARCHIVE_UPLOADS` | `2` segment uploads at once (across partitions) |
-| `HARMONY_ARCHIVE_FAST_LAG` | `5000` records behind the log end before reading straight from the log |
+Settings: the HARMONY_ARCHIVE_* variables in harmony/settings.py.
 """
 
 from __future__ import annotations
@@ -40,7 +31,7 @@ import asyncio
 import os
 import time
 from contextlib import aclosing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
 from events.archive import DEFAULT_GZIP_LEVEL, Segment, archived_until, put_segment
@@ -65,21 +56,12 @@ class ArchiveConfig:
     fast_lag: int = 5_000
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "ArchiveConfig":
-        env = os.environ if env is None else env
-        values = {}
-        for field in fields(cls):
-            raw = env.get(f"HARMONY_ARCHIVE_{field.name.upper()}")
-            if raw:
-                kind = float if field.type in ("float", float) else int
-                try:
-                    values[field.name] = kind(raw)
-                except ValueError:
-                    raise ValueError(f"HARMONY_ARCHIVE_{field.name.upper()}={raw!r} is not a number") from None
-        config = cls(**values)
-        if config.segment_records < 1 or config.segment_bytes < 1 or config.segment_age <= 0 or config.uploads < 1:
-            raise ValueError(f"invalid archive settings: {config}")
-        return config
+    def from_settings(cls, settings) -> "ArchiveConfig":
+        return cls(
+            segment_records=settings.archive_segment_records, segment_bytes=settings.archive_segment_bytes,
+            segment_age=settings.archive_segment_age, gzip_level=settings.archive_gzip_level,
+            uploads=settings.archive_uploads, fast_lag=settings.archive_fast_lag,
+        )
 
 
 class Archiver:
@@ -503,25 +485,10 @@ class FaustSkip:
 
 
 def create_app(settings, s3, config: ArchiveConfig | None = None):
-    import faust
+    from projections.faust_app import faust_app
 
-    config = config or ArchiveConfig.from_env()
-    app = faust.App(
-        f"harmony-archiver.{settings.topic}",  # its own consumer group, beside the projector's
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        processing_guarantee="at_least_once",  # exactly_once needs an idempotent producer Tansu rejects
-        broker_session_timeout=10,  # group joins take ~half of it on Tansu
-        broker_heartbeat_interval=2,
-        broker_commit_every=BATCH_SIZE,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        store="memory://",
-        datadir=str(settings.state_dir / "faust"),
-        topic_replication_factor=1,
-        web_enabled=False,
-        autodiscover=False,
-        stream_buffer_maxsize=2 * BATCH_SIZE,
-    )
+    config = config or ArchiveConfig.from_settings(settings)
+    app = faust_app(f"harmony-archiver.{settings.topic}", settings, BATCH_SIZE, 2)  # its own group
     reviews = app.topic(settings.topic, key_serializer="raw", value_serializer="raw", internal=False)
     archiver = Archiver(s3, settings.s3_bucket, settings.kafka_bootstrap, settings.topic, config,
                         on_failure=_crash)
@@ -668,7 +635,7 @@ def run(settings) -> None:
         raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
     if not settings.s3_endpoint:
         raise ValueError("no S3 endpoint: run `harmony stack up` or set HARMONY_S3_ENDPOINT")
-    config = ArchiveConfig.from_env()
+    config = ArchiveConfig.from_settings(settings)
     started = time.monotonic()
     s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
                    settings.aws_region)

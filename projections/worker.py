@@ -18,6 +18,7 @@ from harmony.logs import get_logger
 from harmony.settings import Settings
 from events.topic import ensure_topics, review_topics
 from events.reader import LogRecord
+from projections.faust_app import faust_app
 from projections.projector import DeadLetter, LogProjector
 from projections.store import PartitionLag, ProjectionStore, open_store
 
@@ -30,22 +31,7 @@ CATCH_UP_AT = 20_000  # records behind the log end at which the projector reads 
 
 
 def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
-    app = faust.App(
-        f"harmony-projector.{settings.topic}",  # one consumer group per log
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        processing_guarantee="at_least_once",  # exactly_once needs an idempotent producer Tansu rejects
-        broker_session_timeout=10,  # group joins take ~half of it on Tansu
-        broker_heartbeat_interval=2,
-        broker_commit_every=BATCH_SIZE,
-        broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
-        store="memory://",
-        datadir=str(settings.state_dir / "faust"),  # Faust writes a folder per app; keep it in the state dir
-        topic_replication_factor=1,
-        web_enabled=False,
-        autodiscover=False,
-        stream_buffer_maxsize=4 * BATCH_SIZE,
-    )
+    app = faust_app(f"harmony-projector.{settings.topic}", settings, BATCH_SIZE, 4)  # one group per log
     reviews = app.topic(settings.topic, key_serializer="raw", value_serializer="raw", internal=False)
     deadletter = app.topic(settings.deadletter_topic, key_serializer="raw", value_serializer="raw")
 
