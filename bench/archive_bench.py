@@ -43,9 +43,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.common import cpu_seconds
+
 console = Console(stderr=True)
 TARGET = 50_000.0
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -79,14 +80,6 @@ def events(n: int, users: int, movies: int, seed: int = 3) -> Iterator:
             summary=f"summary {i}", text=f"A benchmark review, number {i}, of {movie} by {user}.",
             reviewed_at=at, source="movielens",
         )
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 class SegmentLog:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.common import (
     Child, CpuMeter, Population, PySpy, base_parser, child_env, console, create_topic, fresh_topic,
-    install_sigterm, local_stack, print_profile, produce_batched, progress, report, review_events,
+    local_stack, print_profile, produce_batched, progress, run_benchmark, review_events,
     summarise_stacks,
 )
 
@@ -269,15 +269,7 @@ def rows(figures: dict) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    install_sigterm()
-    try:
-        figures = run(args)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]: the stack was taken down")
-        return 130
-    report("catchup", "catch-up: Faust projection worker vs raw consume", rows(figures), figures, args.json)
-    return 0
+    return run_benchmark("catchup", "catch-up: Faust projection worker vs raw consume", parser().parse_args(argv), run, rows)
 
 
 if __name__ == "__main__":

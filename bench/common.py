@@ -357,6 +357,18 @@ def report(name: str, title: str, rows: list[tuple[str, str]], figures: dict, as
 # -- py-spy ----------------------------------------------------------------------------------
 
 
+def run_benchmark(name: str, title: str, args, run, rows) -> int:
+    """The main() of an in-process benchmark: run it, then print and save its figures."""
+    install_sigterm()
+    try:
+        figures = run(args)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]: the stack was taken down")
+        return 130
+    report(name, title, rows(figures), figures, args.json)
+    return 0
+
+
 def py_spy_binary() -> str:
     candidate = Path(sysconfig.get_path("scripts")) / "py-spy"
     found = str(candidate) if candidate.exists() else shutil.which("py-spy")

@@ -29,7 +29,7 @@ import msgspec
 
 from bench.common import (
     Child, CpuMeter, Population, PySpy, base_parser, child_env, console, create_topic, fresh_topic,
-    free_port, install_sigterm, local_stack, percentile, print_profile, produce_batched, progress, report,
+    free_port, local_stack, percentile, print_profile, produce_batched, progress, run_benchmark,
     review_events, summarise_stacks,
 )
 
@@ -394,15 +394,7 @@ def rows(figures: dict) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    install_sigterm()
-    try:
-        figures = run(args)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]: the stack was taken down")
-        return 130
-    report("ingest", "ingest: POST /v1/reviews vs raw producer", rows(figures), figures, args.json)
-    return 0
+    return run_benchmark("ingest", "ingest: POST /v1/reviews vs raw producer", parser().parse_args(argv), run, rows)
 
 
 if __name__ == "__main__":
