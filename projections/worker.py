@@ -7,6 +7,7 @@ check make it exactly-once in effect. No Faust tables: state lives in the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -14,10 +15,10 @@ import faust
 import uvloop
 from faust.types import TP
 
+from events.reader import LogRecord
+from events.topic import ensure_topics, review_topics
 from harmony.logs import get_logger
 from harmony.settings import Settings
-from events.topic import ensure_topics, review_topics
-from events.reader import LogRecord
 from projections.faust_app import faust_app
 from projections.projector import DeadLetter, LogProjector
 from projections.store import PartitionLag, ProjectionStore, open_store
@@ -53,7 +54,7 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
     @app.agent(reviews, concurrency=1)
     async def project(stream):
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
-            try:
+            async with crash_on_failure():
                 await projector.project(
                     [LogRecord(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in batch]
                 )
@@ -65,11 +66,6 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
                     await projector.catch_up(behind)
                     for partition, high in behind.items():
                         await app.consumer.seek(TP(settings.topic, partition), high)
-            except Exception:
-                # Crash-only: exit at once, before Faust acks or commits anything more. A restarted
-                # worker goes on from the store's checkpoint, reading any skipped range from the log.
-                log.critical("projection failed; exiting", exc_info=True)
-                os._exit(70)
 
     stalled: dict[int, PartitionLag] = {}
 
@@ -83,13 +79,25 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
         stalled.update({lag.partition: lag for lag in lags})
         if behind:
             log.info("catching up from the log", extra={"until": behind})
-            await projector.catch_up(behind)
+            async with crash_on_failure():
+                await projector.catch_up(behind)
         if lags:
             store.record_lag(lags)
             log.info("projector lag", extra={"lag": {lag.partition: lag.lag for lag in lags},
                                              "total": sum(lag.lag for lag in lags)})
 
     return app
+
+
+@contextlib.asynccontextmanager
+async def crash_on_failure():
+    """Crash-only: on a failed projection exit at once, before Faust acks or commits anything more.
+    A restarted worker goes on from the store's checkpoint, reading any skipped range from the log."""
+    try:
+        yield
+    except Exception:
+        log.critical("projection failed; exiting", exc_info=True)
+        os._exit(70)
 
 
 def partition_lag(app: faust.App, topic: str, store: ProjectionStore) -> list[PartitionLag]:
