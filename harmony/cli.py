@@ -76,6 +76,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run(config.load(), args.host, args.port)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ml.evaluation import run
+
+    return run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="harmony", description="moviEharmony: movies two people may like together")
     sub = top.add_subparsers(dest="command", required=True)
@@ -109,6 +115,15 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check the archive against the log and the projection against a fold")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=cmd_verify)
+
+    evaluate = sub.add_parser("evaluate", help="train the rating model and evaluate it offline (Spark)")
+    evaluate.add_argument("source", choices=["movielens"])
+    evaluate.add_argument("path", help="a MovieLens-100K-layout folder with u1..u5 .base/.test")
+    evaluate.add_argument("--folds", action="store_true", required=True,
+                          help="use the official u1-u5 .base/.test splits (tuning inside each .base only)")
+    evaluate.add_argument("--no-tune", action="store_true", help="skip the inner tuning; use default parameters")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(run=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="stack + worker + API with demo data; Ctrl-C stops it all")
     demo.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,44 @@
+"""A local SparkSession with the settings that worked here (docs/stack-notes.md, Spark section).
+
+The master is a parameter (default ``local[2]``). Note: it is not read from the settings yet;
+a ``HARMONY_SPARK_MASTER`` setting in ``harmony/settings.py`` is left for the owner of that file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+DEFAULT_MASTER = "local[2]"
+
+
+def session(master: str = DEFAULT_MASTER, app_name: str = "harmony-ml",
+            checkpoint_dir: str | Path | None = None):
+    """Start (or reuse) a SparkSession bound to loopback, quiet, with a checkpoint directory.
+
+    The checkpoint directory keeps ALS with ``maxIter >= 15`` from dying of a StackOverflowError
+    (long RDD lineage); without one it is a fresh temporary directory.
+    """
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines would land in our JSON logs
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    if checkpoint_dir is None:
+        checkpoint_dir = tempfile.mkdtemp(prefix="harmony-spark-checkpoints-")
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    spark.sparkContext.setCheckpointDir(str(checkpoint_dir))
+    return spark

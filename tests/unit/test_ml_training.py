@@ -1,0 +1,110 @@
+"""The residual ALS model on generated low-rank data (local Spark, session-scoped)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml import training
+from ml.evaluation import rmse
+
+pytest.importorskip("pyspark")
+
+FAST = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0)
+BLENDED = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0, blend_als=0.8, blend_knn=0.3)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from ml.spark import session
+
+    return session(checkpoint_dir=tmp_path_factory.mktemp("spark-checkpoints"))
+
+
+def synthetic(users=300, items=200, rank=3, density=0.15, noise=0.3, seed=7) -> pd.DataFrame:
+    """A low-rank rating matrix plus user/item biases and noise, sampled sparsely, in [0.5, 5]."""
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(0, 0.6, (users, rank)), rng.normal(0, 0.6, (items, rank))
+    bu, bi = rng.normal(0, 0.4, users), rng.normal(0, 0.4, items)
+    u, i = np.nonzero(rng.random((users, items)) < density)
+    r = 3.5 + bu[u] + bi[i] + np.einsum("ij,ij->i", p[u], q[i]) + rng.normal(0, noise, len(u))
+    return pd.DataFrame({"user": [f"user{x}" for x in u], "item": [f"movie{x}" for x in i],
+                         "rating": np.clip(r, 0.5, 5.0)})
+
+
+@pytest.fixture(scope="module")
+def split():
+    frame = synthetic()
+    test = np.random.default_rng(1).random(len(frame)) < 0.2
+    return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def model(spark, split):
+    return training.fit(spark, spark.createDataFrame(split[0]), BLENDED)
+
+
+def test_residual_model_beats_baseline_and_global_mean(model, split):
+    train, test = split
+    truth = test["rating"].to_numpy()
+    mean_rmse = rmse(truth, np.full(len(test), train["rating"].mean()))
+    baseline_rmse = rmse(truth, model.predict_baseline(test["user"], test["item"]))
+    model_rmse = rmse(truth, model.predict(test["user"], test["item"]))
+    assert baseline_rmse < mean_rmse
+    assert model_rmse < baseline_rmse - 0.05, (model_rmse, baseline_rmse, mean_rmse)
+
+
+def test_predictions_are_clipped_to_the_rating_scale(spark):
+    # One user loves everything and a few items are loved by everyone: mu + b_u + b_i > 5.
+    frame = synthetic(users=60, items=40, density=0.5, seed=3)
+    frame.loc[frame["user"] == "user0", "rating"] = 5.0
+    frame.loc[frame["item"] == "movie0", "rating"] = 5.0
+    frame.loc[frame["user"] == "user1", "rating"] = 0.5
+    frame.loc[frame["item"] == "movie1", "rating"] = 0.5
+    model = training.fit(spark, spark.createDataFrame(frame), BLENDED)
+    users = [f"user{u}" for u in range(60) for _ in range(40)]
+    items = [f"movie{i}" for _ in range(60) for i in range(40)]
+    raw = model.raw_predict(*model._index(users, items))
+    assert raw.max() > 5.0 and raw.min() < 0.5  # the clip has something to do
+    predicted = model.predict(users, items)
+    assert predicted.max() == 5.0 and predicted.min() == 0.5
+    assert np.all((predicted >= 0.5) & (predicted <= 5.0))
+
+
+def test_unseen_users_and_items_get_the_baseline(model):
+    item = "movie5"
+    item_bias = model.baseline.item_bias[model.item_index[item]]
+    assert model.predict(["nobody"], [item])[0] == pytest.approx(model.baseline.mu + item_bias)
+    user = "user5"
+    user_bias = model.baseline.user_bias[model.user_index[user]]
+    assert model.predict([user], ["no-such-movie"])[0] == pytest.approx(model.baseline.mu + user_bias)
+    assert model.predict(["nobody"], ["no-such-movie"])[0] == pytest.approx(model.baseline.mu)
+    assert model.knn is not None
+    # A known pair does get a residual term.
+    assert model.predict([user], [item])[0] != pytest.approx(model.predict_baseline([user], [item])[0])
+
+
+def test_knn_averages_the_residuals_of_similar_items():
+    from ml.knn import fit_knn
+
+    # Items 0 and 1 move together over users 0-3, item 2 against item 0; user 4 rated only 0 and 2.
+    e0 = np.array([1.0, -1.0, 0.5, -0.5])
+    rows = [(u, 0, e0[u]) for u in range(4)] + [(u, 1, 2 * e0[u]) for u in range(4)]
+    rows += [(u, 2, -e0[u]) for u in range(4)] + [(4, 0, 0.8), (4, 2, 0.3)]
+    u, i, e = (np.array(column) for column in zip(*rows))
+    knn = fit_knn(u.astype(np.int64), i.astype(np.int64), e, 5, 3, shrinkage=0.0)
+    assert knn.similarity[0, 1] == pytest.approx(1.0) and knn.similarity[1, 2] == pytest.approx(-1.0)
+    assert knn.similarity[0, 2] < 0
+    # For (4, 1): of user 4's items only item 0 is positively similar to 1 -> its residual; unseen -> 0.
+    assert knn.predict(np.array([4, -1]), np.array([1, 1])) == pytest.approx([0.8, 0.0])
+
+
+def test_tuning_uses_the_inner_split_and_prefers_the_better_grid_point(spark, split):
+    calls = []
+    params = training.tune(spark, split[0], bias_grid=[(5.0, 5.0), (500.0, 500.0)],
+                           als_grid=[(4, 0.1), (4, 50.0)], base=FAST, progress=calls.append)
+    assert (params.reg_user, params.reg_item) == (5.0, 5.0)
+    assert (params.rank, params.reg) == (4, 0.1)
+    assert len([line for line in calls if line.startswith("tune: rank")]) == 2
+    assert any(line.startswith("tune: blend") for line in calls)
