@@ -17,6 +17,7 @@ official u1..u5 .base/.test splits of a MovieLens-100K-layout folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -86,8 +87,7 @@ def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, *, tune: bool
         "rmse": rmse(truth, predicted), "mae": mae(truth, predicted),
         **ranking_metrics(test["user"], truth, predicted),
         "baseline_rmse": rmse(truth, baseline),
-        "params": {"rank": model.params.rank, "reg": model.params.reg, "max_iter": model.params.max_iter,
-                   "reg_user": model.params.reg_user, "reg_item": model.params.reg_item},
+        "params": dataclasses.asdict(model.params),
         "seconds": round(time.monotonic() - started, 1),
     }
 

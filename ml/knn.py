@@ -8,7 +8,8 @@ only); zero when there is none.
 
 The similarity matrix is dense (items x items) and built on the driver with NumPy, so this
 is for catalogues up to some tens of thousands of items; :func:`fit_knn` answers None above
-``MAX_ITEMS`` and the model then blends ALS alone.
+``MAX_ITEMS`` (or ``MAX_CELLS``) and the model then blends ALS alone. Called with users and
+items swapped it is the user-user model (neighbours are similar users who rated the item).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_ITEMS = 20_000
+MAX_CELLS = 50_000_000  # users x items of the dense residual matrix built to compute similarities
 NEIGHBOURS = 40
 SHRINKAGE = 100.0
 
@@ -52,7 +54,7 @@ class ItemKNN:
 
 def fit_knn(u: np.ndarray, i: np.ndarray, residual: np.ndarray, n_users: int, n_items: int,
             k: int = NEIGHBOURS, shrinkage: float = SHRINKAGE) -> ItemKNN | None:
-    if n_items > MAX_ITEMS or n_items == 0:
+    if n_items > MAX_ITEMS or n_items == 0 or n_users * n_items > MAX_CELLS:
         return None
     dense = np.zeros((n_users, n_items), dtype=np.float32)
     seen = np.zeros((n_users, n_items), dtype=np.float32)

@@ -12,7 +12,8 @@ from ml.evaluation import rmse
 pytest.importorskip("pyspark")
 
 FAST = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0)
-BLENDED = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0, blend_als=0.8, blend_knn=0.3)
+BLENDED = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0, blend_als=0.8, blend_knn=0.3,
+                          blend_user_knn=0.1)
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +81,7 @@ def test_unseen_users_and_items_get_the_baseline(model):
     user_bias = model.baseline.user_bias[model.user_index[user]]
     assert model.predict([user], ["no-such-movie"])[0] == pytest.approx(model.baseline.mu + user_bias)
     assert model.predict(["nobody"], ["no-such-movie"])[0] == pytest.approx(model.baseline.mu)
-    assert model.knn is not None
+    assert model.knn is not None and model.user_knn is not None
     # A known pair does get a residual term.
     assert model.predict([user], [item])[0] != pytest.approx(model.predict_baseline([user], [item])[0])
 
