@@ -13,7 +13,8 @@ pytest.importorskip("pyspark")
 
 FAST = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0)
 BLENDED = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0, blend_als=0.8, blend_knn=0.3,
-                          blend_user_knn=0.1)
+                          blend_user_knn=0.1, blend_user_bias=0.1, blend_item_bias=-0.1,
+                          blend_intercept=0.05)
 
 
 @pytest.fixture(scope="session")
