@@ -452,16 +452,15 @@ def print_profile(title: str, summary: dict) -> None:
     if "error" in summary:
         console.log(f"{title}: {summary['error']}")
         return
-    table = Table(title=f"{title} ({summary['samples']:,} samples)")
-    table.add_column("where")
-    table.add_column("% of samples", justify="right")
-    for name, pct in summary["categories_pct"].items():
-        table.add_row(name, f"{pct}")
-    console.print(table)
-    table = Table(title=f"{title}: top functions by self time")
-    table.add_column("function")
-    table.add_column("% self", justify="right")
-    for name, pct in summary["top_self_pct"].items():
+    _print_shares(f"{title} ({summary['samples']:,} samples)", "where", "% of samples", summary["categories_pct"])
+    _print_shares(f"{title}: top functions by self time", "function", "% self", summary["top_self_pct"])
+
+
+def _print_shares(title: str, label: str, unit: str, shares: dict) -> None:
+    table = Table(title=title)
+    table.add_column(label)
+    table.add_column(unit, justify="right")
+    for name, pct in shares.items():
         table.add_row(name, f"{pct}")
     console.print(table)
 

@@ -49,7 +49,12 @@ def fold_batches(store: ProjectionStore, batches: Iterable[list[LogRecord]], end
     return count
 
 
-def _ends(checkpoint: dict[int, int]) -> dict[int, int]:
+def _remove(path: Path) -> None:
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+
+
+def ends_after(checkpoint: dict[int, int]) -> dict[int, int]:
     return {partition: offset + 1 for partition, offset in checkpoint.items()}
 
 
@@ -63,21 +68,19 @@ async def rebuild(
 ) -> dict:
     """Rebuild `views` of `live` from offset 0 (of the archive when given, else of the log)."""
     fresh_path = Path(f"{live.path}.rebuild")
-    for leftover in (fresh_path, Path(f"{fresh_path}-wal"), Path(f"{fresh_path}-shm")):
-        leftover.unlink(missing_ok=True)
+    _remove(fresh_path)  # a rebuild that died before leaves its scratch store behind
     fresh = SQLiteStore(fresh_path, scratch=True)
     try:
-        target = _ends(live.checkpoint())
+        target = ends_after(live.checkpoint())
         from_archive = fold_batches(fresh, archive, target, progress) if archive is not None else 0
         from_log = await fold_log(bootstrap, topic, fresh, target, progress)
         # The live store moved on meanwhile: catch up without the lock, then exactly, with it.
-        from_log += await fold_log(bootstrap, topic, fresh, _ends(live.checkpoint()), progress)
+        from_log += await fold_log(bootstrap, topic, fresh, ends_after(live.checkpoint()), progress)
         with live.swap_in(fresh, views) as checkpoint:
-            from_log += await fold_log(bootstrap, topic, fresh, _ends(checkpoint), progress)
+            from_log += await fold_log(bootstrap, topic, fresh, ends_after(checkpoint), progress)
         return {"views": views, "from_archive": from_archive, "from_log": from_log,
                 "checkpoint": {str(p): o for p, o in sorted(fresh.checkpoint().items())}}
     finally:
         fresh.close()
-        for leftover in (fresh_path, Path(f"{fresh_path}-wal"), Path(f"{fresh_path}-shm")):
-            leftover.unlink(missing_ok=True)
+        _remove(fresh_path)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterable
 
 from events.reader import LogRecord, read_log
-from projections.rebuild import fold_log
+from projections.rebuild import ends_after, fold_log
 from projections.sqlite_store import SQLiteStore
 
 Fingerprints = dict[int, list[tuple[int, str]]]  # partition -> [(offset, digest of the value)]
@@ -65,7 +65,7 @@ def first_view_difference(live: dict[str, list[tuple]], folded: dict[str, list[t
 async def verify_projection(bootstrap: str, topic: str, live: SQLiteStore, scratch: Path) -> dict:
     """Fold the log up to the store's checkpoint into a scratch store and compare every view."""
     snapshot = live.contents()
-    end = {partition: offset + 1 for partition, offset in snapshot["checkpoints"]}
+    end = ends_after(dict(snapshot["checkpoints"]))
     folded_store = SQLiteStore(scratch, scratch=True)
     try:
         await fold_log(bootstrap, topic, folded_store, end)
