@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.bodies import Health, HistoryEvent, HistoryPage, LagReport, MovieView, ReviewsPage, ReviewView
+from api.bodies import (
+    Health, HistoryEvent, HistoryPage, LagReport, ModelView, MovieView, ReviewsPage, ReviewView,
+)
 from api.openapi import Operation, Param, document
 from api.problems import HANDLERS, ProblemError
 from commands.handlers import IdempotencyConflict, InvalidCommand, ReviewCommands
@@ -193,6 +195,19 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
         partitions = store.lag()
         return json_response(LagReport(partitions, sum(p.lag for p in partitions)))
 
+    def model_view(version: str | None) -> Response:
+        info = store.model(version)
+        if info is None:
+            raise ProblemError(404, "no model has been trained yet: run `harmony train`" if version is None
+                               else f"no model version {version!r}")
+        return json_response(ModelView(info.version, info.trained_at, info.watermark, info.metrics, info.params))
+
+    async def current_model(request: Request) -> Response:
+        return model_view(None)
+
+    async def model_version(request: Request) -> Response:
+        return model_view(request.path_params["version"])
+
     async def healthz(request: Request) -> Response:
         return json_response(Health("ok"))
 
@@ -239,6 +254,10 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
                    MovieView, None, (film,), (404,)), movie),
         (Operation("GET", "/v1/projections/lag", "Events the projector is behind the log, per partition", 200,
                    LagReport), lag),
+        (Operation("GET", "/v1/models/current", "The model the API serves", 200, ModelView, None, (), (404,)),
+         current_model),
+        (Operation("GET", "/v1/models/{version}", "A published model version, current or not", 200, ModelView, None,
+                   (Param("version", "path", "a model version"),), (404,)), model_version),
         (Operation("GET", "/healthz", "Liveness", 200, Health), healthz),
         (Operation("GET", "/readyz", "Readiness: broker and store reachable", 200, Health, None, (), (503,)),
          readyz),

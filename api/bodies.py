@@ -62,3 +62,14 @@ class Health(msgspec.Struct):
 class LagReport(msgspec.Struct):
     partitions: list[PartitionLag]
     total: int
+
+
+class ModelView(msgspec.Struct):
+    """A published model version: when it was trained, on which events (the last archived offset
+    per partition), how well it did on its holdout, and its hyperparameters."""
+
+    version: str
+    trained_at: datetime
+    watermark: dict[int, int]
+    metrics: dict
+    params: dict

@@ -70,6 +70,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return run_verify(config.load(), args.json)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from harmony.maintenance import run_train
+
+    settings = config.load()
+    return run_train(settings, settings.train_tune and not args.no_tune, args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harmony.demo import run
 
@@ -78,8 +85,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ml.evaluation import run
+    from ml.spark import session
 
-    return run(args)
+    settings = config.load()
+    return run(args, session(settings.spark_master, driver_memory=settings.spark_driver_memory))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -115,6 +124,12 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check the archive against the log and the projection against a fold")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=cmd_verify)
+
+    train = sub.add_parser("train", help="replay the S3 archive into Spark ALS, evaluate, publish the model")
+    train.add_argument("--no-tune", action="store_true",
+                       help="use HARMONY_ALS_RANK/REG/MAX_ITER instead of tuning on the training data")
+    train.add_argument("--json", action="store_true", help="print the published registry row as one JSON object")
+    train.set_defaults(run=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="train the rating model and evaluate it offline (Spark)")
     evaluate.add_argument("source", choices=["movielens"])

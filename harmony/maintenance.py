@@ -1,4 +1,4 @@
-"""`harmony rebuild` and `harmony verify`: wiring settings, stores, S3 and progress bars."""
+"""`harmony rebuild`, `verify` and `train`: wiring settings, stores, S3, Spark and progress output."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -30,13 +31,19 @@ def _require_broker(settings: Settings) -> None:
         raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
 
 
-def _archive(settings: Settings, strict: bool):
-    from events.archive import read_archive
-
+def _s3(settings: Settings):
+    if not settings.s3_endpoint:
+        raise ValueError("no S3 server: run `harmony stack up` or set HARMONY_S3_ENDPOINT")
     client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
                        settings.aws_region)
     ensure_bucket(client, settings.s3_bucket)  # no archiver run yet: an empty archive, not an error
-    return read_archive(client, settings.s3_bucket, settings.topic, strict=strict)
+    return client
+
+
+def _archive(settings: Settings, strict: bool):
+    from events.archive import read_archive
+
+    return read_archive(_s3(settings), settings.s3_bucket, settings.topic, strict=strict)
 
 
 def _progress() -> Progress:
@@ -83,3 +90,40 @@ def run_verify(settings: Settings, as_json: bool) -> int:
         for name, check in (("projection", projection), ("archive", archive)):
             console.print(f"{name}: " + ("ok" if check["difference"] is None else f"DIFFERS: {check['difference']}"))
     return 0 if result["ok"] else 1
+
+
+def training_params(settings: Settings, tune: bool):
+    """None (tune them) or the hyperparameters the settings give."""
+    from ml.training import Params
+
+    if tune:
+        return None
+    return Params(rank=settings.als_rank, reg=settings.als_reg, max_iter=settings.als_max_iter)
+
+
+def run_train(settings: Settings, tune: bool, as_json: bool) -> int:
+    from ml import spark as spark_session
+    from ml.replay import ArchiveSource
+    from ml.retrain import retrain
+
+    client = _s3(settings)
+    source = ArchiveSource(settings.s3_endpoint, settings.s3_bucket, settings.topic, settings.aws_access_key_id,
+                           settings.aws_secret_access_key, settings.aws_region)
+    live = _store(settings)
+    with console.status("starting Spark ...") as status:
+        def progress(message: str) -> None:
+            console.log(message)
+            status.update(message)
+
+        spark = spark_session.session(settings.spark_master, driver_memory=settings.spark_driver_memory)
+        info = retrain(spark, source, live, client, prefix=settings.model_prefix,
+                       params=training_params(settings, tune), holdout=settings.train_holdout, progress=progress)
+    live.close()
+    if as_json:
+        print(msgspec.json.encode(info).decode())
+    else:
+        holdout = info.metrics.get("holdout")
+        figures = f"holdout RMSE {holdout['rmse']:.4f}, nDCG@10 {holdout['ndcg@10']:.4f}" if holdout else "no holdout"
+        console.print(f"published model {info.version} (rank {info.rank}, {info.metrics['ratings']:,} ratings, "
+                      f"{figures}); watermark {info.watermark}")
+    return 0

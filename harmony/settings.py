@@ -17,6 +17,14 @@
 | `HARMONY_ARCHIVE_GZIP_LEVEL` | `3` |
 | `HARMONY_ARCHIVE_UPLOADS` | `2` segment uploads at once |
 | `HARMONY_ARCHIVE_FAST_LAG` | `5000` records behind the log end before the archiver reads the log directly |
+| `HARMONY_MODEL_PREFIX` | `models/`: model artefacts go to `s3://<bucket>/<prefix><version>/` |
+| `HARMONY_SPARK_MASTER` | `local[2]` (any Spark master URL) |
+| `HARMONY_SPARK_DRIVER_MEMORY` | `4g` (in local mode the driver also runs the executors) |
+| `HARMONY_TRAIN_TUNE` | `1`: `harmony train` picks hyperparameters on an inner split of its training data; `0`: the three below |
+| `HARMONY_ALS_RANK` | `50` (chosen by cross-validation on MovieLens 100K training folds) |
+| `HARMONY_ALS_REG` | `0.15` (ALS regParam; the same) |
+| `HARMONY_ALS_MAX_ITER` | `15` |
+| `HARMONY_TRAIN_HOLDOUT` | `0.1` of the ratings held out to measure the model before it is refitted on all |
 | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION` | the local stack's keys, `us-east-1` |
 
 Explicit variables win over what the local stack reports in `<state dir>/stack.json`.
@@ -49,6 +57,14 @@ class Settings:
     archive_gzip_level: int
     archive_uploads: int
     archive_fast_lag: int
+    model_prefix: str
+    spark_master: str
+    spark_driver_memory: str
+    train_tune: bool
+    als_rank: int
+    als_reg: float
+    als_max_iter: int
+    train_holdout: float
     aws_access_key_id: str
     aws_secret_access_key: str
     aws_region: str
@@ -82,6 +98,14 @@ def load() -> Settings:
         archive_gzip_level=_number(env, "HARMONY_ARCHIVE_GZIP_LEVEL", 3, int, 0),
         archive_uploads=_number(env, "HARMONY_ARCHIVE_UPLOADS", 2, int, 1),
         archive_fast_lag=_number(env, "HARMONY_ARCHIVE_FAST_LAG", 5_000, int, 0),
+        model_prefix=env.get("HARMONY_MODEL_PREFIX", "models/"),
+        spark_master=env.get("HARMONY_SPARK_MASTER", "local[2]"),
+        spark_driver_memory=env.get("HARMONY_SPARK_DRIVER_MEMORY", "4g"),
+        train_tune=_number(env, "HARMONY_TRAIN_TUNE", 1, int, 0) != 0,
+        als_rank=_number(env, "HARMONY_ALS_RANK", 50, int, 1),
+        als_reg=_number(env, "HARMONY_ALS_REG", 0.15, float, 0.0),
+        als_max_iter=_number(env, "HARMONY_ALS_MAX_ITER", 15, int, 1),
+        train_holdout=_number(env, "HARMONY_TRAIN_HOLDOUT", 0.1, float, 0.0),
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or stack.get("access_key", ""),
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or stack.get("secret_key", ""),
         aws_region=env.get("AWS_DEFAULT_REGION", "us-east-1"),

@@ -17,7 +17,6 @@ official u1..u5 .base/.test splits of a MovieLens-100K-layout folder.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -72,13 +71,14 @@ def read_movielens_split(path: Path) -> pd.DataFrame:
     return frame.drop(columns="ts")
 
 
-def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, *, tune: bool = True,
+def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, *, tune: bool = True, params=None,
                    progress: Callable[[str], None] | None = None) -> dict:
-    """Fit on ``train`` (tuning inside it only) and score ``test``; figures for the model and its baseline."""
+    """Fit on ``train`` (tuning inside it only, unless ``params`` are given) and score ``test``;
+    figures for the model and its baseline."""
     from ml import training
 
     started = time.monotonic()
-    model = training.fit(spark, spark.createDataFrame(train), tune_params=tune, progress=progress)
+    model = training.fit(spark, train, params, tune_params=tune, progress=progress)
     predicted = model.predict(test["user"], test["item"])
     baseline = model.predict_baseline(test["user"], test["item"])
     truth = test["rating"].to_numpy(float)
@@ -87,7 +87,7 @@ def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, *, tune: bool
         "rmse": rmse(truth, predicted), "mae": mae(truth, predicted),
         **ranking_metrics(test["user"], truth, predicted),
         "baseline_rmse": rmse(truth, baseline),
-        "params": dataclasses.asdict(model.params),
+        "params": model.params, "factor_rank": model.rank,
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -135,14 +135,12 @@ def render(report: dict) -> None:
     console.print(table)
 
 
-def run(args) -> int:
+def run(args, spark) -> int:
     """``harmony evaluate``: only MovieLens official folds so far."""
-    from ml import spark as spark_session
     from ml.training import stderr_progress
 
     if args.source != "movielens" or not args.folds:
         raise ValueError("only `evaluate movielens PATH --folds` is supported")
-    spark = spark_session.session()
     report = evaluate_movielens_folds(spark, Path(args.path), tune=not args.no_tune, progress=stderr_progress)
     if args.json:
         print(json.dumps(report))

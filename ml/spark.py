@@ -1,33 +1,38 @@
-"""A local SparkSession with the settings that worked here (docs/stack-notes.md, Spark section).
+"""A SparkSession with the settings that worked here (docs/stack-notes.md, Spark section).
 
-The master is a parameter (default ``local[2]``). Note: it is not read from the settings yet;
-a ``HARMONY_SPARK_MASTER`` setting in ``harmony/settings.py`` is left for the owner of that file.
+The master and the driver's memory are parameters; the CLI passes ``HARMONY_SPARK_MASTER`` and
+``HARMONY_SPARK_DRIVER_MEMORY`` (in local mode the driver JVM also runs the executors).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 DEFAULT_MASTER = "local[2]"
+DEFAULT_DRIVER_MEMORY = "4g"  # ALS at 5M ratings, rank 50, needs more than Spark's default 1g
 
 
 def session(master: str = DEFAULT_MASTER, app_name: str = "harmony-ml",
-            checkpoint_dir: str | Path | None = None):
+            checkpoint_dir: str | Path | None = None, driver_memory: str = DEFAULT_DRIVER_MEMORY):
     """Start (or reuse) a SparkSession bound to loopback, quiet, with a checkpoint directory.
 
     The checkpoint directory keeps ALS with ``maxIter >= 15`` from dying of a StackOverflowError
     (long RDD lineage); without one it is a fresh temporary directory.
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must run this interpreter (the venv with the project), not whatever `python3` is.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines would land in our JSON logs
     from pyspark.sql import SparkSession
 
     spark = (
         SparkSession.builder.master(master)
         .appName(app_name)
+        .config("spark.driver.memory", driver_memory)
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")

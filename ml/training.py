@@ -8,33 +8,38 @@ clipped to [0.5, 5.0].
   driver with NumPy by a few alternating ridge passes:
   ``b_u = sum(r - mu - b_i) / (reg_user + n_u)``, ``b_i = sum(r - mu - b_u) / (reg_item + n_i)``.
 * ``pyspark.ml.recommendation.ALS`` (explicit, ``nonnegative=False``) is then fitted to the
-  residuals ``r - baseline``; its factors are collected to the driver and scored with NumPy.
-* Item-item and user-user neighbourhood models on the same residuals (:mod:`ml.knn`) are
+  residuals ``r - baseline``; its factors are collected to the driver.
+* Item-item and user-user neighbourhood estimates on the same residuals (:mod:`ml.knn`) are
   blended in, with weights ``w_als``, ``w_knn``, ``w_uknn`` fitted by least squares on the inner
   validation split, together with a small linear recalibration of the baseline for known pairs
   (a small, standard ensemble: ALS alone is 0.929 RMSE on MovieLens u1, the
   item kNN alone 0.931, the blend 0.920; 5-fold mean 0.918 → 0.910).
+* :func:`fit` answers the published form, :class:`ml.factors.FactorModel`: everything beyond
+  ``mu + b_u + b_i`` is one matrix of known pairs, written as factors. Without kNN terms that is
+  exact at rank ``rank + 2`` (``[w_als p_u, w_bu b_u + c, 1] . [q_i, 1, w_bi b_i]``); with them
+  (small catalogues only) it is the matrix's SVD truncated to ``factor_rank``, exact when there
+  are no more users or items than that.
 * A user or item unseen in training has no bias and no factors: it gets the rest of the
-  baseline (an unseen user gets ``mu + b_i``, both unseen get ``mu``) and no ALS, kNN or
-  recalibration term.
+  baseline (an unseen user gets ``mu + b_i``, both unseen get ``mu``).
 
 Hyperparameters are chosen by :func:`tune` on an inner validation split of the training data
-only. Ids are strings; they are indexed to dense integers here (a manual mapping, built on the
-driver: this slice collects the ratings with ``toPandas``, fine up to a few million rows).
+only. Ids are strings, indexed to dense integers on the driver (the ratings are collected with
+``toPandas``: fine up to some millions of rows).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
-from ml.knn import ItemKNN, fit_knn
+from ml.factors import MAX_RATING, MIN_RATING, FactorModel
+from ml.knn import fit_knn
 
 import numpy as np
 import pandas as pd
 
-MIN_RATING, MAX_RATING = 0.5, 5.0
 BIAS_PASSES = 10
 
 
@@ -52,6 +57,7 @@ class Params:
     blend_user_bias: float = 0.0  # linear recalibration of the baseline for known pairs (see `tune`)
     blend_item_bias: float = 0.0
     blend_intercept: float = 0.0
+    factor_rank: int = 1024  # most factors published when kNN terms are blended in (see the module doc)
 
 
 # The small grid searched by `tune` (stack-notes: lambda ~0.15 won every fold, 0.05 far worse).
@@ -70,46 +76,6 @@ class Baseline:
         bu = np.where(users >= 0, self.user_bias[np.maximum(users, 0)], 0.0) if len(self.user_bias) else 0.0
         bi = np.where(items >= 0, self.item_bias[np.maximum(items, 0)], 0.0) if len(self.item_bias) else 0.0
         return self.mu + bu + bi
-
-
-@dataclass
-class Model:
-    params: Params
-    user_index: dict[str, int]
-    item_index: dict[str, int]
-    baseline: Baseline
-    user_factors: np.ndarray | None = None  # (n_users, rank); None: baseline only
-    item_factors: np.ndarray | None = None
-    knn: ItemKNN | None = None
-    user_knn: ItemKNN | None = None  # fitted with users and items swapped
-
-    def _index(self, users: Iterable, items: Iterable) -> tuple[np.ndarray, np.ndarray]:
-        u = pd.Series(list(users), dtype=object).astype(str).map(self.user_index).fillna(-1).to_numpy(np.int64)
-        i = pd.Series(list(items), dtype=object).astype(str).map(self.item_index).fillna(-1).to_numpy(np.int64)
-        return u, i
-
-    def predict_baseline(self, users: Iterable, items: Iterable) -> np.ndarray:
-        u, i = self._index(users, items)
-        return np.clip(self.baseline.predict(u, i), MIN_RATING, MAX_RATING)
-
-    def predict(self, users: Iterable, items: Iterable) -> np.ndarray:
-        u, i = self._index(users, items)
-        return np.clip(self.raw_predict(u, i), MIN_RATING, MAX_RATING)
-
-    def raw_predict(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
-        """Unclipped prediction for indexed pairs (-1: unseen)."""
-        out = _raw_predict(self.baseline, self.user_factors, self.item_factors, u, i, self.params.blend_als)
-        if self.knn is not None and self.params.blend_knn:
-            out = out + self.params.blend_knn * self.knn.predict(u, i)
-        if self.user_knn is not None and self.params.blend_user_knn:
-            out = out + self.params.blend_user_knn * self.user_knn.predict(i, u)
-        known = (u >= 0) & (i >= 0)
-        p = self.params
-        if known.any() and (p.blend_user_bias or p.blend_item_bias or p.blend_intercept):
-            out = out.copy()
-            out[known] += (p.blend_user_bias * self.baseline.user_bias[u[known]]
-                           + p.blend_item_bias * self.baseline.item_bias[i[known]] + p.blend_intercept)
-        return out
 
 
 def _raw_predict(baseline, user_factors, item_factors, u, i, weight: float = 1.0) -> np.ndarray:
@@ -163,35 +129,51 @@ def _indexed(frame: pd.DataFrame):
     u_codes, u_names = pd.factorize(frame["user"])
     i_codes, i_names = pd.factorize(frame["item"])
     return (u_codes.astype(np.int64), i_codes.astype(np.int64), frame["rating"].to_numpy(float),
-            {name: k for k, name in enumerate(u_names)}, {name: k for k, name in enumerate(i_names)})
+            list(u_names), list(i_names))
 
 
 def fit(spark, ratings, params: Params | None = None, *, tune_params: bool = True,
-        progress: Callable[[str], None] | None = None) -> Model:
+        progress: Callable[[str], None] | None = None) -> FactorModel:
     """Fit the residual model on a DataFrame of (user: str, item: str, rating: float).
 
     With ``params`` None and ``tune_params`` true the hyperparameters come from :func:`tune`
     on an inner split of ``ratings``; with ``tune_params`` false, the defaults of :class:`Params`.
+    The answer carries the parameters used as ``.params``.
     """
+    say = progress or (lambda message: None)
     frame = _collect(ratings)
     if params is None:
         params = tune(spark, frame, progress=progress) if tune_params else Params()
-    u, i, r, user_index, item_index = _indexed(frame)
-    baseline = fit_baseline(u, i, r, len(user_index), len(item_index), params.reg_user, params.reg_item)
+    u, i, r, user_ids, item_ids = _indexed(frame)
+    n_users, n_items = len(user_ids), len(item_ids)
+    baseline = fit_baseline(u, i, r, n_users, n_items, params.reg_user, params.reg_item)
     residual = r - baseline.predict(u, i)
-    users, items = _fit_als(spark, u, i, residual, len(user_index), len(item_index), params)
-    knn = fit_knn(u, i, residual, len(user_index), len(item_index)) if params.blend_knn else None
-    user_knn = fit_knn(i, u, residual, len(item_index), len(user_index)) if params.blend_user_knn else None
-    return Model(params, user_index, item_index, baseline, users, items, knn, user_knn)
-
-
-def fit_baseline_model(ratings, params: Params | None = None) -> Model:
-    """The bias baseline alone, as a Model (no ALS term)."""
-    frame = _collect(ratings)
-    params = params or Params()
-    u, i, r, user_index, item_index = _indexed(frame)
-    baseline = fit_baseline(u, i, r, len(user_index), len(item_index), params.reg_user, params.reg_item)
-    return Model(params, user_index, item_index, baseline)
+    say(f"fit: ALS rank {params.rank} on {len(r):,} residuals, {n_users:,} users, {n_items:,} items")
+    users, items = _fit_als(spark, u, i, residual, n_users, n_items, params)
+    p = params
+    knn = fit_knn(u, i, residual, n_users, n_items) if p.blend_knn else None
+    user_knn = fit_knn(i, u, residual, n_items, n_users) if p.blend_user_knn else None
+    if knn is None and user_knn is None:
+        # Exact: w_als p.q + (w_bu b_u + c) * 1 + 1 * w_bi b_i.
+        user_factors = np.column_stack([p.blend_als * users, p.blend_user_bias * baseline.user_bias
+                                        + p.blend_intercept, np.ones(n_users)])
+        item_factors = np.column_stack([items, np.ones(n_items), p.blend_item_bias * baseline.item_bias])
+    else:
+        say(f"fit: factorising the blend of ALS and kNN ({n_users:,} x {n_items:,})")
+        matrix = p.blend_als * (users @ items.T)
+        matrix += p.blend_user_bias * baseline.user_bias[:, None] + p.blend_item_bias * baseline.item_bias
+        matrix += p.blend_intercept
+        if knn is not None:
+            matrix += p.blend_knn * knn
+        if user_knn is not None:
+            matrix += p.blend_user_knn * user_knn.T
+        left, weights, right = np.linalg.svd(matrix, full_matrices=False)
+        keep = min(p.factor_rank, len(weights))
+        user_factors, item_factors = left[:, :keep] * weights[:keep], right[:keep].T
+    # float32 factors: what the store keeps, so the published rows reproduce these predictions exactly.
+    return FactorModel(baseline.mu, np.asarray(user_ids, dtype=str), np.asarray(item_ids, dtype=str),
+                       baseline.user_bias, baseline.item_bias, user_factors.astype(np.float32),
+                       item_factors.astype(np.float32), dataclasses.asdict(params))
 
 
 def _rmse(a: np.ndarray, b: np.ndarray) -> float:
@@ -211,9 +193,10 @@ def tune(spark, ratings, *, holdout: float = 0.1, bias_grid=BIAS_GRID, als_grid=
     rng = np.random.default_rng(base.seed)
     mask = rng.random(len(frame)) < holdout
     inner, valid = frame[~mask], frame[mask]
-    u, i, r, user_index, item_index = _indexed(inner)
-    vu = valid["user"].map(user_index).fillna(-1).to_numpy(np.int64)
-    vi = valid["item"].map(item_index).fillna(-1).to_numpy(np.int64)
+    u, i, r, user_ids, item_ids = _indexed(inner)
+    n_users, n_items = len(user_ids), len(item_ids)
+    vu = pd.Index(user_ids).get_indexer(valid["user"]).astype(np.int64)
+    vi = pd.Index(item_ids).get_indexer(valid["item"]).astype(np.int64)
     vr = valid["rating"].to_numpy(float)
 
     def clipped(x):
@@ -221,7 +204,7 @@ def tune(spark, ratings, *, holdout: float = 0.1, bias_grid=BIAS_GRID, als_grid=
 
     best_bias, best_score = None, np.inf
     for reg_user, reg_item in bias_grid:
-        baseline = fit_baseline(u, i, r, len(user_index), len(item_index), reg_user, reg_item)
+        baseline = fit_baseline(u, i, r, n_users, n_items, reg_user, reg_item)
         score = _rmse(clipped(baseline.predict(vu, vi)), vr)
         if score < best_score:
             best_bias, best_score = (reg_user, reg_item, baseline), score
@@ -233,7 +216,7 @@ def tune(spark, ratings, *, holdout: float = 0.1, bias_grid=BIAS_GRID, als_grid=
         params = replace(base, rank=rank, reg=reg, reg_user=reg_user, reg_item=reg_item, blend_als=1.0,
                          blend_knn=0.0, blend_user_knn=0.0, blend_user_bias=0.0, blend_item_bias=0.0,
                          blend_intercept=0.0)
-        users, items = _fit_als(spark, u, i, residual, len(user_index), len(item_index), params)
+        users, items = _fit_als(spark, u, i, residual, n_users, n_items, params)
         score = _rmse(clipped(_raw_predict(baseline, users, items, vu, vi)), vr)
         say(f"tune: rank={rank} reg={reg} valid RMSE {score:.4f}")
         if score < best_score:
@@ -241,12 +224,13 @@ def tune(spark, ratings, *, holdout: float = 0.1, bias_grid=BIAS_GRID, als_grid=
             best_als = _raw_predict(baseline, users, items, vu, vi) - baseline.predict(vu, vi)
     if not blend:
         return best
-    knns = {"blend_knn": fit_knn(u, i, residual, len(user_index), len(item_index)),
-            "blend_user_knn": fit_knn(i, u, residual, len(item_index), len(user_index))}
+    knns = {"blend_knn": fit_knn(u, i, residual, n_users, n_items),
+            "blend_user_knn": fit_knn(i, u, residual, n_items, n_users)}
     names = ["blend_als"] + [name for name, knn in knns.items() if knn is not None]
     if len(names) == 1:
         return best
-    columns = [best_als] + [knn.predict(vu, vi) if name == "blend_knn" else knn.predict(vi, vu)
+    su, si = np.maximum(vu, 0), np.maximum(vi, 0)  # unseen ones are masked out below
+    columns = [best_als] + [knn[su, si] if name == "blend_knn" else knn[si, su]
                             for name, knn in knns.items() if knn is not None]
     # The same least squares also recalibrates the baseline (b_u, b_i, a constant) for pairs whose
     # user and item were both seen; unseen ones keep the plain baseline, so it is fitted on known pairs.
@@ -267,5 +251,4 @@ def stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-__all__ = ["Params", "Model", "Baseline", "fit", "fit_baseline", "fit_baseline_model", "tune",
-           "BIAS_GRID", "ALS_GRID", "MIN_RATING", "MAX_RATING", "stderr_progress"]
+__all__ = ["Params", "Baseline", "fit", "fit_baseline", "tune", "BIAS_GRID", "ALS_GRID", "stderr_progress"]

@@ -16,7 +16,9 @@ from typing import Iterator
 
 import msgspec
 
-from projections.store import Changes, HistoryRow, MovieRow, PartitionLag, ReviewKey, ReviewRow
+from projections.store import (
+    Changes, FactorRow, HistoryRow, ModelInfo, MovieRow, PartitionLag, ReviewKey, ReviewRow,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
@@ -38,6 +40,14 @@ CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, partition, "offs
 CREATE TABLE IF NOT EXISTS checkpoints (
     partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS factors (
+    version TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, bias REAL NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (version, kind, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (
+    version TEXT PRIMARY KEY, info TEXT NOT NULL, current INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS models_current ON models (current) WHERE current = 1;
 CREATE TABLE IF NOT EXISTS lag (
     partition INTEGER PRIMARY KEY, checkpoint INTEGER NOT NULL, high_watermark INTEGER NOT NULL,
     updated_at TEXT NOT NULL
@@ -232,6 +242,51 @@ class SQLiteStore:
                 "SELECT partition, checkpoint, high_watermark FROM lag ORDER BY partition"
             ).fetchall()
         return [PartitionLag(p, c, h, max(0, h - c - 1)) for p, c, h in rows]
+
+    # -- model side ---------------------------------------------------------------------
+
+    def put_factors(self, version: str, kind: str, rows: list[FactorRow]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO factors VALUES (?,?,?,?,?)",
+                                     [(version, kind, row.id, row.bias, row.vector) for row in rows])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def publish_model(self, info: ModelInfo) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE models SET current = 0 WHERE current = 1")
+                self._db.execute("INSERT INTO models VALUES (?, ?, 1)",
+                                 (info.version, msgspec.json.encode(info).decode()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def model(self, version: str | None = None) -> ModelInfo | None:
+        with self._lock:
+            if version is None:
+                row = self._db.execute("SELECT info FROM models WHERE current = 1").fetchone()
+            else:
+                row = self._db.execute("SELECT info FROM models WHERE version = ?", (version,)).fetchone()
+        return None if row is None else msgspec.json.decode(row[0], type=ModelInfo)
+
+    def factors(self, version: str, kind: str, ids: list[str] | None = None) -> list[FactorRow]:
+        query = "SELECT id, bias, vector FROM factors WHERE version = ? AND kind = ?"
+        with self._lock:
+            if ids is None:
+                rows = self._db.execute(query + " ORDER BY id", (version, kind)).fetchall()
+            else:
+                rows = []
+                for chunk in _chunks(ids):
+                    marks = ",".join("?" * len(chunk))
+                    rows += self._db.execute(f"{query} AND id IN ({marks})", (version, kind, *chunk)).fetchall()
+        return [FactorRow(id, bias, vector) for id, bias, vector in rows]
 
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows and the checkpoints in a stable order, from one snapshot."""

@@ -74,6 +74,27 @@ class PartitionLag(msgspec.Struct, frozen=True):
     lag: int
 
 
+class ModelInfo(msgspec.Struct, frozen=True):
+    """A model-registry row: one trained, published model version."""
+
+    version: str
+    trained_at: datetime
+    watermark: dict[int, int]  # partition -> last archived offset the training data included
+    metrics: dict
+    params: dict
+    mu: float  # the global mean of the ratings, the one bias that is not per user or item
+    rank: int
+    artefacts: str  # where the full artefacts are (an s3:// URI)
+
+
+class FactorRow(msgspec.Struct, frozen=True):
+    """A user's or a movie's published bias and factor vector (float32, little-endian bytes)."""
+
+    id: str
+    bias: float
+    vector: bytes
+
+
 class ProjectionStore(Protocol):
     # The projector's side.
     def checkpoint(self) -> dict[int, int]:
@@ -103,6 +124,19 @@ class ProjectionStore(Protocol):
         (partition, offset); `as_of` keeps events recorded at or before it; limit 0 means all."""
 
     def lag(self) -> list[PartitionLag]: ...
+
+    # The model side: factors are written first, a version becomes current in one step after.
+    def put_factors(self, version: str, kind: str, rows: list[FactorRow]) -> None:
+        """Add a batch of `kind` ("user" or "item") factor rows of a version not yet published."""
+
+    def publish_model(self, info: ModelInfo) -> None:
+        """Add the registry row and make it the current model, atomically."""
+
+    def model(self, version: str | None = None) -> ModelInfo | None:
+        """A version's registry row; None: the current one (None when there is no model)."""
+
+    def factors(self, version: str, kind: str, ids: list[str] | None = None) -> list[FactorRow]:
+        """A version's factor rows of `kind` for these ids (those it has), or all of them."""
 
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows in a stable order, to compare two stores (verify, rebuild checks)."""

@@ -153,3 +153,12 @@ def start_worker(services, settings):
         return service
 
     return start
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """One local Spark session for every test that needs one (it takes seconds to start)."""
+    pytest.importorskip("pyspark")
+    from ml.spark import session
+
+    return session(checkpoint_dir=tmp_path_factory.mktemp("spark-checkpoints"), driver_memory="2g")

@@ -13,13 +13,6 @@ from harmony.cli import main
 pytest.importorskip("pyspark")
 
 
-@pytest.fixture(scope="session")
-def spark(tmp_path_factory):
-    from ml.spark import session
-
-    return session(checkpoint_dir=tmp_path_factory.mktemp("spark-checkpoints"))
-
-
 @pytest.fixture(autouse=True)
 def small_defaults(monkeypatch):
     """--no-tune fits the default Params; make them cheap here (this checks the command, not the model)."""

@@ -17,13 +17,6 @@ BLENDED = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5
                           blend_intercept=0.05)
 
 
-@pytest.fixture(scope="session")
-def spark(tmp_path_factory):
-    from ml.spark import session
-
-    return session(checkpoint_dir=tmp_path_factory.mktemp("spark-checkpoints"))
-
-
 def synthetic(users=300, items=200, rank=3, density=0.15, noise=0.3, seed=7) -> pd.DataFrame:
     """A low-rank rating matrix plus user/item biases and noise, sampled sparsely, in [0.5, 5]."""
     rng = np.random.default_rng(seed)
@@ -67,7 +60,7 @@ def test_predictions_are_clipped_to_the_rating_scale(spark):
     model = training.fit(spark, spark.createDataFrame(frame), BLENDED)
     users = [f"user{u}" for u in range(60) for _ in range(40)]
     items = [f"movie{i}" for _ in range(60) for i in range(40)]
-    raw = model.raw_predict(*model._index(users, items))
+    raw = model.raw_predict(*model.index(users, items))
     assert raw.max() > 5.0 and raw.min() < 0.5  # the clip has something to do
     predicted = model.predict(users, items)
     assert predicted.max() == 5.0 and predicted.min() == 0.5
@@ -76,30 +69,45 @@ def test_predictions_are_clipped_to_the_rating_scale(spark):
 
 def test_unseen_users_and_items_get_the_baseline(model):
     item = "movie5"
-    item_bias = model.baseline.item_bias[model.item_index[item]]
-    assert model.predict(["nobody"], [item])[0] == pytest.approx(model.baseline.mu + item_bias)
+    item_bias = model.item_bias[list(model.item_ids).index(item)]
+    assert model.predict(["nobody"], [item])[0] == pytest.approx(model.mu + item_bias)
     user = "user5"
-    user_bias = model.baseline.user_bias[model.user_index[user]]
-    assert model.predict([user], ["no-such-movie"])[0] == pytest.approx(model.baseline.mu + user_bias)
-    assert model.predict(["nobody"], ["no-such-movie"])[0] == pytest.approx(model.baseline.mu)
-    assert model.knn is not None and model.user_knn is not None
+    user_bias = model.user_bias[list(model.user_ids).index(user)]
+    assert model.predict([user], ["no-such-movie"])[0] == pytest.approx(model.mu + user_bias)
+    assert model.predict(["nobody"], ["no-such-movie"])[0] == pytest.approx(model.mu)
     # A known pair does get a residual term.
     assert model.predict([user], [item])[0] != pytest.approx(model.predict_baseline([user], [item])[0])
 
 
+def test_blended_knn_terms_are_published_as_full_rank_factors(model):
+    # 300 users x 200 items is below factor_rank: the SVD keeps every direction, so it is exact.
+    assert model.rank == min(len(model.user_ids), len(model.item_ids))
+
+
+def test_without_knn_the_factors_are_the_als_factors_plus_two_bias_columns(spark, split):
+    plain = training.fit(spark, spark.createDataFrame(split[0]), FAST)
+    assert plain.rank == FAST.rank + 2
+    assert plain.user_factors.dtype == np.float32
+
+
 def test_knn_averages_the_residuals_of_similar_items():
-    from ml.knn import fit_knn
+    from ml.knn import fit_knn, similarities
 
     # Items 0 and 1 move together over users 0-3, item 2 against item 0; user 4 rated only 0 and 2.
     e0 = np.array([1.0, -1.0, 0.5, -0.5])
     rows = [(u, 0, e0[u]) for u in range(4)] + [(u, 1, 2 * e0[u]) for u in range(4)]
     rows += [(u, 2, -e0[u]) for u in range(4)] + [(4, 0, 0.8), (4, 2, 0.3)]
     u, i, e = (np.array(column) for column in zip(*rows))
-    knn = fit_knn(u.astype(np.int64), i.astype(np.int64), e, 5, 3, shrinkage=0.0)
-    assert knn.similarity[0, 1] == pytest.approx(1.0) and knn.similarity[1, 2] == pytest.approx(-1.0)
-    assert knn.similarity[0, 2] < 0
-    # For (4, 1): of user 4's items only item 0 is positively similar to 1 -> its residual; unseen -> 0.
-    assert knn.predict(np.array([4, -1]), np.array([1, 1])) == pytest.approx([0.8, 0.0])
+    u, i = u.astype(np.int64), i.astype(np.int64)
+    similarity = similarities(u, i, e, 5, 3, shrinkage=0.0)
+    assert similarity[0, 1] == pytest.approx(1.0) and similarity[1, 2] == pytest.approx(-1.0)
+    assert similarity[0, 2] < 0
+    # For (4, 1): of user 4's items only item 0 is positively similar to 1 -> its residual.
+    estimates = fit_knn(u, i, e, 5, 3, shrinkage=0.0)
+    assert estimates.shape == (5, 3)
+    assert estimates[4, 1] == pytest.approx(0.8)
+    # Item 2 is similar to nothing user 4 rated except negatively: no estimate.
+    assert estimates[4, 2] == 0.0
 
 
 def test_tuning_uses_the_inner_split_and_prefers_the_better_grid_point(spark, split):

@@ -1,0 +1,75 @@
+"""The published rating model: biases and factor vectors, and nothing else.
+
+    predicted(u, i) = clip(mu + b_u + b_i + p_u . q_i, 0.5, 5)
+
+An unseen user has no ``b_u`` and no ``p_u`` (likewise an unseen item), so it gets the rest of
+the baseline. This is what the projection store holds and what the API scores with; training
+(:mod:`ml.training`) reduces whatever it blends to this form, so the factors published are the
+model, not an approximation of a different one served elsewhere.
+
+Artefact format (:meth:`FactorModel.to_bytes`): one ``.npz`` with the arrays below and ids as
+unicode arrays; loading it back gives identical predictions.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+MIN_RATING, MAX_RATING = 0.5, 5.0
+
+
+@dataclass
+class FactorModel:
+    mu: float
+    user_ids: np.ndarray  # (n_users,) str
+    item_ids: np.ndarray  # (n_items,) str
+    user_bias: np.ndarray  # (n_users,)
+    item_bias: np.ndarray  # (n_items,)
+    user_factors: np.ndarray  # (n_users, rank)
+    item_factors: np.ndarray  # (n_items, rank)
+    params: dict = field(default_factory=dict)  # the hyperparameters it was trained with
+
+    @property
+    def rank(self) -> int:
+        return self.item_factors.shape[1]
+
+    def index(self, users: Iterable, items: Iterable) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ids in this model's arrays; -1 for an id it has not seen."""
+        u = pd.Index(self.user_ids).get_indexer(pd.Index(list(users), dtype=object).astype(str))
+        i = pd.Index(self.item_ids).get_indexer(pd.Index(list(items), dtype=object).astype(str))
+        return u.astype(np.int64), i.astype(np.int64)
+
+    def raw_predict(self, u: np.ndarray, i: np.ndarray, *, factors: bool = True) -> np.ndarray:
+        """Unclipped predictions for indexed pairs (-1: unseen); without factors, the baseline."""
+        known_u, known_i = u >= 0, i >= 0
+        out = np.full(len(u), self.mu, dtype=np.float64)
+        out[known_u] += self.user_bias[u[known_u]]
+        out[known_i] += self.item_bias[i[known_i]]
+        both = known_u & known_i
+        if factors and both.any():
+            out[both] += np.einsum("ij,ij->i", self.user_factors[u[both]], self.item_factors[i[both]])
+        return out
+
+    def predict(self, users: Iterable, items: Iterable) -> np.ndarray:
+        return np.clip(self.raw_predict(*self.index(users, items)), MIN_RATING, MAX_RATING)
+
+    def predict_baseline(self, users: Iterable, items: Iterable) -> np.ndarray:
+        return np.clip(self.raw_predict(*self.index(users, items), factors=False), MIN_RATING, MAX_RATING)
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, mu=np.float64(self.mu), user_ids=self.user_ids.astype(str),
+                 item_ids=self.item_ids.astype(str), user_bias=self.user_bias, item_bias=self.item_bias,
+                 user_factors=self.user_factors, item_factors=self.item_factors)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "FactorModel":
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return cls(float(arrays["mu"]), arrays["user_ids"], arrays["item_ids"], arrays["user_bias"],
+                       arrays["item_bias"], arrays["user_factors"], arrays["item_factors"])

@@ -1,0 +1,56 @@
+"""``harmony train``: replay the archive, measure the model on a holdout, refit on everything, publish.
+
+Hyperparameters are tuned on the training part of the holdout split only (or taken from the
+settings); the model published is refitted with them on all the replayed ratings, so it learns
+from every review up to the watermark. Nothing is published unless every step before succeeds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+
+from ml import registry, training
+from ml.evaluation import evaluate_split
+from ml.replay import ArchiveSource, replay
+from projections.store import ModelInfo, ProjectionStore
+
+MIN_HOLDOUT_RATINGS = 20  # below this, a holdout measures nothing: train on all, report no accuracy
+
+
+class TrainingError(ValueError):
+    """Training cannot produce a model (no data); the current model is left as it is.
+    A ValueError: the CLI reports it in one line like other bad input."""
+
+
+def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, prefix: str,
+            params: training.Params | None = None, holdout: float = 0.1, seed: int = 42,
+            progress: Callable[[str], None] | None = None) -> ModelInfo:
+    """Train on the archive and publish a new current version. ``params`` None: tune them."""
+    say = progress or (lambda message: None)
+    trained_at = datetime.now(timezone.utc)
+    replayed = replay(spark, source, progress=say)
+    frame = replayed.ratings.toPandas()
+    replayed.ratings.unpersist()
+    if frame.empty:
+        raise TrainingError("the archive holds no ratings yet: import or submit reviews and run the archiver")
+    say(f"replay: {len(frame):,} ratings by {frame['user'].nunique():,} users "
+        f"of {frame['item'].nunique():,} movies")
+    metrics: dict = {"ratings": len(frame), "users": int(frame["user"].nunique()),
+                     "movies": int(frame["item"].nunique()), "archive_records": replayed.records}
+    test = np.random.default_rng(seed).random(len(frame)) < holdout
+    if test.sum() >= MIN_HOLDOUT_RATINGS:
+        say(f"evaluate: fitting on {int((~test).sum()):,} ratings, holding out {int(test.sum()):,}")
+        result = evaluate_split(spark, frame[~test], frame[test], tune=params is None, params=params,
+                                progress=say)
+        params = training.Params(**result.pop("params"))
+        result.pop("factor_rank", None)
+        metrics |= {"holdout": result}
+        say(f"evaluate: holdout RMSE {result['rmse']:.4f}, nDCG@10 {result['ndcg@10']:.4f}")
+    say("fit: the published model, on every rating")
+    model = training.fit(spark, frame, params, tune_params=params is None, progress=say)
+    say(f"publish: rank {model.rank}, {len(model.user_ids):,} users, {len(model.item_ids):,} movies")
+    return registry.publish(store, s3, source.bucket, prefix, model, trained_at=trained_at,
+                            watermark=replayed.watermark, metrics=metrics)

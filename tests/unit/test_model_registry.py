@@ -1,0 +1,98 @@
+"""The model registry in the SQLite store and its API: versions, the current pointer, factor rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from commands.handlers import ReviewCommands
+from ml import registry
+from ml.factors import FactorModel
+from projections.sqlite_store import SQLiteStore
+from tests.unit.fakes import MemoryLog
+
+
+class Bucket:
+    """Just enough of an S3 client for publish(): a dict of objects."""
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, Bucket, Key, Body, **_):
+        self.objects[f"{Bucket}/{Key}"] = bytes(Body)
+
+    def get_object(self, Bucket, Key):
+        import io
+
+        return {"Body": io.BytesIO(self.objects[f"{Bucket}/{Key}"])}
+
+
+def small_model(seed: int) -> FactorModel:
+    rng = np.random.default_rng(seed)
+    return FactorModel(3.5, np.array(["ana", "ben", "cy"]), np.array(["m1", "m2"]), rng.normal(size=3),
+                       rng.normal(size=2), rng.normal(size=(3, 4)).astype(np.float32),
+                       rng.normal(size=(2, 4)).astype(np.float32), {"rank": 4})
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SQLiteStore(tmp_path / "p.db")
+    yield store
+    store.close()
+
+
+def publish(store, bucket, model, when=datetime(2026, 11, 25, tzinfo=timezone.utc)):
+    return registry.publish(store, bucket, "models", "models/", model, trained_at=when,
+                            watermark={0: 41, 1: 7}, metrics={"rmse": 0.9})
+
+
+def test_published_rows_and_artefacts_give_back_the_same_predictions(store):
+    bucket, model = Bucket(), small_model(1)
+    info = publish(store, bucket, model)
+    loaded_info, loaded = registry.load(store)
+    assert loaded_info == info and info.watermark == {0: 41, 1: 7}
+    users, items = ["ana", "cy", "ben", "nobody"], ["m2", "m1", "zz", "m1"]
+    assert np.array_equal(loaded.predict(users, items), model.predict(users, items))
+    assert np.array_equal(registry.read_artefacts(bucket, info).predict(users, items), model.predict(users, items))
+    assert f"models/models/{info.version}/manifest.json" in bucket.objects
+
+
+def test_a_new_version_becomes_current_and_the_old_one_stays_readable(store):
+    bucket = Bucket()
+    first = publish(store, bucket, small_model(1))
+    second = publish(store, bucket, small_model(2), datetime(2026, 11, 26, tzinfo=timezone.utc))
+    assert store.model().version == second.version
+    assert store.model(first.version) == first
+    old = registry.load(store, first.version)[1]
+    assert np.array_equal(old.predict(["ana"], ["m1"]), small_model(1).predict(["ana"], ["m1"]))
+
+
+def test_factors_written_without_the_registry_row_are_not_current(store):
+    bucket = Bucket()
+    first = publish(store, bucket, small_model(1))
+
+    def crash(info):
+        raise OSError("disk full")
+
+    store.publish_model = crash  # the last step fails: the factor rows are in, the pointer is not
+    with pytest.raises(OSError):
+        publish(store, bucket, small_model(2))
+    assert store.model().version == first.version
+
+
+def test_models_current_is_404_before_training_then_the_registry_row(store):
+    log = MemoryLog()
+    with TestClient(create_app(store, log, ReviewCommands(log))) as client:
+        missing = client.get("/v1/models/current")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        info = publish(store, Bucket(), small_model(1))
+        body = client.get("/v1/models/current").json()
+        assert body["version"] == info.version and body["watermark"] == {"0": 41, "1": 7}
+        assert body["metrics"] == {"rmse": 0.9} and body["trained_at"].startswith("2026-11-25")
+        assert client.get(f"/v1/models/{info.version}").json() == body
+        assert client.get("/v1/models/nope").status_code == 404
+        assert "/v1/models/current" in client.get("/openapi.json").json()["paths"]
