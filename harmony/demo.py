@@ -1,4 +1,4 @@
-"""`harmony demo`: the whole product on the embedded default, with demo data, until Ctrl-C."""
+"""`harmony demo`: the whole product on the embedded default, with demo data and a trained model, until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from harmony import stack
-from harmony.settings import Settings
+from harmony.settings import Settings, load as load_settings
 from harmony.stack import StackError
 from projections.store import open_store
 
@@ -83,10 +83,37 @@ def _wait_projected(url: str, timeout: float = 300) -> None:
             time.sleep(1)
 
 
+def _wait_archived(settings: Settings, timeout: float = 300) -> None:
+    """Wait until the archiver has copied everything the projector has applied to S3."""
+    from events.archive import archived_until
+
+    store = open_store(settings.store_url)
+    applied = store.checkpoint()
+    store.close()
+    client = stack.s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
+                             settings.aws_region)
+    with console.status("archiving the demo data to S3 ..."):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = archived_until(client, settings.s3_bucket, settings.topic, applied)
+            if all(done[p] >= offset for p, offset in applied.items()):
+                return
+            time.sleep(1)
+    raise StackError(f"the archiver did not catch up within {timeout:.0f}s; see its log")
+
+
 def store_is_empty(settings: Settings) -> bool:
     store = open_store(settings.store_url)
     try:
         return not store.checkpoint()
+    finally:
+        store.close()
+
+
+def has_model(settings: Settings) -> bool:
+    store = open_store(settings.store_url)
+    try:
+        return store.model() is not None
     finally:
         store.close()
 
@@ -97,6 +124,7 @@ def run(settings: Settings, host: str, port: int) -> int:
     was_running = stack.status(settings.state_dir)["running"]
     with console.status("starting the local stack (SeaweedFS + Tansu) ..."):
         info = stack.up(settings.state_dir, settings.topic, settings.partitions)
+    settings = load_settings()  # now with the endpoints of the stack just started
     logs = settings.state_dir / "logs"
     children: list[subprocess.Popen] = []
 
@@ -118,6 +146,11 @@ def run(settings: Settings, host: str, port: int) -> int:
             if imported.returncode:
                 raise StackError("the MovieLens import failed; see above")
         _wait_projected(url)
+        if not has_model(settings):
+            _wait_archived(settings)
+            console.print("[bold]training[/] the first model from the S3 archive (Spark ALS; about a minute)")
+            if subprocess.run([sys.executable, "-m", "harmony", "train"]).returncode:
+                raise StackError("training failed; see above")
         # Plain print: the example commands must not be wrapped or styled.
         print(f"""
 moviEharmony is running at {url}  (OpenAPI: {url}/openapi.json)
@@ -131,6 +164,7 @@ Try:
   curl -s -X DELETE {url}/v1/users/ana/reviews/50
   curl -s {url}/v1/users/1/history?limit=2
   curl -s {url}/v1/projections/lag
+  curl -s {url}/v1/models/current
 
 Press Ctrl-C to stop everything.""", flush=True)
         while all(p.poll() is None for p in children):

@@ -17,7 +17,7 @@ from projections import rebuild as rebuilding
 from projections import verify as verifying
 from projections.sqlite_store import SQLiteStore
 
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False)
 
 
 def _store(settings: Settings) -> SQLiteStore:
