@@ -15,10 +15,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.bodies import (
-    Health, HistoryEvent, HistoryPage, LagReport, ModelView, MovieView, ReviewsPage, ReviewView,
+    Health, HistoryEvent, HistoryPage, LagReport, Match, MatchedMovie, MemberScore, ModelView, MovieView,
+    ReviewsPage, ReviewView,
 )
 from api.openapi import Operation, Param, document
 from api.problems import HANDLERS, ProblemError
+from ml import matching
 from commands.handlers import IdempotencyConflict, InvalidCommand, ReviewCommands
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.log import LogUnavailable
@@ -32,6 +34,8 @@ log = get_logger("harmony.api")
 
 MAX_BODY = 64 * 1024
 MAX_LIMIT = 100
+MAX_GROUP = 8  # users in one /v1/match
+MAX_MEMBER_REVIEWS = 100_000  # reviews read per user to fold them in and to leave out what they saw
 READ_WAIT = 5.0  # seconds a read with `after=` waits for the projection to catch up
 RECONNECT_EVERY = 1.0
 
@@ -208,6 +212,51 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
     async def model_version(request: Request) -> Response:
         return model_view(request.path_params["version"])
 
+    items_cache: dict[str, matching.Items] = {}  # the current version's item side, loaded once
+
+    def current_items() -> matching.Items:
+        info = store.model()
+        if info is None:
+            raise ProblemError(503, "no model has been trained yet: run `harmony train`", {"Retry-After": "60"})
+        if info.version not in items_cache:
+            items_cache.clear()
+            items_cache[info.version] = matching.Items.load(store, info)
+        return items_cache[info.version]
+
+    async def match(request: Request) -> Response:
+        users = [u for u in request.query_params.get("users", "").split(",") if u]
+        if not 2 <= len(set(users)) == len(users) <= MAX_GROUP:
+            raise ProblemError(400, f"users: 2 to {MAX_GROUP} different user ids, comma-separated")
+        strategy = request.query_params.get("strategy", "average")
+        if strategy not in matching.STRATEGIES:
+            raise ProblemError(400, f"strategy: one of {', '.join(matching.STRATEGIES)}")
+        weights = None
+        if raw := request.query_params.get("weights"):
+            try:
+                weights = [float(w) for w in raw.split(",")]
+            except ValueError:
+                raise ProblemError(400, "weights: numbers, comma-separated") from None
+            if strategy != "average" or len(weights) != len(users) or not all(0 < w < float("inf") for w in weights):
+                raise ProblemError(400, "weights: one positive number per user, with strategy=average")
+        limit = int_param(request, "limit", 10, 1, MAX_LIMIT)
+        include_seen = request.query_params.get("include_seen", "false")
+        if include_seen not in ("true", "false"):
+            raise ProblemError(400, "include_seen: true or false")
+        items = current_items()
+        members = [
+            matching.member(store, items, user, {r.movie_id: r.rating
+                                                 for r in store.user_reviews(user, MAX_MEMBER_REVIEWS, None)})
+            for user in users
+        ]
+        ranked = matching.best(items, members, strategy, weights, limit, include_seen == "true")
+        movies = []
+        for movie_id, score, predicted in ranked:
+            row = store.movie(movie_id)
+            movies.append(MatchedMovie(movie_id, row.title if row else None, round(score, 4),
+                                       {user: MemberScore(round(p, 4)) for user, p in predicted.items()}))
+        return json_response(Match(items.info.version, strategy, users, [m.user_id for m in members if m.folded_in],
+                                   movies))
+
     async def healthz(request: Request) -> Response:
         return json_response(Health("ok"))
 
@@ -254,6 +303,15 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
                    MovieView, None, (film,), (404,)), movie),
         (Operation("GET", "/v1/projections/lag", "Events the projector is behind the log, per partition", 200,
                    LagReport), lag),
+        (Operation("GET", "/v1/match", "Movies the users may like to watch together", 200, Match, None,
+                   (Param("users", "query", f"2 to {MAX_GROUP} user ids, comma-separated", required=True),
+                    Param("strategy", "query", "how members' predictions combine",
+                          {"type": "string", "enum": list(matching.STRATEGIES), "default": "average"}),
+                    Param("weights", "query", "one positive weight per user (strategy=average)"),
+                    Param("limit", "query", f"movies, 1 to {MAX_LIMIT} (10)", {"type": "integer"}),
+                    Param("include_seen", "query", "also movies a member has reviewed",
+                          {"type": "boolean", "default": False})),
+                   (400, 503)), match),
         (Operation("GET", "/v1/models/current", "The model the API serves", 200, ModelView, None, (), (404,)),
          current_model),
         (Operation("GET", "/v1/models/{version}", "A published model version, current or not", 200, ModelView, None,

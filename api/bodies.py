@@ -73,3 +73,25 @@ class ModelView(msgspec.Struct):
     watermark: dict[int, int]
     metrics: dict
     params: dict
+
+
+class MemberScore(msgspec.Struct):
+    predicted: float
+
+
+class MatchedMovie(msgspec.Struct):
+    movie_id: str
+    title: str | None
+    score: float
+    members: dict[str, MemberScore]
+
+
+class Match(msgspec.Struct):
+    """Movies the users may like together, best first. `folded_in` names the users the model
+    was not trained on: their taste was solved from their current reviews."""
+
+    model_version: str
+    strategy: str
+    users: list[str]
+    folded_in: list[str]
+    movies: list[MatchedMovie]

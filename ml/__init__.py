@@ -1,5 +1,5 @@
-"""Model training and scoring (Spark ALS). Built so far (issue 4, first slice): a local Spark
-session (:mod:`ml.spark`), the rating model — bias baseline + ALS on its residuals blended with
-an item kNN (:mod:`ml.training`, :mod:`ml.knn`) — and offline evaluation on MovieLens folds
-(:mod:`ml.evaluation`, ``harmony evaluate``). Archive replay, the model registry, publishing
-factors and pair scoring are not built yet."""
+"""The rating model: archive replay into Spark (:mod:`ml.replay`), training — a bias baseline,
+Spark ALS on its residuals and a kNN blend (:mod:`ml.training`, :mod:`ml.knn`) — reduced to
+published biases and factors (:mod:`ml.factors`), the model registry (:mod:`ml.registry`), the
+``harmony train`` job (:mod:`ml.retrain`) and offline evaluation (:mod:`ml.evaluation`).
+Pair scoring (``/v1/match``) and fold-in are not built yet."""

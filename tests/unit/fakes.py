@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from events.log import LogUnavailable
 from events.position import Position
 from events.types import Event
@@ -35,3 +37,16 @@ class MemoryLog:
     @property
     def events(self) -> list[Event]:
         return [e for p in self.partitions for e in p]
+
+
+class MemoryBucket:
+    """Just enough of a boto3 S3 client for publishing a model: objects in a dict."""
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, Bucket, Key, Body, **_):
+        self.objects[f"{Bucket}/{Key}"] = bytes(Body)
+
+    def get_object(self, Bucket, Key):
+        return {"Body": io.BytesIO(self.objects[f"{Bucket}/{Key}"])}

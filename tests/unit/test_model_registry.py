@@ -13,22 +13,7 @@ from commands.handlers import ReviewCommands
 from ml import registry
 from ml.factors import FactorModel
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryLog
-
-
-class Bucket:
-    """Just enough of an S3 client for publish(): a dict of objects."""
-
-    def __init__(self):
-        self.objects: dict[str, bytes] = {}
-
-    def put_object(self, Bucket, Key, Body, **_):
-        self.objects[f"{Bucket}/{Key}"] = bytes(Body)
-
-    def get_object(self, Bucket, Key):
-        import io
-
-        return {"Body": io.BytesIO(self.objects[f"{Bucket}/{Key}"])}
+from tests.unit.fakes import MemoryBucket as Bucket, MemoryLog
 
 
 def small_model(seed: int) -> FactorModel:
