@@ -157,6 +157,7 @@ moviEharmony is running at {url}  (OpenAPI: {url}/openapi.json)
   broker {info['kafka_bootstrap']}   S3 {info['s3_endpoint']}   logs {logs}
 
 Try:
+  curl -s '{url}/v1/match?users=1,2&limit=5'
   curl -s {url}/v1/users/1/reviews?limit=3
   curl -s {url}/v1/movies/50
   curl -s -X POST {url}/v1/reviews -H 'content-type: application/json' \\

@@ -153,3 +153,8 @@ def test_harmony_train_command_publishes_what_the_api_serves(env, archived, api)
     assert current["version"] == published["version"]
     assert {int(p): o for p, o in current["watermark"].items()} == archived[2]
     assert current["metrics"]["holdout"]["rmse"] > 0 and current["params"]["rank"] == 4
+    match = api.get("/v1/match", params={"users": "u1,u2", "limit": 5})
+    assert match.status_code == 200, match.text
+    body = match.json()
+    assert body["model_version"] == published["version"] and len(body["movies"]) == 5
+    assert all(0.5 <= m["members"]["u1"]["predicted"] <= 5 for m in body["movies"])
