@@ -1,24 +1,26 @@
 """Replay of the S3 event archive into Spark: the training data of the rating model.
 
 The driver lists the archive's segments (boto3, no data read) and plans each partition's chain
-(a hole is an error: training on part of a user's history would be silently wrong). Spark tasks
-fetch and decode the segments with boto3 (s3a is not available from PyPI) and the shared event
-types. The fold is the projector's, expressed in Spark:
+(a hole is an error: training on part of a user's history would be silently wrong). One Spark
+task per log partition fetches that partition's segments in offset order with boto3 (s3a is not
+available from PyPI), decodes them with the shared event types and folds them exactly as the
+projector does, in log order:
 
-* records are taken once per (partition, offset) — segments may overlap after a rebalance;
-* an event id is applied once, at its first position (a retried command appended it again);
-* the latest review event per (user, movie) in log order wins: a ``ReviewSubmitted`` replaces
-  the rating before it, a ``ReviewRetracted`` removes it (all of a user's events share one
-  partition, so log order is their order);
-* malformed records and catalogue events carry no rating and are left out (counted).
+* an offset is applied once (segments may overlap after a rebalance), an event id once (a retried
+  command appended it again: the same key, so the same partition);
+* a ``ReviewSubmitted`` sets the rating of (user, movie), replacing any before it; a
+  ``ReviewRetracted`` removes it;
+* malformed records and catalogue events carry no rating and are passed over.
 
-The watermark is the last archived offset included per partition.
+All of a user's events share one partition (the key is the user id), so folding each partition
+on its own is the whole fold, with no shuffle. The tasks hand back Arrow batches of the final
+(user, item, rating) rows. The watermark is the last archived offset included per partition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 from events.archive import Segment, list_segments, plan
 
@@ -54,64 +56,69 @@ class Replayed:
     records: int  # records in the planned segments (overlaps counted once per segment)
 
 
-SUBMITTED, RETRACTED = 1, 0
-_COLUMNS = "partition int, offset long, event_id string, user string, item string, kind int, rating double"
+ROWS_PER_BATCH = 100_000
 
 
-def _review_rows(source: ArchiveSource, segments: Iterator[Segment]) -> Iterator[tuple]:
-    """One row per review event of the segments; runs inside a Spark task."""
+def _fold_partition(source: ArchiveSource, segments: list[Segment]) -> dict[tuple[str, str], float]:
+    """The latest rating per (user, movie) of one partition's segment chain; runs in a Spark task."""
     from events.archive import get_segment
     from events.codec import DecodeError, decode
     from events.types import ReviewRetracted, ReviewSubmitted
 
     client = source.client()
+    ratings: dict[tuple[str, str], float] = {}
+    applied: set[str] = set()
+    covered = -1
     for segment in segments:
         for record in get_segment(client, source.bucket, segment):
+            if record.offset <= covered:
+                continue
+            covered = record.offset
             if record.value is None:
                 continue
             try:
                 event = decode(record.value)
             except DecodeError:
-                continue  # dead-lettered by the projector too
+                continue  # the projector dead-letters it
+            if not isinstance(event, (ReviewSubmitted, ReviewRetracted)) or event.event_id in applied:
+                continue
+            applied.add(event.event_id)
             if isinstance(event, ReviewSubmitted):
-                yield (record.partition, record.offset, event.event_id, event.user_id, event.movie_id,
-                       SUBMITTED, float(event.rating))
-            elif isinstance(event, ReviewRetracted):
-                yield (record.partition, record.offset, event.event_id, event.user_id, event.movie_id,
-                       RETRACTED, None)
+                ratings[(event.user_id, event.movie_id)] = float(event.rating)
+            else:
+                ratings.pop((event.user_id, event.movie_id), None)
+    return ratings
 
 
-def plan_archive(source: ArchiveSource) -> list[Segment]:
-    """Every partition's segment chain, in order; raises ArchiveError on a hole."""
-    return [segment for segments in list_segments(source.client(), source.bucket, source.topic).values()
-            for segment in plan(segments, strict=True)]
+def _arrow_batches(source: ArchiveSource, chains: list[list[Segment]], tasks):
+    """mapInArrow body: each input row names a partition chain to fold; out come rating rows."""
+    import pyarrow as pa
+
+    for task in tasks:
+        for index in task.column("id").to_pylist():
+            items = list(_fold_partition(source, chains[index]).items())
+            for start in range(0, len(items), ROWS_PER_BATCH):
+                chunk = items[start:start + ROWS_PER_BATCH]
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([key[0] for key, _ in chunk], pa.string()),
+                     pa.array([key[1] for key, _ in chunk], pa.string()),
+                     pa.array([rating for _, rating in chunk], pa.float64())],
+                    names=["user", "item", "rating"])
 
 
 def replay(spark, source: ArchiveSource, *, progress: Callable[[str], None] | None = None) -> Replayed:
     """The latest rating per (user, movie) over the whole archive, as a cached Spark DataFrame."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     say = progress or (lambda message: None)
-    segments = plan_archive(source)
-    watermark: dict[int, int] = {}
-    for segment in segments:
-        watermark[segment.partition] = max(segment.last, watermark.get(segment.partition, -1))
-    say(f"replay: {len(segments)} segments, {sum(s.count for s in segments):,} records, "
-        f"watermark {watermark}")
-    # One segment per slice: a task fetches and decodes its segments while others do theirs.
-    rdd = spark.sparkContext.parallelize(segments, max(1, len(segments))) if segments else \
-        spark.sparkContext.emptyRDD()
-    events = spark.createDataFrame(rdd.mapPartitions(lambda part: _review_rows(source, part)), _COLUMNS)
-    position = ["partition", "offset"]
-    first_seen = Window.partitionBy("event_id").orderBy(*position)
-    latest = Window.partitionBy("user", "item").orderBy(F.desc("partition"), F.desc("offset"))
-    ratings = (
-        events.dropDuplicates(position)
-        .withColumn("n", F.row_number().over(first_seen)).where("n = 1")
-        .withColumn("n", F.row_number().over(latest)).where("n = 1")
-        .where(F.col("kind") == SUBMITTED)
-        .select("user", "item", "rating")
-        .cache()
-    )
-    return Replayed(ratings, watermark, len(segments), sum(s.count for s in segments))
+    chains = [plan(segments, strict=True)
+              for segments in list_segments(source.client(), source.bucket, source.topic).values()]
+    chains = [chain for chain in chains if chain]
+    watermark = {chain[0].partition: chain[-1].last for chain in chains}
+    segments = sum(len(chain) for chain in chains)
+    records = sum(s.count for chain in chains for s in chain)
+    say(f"replay: {segments} segments, {records:,} records, watermark {watermark}")
+    schema = "user string, item string, rating double"
+    if not chains:
+        return Replayed(spark.createDataFrame([], schema), watermark, 0, 0)
+    tasks = spark.range(len(chains), numPartitions=len(chains))  # one task per log partition
+    ratings = tasks.mapInArrow(lambda batches: _arrow_batches(source, chains, batches), schema).cache()
+    return Replayed(ratings, watermark, segments, records)
