@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import Callable
 
 from ml.factors import MAX_RATING, MIN_RATING, FactorModel
 from ml.knn import fit_knn

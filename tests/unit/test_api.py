@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from starlette.testclient import TestClient
 
 from api import app as api_app
-from api.app import create_app
-from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
 from projections.projector import apply_records
 from projections.fold import Record
 from tests.unit.fakes import MemoryLog
-
-
-@pytest.fixture
-def world(tmp_path):
-    log = MemoryLog()
-    store = SQLiteStore(tmp_path / "p.db")
-    with TestClient(create_app(store, log, ReviewCommands(log))) as client:
-        yield client, log, store
 
 
 def project(log: MemoryLog, store: SQLiteStore) -> None:

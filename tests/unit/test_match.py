@@ -7,17 +7,13 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pytest
-from starlette.testclient import TestClient
 
-from api.app import create_app
-from commands.handlers import ReviewCommands
 from ml import matching, registry
 from ml.factors import FactorModel
 from projections.fold import Record
 from projections.projector import apply_records
-from projections.sqlite_store import SQLiteStore
 from projections.store import ModelInfo
-from tests.unit.fakes import MemoryBucket, MemoryLog
+from tests.unit.fakes import MemoryBucket
 
 MOVIES = [f"m{k}" for k in range(30)]
 
@@ -29,14 +25,6 @@ def model() -> FactorModel:
                        rng.normal(0, 0.7, (2, 3)).astype(np.float32),
                        rng.normal(0, 0.7, (len(MOVIES), 3)).astype(np.float32),
                        {"rank": 3, "reg": 0.1, "reg_user": 5.0})
-
-
-@pytest.fixture
-def world(tmp_path):
-    log = MemoryLog()
-    store = SQLiteStore(tmp_path / "p.db")
-    with TestClient(create_app(store, log, ReviewCommands(log))) as client:
-        yield client, log, store
 
 
 def review(client, log, store, user, movie, rating):

@@ -6,14 +6,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
-from starlette.testclient import TestClient
 
-from api.app import create_app
-from commands.handlers import ReviewCommands
 from ml import registry
 from ml.factors import FactorModel
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryBucket as Bucket, MemoryLog
+from tests.unit.fakes import MemoryBucket as Bucket
 
 
 def small_model(seed: int) -> FactorModel:
@@ -69,15 +66,14 @@ def test_factors_written_without_the_registry_row_are_not_current(store):
     assert store.model().version == first.version
 
 
-def test_models_current_is_404_before_training_then_the_registry_row(store):
-    log = MemoryLog()
-    with TestClient(create_app(store, log, ReviewCommands(log))) as client:
-        missing = client.get("/v1/models/current")
-        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
-        info = publish(store, Bucket(), small_model(1))
-        body = client.get("/v1/models/current").json()
-        assert body["version"] == info.version and body["watermark"] == {"0": 41, "1": 7}
-        assert body["metrics"] == {"rmse": 0.9} and body["trained_at"].startswith("2026-11-25")
-        assert client.get(f"/v1/models/{info.version}").json() == body
-        assert client.get("/v1/models/nope").status_code == 404
-        assert "/v1/models/current" in client.get("/openapi.json").json()["paths"]
+def test_models_current_is_404_before_training_then_the_registry_row(world):
+    client, _, store = world
+    missing = client.get("/v1/models/current")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+    info = publish(store, Bucket(), small_model(1))
+    body = client.get("/v1/models/current").json()
+    assert body["version"] == info.version and body["watermark"] == {"0": 41, "1": 7}
+    assert body["metrics"] == {"rmse": 0.9} and body["trained_at"].startswith("2026-11-25")
+    assert client.get(f"/v1/models/{info.version}").json() == body
+    assert client.get("/v1/models/nope").status_code == 404
+    assert "/v1/models/current" in client.get("/openapi.json").json()["paths"]
