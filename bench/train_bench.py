@@ -1,0 +1,386 @@
+"""Training benchmark: archive replay + model fit on Spark beside a plain NumPy ALS (issue 4).
+
+    .venv/bin/python -m bench.train_bench [--ratings 1000000 5000000] [--rank 50] [--iterations 10] [--json]
+
+For each size N, on a throwaway local stack (only its S3 is used):
+
+- generate N long-tail ratings, deterministic from a seed (not timed): about N/50 users and N/200
+  movies drawn with Zipf-like popularity, (user, movie) pairs unique, ratings on the 0.5..5 scale
+  from a rank-10 latent structure plus biases and noise, so ALS has something to learn; write them
+  as ``ReviewSubmitted`` events straight into archive segments (``put_segment``, 100k records a
+  segment, partitioned by murmur2 of the user id like the producer, consecutive offsets), no broker;
+- Spark path, timed: ``ml.replay.replay`` + ``count()``, then ``ml.training.fit`` with the product's
+  model at rank R, regParam 0.1, I iterations, kNN terms off, no tuning. ``fit`` collects the ratings
+  to the driver, indexes them, fits the bias baseline with NumPy and Spark ALS on the residuals; the
+  time inside Spark ALS (``training._fit_als``: residuals to Spark, ALS.fit, factors back) is
+  reported beside the whole fit. The Spark session is started once, before the first size, not timed;
+- NumPy reference, same process, same data: the replayed ratings are collected and indexed once (not
+  timed), then ``fit_baseline`` + ``bench.numpy_als.als`` on the residuals (same objective, rank,
+  regParam and iterations) are timed;
+- peak memory, sampled from /proc every 0.2 s: for the Spark path the summed RSS of this process
+  and its descendants (the Spark JVM and its Python workers; the stack's services left out), for
+  NumPy the RSS of this process alone;
+- the training RMSE of both models, a check that they fit the same objective equally well, and
+  the JVM's garbage-collection time during the Spark path.
+
+Target (issue 4): the Spark path (replay + fit) within 2x of the NumPy reference at 5M ratings, rank 50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from bench.common import console, fresh_topic, local_stack, progress, run_benchmark
+
+TARGET_RATIO = 2.0
+TARGET_SIZE = 5_000_000
+SEGMENT_RECORDS = 100_000
+BUCKET = "bench-train"
+USERS_PER_RATING, ITEMS_PER_RATING = 1 / 50, 1 / 200
+USER_SKEW, ITEM_SKEW = 0.6, 0.9  # Zipf exponents of the popularity of users and movies
+LATENT_RANK = 10
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
+    p.add_argument("--partitions", type=int, default=6, help="partitions of the archive (6)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
+    p.add_argument("--ratings", type=int, nargs="+", default=[1_000_000, 5_000_000], help="sizes (1M 5M)")
+    p.add_argument("--rank", type=int, default=50)
+    p.add_argument("--reg", type=float, default=0.1)
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--seed", type=int, default=42)
+    return p
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n unique (user, item) index pairs with long-tailed popularity, and their ratings."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = max(1, int(n * USERS_PER_RATING)), max(1, int(n * ITEMS_PER_RATING))
+    user_cdf = np.cumsum(1 / np.arange(1, n_users + 1) ** USER_SKEW)
+    item_cdf = np.cumsum(1 / np.arange(1, n_items + 1) ** ITEM_SKEW)
+    codes = np.empty(0, np.int64)
+    while len(codes) < n:  # draw, drop repeated pairs (keeping the first), until there are n
+        draw = 2 * (n - len(codes))
+        users = np.searchsorted(user_cdf, rng.random(draw) * user_cdf[-1])
+        items = np.searchsorted(item_cdf, rng.random(draw) * item_cdf[-1])
+        codes = np.concatenate([codes, users * n_items + items])
+        _, first = np.unique(codes, return_index=True)
+        codes = codes[np.sort(first)]
+    users, items = np.divmod(codes[:n], n_items)
+    scale = 0.45  # latent term std about 0.65
+    p, q = rng.normal(0, scale, (n_users, LATENT_RANK)), rng.normal(0, scale, (n_items, LATENT_RANK))
+    latent = sum(p[users, k] * q[items, k] for k in range(LATENT_RANK))
+    raw = (3.5 + rng.normal(0, 0.3, n_users)[users] + rng.normal(0, 0.4, n_items)[items] + latent
+           + rng.normal(0, 0.5, n))
+    return users, items, np.clip(np.round(raw * 2) / 2, 0.5, 5.0)
+
+
+def write_archive(s3, topic: str, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+                  partitions: int, seed: int) -> int:
+    """The ratings as ReviewSubmitted events in archive segments; answers the segments written."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from events.archive import put_segment
+    from events.codec import encode
+    from events.reader import LogRecord
+    from events.types import ReviewSubmitted
+
+    rng = np.random.default_rng(seed + 1)  # event ids
+    user_names = [f"user-{u:07d}".encode() for u in range(int(users.max()) + 1)]
+    user_partition = [DefaultPartitioner()(key, list(range(partitions)), None) for key in user_names]
+    start = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    buffers: list[list] = [[] for _ in range(partitions)]
+    offsets = [0] * partitions
+    with ThreadPoolExecutor(2) as pool, progress_bar("generate + archive", len(ratings)) as advance:
+        uploads = []
+
+        def flush(partition: int) -> None:
+            uploads.append(pool.submit(put_segment, s3, BUCKET, topic, buffers[partition]))
+            buffers[partition] = []
+
+        for k, (u, i, r) in enumerate(zip(users.tolist(), items.tolist(), ratings.tolist())):
+            at = start + timedelta(seconds=k)
+            event = ReviewSubmitted(
+                event_id=str(uuid.UUID(bytes=rng.bytes(16), version=4)),
+                occurred_at=at, recorded_at=at, user_id=user_names[u].decode(), movie_id=f"movie-{i:06d}",
+                rating=r, reviewed_at=at, source="bench",
+            )
+            partition = user_partition[u]
+            buffers[partition].append(LogRecord(partition, offsets[partition], user_names[u], encode(event)))
+            offsets[partition] += 1
+            if len(buffers[partition]) >= SEGMENT_RECORDS:
+                flush(partition)
+            if k % 50_000 == 0:
+                advance(k)
+        for partition in range(partitions):
+            if buffers[partition]:
+                flush(partition)
+        for upload in uploads:
+            upload.result()
+        advance(len(ratings))
+    return len(uploads)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int) -> Iterator:
+    with progress() as bar:
+        task = bar.add_task(label, total=total, info="")
+        yield lambda done: bar.update(task, completed=done)
+
+
+# -- measuring --------------------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0  # gone, or a zombie (no VmRSS)
+
+
+def descendants(root: int, exclude: set[int]) -> list[int]:
+    """root and every process under it, leaving out the subtrees of `exclude`."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(child for child in children.get(pid, ()) if child not in exclude)
+    return found
+
+
+class PeakRss:
+    """Peak RSS while the block runs, sampled every 0.2 s in a thread: of this process alone, or
+    (tree=True) summed over this process and its descendants, leaving out `exclude`'s subtrees."""
+
+    def __init__(self, tree: bool = False, exclude: set[int] = frozenset()):
+        self.tree, self.exclude = tree, exclude
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+
+    def sample(self) -> int:
+        pids = descendants(os.getpid(), self.exclude) if self.tree else [os.getpid()]
+        return sum(map(rss_bytes, pids))
+
+    def __enter__(self) -> "PeakRss":
+        self.start = self.peak = self.sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, self.sample())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.sample())
+
+    def figures(self) -> dict:
+        return {"start_gib": gib(self.start), "peak_gib": gib(self.peak)}
+
+
+def gib(n: int) -> float:
+    return round(n / 2**30, 2)
+
+
+@contextlib.contextmanager
+def time_inside(module, name: str, into: dict) -> Iterator[None]:
+    """Add the seconds spent in module.name (called as a module global) to into[name]."""
+    original = getattr(module, name)
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            into[name] = into.get(name, 0.0) + time.perf_counter() - started
+
+    setattr(module, name, timed)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def jvm_gc_seconds(spark) -> float:
+    """Collection time of the Spark JVM so far (in local mode it runs the driver and the executors)."""
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    return sum(bean.getCollectionTime() for bean in beans) / 1000
+
+
+def rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return round(float(np.sqrt(np.mean((a - b) ** 2))), 4)
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+
+
+def spark_path(spark, source, params, exclude: set[int]) -> tuple[dict, object, object]:
+    from ml import training
+    from ml.replay import replay
+
+    inside: dict[str, float] = {}
+    gc_before = jvm_gc_seconds(spark)
+    with PeakRss(tree=True, exclude=exclude) as memory:
+        started = time.perf_counter()
+        replayed = replay(spark, source, progress=console.log)
+        count = replayed.ratings.count()
+        replayed_at = time.perf_counter()
+        with time_inside(training, "_fit_als", inside):
+            model = training.fit(spark, replayed.ratings, params, tune_params=False)
+        done = time.perf_counter()
+    figures = {
+        "replay_s": round(replayed_at - started, 2), "fit_s": round(done - replayed_at, 2),
+        "fit_spark_als_s": round(inside["_fit_als"], 2), "total_s": round(done - started, 2),
+        "jvm_gc_s": round(jvm_gc_seconds(spark) - gc_before, 2),
+        "ratings_replayed": count, "segments": replayed.segments,
+        "rss_this_process_jvm_and_workers": memory.figures(),
+    }
+    return figures, replayed, model
+
+
+def numpy_path(frame: pd.DataFrame, params) -> tuple[dict, np.ndarray]:
+    """Time the bias baseline + NumPy ALS on the residuals; answers the figures and the training fit."""
+    from bench.numpy_als import als
+    from ml.training import fit_baseline
+
+    u, users = pd.factorize(frame["user"])
+    i, items = pd.factorize(frame["item"])
+    r = frame["rating"].to_numpy(float)
+    gc.collect()
+    with PeakRss() as memory:
+        started = time.perf_counter()
+        baseline = fit_baseline(u, i, r, len(users), len(items), params.reg_user, params.reg_item)
+        user_factors, item_factors = als(u, i, r - baseline.predict(u, i), len(users), len(items),
+                                         rank=params.rank, reg=params.reg, iterations=params.max_iter,
+                                         seed=params.seed)
+        seconds = time.perf_counter() - started
+    fitted = baseline.predict(u, i) + np.einsum("ij,ij->i", user_factors[u], item_factors[i])
+    return {"seconds": round(seconds, 2), "rss_this_process": memory.figures()}, fitted
+
+
+def one_size(spark, s3, info, keys, n: int, args, exclude: set[int]) -> dict:
+    from ml.replay import ArchiveSource
+    from ml.training import MAX_RATING, MIN_RATING, Params
+
+    topic = fresh_topic("bench.train")
+    users, items, ratings = generate(n, args.seed)
+    segments = write_archive(s3, topic, users, items, ratings, args.partitions, args.seed)
+    figures = {"ratings": n, "users": int(users.max()) + 1, "movies": int(items.max()) + 1,
+               "rating_mean": round(float(ratings.mean()), 3), "rating_std": round(float(ratings.std()), 3),
+               "segments_written": segments}
+    del users, items, ratings
+    gc.collect()
+    source = ArchiveSource(info["s3_endpoint"], BUCKET, topic, keys["access_key"], keys["secret_key"])
+    params = Params(rank=args.rank, reg=args.reg, max_iter=args.iterations, seed=args.seed,
+                    blend_knn=0.0, blend_user_knn=0.0)
+    console.log(f"{n:,} ratings: Spark path (replay + fit)…")
+    figures["spark"], replayed, model = spark_path(spark, source, params, exclude)
+    console.log(f"{n:,} ratings: Spark {figures['spark']['total_s']} s; NumPy reference…")
+    started = time.perf_counter()
+    frame = replayed.ratings.toPandas()
+    figures["collect_for_numpy_s"] = round(time.perf_counter() - started, 2)  # not timed in either path
+    replayed.ratings.unpersist()
+    figures["numpy"], numpy_fit = numpy_path(frame, params)
+    truth = frame["rating"].to_numpy(float)
+    figures["train_rmse"] = {"spark": rmse(model.predict(frame["user"], frame["item"]), truth),
+                             "numpy": rmse(np.clip(numpy_fit, MIN_RATING, MAX_RATING), truth)}
+    figures["ratio_spark_to_numpy"] = round(figures["spark"]["total_s"] / figures["numpy"]["seconds"], 2)
+    console.log(f"{n:,} ratings: NumPy {figures['numpy']['seconds']} s, "
+                f"ratio {figures['ratio_spark_to_numpy']}")
+    return figures
+
+
+def run(args) -> dict:
+    from harmony.stack import ensure_bucket, s3_client
+    from ml.spark import session
+
+    # Other work on the machine skews every figure: keep the load it started under.
+    figures: dict = {"benchmark": "train", "load_average_at_start": os.getloadavg(), "rank": args.rank,
+                     "reg": args.reg, "iterations": args.iterations, "seed": args.seed,
+                     "target": f"Spark within {TARGET_RATIO}x of NumPy at {TARGET_SIZE:,} ratings, rank 50",
+                     "sizes": {}}
+    with local_stack("train", fresh_topic("bench.train"), args.partitions, args.keep) as (state, info):
+        keys = json.loads((state / "credentials.json").read_text())
+        s3 = s3_client(info["s3_endpoint"], keys["access_key"], keys["secret_key"])
+        ensure_bucket(s3, BUCKET)
+        exclude = {service["pid"] for service in info["services"].values()}
+        started = time.perf_counter()
+        with console.status("starting Spark…"):
+            spark = session()
+        figures["spark_session_start_s"] = round(time.perf_counter() - started, 2)
+        try:
+            for n in args.ratings:
+                figures["sizes"][str(n)] = one_size(spark, s3, info, keys, n, args, exclude)
+        finally:
+            spark.stop()
+    at_target = figures["sizes"].get(str(TARGET_SIZE))
+    figures["meets_target"] = (None if at_target is None or args.rank != 50
+                               else at_target["ratio_spark_to_numpy"] <= TARGET_RATIO)
+    return figures
+
+
+def rows(figures: dict) -> list[tuple[str, str]]:
+    out = [("Spark session start (once, not counted)", f"{figures['spark_session_start_s']} s")]
+    for n, size in figures["sizes"].items():
+        spark, numpy = size["spark"], size["numpy"]
+        name = f"{int(n):,}"
+        out += [
+            (f"{name}: data", f"{size['users']:,} users × {size['movies']:,} movies, "
+                              f"mean {size['rating_mean']} std {size['rating_std']}, {spark['segments']} segments"),
+            (f"{name}: Spark replay + count", f"{spark['replay_s']} s"),
+            (f"{name}: Spark fit (of which in Spark ALS)", f"{spark['fit_s']} s ({spark['fit_spark_als_s']} s)"),
+            (f"{name}: Spark total (of which JVM GC)", f"{spark['total_s']} s ({spark['jvm_gc_s']} s)"),
+            (f"{name}: NumPy baseline + ALS", f"{numpy['seconds']} s"),
+            (f"{name}: RATIO Spark / NumPy", f"{size['ratio_spark_to_numpy']}"),
+            (f"{name}: peak RSS Spark path (this process + JVM + workers)",
+             f"{spark['rss_this_process_jvm_and_workers']['peak_gib']} GiB "
+             f"(from {spark['rss_this_process_jvm_and_workers']['start_gib']})"),
+            (f"{name}: peak RSS NumPy (this process)",
+             f"{numpy['rss_this_process']['peak_gib']} GiB (from {numpy['rss_this_process']['start_gib']})"),
+            (f"{name}: training RMSE Spark / NumPy", f"{size['train_rmse']['spark']} / {size['train_rmse']['numpy']}"),
+        ]
+    verdict = {True: "MET", False: "NOT MET", None: "not measured (needs 5,000,000 ratings at rank 50)"}
+    out.append((f"target: {figures['target']}", verdict[figures["meets_target"]]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    title = f"train: replay + fit on Spark vs NumPy ALS (rank {args.rank}, {args.iterations} iterations)"
+    return run_benchmark("train", title, args, run, rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
