@@ -20,13 +20,13 @@ from api.bodies import (
 )
 from api.openapi import Operation, Param, document
 from api.problems import HANDLERS, ProblemError
-from ml import matching
 from commands.handlers import IdempotencyConflict, InvalidCommand, ReviewCommands
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.log import LogUnavailable
 from events.position import Position
 from events.types import Timestamp
 from harmony.logs import get_logger
+from ml import matching
 from projections.history import reviews_at
 from projections.store import ProjectionStore
 
