@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         child.send_signal(signal.SIGTERM)
         child.wait(60)
         if not args.no_verify:
-            from harmony.stack import s3_client
+            from events.archive import s3_client
 
             s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
             with console.status("reading the archive back and comparing it with the log…"):

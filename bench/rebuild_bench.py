@@ -22,7 +22,7 @@ from bench.common import (
 )
 from events.archive import archived_until
 from events.reader import read_log
-from harmony.stack import s3_client
+from events.archive import s3_client
 from projections.sqlite_store import SQLiteStore
 
 TARGET = 20_000.0

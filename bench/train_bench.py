@@ -323,7 +323,7 @@ def one_size(spark, s3, info, keys, n: int, args, exclude: set[int]) -> dict:
 
 
 def run(args) -> dict:
-    from harmony.stack import ensure_bucket, s3_client
+    from events.archive import ensure_bucket, s3_client
     from ml.spark import session
 
     # Other work on the machine skews every figure: keep the load it started under.

@@ -77,6 +77,30 @@ _raw_decoder = msgspec.json.Decoder(Raw)
 _raw_list_decoder = msgspec.json.Decoder(list[Raw])
 
 
+def s3_client(endpoint: str | None, access_key: str | None, secret_key: str | None, region: str = "us-east-1", *,
+              retries: int = 2, connect_timeout: float = 2, read_timeout: float = 10):
+    """A boto3 S3 client with path-style addressing (SeaweedFS has no virtual-host buckets).
+    None for the endpoint or keys: boto3's defaults (AWS, its credential chain)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+        region_name=region,
+        config=Config(retries={"max_attempts": retries}, connect_timeout=connect_timeout,
+                      read_timeout=read_timeout, s3={"addressing_style": "path"}),
+    )
+
+
+def ensure_bucket(client, bucket: str) -> None:
+    try:
+        client.create_bucket(Bucket=bucket)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    except client.exceptions.BucketAlreadyExists:
+        pass
+
+
 # -- keys ----------------------------------------------------------------------------------------
 
 

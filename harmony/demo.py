@@ -11,13 +11,16 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from rich.console import Console
 
 from harmony import stack
 from harmony.settings import Settings, load as load_settings
 from harmony.stack import StackError
-from projections.store import open_store
+from projections.store import ProjectionStore, open_store
+
+T = TypeVar("T")
 
 console = Console(stderr=True)
 
@@ -85,12 +88,10 @@ def _wait_projected(url: str, timeout: float = 300) -> None:
 
 def _wait_archived(settings: Settings, timeout: float = 300) -> None:
     """Wait until the archiver has copied everything the projector has applied to S3."""
-    from events.archive import archived_until
+    from events.archive import archived_until, s3_client
 
-    store = open_store(settings.store_url)
-    applied = store.checkpoint()
-    store.close()
-    client = stack.s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
+    applied = read_store(settings, lambda store: store.checkpoint())
+    client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
                              settings.aws_region)
     with console.status("archiving the demo data to S3 ..."):
         deadline = time.monotonic() + timeout
@@ -102,18 +103,11 @@ def _wait_archived(settings: Settings, timeout: float = 300) -> None:
     raise StackError(f"the archiver did not catch up within {timeout:.0f}s; see its log")
 
 
-def store_is_empty(settings: Settings) -> bool:
+def read_store(settings: Settings, read: Callable[[ProjectionStore], T]) -> T:
+    """One answer from the projection store, opened for it and closed again."""
     store = open_store(settings.store_url)
     try:
-        return not store.checkpoint()
-    finally:
-        store.close()
-
-
-def has_model(settings: Settings) -> bool:
-    store = open_store(settings.store_url)
-    try:
-        return store.model() is not None
+        return read(store)
     finally:
         store.close()
 
@@ -139,14 +133,14 @@ def run(settings: Settings, host: str, port: int) -> int:
         spawn("api", "--host", host, "--port", str(port))
         with console.status("starting the projection worker, the archiver and the API ..."):
             _wait_ready(url, children)
-        if store_is_empty(settings):
+        if not read_store(settings, lambda store: store.checkpoint()):  # nothing projected yet
             data = movielens_100k(settings)
             console.print(f"[bold]importing[/] MovieLens 100K from {data}")
             imported = subprocess.run([sys.executable, "-m", "harmony", "import", "movielens", str(data)])
             if imported.returncode:
                 raise StackError("the MovieLens import failed; see above")
         _wait_projected(url)
-        if not has_model(settings):
+        if read_store(settings, lambda store: store.model()) is None:
             _wait_archived(settings)
             console.print("[bold]training[/] the first model from the S3 archive (Spark ALS; about a minute)")
             if subprocess.run([sys.executable, "-m", "harmony", "train"]).returncode:

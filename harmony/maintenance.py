@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harmony.settings import Settings
-from harmony.stack import ensure_bucket, s3_client
+from events.archive import ensure_bucket, s3_client
 from projections import rebuild as rebuilding
 from projections import verify as verifying
 from projections.sqlite_store import SQLiteStore

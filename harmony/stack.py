@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from events.archive import ensure_bucket, s3_client
 from harmony.logs import get_logger
 
 log = get_logger("harmony.stack")
@@ -253,27 +254,6 @@ def up(directory: Path, topic: str, partitions: int) -> dict:
         raise
     log.info("stack up", extra={"kafka_bootstrap": bootstrap, "s3_endpoint": s3_endpoint})
     return status(directory)
-
-
-def s3_client(endpoint: str, access_key: str, secret_key: str, region: str = "us-east-1"):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-        region_name=region,
-        config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10,
-                      s3={"addressing_style": "path"}),
-    )
-
-
-def ensure_bucket(client, bucket: str) -> None:
-    try:
-        client.create_bucket(Bucket=bucket)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    except client.exceptions.BucketAlreadyExists:
-        pass
 
 
 def _wait_s3_ready(endpoint: str, creds: dict, process: subprocess.Popen, log_path: Path) -> None:

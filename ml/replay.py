@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from events.archive import Segment, list_segments, plan
+from events.archive import Segment, list_segments, plan, s3_client
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,9 @@ class ArchiveSource:
     region: str = "us-east-1"
 
     def client(self):
-        import boto3
-        from botocore.config import Config
-
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint or None, aws_access_key_id=self.access_key or None,
-            aws_secret_access_key=self.secret_key or None, region_name=self.region,
-            config=Config(retries={"max_attempts": 5}, connect_timeout=5, read_timeout=60,
-                          s3={"addressing_style": "path"}),
-        )
+        # Patient: a Spark task that gives up fails the whole training run.
+        return s3_client(self.endpoint or None, self.access_key or None, self.secret_key or None, self.region,
+                         retries=5, connect_timeout=5, read_timeout=60)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
-from events.archive import DEFAULT_GZIP_LEVEL, Segment, archived_until, put_segment
+from events.archive import DEFAULT_GZIP_LEVEL, Segment, archived_until, ensure_bucket, put_segment, s3_client
 from events.reader import LogRecord, read_log
 from harmony.logs import get_logger
 
@@ -627,9 +627,7 @@ def run(settings) -> None:
     import faust
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from events.archive import archived_until as until
     from events.topic import ensure_topics, review_topics
-    from harmony.stack import ensure_bucket, s3_client
 
     if not settings.kafka_bootstrap:
         raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
@@ -641,7 +639,7 @@ def run(settings) -> None:
                    settings.aws_region)
     try:
         ensure_bucket(s3, settings.s3_bucket)
-        archived = until(s3, settings.s3_bucket, settings.topic)
+        archived = archived_until(s3, settings.s3_bucket, settings.topic)
     except (BotoCoreError, ClientError) as error:
         raise ValueError(f"S3 at {settings.s3_endpoint} (bucket {settings.s3_bucket}): {error}") from None
     asyncio.run(ensure_topics(settings.kafka_bootstrap, review_topics(settings.topic, settings.partitions)))

@@ -15,7 +15,7 @@ import pytest
 
 from events.archive import archived_until, list_segments, read_archive
 from events.reader import read_log
-from harmony.stack import ensure_bucket, s3_client
+from events.archive import ensure_bucket, s3_client
 from tests.conftest import PARTITIONS, Service, wait_until
 from tests.integration.helpers import produce, produce_events, review_stream
 

@@ -155,7 +155,7 @@ def s3_bucket(env):
     """The stack's archive bucket. Tests use topics of their own (keys start with the topic): a
     bucket per test would exhaust SeaweedFS's volume slots (each bucket reserves its own)."""
     from harmony.settings import load
-    from harmony.stack import ensure_bucket, s3_client
+    from events.archive import ensure_bucket, s3_client
 
     settings = load()
     client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
