@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ml.factors import MAX_RATING, MIN_RATING
+from ml.registry import decode_rows
 from projections.store import ModelInfo, ProjectionStore
 
 STRATEGIES = ("average", "least_misery", "most_pleasure")
@@ -38,10 +39,8 @@ class Items:
 
     @classmethod
     def load(cls, store: ProjectionStore, info: ModelInfo) -> "Items":
-        rows = store.factors(info.version, "item")
-        factors = np.frombuffer(b"".join(row.vector for row in rows), dtype="<f4").reshape(len(rows), info.rank)
-        ids = np.array([row.id for row in rows], dtype=object)
-        return cls(info, ids, np.array([row.bias for row in rows]), factors.astype(np.float64), pd.Index(ids))
+        ids, bias, factors = decode_rows(store.factors(info.version, "item"), info.rank)
+        return cls(info, ids, bias, factors.astype(np.float64), pd.Index(ids))
 
 
 @dataclass
@@ -74,8 +73,8 @@ def fold_in(items: Items, ratings: dict[str, float]) -> tuple[float, np.ndarray]
 def member(store: ProjectionStore, items: Items, user_id: str, reviews: dict[str, float]) -> Member:
     rows = store.factors(items.info.version, "user", [user_id])
     if rows:
-        vector = np.frombuffer(rows[0].vector, dtype="<f4").astype(np.float64)
-        return Member(user_id, rows[0].bias, vector, False, set(reviews))
+        _, bias, vectors = decode_rows(rows, items.info.rank)
+        return Member(user_id, float(bias[0]), vectors[0].astype(np.float64), False, set(reviews))
     bias, vector = fold_in(items, reviews)
     return Member(user_id, bias, vector, True, set(reviews))
 

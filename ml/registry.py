@@ -55,18 +55,20 @@ def publish(store: ProjectionStore, s3, bucket: str, prefix: str, model: FactorM
     return info
 
 
+def decode_rows(rows: list[FactorRow], rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ids, biases and (rows x rank) float32 vectors of factor rows, in their order."""
+    vectors = np.frombuffer(b"".join(row.vector for row in rows), dtype="<f4").reshape(len(rows), rank)
+    return (np.array([row.id for row in rows], dtype=str), np.array([row.bias for row in rows], dtype=float),
+            vectors.astype(np.float32))
+
+
 def load(store: ProjectionStore, version: str | None = None) -> tuple[ModelInfo, FactorModel] | None:
     """A published version (None: the current one) rebuilt from the store's rows alone."""
     info = store.model(version)
     if info is None:
         return None
-    sides = []
-    for kind in ("user", "item"):
-        rows = store.factors(info.version, kind)
-        vectors = np.frombuffer(b"".join(row.vector for row in rows), dtype="<f4").reshape(len(rows), info.rank)
-        sides.append((np.array([row.id for row in rows], dtype=str), np.array([row.bias for row in rows]),
-                      vectors.astype(np.float32)))
-    (user_ids, user_bias, user_factors), (item_ids, item_bias, item_factors) = sides
+    user_ids, user_bias, user_factors = decode_rows(store.factors(info.version, "user"), info.rank)
+    item_ids, item_bias, item_factors = decode_rows(store.factors(info.version, "item"), info.rank)
     return info, FactorModel(info.mu, user_ids, item_ids, user_bias, item_bias, user_factors, item_factors,
                              dict(info.params))
 
