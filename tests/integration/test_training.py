@@ -15,7 +15,7 @@ import pytest
 from events.archive import ArchiveError, list_segments, put_segment
 from events.reader import read_log
 from events.types import ReviewRetracted, ReviewSubmitted
-from harmony.stack import ensure_bucket, s3_client
+from events.archive import ensure_bucket, s3_client
 from ml import registry, training
 from ml.replay import ArchiveSource, replay
 from ml.retrain import TrainingError, retrain
@@ -62,16 +62,21 @@ def archive_log(settings, s3) -> dict[int, int]:
     return {partition: records[-1].offset for partition, records in by_partition.items()}
 
 
+def archive_of(settings) -> tuple[ArchiveSource, object]:
+    """The test topic's archive in the session's S3 server, and a client of it."""
+    s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
+    ensure_bucket(s3, settings.s3_bucket)
+    source = ArchiveSource(settings.s3_endpoint, settings.s3_bucket, settings.topic, settings.aws_access_key_id,
+                           settings.aws_secret_access_key)
+    return source, s3
+
+
 @pytest.fixture
 def archived(settings, tmp_path):
     """A topic with a few thousand mixed review events, archived to the real S3 server."""
     produce_events(settings.kafka_bootstrap, settings.topic, review_stream(4000, users=60, movies=80) + ENDINGS)
-    s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
-    ensure_bucket(s3, settings.s3_bucket)
-    ends = archive_log(settings, s3)
-    source = ArchiveSource(settings.s3_endpoint, settings.s3_bucket, settings.topic, settings.aws_access_key_id,
-                           settings.aws_secret_access_key)
-    return source, s3, ends
+    source, s3 = archive_of(settings)
+    return source, s3, archive_log(settings, s3)
 
 
 @pytest.fixture
@@ -134,10 +139,7 @@ def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, s
 
 
 def test_retrain_on_an_empty_archive_is_a_clear_error(spark, settings, store):
-    s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
-    ensure_bucket(s3, settings.s3_bucket)
-    source = ArchiveSource(settings.s3_endpoint, settings.s3_bucket, settings.topic, settings.aws_access_key_id,
-                           settings.aws_secret_access_key)
+    source, s3 = archive_of(settings)
     with pytest.raises(TrainingError, match="no ratings"):
         retrain(spark, source, store, s3, prefix="models/", params=SMALL)
     assert store.model() is None
