@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh $(wildcard jvm/*/pom.xml)
 	bash scripts/setup.sh
 	touch $(STAMP)
 

@@ -22,13 +22,12 @@ class LogUnavailable(RuntimeError):
 class KafkaEventLog:
     """Appends events keyed by their partition key, so a user's events keep their order.
 
-    Tansu writes each produce request to S3 before answering, and an aiokafka producer has
-    one request in flight per broker; so the log keeps a pool of long-lived producers, one
-    per partition (up to MAX_PRODUCERS), each sending only to its own partitions: requests
-    for different partitions overlap, and a partition's events still go through one producer
-    in order. Sends are batched (linger) and each append waits for acks=all.
-    Idempotent producing is off: aiokafka's InitProducerId is rejected by Tansu;
-    duplicates from retries are removed downstream by event id.
+    Producers are idempotent (acks=all, with producer id and sequence numbers): a send the
+    producer retries after a lost answer or a leader change is written once. An aiokafka
+    producer has one request in flight per broker, so the log keeps a small pool of long-lived
+    producers, each sending only to its own partitions: requests for different partitions
+    overlap, and a partition's events still go through one producer in order. Sends are
+    batched (linger) and each append waits for its acknowledgement.
     """
 
     MAX_PRODUCERS = 8
@@ -39,6 +38,7 @@ class KafkaEventLog:
         self._options = dict(
             bootstrap_servers=bootstrap,
             acks="all",
+            enable_idempotence=True,
             linger_ms=linger_ms,
             max_batch_size=1 << 20,
             request_timeout_ms=max(1000, int(timeout * 1000)),

@@ -27,7 +27,7 @@ async def read_log(
     """Yield batches of records from `start` (default offset 0) up to, not including, `end`
     (default: the log end as it stood when reading began), every partition unless `end` names some.
 
-    The log end comes from the fetch high watermark: Tansu's ListOffsets under-reports it.
+    The log end is the high watermark of the first fetch: no extra request to the broker.
     """
     start = start or {}
     if end is not None and all(start.get(p, 0) >= e for p, e in end.items()):

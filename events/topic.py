@@ -31,7 +31,10 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> dict[str, int
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in missing]
+                    # Replication -1: the cluster's default.replication.factor (three on a three-broker
+                    # stack); aiokafka accepts -1 only beside an (empty) replica assignment.
+                    [NewTopic(s.name, s.partitions, -1, replica_assignments={}, topic_configs=dict(s.config))
+                     for s in missing]
                 )
             except TopicAlreadyExistsError:
                 pass  # another process won the race

@@ -21,7 +21,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
     settings = config.load()
     if args.action == "up":
-        info = stack.up(settings.state_dir, settings.topic, settings.partitions)
+        info = stack.up(settings.state_dir, settings.topic, settings.partitions, args.brokers, settings.kafka_heap)
     elif args.action == "down":
         stack.down(settings.state_dir)
         info = stack.status(settings.state_dir)
@@ -95,8 +95,10 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="harmony", description="moviEharmony: movies two people may like together")
     sub = top.add_subparsers(dest="command", required=True)
 
-    stack = sub.add_parser("stack", help="start, stop and describe the local broker and S3 server")
+    stack = sub.add_parser("stack", help="start, stop and describe the local Kafka broker(s) and S3 server")
     stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--brokers", type=int, choices=[1, 3],
+                       help="Kafka brokers for a new state dir (default 1; 3: replication 3, min.insync.replicas 2)")
     stack.add_argument("--json", action="store_true", help="print one JSON object")
     stack.set_defaults(run=cmd_stack)
 

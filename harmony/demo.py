@@ -116,8 +116,8 @@ def run(settings: Settings, host: str, port: int) -> int:
     if not stack.port_free(port):
         raise StackError(f"port {port} is in use; pick another with --port")
     was_running = stack.status(settings.state_dir)["running"]
-    with console.status("starting the local stack (SeaweedFS + Tansu) ..."):
-        info = stack.up(settings.state_dir, settings.topic, settings.partitions)
+    with console.status("starting the local stack (SeaweedFS + Apache Kafka) ..."):
+        info = stack.up(settings.state_dir, settings.topic, settings.partitions, kafka_heap=settings.kafka_heap)
     settings = load_settings()  # now with the endpoints of the stack just started
     logs = settings.state_dir / "logs"
     children: list[subprocess.Popen] = []

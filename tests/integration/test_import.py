@@ -1,4 +1,4 @@
-"""`harmony import` end to end: generated MovieLens and Amazon files -> Tansu -> projector -> API,
+"""`harmony import` end to end: generated MovieLens and Amazon files -> Kafka -> projector -> API,
 and a second import of the same files changes no projection."""
 
 from __future__ import annotations

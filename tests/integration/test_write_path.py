@@ -1,4 +1,4 @@
-"""The write path end to end: HTTP -> command -> Tansu -> Faust projector -> SQLite -> HTTP."""
+"""The write path end to end: HTTP -> command -> Kafka -> Faust projector -> SQLite -> HTTP."""
 
 from __future__ import annotations
 

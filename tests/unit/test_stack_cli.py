@@ -53,11 +53,25 @@ def test_busy_ports_are_not_chosen(tmp_path):
         busy.listen()
         taken = busy.getsockname()[1]
         (tmp_path / "ports.json").write_text(json.dumps(
-            {"master": taken, "volume": taken + 1, "filer": taken + 2, "s3": taken + 3, "broker": taken + 4}))
-        ports = stack._choose_ports(tmp_path)
-        assert taken not in ports.values()
-        assert len(set(ports.values())) == 5
-        assert all(stack.port_free(p) for p in ports.values())
+            {"master": taken + 1, "volume": taken + 2, "filer": taken + 3, "s3": taken + 4, "kafka": [[taken, taken + 5]]}))
+        ports = stack._choose_ports(tmp_path, brokers=3)
+        chosen = [ports[name] for name in stack.S3_PORTS] + [p for pair in ports["kafka"] for p in pair]
+        assert taken not in chosen
+        assert len(ports["kafka"]) == 3 and len(set(chosen)) == len(chosen) == 10
+        assert all(stack.port_free(p) for p in chosen)
+
+
+def test_missing_kafka_jars_is_one_line(tmp_path):
+    with pytest.raises(stack.StackError, match="Kafka's jars are missing .* run `make setup`"):
+        stack.find_kafka_lib(tmp_path)
+
+
+def test_a_cluster_keeps_the_size_it_was_formatted_with(tmp_path):
+    first = stack._cluster(tmp_path, 3)
+    assert stack._cluster(tmp_path, None) == first
+    assert not first["cluster_id"].startswith("-")
+    with pytest.raises(stack.StackError, match="formatted for 3 broker"):
+        stack._cluster(tmp_path, 1)
 
 
 def test_worker_without_a_broker_is_one_line(env):
