@@ -31,14 +31,14 @@ async def read_log(
     """
     start = start or {}
     if end is not None and all(start.get(p, 0) >= e for p, e in end.items()):
-        return  # nothing to read (and aiokafka's stop right after start can raise CancelledError)
+        return  # nothing to read
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
     )
     await consumer.start()
     try:
-        numbers = sorted(end) if end is not None else sorted(consumer.partitions_for_topic(topic) or ())
+        numbers = sorted(end) if end is not None else await topic_partitions(consumer, topic)
         partitions = [TopicPartition(topic, p) for p in numbers if end is None or start.get(p, 0) < end[p]]
         ends = {tp: end[tp.partition] for tp in partitions} if end is not None else {}
         if not partitions:
@@ -67,7 +67,24 @@ async def read_log(
             if loop.time() - last_progress > idle_timeout:
                 raise TimeoutError(f"no progress reading {topic} for {idle_timeout:.0f}s")
     finally:
+        await stop_consumer(consumer)
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The topic's partition numbers ([] if it does not exist). A consumer without a subscription
+    has no metadata for any topic, so this asks the cluster."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return sorted(cluster.partitions_for_topic(topic) or ())
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka's stop re-raises the cancellation of an internal task that had not
+    started yet (a consumer stopped right after it started); only a cancellation of ours propagates."""
+    try:
         await consumer.stop()
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():
+            raise
 
 
 async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:

@@ -12,6 +12,7 @@
 | `HARMONY_KAFKA_HEAP` | `512m`: the JVM heap of each local Kafka broker (`-Xms`/`-Xmx`) |
 | `HARMONY_APPEND_TIMEOUT` | `3.0` seconds before a command answers 503 |
 | `HARMONY_LOG_FORMAT` | `json` (or `console`) |
+| `HARMONY_CATCH_UP_LAG` | `20000` records behind the log end (in a partition) before the projection worker reads the log directly |
 | `HARMONY_ARCHIVE_SEGMENT_RECORDS` | `100000` records per archive segment at most |
 | `HARMONY_ARCHIVE_SEGMENT_BYTES` | `16777216` bytes of keys and values per segment (about) |
 | `HARMONY_ARCHIVE_SEGMENT_AGE` | `5.0` seconds a record waits at most before its segment is written |
@@ -54,6 +55,7 @@ class Settings:
     kafka_heap: str
     append_timeout: float
     log_format: str
+    catch_up_lag: int
     archive_segment_records: int
     archive_segment_bytes: int
     archive_segment_age: float
@@ -96,6 +98,7 @@ def load() -> Settings:
         kafka_heap=env.get("HARMONY_KAFKA_HEAP", DEFAULT_KAFKA_HEAP),
         append_timeout=_number(env, "HARMONY_APPEND_TIMEOUT", 3.0, float, 0.1),
         log_format=env.get("HARMONY_LOG_FORMAT", "json"),
+        catch_up_lag=_number(env, "HARMONY_CATCH_UP_LAG", 20_000, int, 0),
         archive_segment_records=_number(env, "HARMONY_ARCHIVE_SEGMENT_RECORDS", 100_000, int, 1),
         archive_segment_bytes=_number(env, "HARMONY_ARCHIVE_SEGMENT_BYTES", 16 << 20, int, 1),
         archive_segment_age=_number(env, "HARMONY_ARCHIVE_SEGMENT_AGE", 5.0, float, 0.001),

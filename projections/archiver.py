@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
 from events.archive import DEFAULT_GZIP_LEVEL, Segment, archived_until, ensure_bucket, put_segment, s3_client
-from events.reader import LogRecord, read_log
+from events.reader import LogRecord, read_log, stop_consumer
 from harmony.logs import get_logger
 
 log = get_logger("harmony.archiver")
@@ -404,7 +404,7 @@ class LogTail:
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+            await stop_consumer(consumer)
 
 
 def _runs(records: list[LogRecord]) -> list[list[LogRecord]]:

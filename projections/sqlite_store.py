@@ -311,8 +311,11 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("ATTACH DATABASE ? AS fresh", (str(fresh.path),))  # not allowed inside a transaction
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                # The write lock of the live database only: BEGIN IMMEDIATE would also lock the
+                # attached fresh one, which the block still writes through its own connection.
+                self._db.execute("BEGIN")
                 try:
+                    self._db.execute("DELETE FROM main.checkpoints WHERE 0")
                     live = dict(self._db.execute('SELECT partition, "offset" FROM checkpoints'))
                     yield live
                     if fresh.checkpoint() != live:

@@ -29,7 +29,6 @@ log = get_logger("harmony.worker")
 BATCH_SIZE = 2000
 BATCH_WAIT = 0.05  # seconds to wait for a batch to fill when the log is quiet
 LAG_INTERVAL = 2.0
-CATCH_UP_AT = 20_000  # records behind the log end at which the projector reads the log directly
 
 
 def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
@@ -62,8 +61,9 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
                 # Far behind the log end: Faust's per-event stream (~100 us an event) would take
                 # long, so read the backlog straight from the log in big batches, then skip it.
                 behind = {lag.partition: lag.high_watermark
-                          for lag in partition_lag(app, settings.topic, store) if lag.lag > CATCH_UP_AT}
+                          for lag in partition_lag(app, settings.topic, store) if lag.lag > settings.catch_up_lag}
                 if behind:
+                    log.info("catching up from the log", extra={"until": behind})
                     await projector.catch_up(behind)
                     await skip_to(app, {TP(settings.topic, partition): high for partition, high in behind.items()})
 

@@ -7,9 +7,11 @@ import random
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from events.codec import encode
+from events.reader import stop_consumer, topic_partitions
 from events.types import Event, ReviewRetracted, ReviewSubmitted
 from projections.rebuild import fold_log
 from projections.sqlite_store import SQLiteStore
@@ -62,3 +64,41 @@ def fold_of_log(bootstrap: str, topic: str, path) -> SQLiteStore:
 def applied(store: SQLiteStore) -> int:
     """Records the store has applied: checkpoint offsets are the last applied, per partition."""
     return sum(offset + 1 for offset in store.checkpoint().values())
+
+
+async def _log_end(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items()}
+    finally:
+        await stop_consumer(consumer)
+
+
+def log_end(bootstrap: str, topic: str) -> dict[int, int]:
+    """The offset after the last record, per partition."""
+    return asyncio.run(_log_end(bootstrap, topic))
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+    finally:
+        await admin.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """A consumer group's committed offsets (the next offset it will read), per partition."""
+    return asyncio.run(_committed(bootstrap, group, topic))
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")

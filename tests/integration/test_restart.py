@@ -1,4 +1,4 @@
-"""Restart the broker and SeaweedFS: events and views survive; a POST meanwhile answers 503 quickly."""
+"""Restart Kafka and SeaweedFS: events, group offsets and views survive; a POST meanwhile answers 503 quickly."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from events.reader import read_log
 from harmony import stack as launcher
 from tests.conftest import wait_until
+from tests.integration.helpers import committed_offsets, log_end
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,10 @@ def test_events_and_views_survive_a_full_stack_restart(settings, api, start_work
     ]
     before = api.get("/v1/users/carla/reviews", params={"after": receipts[-1]["token"]}).json()
     assert len(before["reviews"]) == 8
+    group = f"harmony-projector.{settings.topic}"
+    end = log_end(settings.kafka_bootstrap, settings.topic)
+    wait_until(lambda: committed_offsets(settings.kafka_bootstrap, group, settings.topic) == end, 30,
+               "the worker's group committed the log end")
 
     launcher.down(stack_dir)
     started = time.monotonic()
@@ -39,6 +44,7 @@ def test_events_and_views_survive_a_full_stack_restart(settings, api, start_work
     info = launcher.up(stack_dir, settings.topic, 4)
     assert info["kafka_bootstrap"] == settings.kafka_bootstrap, "a restart keeps the broker's address"
     assert asyncio.run(count_log(settings.kafka_bootstrap, settings.topic)) == 8
+    assert committed_offsets(settings.kafka_bootstrap, group, settings.topic) == end
 
     # The API reconnects by itself, and the worker (killed with the broker gone or not) projects new writes.
     wait_until(lambda: api.get("/readyz").status_code == 200, 60, "API reconnected to the broker")
