@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,23 @@ def review_topics(topic: str, partitions: int) -> list[TopicSpec]:
     return [TopicSpec(topic, partitions), TopicSpec(f"{topic}.deadletter", 1)]
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> dict[str, int]:
-    """Create the topics that do not exist yet; answer each topic's partition count."""
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> dict[str, int]:
+    """Create the topics that do not exist yet; answer each topic's partition count.
+
+    Retriable errors (a broker of the cluster down or restarting) are retried until `timeout`,
+    so a process started during a broker's restart waits for the cluster instead of exiting.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await _ensure_topics(bootstrap, specs)
+        except KafkaError as error:
+            if not error.retriable or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> dict[str, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:

@@ -63,7 +63,7 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
                 behind = {lag.partition: lag.high_watermark
                           for lag in partition_lag(app, settings.topic, store) if lag.lag > settings.catch_up_lag}
                 if behind:
-                    log.info("catching up from the log", extra={"until": behind})
+                    log.info("reading the backlog straight from the log", extra={"until": behind})
                     await projector.catch_up(behind)
                     await skip_to(app, {TP(settings.topic, partition): high for partition, high in behind.items()})
 

@@ -71,13 +71,13 @@ async def _log_end(bootstrap: str, topic: str) -> dict[int, int]:
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
-        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items()}
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items() if offset}
     finally:
         await stop_consumer(consumer)
 
 
 def log_end(bootstrap: str, topic: str) -> dict[int, int]:
-    """The offset after the last record, per partition."""
+    """The offset after the last record, per partition that has any (as a group commits them)."""
     return asyncio.run(_log_end(bootstrap, topic))
 
 

@@ -103,6 +103,7 @@ class Load:
 def test_killing_the_busiest_leader_loses_nothing(settings, api, start_worker, services, stack_dir, tmp_path):
     start_worker()
     archiver = services("archiver")
+    wait_until(lambda: "archiver lag" in archiver.log(), 60, f"archiver started: {archiver.log()[-1500:]}")
     load = Load(str(api.base_url))
     killed: dict = {}
 

@@ -37,5 +37,8 @@ def test_group_offsets_reach_the_log_end_after_catch_ups(settings, start_worker)
         wait_until(lambda: committed_offsets(settings.kafka_bootstrap, group, settings.topic) == end, 30,
                    f"round {n}: the group's committed offsets reach the log end {end}", interval=0.5)
         memory.append(rss_mib(worker.process.pid))
-    assert worker.log().count("catching up from the log") >= 4, "the direct read from the log was not exercised"
-    assert memory[-1] - memory[1] < 10, f"worker RSS grew with the records read: {memory} MiB"
+    catch_ups = worker.log().count("reading the backlog straight from the log")
+    assert catch_ups >= 4, "the direct read from the log was not exercised"
+    # 48,000 records read after the first round: holding on to them (or to Faust's acks of them)
+    # would cost far more than SQLite's page cache and the allocator's noise.
+    assert memory[-1] - memory[1] < 20, f"worker RSS grew with the records read: {memory} MiB"
