@@ -1,7 +1,7 @@
 """Run every benchmark in sequence with its default sizes: `python -m bench [--json] [--only NAME]`.
 
-ingest and catchup run in this process; import, archive, rebuild and train (bench.*_bench) run as child
-processes with --json. Each prints its figures as it finishes (not with --json); the last line on stdout is one
+ingest, catchup and stack run in this process; import, archive, rebuild and train (bench.*_bench) run as
+child processes with --json. Each prints its figures as it finishes (not with --json); the last line on stdout is one
 JSON object with every benchmark's figures, keyed by name. Each benchmark starts and stops its own
 local stack.
 """
@@ -14,10 +14,10 @@ import signal
 import subprocess
 import sys
 
-from bench import catchup, ingest
+from bench import catchup, ingest, stack_bench
 from bench.common import PROJECT_ROOT, console, install_sigterm, print_table, save, uninterrupted
 
-IN_PROCESS = {"ingest": ingest, "catchup": catchup}
+IN_PROCESS = {"ingest": ingest, "catchup": catchup, "stack": stack_bench}
 CHILD = {"import": "bench.import_bench", "archive": "bench.archive_bench", "rebuild": "bench.rebuild_bench",
          "train": "bench.train_bench"}
 

@@ -6,7 +6,7 @@ beside a raw aiokafka consume of the same topic, measured in the same run.
 Starts its own local stack in a temporary directory, produces N valid ReviewSubmitted events
 (keyed by user id, long-tailed users and movies) to a fresh topic with a batching producer, then:
 - raw_consume (the baseline): read the whole topic from offset 0 (events.reader.read_log, which
-  ends at the fetch high watermark because Tansu's ListOffsets under-reports the log end);
+  ends at the high watermark of its first fetch);
 - offline_fold (diagnostic, skip with --no-offline): the same records through decode_batch + fold +
   SQLiteStore.apply in batches of the worker's size, without Faust, each stage timed;
 - worker: `python -m harmony worker` with a fresh store, timed from process start and from the
@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.common import (
     Child, CpuMeter, Population, PySpy, base_parser, child_env, console, create_topic, fresh_topic,
     local_stack, print_profile, produce_batched, progress, run_benchmark, review_events,
-    summarise_stacks,
+    service_pids, summarise_stacks,
 )
 
 TARGET_RATE = 20_000.0
@@ -207,7 +207,7 @@ def run(args) -> dict:
                      "users": args.users, "movies": args.movies, "partitions": args.partitions}
     with local_stack("catchup", topic, args.partitions, args.keep) as (state_dir, info):
         bootstrap = info["kafka_bootstrap"]
-        services = {name: s["pid"] for name, s in info["services"].items()}
+        services = service_pids(info)
         with console.status(f"generating {args.events:,} ReviewSubmitted events…"):
             t0 = time.perf_counter()
             messages = review_events(Population(args.users, args.movies), args.events)

@@ -83,7 +83,7 @@ def local_stack(name: str, topic: str, partitions: int, keep: bool = False) -> I
     directory = Path(tempfile.mkdtemp(prefix=f"harmony-bench-{name}-"))
     try:
         started = time.monotonic()
-        with console.status("starting the local stack (SeaweedFS + Tansu)…"):
+        with console.status("starting the local stack (SeaweedFS + Kafka)…"):
             info = stack.up(directory, topic, partitions)
         console.log(
             f"stack up in {time.monotonic() - started:.1f}s: kafka {info['kafka_bootstrap']}, "
@@ -99,6 +99,23 @@ def local_stack(name: str, topic: str, partitions: int, keep: bool = False) -> I
                 shutil.rmtree(directory, ignore_errors=True)
 
 
+def service_pids(info: dict) -> dict[str, int]:
+    """PIDs of the stack's services from stack.status(), named for CPU and memory tables:
+    {"s3 (seaweedfs)": pid, "kafka-1": pid, ...} (one "kafka-N" per broker)."""
+    return {("s3 (seaweedfs)" if name == "s3" else name): service["pid"] for name, service in info["services"].items()}
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory (VmRSS, /proc/<pid>/status) of a process in MiB, None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -106,14 +123,15 @@ def free_port() -> int:
 
 
 class Child:
-    """A `python -m harmony …` child process with its output in a log file."""
+    """A `python -m harmony …` child process (or `python -m <module> …`) with its output in a log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None):
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None,
+                 module: str = "harmony"):
         self.log_path = log_path
         self.started = time.monotonic()
         with open(log_path, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "harmony", *args], env=env, cwd=cwd,
+                [sys.executable, "-m", module, *args], env=env, cwd=cwd,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
 

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.import_bench [--reviews 1000000] [--amazon 200000] [--raw 300000]
                                            [--ml100k PATH] [--partitions 6] [--json]
 
-Starts its own local stack (Tansu on SeaweedFS) in a temporary directory, stopped in the end,
+Starts its own local stack (SeaweedFS + one Kafka broker) in a temporary directory, stopped in the end,
 then measures, each into a fresh topic:
 - raw: the baseline, an aiokafka producer sending N pre-encoded review events of the import's
   size one `send()` each (acks=all, linger 50 ms, 1 MB batches, acks awaited in windows);

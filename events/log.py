@@ -22,15 +22,10 @@ class LogUnavailable(RuntimeError):
 class KafkaEventLog:
     """Appends events keyed by their partition key, so a user's events keep their order.
 
-    Producers are idempotent (acks=all, with producer id and sequence numbers): a send the
-    producer retries after a lost answer or a leader change is written once. An aiokafka
-    producer has one request in flight per broker, so the log keeps a small pool of long-lived
-    producers, each sending only to its own partitions: requests for different partitions
-    overlap, and a partition's events still go through one producer in order. Sends are
-    batched (linger) and each append waits for its acknowledgement.
+    One long-lived idempotent producer (acks=all, producer id and sequence numbers): a send it
+    retries after a lost answer or a leader change is written once. Sends are batched (linger)
+    and each append waits for its acknowledgement, or answers LogUnavailable after `timeout`.
     """
-
-    MAX_PRODUCERS = 8
 
     def __init__(self, bootstrap: str, topic: str, *, timeout: float = 3.0, linger_ms: int = 5):
         self.topic = topic
@@ -44,58 +39,50 @@ class KafkaEventLog:
             request_timeout_ms=max(1000, int(timeout * 1000)),
             retry_backoff_ms=100,
         )
-        self._producers: list[AIOKafkaProducer] = []
-        self._partitions: list[int] = []
-        self._partitioner = DefaultPartitioner()  # aiokafka's and Faust's: murmur2 of the key
+        self._producer: AIOKafkaProducer | None = None
 
     @property
     def connected(self) -> bool:
-        return bool(self._producers)
+        return self._producer is not None
 
     async def start(self) -> None:
-        """Connect; producers whose start failed are discarded, so start() can simply be retried."""
-        if self._producers:
+        """Connect; a producer whose start failed is discarded, so start() can simply be retried."""
+        if self._producer is not None:
             return
-        started: list[AIOKafkaProducer] = []
+        producer = AIOKafkaProducer(**self._options)
         try:
-            while not started or len(started) < min(len(self._partitions), self.MAX_PRODUCERS):
-                producer = AIOKafkaProducer(**self._options)
-                started.append(producer)
-                await producer.start()
-                if not self._partitions:
-                    async with asyncio.timeout(self.timeout):
-                        self._partitions = sorted(await producer.partitions_for(self.topic))
-                    if not self._partitions:
-                        raise LogUnavailable(f"topic {self.topic} does not exist yet (`harmony stack up` creates it)")
+            await producer.start()
+            async with asyncio.timeout(self.timeout):
+                if not await producer.partitions_for(self.topic):
+                    raise LogUnavailable(f"topic {self.topic} does not exist yet (`harmony stack up` creates it)")
         except BaseException:
-            await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
+            await producer.stop()
             raise
-        self._producers = started
+        self._producer = producer
 
     async def stop(self) -> None:
-        producers, self._producers = self._producers, []
-        await asyncio.gather(*(p.stop() for p in producers))
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
     async def ping(self) -> None:
         """Raise LogUnavailable unless the broker answers a metadata request now."""
-        if not self._producers:
+        if self._producer is None:
             raise LogUnavailable("not connected to the broker")
         try:
             async with asyncio.timeout(min(self.timeout, 2.0)):
-                await self._producers[0].client.fetch_all_metadata()
+                await self._producer.client.fetch_all_metadata()
         except (TimeoutError, KafkaError, OSError) as error:
             raise LogUnavailable(f"broker unreachable: {error!r}") from error
 
     async def append(self, event: Event) -> Position:
         """Send one event and wait for its acknowledgement (or LogUnavailable)."""
-        if not self._producers:
+        if self._producer is None:
             raise LogUnavailable("not connected to the broker")
-        key = event.key.encode()
-        partition = self._partitioner(key, self._partitions, self._partitions)
-        producer = self._producers[partition % len(self._producers)]
         try:
             async with asyncio.timeout(self.timeout):
-                sent = await producer.send(self.topic, encode(event), key=key, partition=partition)
+                # The default partitioner (murmur2 of the key, as Faust's) keeps a user's events in one partition.
+                sent = await self._producer.send(self.topic, encode(event), key=event.key.encode())
                 record = await sent
         except (TimeoutError, KafkaError) as error:
             raise LogUnavailable(f"broker did not acknowledge: {error!r}") from error
@@ -117,10 +104,10 @@ class KafkaEventLog:
         Raises LogUnavailable if a batch is not acknowledged: batches acknowledged before it
         stay written, and a retry with the same event ids is removed downstream.
         """
-        if not self._producers:
+        if self._producer is None:
             raise LogUnavailable("not connected to the broker")
-        producer = self._producers[0]
-        partitioner = self._partitioner
+        producer = self._producer
+        partitioner = DefaultPartitioner()  # the producer's own: murmur2 of the key
         partition_of: dict[bytes, int] = {}
         builders: dict[int, object] = {}
         pending: deque[tuple[asyncio.Future, int, int]] = deque()

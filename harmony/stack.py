@@ -241,11 +241,11 @@ def up(
             started["s3"] = process
             services["s3"] = {"pid": process.pid, "address": s3_endpoint}
             record()
-        for node, (port, controller) in enumerate(ports["kafka"], start=1):
+        configs = {node: _kafka_config(directory, node, ports["kafka"]) for node in range(1, brokers + 1)
+                   if f"kafka-{node}" not in services}
+        _format_storage(java, lib, cluster, list(configs.values()))
+        for node, config in configs.items():
             name = f"kafka-{node}"
-            if name in services:
-                continue
-            config = _kafka_config(directory, cluster, node, ports["kafka"])
             process = _spawn(_kafka_command(java, lib, config, kafka_heap), directory / "logs" / f"{name}.log")
             started[name] = process
             services[name] = {"pid": process.pid, "address": addresses[node - 1], "node_id": node}
@@ -303,8 +303,8 @@ def _weed_command(weed: Path, directory: Path, ports: dict) -> list[str]:
     ]
 
 
-def _kafka_config(directory: Path, cluster: dict, node: int, ports: list[list[int]]) -> Path:
-    """Write broker `node`'s server.properties and logging config; format its storage the first time."""
+def _kafka_config(directory: Path, node: int, ports: list[list[int]]) -> Path:
+    """Write broker `node`'s server.properties and logging config."""
     home = directory / "kafka" / str(node)
     home.mkdir(parents=True, exist_ok=True)
     port, controller = ports[node - 1]
@@ -347,16 +347,23 @@ def _kafka_config(directory: Path, cluster: dict, node: int, ports: list[list[in
         "rootLogger.level = WARN\nrootLogger.appenderRef.out.ref = OUT\n"
         "logger.server.name = kafka.server.KafkaRaftServer\nlogger.server.level = INFO\n"
     )
-    if not (home / "data" / "meta.properties").exists():
-        formatted = subprocess.run(
-            [require_java(), f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}", "-cp", f"{find_kafka_lib()}/*",
-             "kafka.tools.StorageTool", "format", "-t", cluster["cluster_id"], "-c", str(config), "-g"],
-            capture_output=True, text=True, timeout=120,
-        )
-        if formatted.returncode:
-            raise StackError(f"formatting Kafka's storage for broker {node} failed: "
-                             f"{(formatted.stderr or formatted.stdout).strip()[-300:]}")
     return config
+
+
+def _format_storage(java: str, lib: Path, cluster: dict, configs: list[Path]) -> None:
+    """Format the log dirs of brokers never started, all at once (a JVM start each takes seconds)."""
+    new = [config for config in configs if not (config.parent / "data" / "meta.properties").exists()]
+    tools = [
+        (config, subprocess.Popen(
+            [java, f"-Dlog4j2.configurationFile={config.parent / 'log4j2.properties'}", "-cp", f"{lib}/*",
+             "kafka.tools.StorageTool", "format", "-t", cluster["cluster_id"], "-c", str(config), "-g"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        for config in new
+    ]
+    for config, tool in tools:
+        output, _ = tool.communicate(timeout=120)
+        if tool.returncode:
+            raise StackError(f"formatting Kafka's storage in {config.parent} failed: {output.strip()[-300:]}")
 
 
 def _kafka_command(java: str, lib: Path, config: Path, heap: str) -> list[str]:
