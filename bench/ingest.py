@@ -31,6 +31,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 
@@ -64,6 +65,7 @@ def parser():
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds after the warm-up (20)")
     p.add_argument("--requests", type=int, default=None,
                    help="measure a fixed number of accepted requests instead of a duration")
+    p.add_argument("--api-workers", type=int, default=1, help="API processes (`harmony api --workers`, 1)")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds, not measured (3)")
     p.add_argument("--loop", choices=["uvloop", "asyncio", "both"], default="uvloop",
                    help="event loop of the load generator; `both` measures the API twice (uvloop)")
@@ -384,10 +386,14 @@ def run(args) -> dict:
         finally:
             bare.stop()
 
-        api = Child(["api", "--port", str(port)], env, work / "api.log", cwd=work)
+        api = Child(["api", "--port", str(port), "--workers", str(args.api_workers)], env, work / "api.log", cwd=work)
         try:
             figures["api_ready_s"] = round(wait_ready(port, api), 2)
-            runs = measure_http("API", api, port, requests, loops, args, {"api": api.pid, **services}, "api")
+            # With --api-workers, uvicorn's supervisor forks the API processes: measure them.
+            workers = Path(f"/proc/{api.pid}/task/{api.pid}/children").read_text().split()
+            api_pids = {"api": api.pid} if args.api_workers == 1 else {
+                f"api worker {n}": int(pid) for n, pid in enumerate(workers, 1)}
+            runs = measure_http("API", api, port, requests, loops, args, {**api_pids, **services}, "api")
         finally:
             api.stop()
     best = max(runs, key=lambda r: r["per_s"])

@@ -48,7 +48,7 @@ def cmd_archiver(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     from harmony.services import serve_api
 
-    serve_api(config.load(), args.host, args.port)
+    serve_api(config.load(), args.host, args.port, args.workers)
     return 0
 
 
@@ -108,6 +108,8 @@ def parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1,
+                     help="API processes sharing the port, each with its own producer (default 1)")
     api.set_defaults(run=cmd_api)
 
     importing = sub.add_parser("import", help="append historical reviews (MovieLens, Amazon) as events")

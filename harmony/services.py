@@ -8,7 +8,7 @@ from api.app import create_app
 from commands.handlers import ReviewCommands
 from events.log import KafkaEventLog
 from harmony.logs import get_logger
-from harmony.settings import Settings
+from harmony.settings import Settings, load
 from projections.store import open_store
 
 log = get_logger("harmony.api")
@@ -22,7 +22,17 @@ def build_api(settings: Settings):
     return create_app(store, event_log, ReviewCommands(event_log))
 
 
-def serve_api(settings: Settings, host: str, port: int) -> None:
-    app = build_api(settings)
-    log.info("serving the API", extra={"url": f"http://{host}:{port}", "store": settings.store_url})
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, loop="uvloop", http="httptools")
+def api_from_environment():
+    """The API of one uvicorn worker process: each builds its own producer and store connection."""
+    return build_api(load())
+
+
+def serve_api(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    options = dict(host=host, port=port, log_config=None, access_log=False, loop="uvloop", http="httptools")
+    log.info("serving the API", extra={"url": f"http://{host}:{port}", "store": settings.store_url,
+                                       "workers": workers})
+    if workers == 1:
+        uvicorn.run(build_api(settings), **options)
+    else:
+        build_api(settings)  # fail here, in one line, on a bad setting rather than in every worker
+        uvicorn.run("harmony.services:api_from_environment", factory=True, workers=workers, **options)
