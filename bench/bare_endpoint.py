@@ -31,7 +31,7 @@ def create_app() -> Starlette:
 
     async def submit_review(request: Request) -> Response:
         try:
-            command = msgspec.json.decode(await request.body(), type=SubmitReview)
+            msgspec.json.decode(await request.body(), type=SubmitReview)  # the API's decode and validation
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
             return Response(encode({"detail": str(error)}), status_code=422, media_type="application/json")
         position = Position(0, next(counter))

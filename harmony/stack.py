@@ -255,8 +255,7 @@ def up(
         _wait_kafka_ready(state["kafka_bootstrap"], brokers, topic, partitions,
                           {name: p for name, p in started.items() if name != "s3"}, directory / "logs")
     except BaseException:
-        for process in started.values():
-            _stop([process.pid])
+        _stop([process.pid for process in started.values()])
         if len(started) == len(state["services"]):
             (directory / "stack.json").unlink(missing_ok=True)
         else:
@@ -411,8 +410,9 @@ def _wait_kafka_ready(
                 raise StackError(f"Kafka broker {name} exited with {process.returncode}: "
                                  f"{_last_line(logs / f'{name}.log')}")
         try:
-            # Wait for a listener before speaking Kafka, so clients do not log connection errors.
-            socket.create_connection(tuple_address(bootstrap.split(",")[0]), timeout=1).close()
+            # Wait for every listener before speaking Kafka, so clients do not log connection errors.
+            for address in bootstrap.split(","):
+                socket.create_connection(tuple_address(address), timeout=1).close()
             listed = asyncio.run(asyncio.wait_for(_broker_count(bootstrap), 10))
             if listed < brokers:
                 raise StackError(f"{listed} of {brokers} brokers registered")
