@@ -47,7 +47,9 @@ def test_events_and_views_survive_a_full_stack_restart(settings, api, start_work
     # A 503 means "may or may not be written": the API's producer may deliver the refused append
     # once the broker is back. Nothing else was lost or added, and the group's offsets survived.
     assert asyncio.run(count_log(settings.kafka_bootstrap, settings.topic)) in (8, 9)
-    survived = committed_offsets(settings.kafka_bootstrap, group, settings.topic)
+    # An empty answer: the group coordinator is still loading the offsets topic after the restart.
+    survived = wait_until(lambda: committed_offsets(settings.kafka_bootstrap, group, settings.topic), 30,
+                          "the group coordinator answers again", interval=0.2)
     assert all(survived.get(partition, 0) >= offset for partition, offset in end.items())
 
     # The API reconnects by itself; the retry with the same key is applied once whatever happened.

@@ -120,6 +120,9 @@ def test_killing_the_busiest_leader_loses_nothing(settings, api, start_worker, s
     answers = load.answers
 
     statuses = Counter(a["status"] for a in answers)
+    print(f"broker {killed['node']} killed; answers {dict(statuses)}; slowest "
+          f"{max(a['seconds'] for a in answers):.2f}s; first 202 after the kill at "
+          f"{min((a['started'] + a['seconds'] - killed['at'] for a in answers if a['status'] == 202 and a['started'] > killed['at']), default=-1):.2f}s")
     assert set(statuses) <= {202, 503}, f"answers other than 202 and 503: {statuses}"
     slowest = max(a["seconds"] for a in answers)
     assert slowest < APPEND_TIMEOUT + 1.5, f"a POST waited {slowest:.1f}s (append timeout {APPEND_TIMEOUT}s)"
@@ -166,6 +169,7 @@ def test_killing_the_busiest_leader_loses_nothing(settings, api, start_worker, s
     # The idempotent producer adds no copy of its own: a duplicate in the log can only come from an
     # append that answered 503 and was retried by the client (an Idempotency-Key keeps its event id).
     in_log = sum(log_end(settings.kafka_bootstrap, settings.topic).values())
+    print(f"{len(event_ids)} accepted event ids, {in_log} records in the log")
     assert len(event_ids) <= in_log <= len(event_ids) + statuses[503]
 
     # The archive holds exactly the log, and the projection equals a fold of it.
