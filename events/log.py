@@ -1,4 +1,4 @@
-"""Appending events to the review log: long-lived, batching, acks=all producers."""
+"""Appending events to the review log: one long-lived, batching, idempotent acks=all producer."""
 
 from __future__ import annotations
 

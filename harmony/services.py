@@ -28,6 +28,8 @@ def api_from_environment():
 
 
 def serve_api(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
     options = dict(host=host, port=port, log_config=None, access_log=False, loop="uvloop", http="httptools")
     log.info("serving the API", extra={"url": f"http://{host}:{port}", "store": settings.store_url,
                                        "workers": workers})
