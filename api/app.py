@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import logging
 from datetime import datetime
 from typing import Protocol
 
@@ -26,12 +27,11 @@ from commands.types import Receipt, RetractReview, SubmitReview
 from events.log import LogUnavailable
 from events.position import Position
 from events.types import Timestamp
-from harmony.logs import get_logger
 from ml import matching
 from projections.history import reviews_at
 from projections.store import ProjectionStore
 
-log = get_logger("harmony.api")
+log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 MAX_LIMIT = 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 
 import msgspec
@@ -9,9 +10,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from harmony.logs import get_logger
 
-log = get_logger("harmony.api")
+log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 

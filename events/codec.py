@@ -22,7 +22,7 @@ _decoder = msgspec.json.Decoder(AnyEvent)
 
 class _Header(msgspec.Struct):
     type: str
-    schema_version: int = 1
+    schema_version: int | None = None  # every event carries it: one without is not an event of ours
 
 
 _header_decoder = msgspec.json.Decoder(_Header)
@@ -53,6 +53,8 @@ def decode(data: bytes) -> AnyEvent:
         current = SCHEMA_VERSIONS.get(header.type)
         if current is None:
             raise DecodeError(f"unknown event type {header.type!r}")
+        if header.schema_version is None:
+            raise DecodeError(f"{header.type} without a schema_version")
         if header.schema_version == current:
             return _decoder.decode(data)
         if header.schema_version > current:

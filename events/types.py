@@ -8,7 +8,7 @@ On the wire an event is one flat JSON object whose `type` names its class.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, ClassVar, Union
+from typing import Annotated, Union
 
 import msgspec
 
@@ -23,9 +23,11 @@ ENVELOPE_FIELDS = ("event_id", "type", "schema_version", "occurred_at", "recorde
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """The envelope every event carries."""
+    """The envelope every event carries.
 
-    SCHEMA_VERSION: ClassVar[int] = 1
+    `schema_version` is written from the field's default: an event type whose payload changes
+    overrides it (`schema_version: int = 2`) and registers an upcaster in events/codec.py.
+    """
 
     event_id: str
     schema_version: int = 1
@@ -91,4 +93,11 @@ AnyEvent = Union[ReviewSubmitted, ReviewRetracted, MovieCatalogued]
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__struct_config__.tag: cls for cls in (ReviewSubmitted, ReviewRetracted, MovieCatalogued)
 }
-SCHEMA_VERSIONS: dict[str, int] = {name: cls.SCHEMA_VERSION for name, cls in EVENT_TYPES.items()}
+
+
+def schema_version(cls: type[Event]) -> int:
+    """The version an event type writes: its `schema_version` field's default."""
+    return next(f.default for f in msgspec.structs.fields(cls) if f.name == "schema_version")
+
+
+SCHEMA_VERSIONS: dict[str, int] = {name: schema_version(cls) for name, cls in EVENT_TYPES.items()}

@@ -42,7 +42,3 @@ def configure(level: str = "INFO") -> None:
     # Chatty libraries: keep their warnings, drop their info noise.
     for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from api.app import create_app
 from commands.handlers import ReviewCommands
 from events.log import KafkaEventLog
-from harmony.logs import get_logger
 from harmony.settings import Settings, load
 from projections.store import open_store
 
-log = get_logger("harmony.api")
+log = logging.getLogger(__name__)
 
 
 def build_api(settings: Settings):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -31,10 +32,9 @@ import time
 from pathlib import Path
 
 from events.archive import ensure_bucket, s3_client
-from harmony.logs import get_logger
 from harmony.settings import DEFAULT_KAFKA_HEAP, PROJECT_DIR
 
-log = get_logger("harmony.stack")
+log = logging.getLogger(__name__)
 
 KAFKA_LIB = PROJECT_DIR / ".jvm" / "kafka" / "lib"
 SENTINEL_BUCKET = "harmony-health"

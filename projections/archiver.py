@@ -28,6 +28,7 @@ Settings: the HARMONY_ARCHIVE_* variables in harmony/settings.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from contextlib import aclosing
@@ -36,9 +37,9 @@ from typing import AsyncIterator, Callable, Iterable, Mapping
 
 from events.archive import DEFAULT_GZIP_LEVEL, Segment, archived_until, ensure_bucket, put_segment, s3_client
 from events.reader import LogRecord, read_log, stop_consumer
-from harmony.logs import get_logger
+from projections.store import PartitionLag
 
-log = get_logger("harmony.archiver")
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
 BATCH_WAIT = 0.1  # seconds to wait for a batch to fill when the log is quiet
@@ -508,7 +509,7 @@ def create_app(settings, s3, config: ArchiveConfig | None = None):
                 if archiver.next_offset(partition) is None and high > 0:
                     await archiver.load([partition])
                 expected = archiver.next_offset(partition)
-                lags[partition] = max(0, high - archiver.archived.get(partition, -1) - 1)
+                lags[partition] = PartitionLag.of(partition, archiver.archived.get(partition, -1), high).lag
                 # Behind the log end and not moving for a whole interval while Faust delivers nothing
                 # (its group offsets are ahead of the archive): read it straight from the log.
                 if expected is not None and high > expected and stalled.get(partition) == (high, expected):

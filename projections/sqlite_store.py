@@ -241,7 +241,7 @@ class SQLiteStore:
             rows = self._db.execute(
                 "SELECT partition, checkpoint, high_watermark FROM lag ORDER BY partition"
             ).fetchall()
-        return [PartitionLag(p, c, h, max(0, h - c - 1)) for p, c, h in rows]
+        return [PartitionLag.of(p, c, h) for p, c, h in rows]
 
     # -- model side ---------------------------------------------------------------------
 

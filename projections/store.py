@@ -73,6 +73,11 @@ class PartitionLag(msgspec.Struct, frozen=True):
     high_watermark: int  # next offset the broker will write
     lag: int
 
+    @classmethod
+    def of(cls, partition: int, checkpoint: int, high_watermark: int) -> "PartitionLag":
+        """The one lag computation: the records after the checkpoint, up to the high watermark."""
+        return cls(partition, checkpoint, high_watermark, max(0, high_watermark - checkpoint - 1))
+
 
 class ModelInfo(msgspec.Struct, frozen=True):
     """A model-registry row: one trained, published model version."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 
@@ -17,14 +18,13 @@ from faust.types import TP
 
 from events.reader import LogRecord
 from events.topic import ensure_topics, review_topics
-from harmony.logs import get_logger
 from harmony.settings import Settings
 from projections.faust_app import faust_app
 from projections.faust_skip import skip_to
 from projections.projector import DeadLetter, LogProjector
 from projections.store import PartitionLag, ProjectionStore, open_store
 
-log = get_logger("harmony.worker")
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
 BATCH_WAIT = 0.05  # seconds to wait for a batch to fill when the log is quiet
@@ -111,7 +111,7 @@ def partition_lag(app: faust.App, topic: str, store: ProjectionStore) -> list[Pa
         if high is None:
             continue
         checkpoint = done.get(tp.partition, -1)
-        lags.append(PartitionLag(tp.partition, checkpoint, high, max(0, high - checkpoint - 1)))
+        lags.append(PartitionLag.of(tp.partition, checkpoint, high))
     return lags
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from events.codec import DecodeError, _UPCASTERS, decode, encode, upcaster
 from events.position import Position
-from events.types import MovieCatalogued, ReviewRetracted, ReviewSubmitted
+from events.types import SCHEMA_VERSIONS, MovieCatalogued, ReviewRetracted, ReviewSubmitted, schema_version
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -40,6 +40,7 @@ def test_wire_format_is_flat_with_type_tag_and_envelope():
     (encode(submitted()).replace(b'"rating":4.5', b'"rating":3.3'), "rating"),
     (encode(submitted()).replace(b'"schema_version":1', b'"schema_version":9'), "newer than this code"),
     (encode(submitted()).replace(b'"schema_version":1', b'"schema_version":0'), "no upcaster"),
+    (encode(submitted()).replace(b'"schema_version":1,', b''), "without a schema_version"),
 ])
 def test_invalid_records_raise_decode_error_with_reason(data, reason):
     with pytest.raises(DecodeError, match=reason):
@@ -58,6 +59,15 @@ def test_upcaster_lifts_an_old_event(monkeypatch):
           b'"recorded_at":"2024-01-01T00:00:00Z","member":"ana","movie_id":"m"}'
     event = decode(old)
     assert (event.user_id, event.schema_version) == ("ana", 1)
+
+
+def test_an_event_type_writes_the_version_it_declares():
+    class RetractedV2(ReviewRetracted, frozen=True, kw_only=True, tag="RetractedV2"):
+        schema_version: int = 2
+
+    event = RetractedV2(event_id="e", occurred_at=NOW, recorded_at=NOW, user_id="u", movie_id="m")
+    assert schema_version(RetractedV2) == 2 == msgspec.json.decode(encode(event))["schema_version"]
+    assert SCHEMA_VERSIONS == {"ReviewSubmitted": 1, "ReviewRetracted": 1, "MovieCatalogued": 1}
 
 
 def test_position_token_round_trips_and_rejects_garbage():
