@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 MALFORMED = [
     (b"u1", b"\xff\xfe not json"),
-    (b"u1", b'{"type": "ReviewSubmitted", "event_id": "x", "rating": 9}'),
+    (b"u1", b'{"type": "ReviewSubmitted", "schema_version": 1, "event_id": "x", "rating": 9}'),
     (b"u2", b'{"type": "MovieDeleted", "event_id": "y"}'),
     (None, b"[]"),
 ]
