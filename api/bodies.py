@@ -7,21 +7,12 @@ from datetime import datetime
 import msgspec
 
 from events.position import Position
-from projections.store import PartitionLag
-
-
-class ReviewView(msgspec.Struct):
-    movie_id: str
-    rating: float
-    summary: str
-    text: str
-    reviewed_at: datetime
-    event_id: str
+from projections.store import PartitionLag, Review
 
 
 class ReviewsPage(msgspec.Struct):
     user_id: str
-    reviews: list[ReviewView]
+    reviews: list[Review]
     next_cursor: str | None
 
 
@@ -42,7 +33,7 @@ class HistoryPage(msgspec.Struct, omit_defaults=True):
     events: list[HistoryEvent]
     next_cursor: str | None
     as_of: datetime | None = None
-    reviews: list[ReviewView] | None = None
+    reviews: list[Review] | None = None
 
 
 class MovieView(msgspec.Struct):

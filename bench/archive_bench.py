@@ -16,7 +16,7 @@ Figures, all from the same run:
   after the last ack the last segment landed; a partition's last segment waits up to
   --segment-age seconds for more events);
 - ratio: archive rate / producer rate (>= ~1 means it keeps up); archiver CPU (cores busy).
-With verification (default) the archive is read back (events.archive.read_archive) and compared
+With verification (default) the archive is read back (archive.segments.read_archive) and compared
 with the log from offset 0 (events.reader.read_log): same offsets, keys and values per partition.
 Progress goes to stderr; the figures (or with --json one JSON object) to stdout.
 """
@@ -223,7 +223,7 @@ async def produce_and_watch(settings, args, follow: SegmentLog, pids: dict[str, 
 
 async def verify(settings, s3) -> dict:
     """Read the archive back and compare it with the log from offset 0, partition by partition."""
-    from events.archive import read_archive
+    from archive.segments import read_archive
     from events.reader import read_log
 
     started = time.perf_counter()
@@ -265,9 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"s3 {info['s3_endpoint']}, state {directory}")
         settings = load()
         asyncio.run(ensure_topics(settings.kafka_bootstrap, review_topics(topic, args.partitions)))
-        from projections.archiver import ArchiveConfig
-
-        figures["archiver_config"] = ArchiveConfig.from_settings(settings).__dict__
+        figures["archiver_config"] = {name.removeprefix("archive_"): value for name, value in vars(settings).items()
+                                      if name.startswith("archive_")}
         log_path = directory / "logs" / "archiver.log"
         with open(log_path, "ab") as out:
             child = subprocess.Popen([sys.executable, "-m", "harmony", "archiver"], env=dict(os.environ),
@@ -290,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         child.send_signal(signal.SIGTERM)
         child.wait(60)
         if not args.no_verify:
-            from events.archive import s3_client
+            from archive.segments import s3_client
 
             s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
             with console.status("reading the archive back and comparing it with the log…"):

@@ -4,7 +4,7 @@
 
 Starlette under uvicorn with the API's options (uvloop, httptools, no access log, no log config: see
 harmony/services.py). It decodes the body with msgspec into the API's own command type
-(commands.types.SubmitReview, as api/app.py's read_json does) and answers 202 with a small JSON
+(commands.types.SubmitReview, as api/wire.py's read_json does) and answers 202 with a small JSON
 body shaped like the API's receipt, without appending anything: what the API costs without the event
 log. A body that does not decode answers 422 (counted apart by the load generator). GET /readyz answers 200.
 """

@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.common import (
     Child, CpuMeter, Population, PySpy, base_parser, child_env, console, create_topic, fresh_topic,
     local_stack, print_profile, produce_batched, progress, run_benchmark, review_events,
-    service_pids, summarise_stacks,
+    service_pids, sqlite_store, summarise_stacks,
 )
 
 TARGET_RATE = 20_000.0
@@ -75,9 +75,8 @@ async def offline_fold(bootstrap: str, topic: str, store_path: Path, expected: i
     from events.reader import read_log
     from projections.fold import fold
     from projections.projector import decode_batch
-    from projections.sqlite_store import SQLiteStore
 
-    store = SQLiteStore(store_path)
+    store = sqlite_store(store_path)
     times = {"read": 0.0, "decode": 0.0, "fold": 0.0, "apply": 0.0}
     count = 0
     perf = time.perf_counter
@@ -126,8 +125,6 @@ async def offline_fold(bootstrap: str, topic: str, store_path: Path, expected: i
 
 def measure_worker(state_dir: Path, topic: str, partitions: int, expected: int, timeout: float,
                    profile_dir: Path | None, services: dict[str, int]) -> dict:
-    from projections.sqlite_store import SQLiteStore
-
     work = state_dir / "bench-catchup-worker"
     work.mkdir()
     store_path = work / "projections.db"
@@ -152,7 +149,7 @@ def measure_worker(state_dir: Path, topic: str, partitions: int, expected: int, 
                 if not worker.alive():
                     raise RuntimeError(f"the worker exited with {worker.process.returncode}:\n{worker.tail()}")
                 if store is None and store_path.exists():
-                    store = SQLiteStore(store_path)
+                    store = sqlite_store(store_path)
                 if store is not None:
                     applied = sum(offset + 1 for offset in store.checkpoint().values())
                     now = time.monotonic()

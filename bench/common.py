@@ -99,6 +99,16 @@ def local_stack(name: str, topic: str, partitions: int, keep: bool = False) -> I
                 shutil.rmtree(directory, ignore_errors=True)
 
 
+def sqlite_store(path: Path):
+    """A SQLite projection store at `path`, built by the composition root as the product builds it."""
+    import dataclasses
+
+    from harmony import bootstrap
+    from harmony.settings import load
+
+    return bootstrap.store(dataclasses.replace(load(), store_url=f"sqlite:///{path}"))
+
+
 def service_pids(info: dict) -> dict[str, int]:
     """PIDs of the stack's services from stack.status(), named for CPU and memory tables:
     {"s3 (seaweedfs)": pid, "kafka-1": pid, ...} (one "kafka-N" per broker)."""

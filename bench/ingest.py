@@ -51,7 +51,7 @@ API_CATEGORIES = {
     "event encode (msgspec)": ("events/codec.py",),
     "KafkaEventLog.append": ("events/log.py",),
     "command handler (uuid, event build)": ("commands/handlers.py", "uuid.py"),
-    "handler + body decode (api/app.py)": ("api/app.py",),
+    "handler + body decode (api/)": ("api/",),
     "starlette routing/request/response": ("starlette/",),
     "uvicorn httptools protocol": ("uvicorn/",),
     "asyncio/uvloop scheduling": ("asyncio/", "uvloop"),

@@ -16,14 +16,12 @@ import subprocess
 import sys
 import time
 
+from archive.segments import archived_until, s3_client
 from bench.common import (
     Child, Population, base_parser, child_env, fresh_topic, local_stack, produce_batched, report,
-    review_events,
+    review_events, sqlite_store,
 )
-from events.archive import archived_until
 from events.reader import read_log
-from events.archive import s3_client
-from projections.sqlite_store import SQLiteStore
 
 TARGET = 20_000.0
 
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
         worker = Child(["worker"], env, state / "worker.log")
         archiver = Child(["archiver"], env, state / "archiver.log")
         try:
-            store = SQLiteStore(store_path)
+            store = sqlite_store(store_path)
             keys = json.loads((state / "credentials.json").read_text())
             s3 = s3_client(info["s3_endpoint"], keys["access_key"], keys["secret_key"])
             wait(lambda: sum(o + 1 for o in store.checkpoint().values()) >= args.events, 600, "the worker")

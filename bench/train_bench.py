@@ -99,11 +99,13 @@ def write_archive(s3, topic: str, users: np.ndarray, items: np.ndarray, ratings:
     """The ratings as ReviewSubmitted events in archive segments; answers the segments written."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    from events.archive import put_segment
+    from archive.segments import put_segment
     from events.codec import encode
     from events.reader import LogRecord
     from events.types import ReviewSubmitted
+    from harmony.settings import load
 
+    level = load().archive_gzip_level  # as the archiver writes them
     rng = np.random.default_rng(seed + 1)  # event ids
     user_names = [f"user-{u:07d}".encode() for u in range(int(users.max()) + 1)]
     user_partition = [DefaultPartitioner()(key, list(range(partitions)), None) for key in user_names]
@@ -114,7 +116,7 @@ def write_archive(s3, topic: str, users: np.ndarray, items: np.ndarray, ratings:
         uploads = []
 
         def flush(partition: int) -> None:
-            uploads.append(pool.submit(put_segment, s3, BUCKET, topic, buffers[partition]))
+            uploads.append(pool.submit(put_segment, s3, BUCKET, topic, buffers[partition], level))
             buffers[partition] = []
 
         for k, (u, i, r) in enumerate(zip(users.tolist(), items.tolist(), ratings.tolist())):
@@ -258,7 +260,7 @@ def spark_path(spark, source, params, exclude: set[int]) -> tuple[dict, object, 
         count = replayed.ratings.count()
         replayed_at = time.perf_counter()
         with time_inside(training, "_fit_als", inside):
-            model = training.fit(spark, replayed.ratings, params, tune_params=False)
+            model = training.fit(spark, replayed.ratings, params)
         done = time.perf_counter()
     figures = {
         "replay_s": round(replayed_at - started, 2), "fit_s": round(done - replayed_at, 2),
@@ -323,9 +325,11 @@ def one_size(spark, s3, info, keys, n: int, args, exclude: set[int]) -> dict:
 
 
 def run(args) -> dict:
-    from events.archive import ensure_bucket, s3_client
+    from archive.segments import ensure_bucket, s3_client
+    from harmony.settings import load
     from ml.spark import session
 
+    settings = load()
     # Other work on the machine skews every figure: keep the load it started under.
     figures: dict = {"benchmark": "train", "load_average_at_start": os.getloadavg(), "rank": args.rank,
                      "reg": args.reg, "iterations": args.iterations, "seed": args.seed,
@@ -338,7 +342,7 @@ def run(args) -> dict:
         exclude = {service["pid"] for service in info["services"].values()}
         started = time.perf_counter()
         with console.status("starting Spark…"):
-            spark = session()
+            spark = session(settings.spark_master, settings.spark_driver_memory)  # the product's defaults
         figures["spark_session_start_s"] = round(time.perf_counter() - started, 2)
         try:
             for n in args.ratings:

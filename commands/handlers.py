@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
 from commands.types import Receipt, RetractReview, SubmitReview
+from events.errors import HarmonyError
 from events.position import Position
 from events.types import Event, ReviewRetracted, ReviewSubmitted
 
@@ -28,11 +29,11 @@ class EventAppender(Protocol):
     async def append(self, event: Event) -> Position: ...
 
 
-class InvalidCommand(ValueError):
+class InvalidCommand(HarmonyError):
     """A command that is well-formed but not acceptable; the message says why."""
 
 
-class IdempotencyConflict(ValueError):
+class IdempotencyConflict(HarmonyError):
     """The same Idempotency-Key was used before with a different request."""
 
 

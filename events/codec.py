@@ -11,6 +11,7 @@ from typing import Callable
 
 import msgspec
 
+from events.errors import HarmonyError
 from events.types import EVENT_TYPES, SCHEMA_VERSIONS, AnyEvent, Event
 
 Upcaster = Callable[[dict], dict]
@@ -28,7 +29,7 @@ class _Header(msgspec.Struct):
 _header_decoder = msgspec.json.Decoder(_Header)
 
 
-class DecodeError(ValueError):
+class DecodeError(HarmonyError):
     """A record that is not a valid event; the message says why."""
 
 

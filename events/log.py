@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
@@ -11,12 +12,32 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from events.codec import encode
+from events.errors import HarmonyError
 from events.position import Position
+from events.topic import deadletter_topic, review_topics
 from events.types import Event
 
 
-class LogUnavailable(RuntimeError):
+class LogUnavailable(HarmonyError):
     """The broker did not acknowledge in time; the event may or may not have been written."""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Where the review log is, as every process that reads or appends it needs to know."""
+
+    bootstrap: str  # Kafka bootstrap servers, comma separated
+    topic: str
+    partitions: int  # used when the topic is created
+    append_timeout: float  # seconds an append waits for its acknowledgement
+
+    @property
+    def deadletter_topic(self) -> str:
+        return deadletter_topic(self.topic)
+
+    @property
+    def topics(self):
+        return review_topics(self.topic, self.partitions)
 
 
 class KafkaEventLog:
@@ -27,7 +48,7 @@ class KafkaEventLog:
     and each append waits for its acknowledgement, or answers LogUnavailable after `timeout`.
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, timeout: float = 3.0, linger_ms: int = 5):
+    def __init__(self, bootstrap: str, topic: str, *, timeout: float, linger_ms: int = 5):
         self.topic = topic
         self.timeout = timeout
         self._options = dict(

@@ -1,4 +1,9 @@
-"""Reading ranges of the review log: for rebuilds, verification, gap filling and benchmarks."""
+"""Reading ranges of the review log straight from the brokers, with no consumer group.
+
+`read_log` reads a bounded range once: for rebuilds, verification, gap filling and benchmarks.
+`LogTail` keeps one consumer open between reads, and a range can end at the log end as it
+grows: the archiver's catch-ups.
+"""
 
 from __future__ import annotations
 
@@ -32,20 +37,14 @@ async def read_log(
     start = start or {}
     if end is not None and all(start.get(p, 0) >= e for p, e in end.items()):
         return  # nothing to read
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
-    )
-    await consumer.start()
+    consumer = await _start_consumer(bootstrap)
     try:
         numbers = sorted(end) if end is not None else await topic_partitions(consumer, topic)
         partitions = [TopicPartition(topic, p) for p in numbers if end is None or start.get(p, 0) < end[p]]
         ends = {tp: end[tp.partition] for tp in partitions} if end is not None else {}
         if not partitions:
             return
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, start.get(tp.partition, 0))
+        _assign(consumer, {tp: start.get(tp.partition, 0) for tp in partitions})
         loop = asyncio.get_running_loop()
         last_progress = loop.time()
         while True:
@@ -68,6 +67,75 @@ async def read_log(
                 raise TimeoutError(f"no progress reading {topic} for {idle_timeout:.0f}s")
     finally:
         await stop_consumer(consumer)
+
+
+class LogTail:
+    """Reads ranges of partitions with one consumer kept open between reads. Unlike read_log, a
+    range can end at the log end as it grows: reading stops when the position reaches the high
+    watermark of the latest fetch."""
+
+    def __init__(self, bootstrap: str, topic: str, batch: int = 5000, idle_timeout: float = 10.0):
+        self.bootstrap, self.topic, self.batch, self.idle_timeout = bootstrap, topic, batch, idle_timeout
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def read(self, start: dict[int, int], end: dict[int, int | None]) -> AsyncIterator[list[LogRecord]]:
+        """Yield batches of records from start[p] up to end[p] (None: the log end). The records
+        are aiokafka's ConsumerRecords, which have LogRecord's fields by name (no copy each)."""
+        if self._consumer is None:
+            self._consumer = await _start_consumer(self.bootstrap)
+        consumer = self._consumer
+        partitions = {TopicPartition(self.topic, p): end[p] for p in start}
+        _assign(consumer, {tp: start[tp.partition] for tp in partitions})
+        active = set(partitions)
+        loop = asyncio.get_running_loop()
+        last_progress = loop.time()
+        try:
+            while active:
+                fetched = await consumer.getmany(*active, timeout_ms=200, max_records=self.batch)
+                out = []
+                for tp, messages in fetched.items():
+                    stop = partitions[tp]
+                    if stop is not None and messages[-1].offset >= stop:
+                        messages = [m for m in messages if m.offset < stop]
+                    out.extend(messages)
+                if out:
+                    last_progress = loop.time()
+                    yield out
+                # A bounded range is done at its end. Ranges to the log end stay read together
+                # until every one of them is at the high watermark at once.
+                at_end = set()
+                for tp in active:
+                    limit = partitions[tp] if partitions[tp] is not None else consumer.highwater(tp)
+                    if limit is not None and await consumer.position(tp) >= limit:
+                        at_end.add(tp)
+                active -= {tp for tp in at_end if partitions[tp] is not None}
+                if all(partitions[tp] is None for tp in active) and at_end >= active:
+                    break
+                if active and loop.time() - last_progress > self.idle_timeout:
+                    raise TimeoutError(f"no progress reading {self.topic} for {self.idle_timeout:.0f}s")
+        finally:
+            consumer.pause(*partitions)  # no prefetching between reads
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await stop_consumer(consumer)
+
+
+async def _start_consumer(bootstrap: str) -> AIOKafkaConsumer:
+    """A started consumer without a group, reading from the positions it is given, in big fetches."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
+    )
+    await consumer.start()
+    return consumer
+
+
+def _assign(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+    consumer.assign(list(positions))
+    for tp, offset in positions.items():
+        consumer.seek(tp, offset)
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:

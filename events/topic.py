@@ -17,9 +17,14 @@ class TopicSpec:
     config: tuple[tuple[str, str], ...] = (("retention.ms", "-1"), ("retention.bytes", "-1"))
 
 
+def deadletter_topic(topic: str) -> str:
+    """Where the projector sends the records of `topic` that are not valid events."""
+    return f"{topic}.deadletter"
+
+
 def review_topics(topic: str, partitions: int) -> list[TopicSpec]:
     """The review log (keyed by user id) and its dead-letter topic."""
-    return [TopicSpec(topic, partitions), TopicSpec(f"{topic}.deadletter", 1)]
+    return [TopicSpec(topic, partitions), TopicSpec(deadletter_topic(topic), 1)]
 
 
 async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> dict[str, int]:

@@ -19,6 +19,11 @@ Summary = Annotated[str, msgspec.Meta(max_length=300)]
 Text = Annotated[str, msgspec.Meta(max_length=20_000)]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 
+
+def max_length(annotated) -> int:
+    """The length limit a constrained string type declares (importers truncate or reject to it)."""
+    return next(meta.max_length for meta in annotated.__metadata__ if meta.max_length is not None)
+
 ENVELOPE_FIELDS = ("event_id", "type", "schema_version", "occurred_at", "recorded_at")
 
 
@@ -47,31 +52,29 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         }
 
 
-class ReviewSubmitted(Event, frozen=True, kw_only=True, tag="ReviewSubmitted"):
-    """A user rated a movie; a later one for the same user and movie supersedes it."""
+class ReviewEvent(Event, frozen=True, kw_only=True):
+    """An event about one user's review of one movie."""
 
     user_id: UserId
     movie_id: MovieId
+
+    @property
+    def key(self) -> str:
+        return self.user_id
+
+
+class ReviewSubmitted(ReviewEvent, frozen=True, kw_only=True, tag="ReviewSubmitted"):
+    """A user rated a movie; a later one for the same user and movie supersedes it."""
+
     rating: Rating
     summary: Summary = ""
     text: Text = ""
     reviewed_at: Timestamp
     source: str = "api"
 
-    @property
-    def key(self) -> str:
-        return self.user_id
 
-
-class ReviewRetracted(Event, frozen=True, kw_only=True, tag="ReviewRetracted"):
+class ReviewRetracted(ReviewEvent, frozen=True, kw_only=True, tag="ReviewRetracted"):
     """A user withdrew their review of a movie."""
-
-    user_id: UserId
-    movie_id: MovieId
-
-    @property
-    def key(self) -> str:
-        return self.user_id
 
 
 class MovieCatalogued(Event, frozen=True, kw_only=True, tag="MovieCatalogued"):

@@ -9,17 +9,15 @@ import sys
 from aiokafka.errors import KafkaError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from events.archive import ArchiveError
-from events.log import LogUnavailable
-from harmony import logs, settings as config
-from harmony.stack import StackError
-from projections.rebuild import REBUILDABLE
+from events.errors import HarmonyError
+from harmony import bootstrap, logs
+from harmony.settings import Settings, load
+from projections.store import REBUILDABLE
 
 
-def cmd_stack(args: argparse.Namespace) -> int:
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from harmony import stack
 
-    settings = config.load()
     if args.action == "up":
         info = stack.up(settings.state_dir, settings.topic, settings.partitions, args.brokers, settings.kafka_heap)
     elif args.action == "down":
@@ -31,64 +29,57 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0 if args.action == "down" or info["running"] else 1
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    from projections import worker
-
-    worker.run(config.load())
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    bootstrap.run_worker(settings)
     return 0
 
 
-def cmd_archiver(args: argparse.Namespace) -> int:
-    from projections import archiver
-
-    archiver.run(config.load())
+def cmd_archiver(settings: Settings, args: argparse.Namespace) -> int:
+    bootstrap.run_archiver(settings)
     return 0
 
 
-def cmd_api(args: argparse.Namespace) -> int:
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.services import serve_api
 
-    serve_api(config.load(), args.host, args.port, args.workers)
+    serve_api(settings, args.host, args.port, args.workers)
     return 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from commands.imports.cli import run
 
-    return run(config.load(), args)
+    return run(bootstrap.log_config(settings), args)
 
 
-def cmd_rebuild(args: argparse.Namespace) -> int:
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.maintenance import run_rebuild
 
-    return run_rebuild(config.load(), args.name, args.from_archive, args.json)
+    return run_rebuild(settings, args.name, args.from_archive, args.json)
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.maintenance import run_verify
 
-    return run_verify(config.load(), args.json)
+    return run_verify(settings, args.json)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.maintenance import run_train
 
-    settings = config.load()
     return run_train(settings, settings.train_tune and not args.no_tune, args.json)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.demo import run
 
-    return run(config.load(), args.host, args.port)
+    return run(settings, args.host, args.port)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from ml.evaluation import run
-    from ml.spark import session
 
-    settings = config.load()
-    return run(args, session(settings.spark_master, driver_memory=settings.spark_driver_memory))
+    return run(args, bootstrap.spark(settings), bootstrap.training_params(settings))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -151,13 +142,19 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# Failures the user can act on: the project's own, the broker or S3 unreachable or refusing, a
+# file that is missing or unreadable. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (HarmonyError, KafkaError, BotoCoreError, ClientError, FileNotFoundError, PermissionError,
+               IsADirectoryError, NotADirectoryError, ConnectionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logs.configure()
     try:
-        return args.run(args)
-    except (StackError, ValueError, OSError, LogUnavailable, KafkaError, BotoCoreError, ClientError,
-            ArchiveError) as error:
+        settings = load()
+        logs.configure(settings.log_format)
+        return args.run(settings, args)
+    except USER_ERRORS as error:
         print(f"harmony {args.command}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -15,10 +15,10 @@ from typing import Callable, TypeVar
 
 from rich.console import Console
 
-from harmony import stack
+from harmony import bootstrap, stack
 from harmony.settings import Settings, load as load_settings
 from harmony.stack import StackError
-from projections.store import ProjectionStore, open_store
+from projections.store import ProjectionStore
 
 T = TypeVar("T")
 
@@ -88,11 +88,10 @@ def _wait_projected(url: str, timeout: float = 300) -> None:
 
 def _wait_archived(settings: Settings, timeout: float = 300) -> None:
     """Wait until the archiver has copied everything the projector has applied to S3."""
-    from events.archive import archived_until, s3_client
+    from archive.segments import archived_until
 
     applied = read_store(settings, lambda store: store.checkpoint())
-    client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
-                             settings.aws_region)
+    client = bootstrap.s3(settings)
     with console.status("archiving the demo data to S3 ..."):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -105,7 +104,7 @@ def _wait_archived(settings: Settings, timeout: float = 300) -> None:
 
 def read_store(settings: Settings, read: Callable[[ProjectionStore], T]) -> T:
     """One answer from the projection store, opened for it and closed again."""
-    store = open_store(settings.store_url)
+    store = bootstrap.store(settings)
     try:
         return read(store)
     finally:

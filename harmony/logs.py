@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from datetime import datetime, timezone
 
@@ -32,10 +31,10 @@ class ConsoleFormatter(logging.Formatter):
         return f"{record.levelname.lower():7} {record.name}: {record.getMessage()} {fields}".rstrip()
 
 
-def configure(level: str = "INFO") -> None:
+def configure(log_format: str, level: str = "INFO") -> None:
+    """`log_format`: "json" or "console" (HARMONY_LOG_FORMAT)."""
     handler = logging.StreamHandler(sys.stderr)
-    fmt = os.environ.get("HARMONY_LOG_FORMAT", "json")
-    handler.setFormatter(ConsoleFormatter() if fmt == "console" else JsonFormatter())
+    handler.setFormatter(ConsoleFormatter() if log_format == "console" else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -4,46 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
-from pathlib import Path
 
 import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harmony import bootstrap
 from harmony.settings import Settings
-from events.archive import ensure_bucket, s3_client
 from projections import rebuild as rebuilding
 from projections import verify as verifying
-from projections.sqlite_store import SQLiteStore
+from projections.store import REBUILDABLE
 
 console = Console(stderr=True, log_path=False)
 
 
-def _store(settings: Settings) -> SQLiteStore:
-    if not settings.store_url.startswith("sqlite:///"):
-        raise ValueError("rebuild and verify support the SQLite store only so far")
-    return SQLiteStore(settings.store_url.removeprefix("sqlite:///"))
-
-
-def _require_broker(settings: Settings) -> None:
-    if not settings.kafka_bootstrap:
-        raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
-
-
-def _s3(settings: Settings):
-    if not settings.s3_endpoint:
-        raise ValueError("no S3 server: run `harmony stack up` or set HARMONY_S3_ENDPOINT")
-    client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
-                       settings.aws_region)
-    ensure_bucket(client, settings.s3_bucket)  # no archiver run yet: an empty archive, not an error
-    return client
-
-
 def _archive(settings: Settings, strict: bool):
-    from events.archive import read_archive
+    from archive.segments import read_archive
 
-    return read_archive(_s3(settings), settings.s3_bucket, settings.topic, strict=strict)
+    return read_archive(bootstrap.s3(settings), settings.s3_bucket, settings.topic, strict=strict)
 
 
 def _progress() -> Progress:
@@ -52,14 +30,14 @@ def _progress() -> Progress:
 
 
 def run_rebuild(settings: Settings, name: str, from_archive: bool, as_json: bool) -> int:
-    _require_broker(settings)
-    live = _store(settings)
-    views = rebuilding.REBUILDABLE if name == "all" else [name]
+    log = bootstrap.log_config(settings)
+    live = bootstrap.store(settings)
+    views = list(REBUILDABLE) if name == "all" else [name]
     total = sum(offset + 1 for offset in live.checkpoint().values())
     with _progress() as progress:
         task = progress.add_task(f"rebuilding {', '.join(views)}", total=total or None)
         result = asyncio.run(rebuilding.rebuild(
-            live, settings.kafka_bootstrap, settings.topic, views,
+            live, log.bootstrap, log.topic, views,
             archive=_archive(settings, strict=True) if from_archive else None,  # never fold over a hole
             progress=lambda n: progress.advance(task, n),
         ))
@@ -73,14 +51,13 @@ def run_rebuild(settings: Settings, name: str, from_archive: bool, as_json: bool
 
 
 def run_verify(settings: Settings, as_json: bool) -> int:
-    _require_broker(settings)
-    live = _store(settings)
-    with console.status("folding the log and comparing the projection ..."), tempfile.TemporaryDirectory() as tmp:
-        projection = asyncio.run(
-            verifying.verify_projection(settings.kafka_bootstrap, settings.topic, live, Path(tmp) / "fold.db"))
+    log = bootstrap.log_config(settings)
+    live = bootstrap.store(settings)
+    with console.status("folding the log and comparing the projection ..."):
+        projection = asyncio.run(verifying.verify_projection(log.bootstrap, log.topic, live))
     with console.status("comparing the S3 archive with the log ..."):
         archive = asyncio.run(  # not strict: a hole is a difference to name, not an error
-            verifying.verify_archive(settings.kafka_bootstrap, settings.topic, _archive(settings, strict=False)))
+            verifying.verify_archive(log.bootstrap, log.topic, _archive(settings, strict=False)))
     live.close()
     result = {"ok": projection["difference"] is None and archive["difference"] is None,
               "projection": projection, "archive": archive}
@@ -92,32 +69,19 @@ def run_verify(settings: Settings, as_json: bool) -> int:
     return 0 if result["ok"] else 1
 
 
-def training_params(settings: Settings, tune: bool):
-    """None (tune them) or the hyperparameters the settings give."""
-    from ml.training import Params
-
-    if tune:
-        return None
-    return Params(rank=settings.als_rank, reg=settings.als_reg, max_iter=settings.als_max_iter)
-
-
 def run_train(settings: Settings, tune: bool, as_json: bool) -> int:
-    from ml import spark as spark_session
-    from ml.replay import ArchiveSource
     from ml.retrain import retrain
 
-    client = _s3(settings)
-    source = ArchiveSource(settings.s3_endpoint, settings.s3_bucket, settings.topic, settings.aws_access_key_id,
-                           settings.aws_secret_access_key, settings.aws_region)
-    live = _store(settings)
+    client = bootstrap.s3(settings)  # no archiver run yet: an empty archive, not an error
+    live = bootstrap.store(settings)
     with console.status("starting Spark ...") as status:
         def progress(message: str) -> None:
             console.log(message)
             status.update(message)
 
-        spark = spark_session.session(settings.spark_master, driver_memory=settings.spark_driver_memory)
-        info = retrain(spark, source, live, client, prefix=settings.model_prefix,
-                       params=training_params(settings, tune), holdout=settings.train_holdout, progress=progress)
+        info = retrain(bootstrap.spark(settings), bootstrap.archive_source(settings), live, client,
+                       prefix=settings.model_prefix, params=bootstrap.training_params(settings), tune=tune,
+                       holdout=settings.train_holdout, progress=progress)
     live.close()
     if as_json:
         print(msgspec.json.encode(info).decode())

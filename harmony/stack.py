@@ -31,7 +31,8 @@ import sysconfig
 import time
 from pathlib import Path
 
-from events.archive import ensure_bucket, s3_client
+from archive.segments import ensure_bucket, s3_client
+from events.errors import HarmonyError
 from harmony.settings import DEFAULT_KAFKA_HEAP, PROJECT_DIR
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ READY_TIMEOUT = 90.0
 S3_PORTS = ("master", "volume", "filer", "s3")
 
 
-class StackError(RuntimeError):
+class StackError(HarmonyError):
     """A problem starting or stopping the stack, in one readable line."""
 
 

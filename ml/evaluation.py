@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from events.errors import HarmonyError
 
 RELEVANT = 4.0
 K = 10
@@ -67,14 +68,14 @@ def read_movielens_split(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, sep="\t", header=None, names=["user", "item", "rating", "ts"],
                         dtype={"user": str, "item": str, "rating": float, "ts": str})
     if frame["rating"].isna().any():
-        raise ValueError(f"{path}: a row without a rating")
+        raise HarmonyError(f"{path}: a row without a rating")
     return frame.drop(columns="ts")
 
 
-def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, *, tune: bool = True, params=None,
+def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, params, *, tune: bool,
                    progress: Callable[[str], None] | None = None) -> dict:
-    """Fit on ``train`` (tuning inside it only, unless ``params`` are given) and score ``test``;
-    figures for the model and its baseline."""
+    """Fit on ``train`` (with ``tune``, tuning inside it only, starting from ``params``) and
+    score ``test``; figures for the model and its baseline."""
     from ml import training
 
     started = time.monotonic()
@@ -95,19 +96,19 @@ def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, *, tune: bool
 METRICS = ["rmse", "mae", f"ndcg@{K}", f"precision@{K}", "baseline_rmse"]
 
 
-def evaluate_movielens_folds(spark, folder: Path, *, folds: int = FOLDS, tune: bool = True,
+def evaluate_movielens_folds(spark, folder: Path, params, *, tune: bool, folds: int = FOLDS,
                              progress: Callable[[str], None] | None = None) -> dict:
     folder = Path(folder)
     say = progress or (lambda message: None)
     paths = [(folder / f"u{n}.base", folder / f"u{n}.test") for n in range(1, folds + 1)]
     missing = [str(path) for pair in paths for path in pair if not path.is_file()]
     if missing:
-        raise ValueError(f"not a MovieLens-100K folder with official splits: missing {', '.join(missing)}")
+        raise HarmonyError(f"not a MovieLens-100K folder with official splits: missing {', '.join(missing)}")
     results = []
     for n, (base, test) in enumerate(paths, start=1):
         say(f"fold u{n}: training on {base.name}")
-        result = evaluate_split(spark, read_movielens_split(base), read_movielens_split(test), tune=tune,
-                                progress=say)
+        result = evaluate_split(spark, read_movielens_split(base), read_movielens_split(test), params,
+                                tune=tune, progress=say)
         say(f"fold u{n}: RMSE {result['rmse']:.4f} ({result['seconds']} s)")
         results.append({"fold": f"u{n}", **result})
     mean = {metric: float(np.mean([result[metric] for result in results])) for metric in METRICS}
@@ -135,13 +136,14 @@ def render(report: dict) -> None:
     console.print(table)
 
 
-def run(args, spark) -> int:
+def run(args, spark, params) -> int:
     """``harmony evaluate``: only MovieLens official folds so far."""
     from ml.training import stderr_progress
 
     if args.source != "movielens" or not args.folds:
-        raise ValueError("only `evaluate movielens PATH --folds` is supported")
-    report = evaluate_movielens_folds(spark, Path(args.path), tune=not args.no_tune, progress=stderr_progress)
+        raise HarmonyError("only `evaluate movielens PATH --folds` is supported")
+    report = evaluate_movielens_folds(spark, Path(args.path), params, tune=not args.no_tune,
+                                      progress=stderr_progress)
     if args.json:
         print(json.dumps(report))
     else:

@@ -3,14 +3,9 @@
 The driver lists the archive's segments (boto3, no data read) and plans each partition's chain
 (a hole is an error: training on part of a user's history would be silently wrong). One Spark
 task per log partition fetches that partition's segments in offset order with boto3 (s3a is not
-available from PyPI), decodes them with the shared event types and folds them exactly as the
-projector does, in log order:
-
-* an offset is applied once (segments may overlap after a rebalance), an event id once (a retried
-  command appended it again: the same key, so the same partition);
-* a ``ReviewSubmitted`` sets the rating of (user, movie), replacing any before it; a
-  ``ReviewRetracted`` removes it;
-* malformed records and catalogue events carry no rating and are passed over.
+available from PyPI), decodes them with the shared event types and folds them in log order with
+the projector's fold (``events.fold.ReviewFold``: segments may overlap after a rebalance, a retried
+command may append an event again); malformed records and catalogue events carry no rating.
 
 All of a user's events share one partition (the key is the user id), so folding each partition
 on its own is the whole fold, with no shuffle. The tasks hand back Arrow batches of the final
@@ -22,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from events.archive import Segment, list_segments, plan, s3_client
+from archive.segments import Segment, list_segments, plan, s3_client
 
 
 @dataclass(frozen=True)
@@ -55,33 +50,22 @@ ROWS_PER_BATCH = 100_000
 
 def _fold_partition(source: ArchiveSource, segments: list[Segment]) -> dict[tuple[str, str], float]:
     """The latest rating per (user, movie) of one partition's segment chain; runs in a Spark task."""
-    from events.archive import get_segment
+    from archive.segments import get_segment
     from events.codec import DecodeError, decode
-    from events.types import ReviewRetracted, ReviewSubmitted
+    from events.fold import ReviewFold
 
     client = source.client()
-    ratings: dict[tuple[str, str], float] = {}
-    applied: set[str] = set()
-    covered = -1
+    ratings = ReviewFold(lambda event: float(event.rating))
     for segment in segments:
         for record in get_segment(client, source.bucket, segment):
-            if record.offset <= covered:
-                continue
-            covered = record.offset
-            if record.value is None:
+            if not ratings.take(record.partition, record.offset) or record.value is None:
                 continue
             try:
                 event = decode(record.value)
             except DecodeError:
                 continue  # the projector dead-letters it
-            if not isinstance(event, (ReviewSubmitted, ReviewRetracted)) or event.event_id in applied:
-                continue
-            applied.add(event.event_id)
-            if isinstance(event, ReviewSubmitted):
-                ratings[(event.user_id, event.movie_id)] = float(event.rating)
-            else:
-                ratings.pop((event.user_id, event.movie_id), None)
-    return ratings
+            ratings.apply(event)
+    return ratings.current()
 
 
 def _arrow_batches(source: ArchiveSource, chains: list[list[Segment]], tasks):

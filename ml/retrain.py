@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from events.errors import HarmonyError
 from ml import registry, training
 from ml.evaluation import evaluate_split
 from ml.replay import ArchiveSource, replay
@@ -20,15 +21,15 @@ from projections.store import ModelInfo, ProjectionStore
 MIN_HOLDOUT_RATINGS = 20  # below this, a holdout measures nothing: train on all, report no accuracy
 
 
-class TrainingError(ValueError):
-    """Training cannot produce a model (no data); the current model is left as it is.
-    A ValueError: the CLI reports it in one line like other bad input."""
+class TrainingError(HarmonyError):
+    """Training cannot produce a model (no data); the current model is left as it is."""
 
 
 def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, prefix: str,
-            params: training.Params | None = None, holdout: float = 0.1, seed: int = 42,
+            params: training.Params, tune: bool = False, holdout: float, seed: int = 42,
             progress: Callable[[str], None] | None = None) -> ModelInfo:
-    """Train on the archive and publish a new current version. ``params`` None: tune them."""
+    """Train on the archive and publish a new current version; with ``tune``, ``params`` are
+    where the tuning (on the training data only) starts."""
     say = progress or (lambda message: None)
     trained_at = datetime.now(timezone.utc)
     replayed = replay(spark, source, progress=say)
@@ -43,14 +44,13 @@ def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, prefix:
     test = np.random.default_rng(seed).random(len(frame)) < holdout
     if test.sum() >= MIN_HOLDOUT_RATINGS:
         say(f"evaluate: fitting on {int((~test).sum()):,} ratings, holding out {int(test.sum()):,}")
-        result = evaluate_split(spark, frame[~test], frame[test], tune=params is None, params=params,
-                                progress=say)
-        params = training.Params(**result.pop("params"))
+        result = evaluate_split(spark, frame[~test], frame[test], params, tune=tune, progress=say)
+        params, tune = training.Params(**result.pop("params")), False  # tuned on the training part
         result.pop("factor_rank", None)
         metrics |= {"holdout": result}
         say(f"evaluate: holdout RMSE {result['rmse']:.4f}, nDCG@10 {result['ndcg@10']:.4f}")
     say("fit: the published model, on every rating")
-    model = training.fit(spark, frame, params, tune_params=params is None, progress=say)
+    model = training.fit(spark, frame, params, tune_params=tune, progress=say)
     say(f"publish: rank {model.rank}, {len(model.user_ids):,} users, {len(model.item_ids):,} movies")
     return registry.publish(store, s3, source.bucket, prefix, model, trained_at=trained_at,
                             watermark=replayed.watermark, metrics=metrics)

@@ -1,7 +1,8 @@
 """A SparkSession with the settings that worked here (docs/stack-notes.md, Spark section).
 
-The master and the driver's memory are parameters; the CLI passes ``HARMONY_SPARK_MASTER`` and
-``HARMONY_SPARK_DRIVER_MEMORY`` (in local mode the driver JVM also runs the executors).
+The master and the driver's memory are parameters; the composition root passes
+``HARMONY_SPARK_MASTER`` and ``HARMONY_SPARK_DRIVER_MEMORY`` (in local mode the driver JVM also
+runs the executors).
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_MASTER = "local[2]"
-DEFAULT_DRIVER_MEMORY = "4g"  # ALS at 5M ratings, rank 50, needs more than Spark's default 1g
 
-
-def session(master: str = DEFAULT_MASTER, app_name: str = "harmony-ml",
-            checkpoint_dir: str | Path | None = None, driver_memory: str = DEFAULT_DRIVER_MEMORY):
+def session(master: str, driver_memory: str, app_name: str = "harmony-ml",
+            checkpoint_dir: str | Path | None = None):
     """Start (or reuse) a SparkSession bound to loopback, quiet, with a checkpoint directory.
 
     The checkpoint directory keeps ALS with ``maxIter >= 15`` from dying of a StackOverflowError

@@ -45,9 +45,10 @@ BIAS_PASSES = 10
 
 @dataclass(frozen=True)
 class Params:
-    rank: int = 50
-    reg: float = 0.15  # ALS regParam (Spark scales it by each user's / item's rating count)
-    max_iter: int = 15
+    # Rank, regParam and iterations have their defaults in the settings (HARMONY_ALS_*).
+    rank: int
+    reg: float  # ALS regParam (Spark scales it by each user's / item's rating count)
+    max_iter: int
     reg_user: float = 5.0  # bias regularisation
     reg_item: float = 5.0
     seed: int = 42
@@ -134,18 +135,17 @@ def _indexed(frame: pd.DataFrame):
             list(u_names), list(i_names))
 
 
-def fit(spark, ratings, params: Params | None = None, *, tune_params: bool = True,
+def fit(spark, ratings, params: Params, *, tune_params: bool = False,
         progress: Callable[[str], None] | None = None) -> FactorModel:
     """Fit the residual model on a DataFrame of (user: str, item: str, rating: float).
 
-    With ``params`` None and ``tune_params`` true the hyperparameters come from :func:`tune`
-    on an inner split of ``ratings``; with ``tune_params`` false, the defaults of :class:`Params`.
-    The answer carries the parameters used as ``.params``.
+    With ``tune_params`` the hyperparameters come from :func:`tune` on an inner split of
+    ``ratings``, starting from ``params``. The answer carries the parameters used as ``.params``.
     """
     say = progress or (lambda message: None)
     frame = _collect(ratings)
-    if params is None:
-        params = tune(spark, frame, progress=progress) if tune_params else Params()
+    if tune_params:
+        params = tune(spark, frame, base=params, progress=progress)
     u, i, r, user_ids, item_ids = _indexed(frame)
     n_users, n_items = len(user_ids), len(item_ids)
     baseline = fit_baseline(u, i, r, n_users, n_items, params.reg_user, params.reg_item)
@@ -183,7 +183,7 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def tune(spark, ratings, *, holdout: float = 0.1, bias_grid=BIAS_GRID, als_grid=ALS_GRID,
-         base: Params = Params(), blend: bool = True, progress: Callable[[str], None] | None = None) -> Params:
+         base: Params, blend: bool = True, progress: Callable[[str], None] | None = None) -> Params:
     """Pick bias regularisation, then ALS rank and regParam, by RMSE on a random inner holdout
     (``holdout`` of ``ratings``; callers pass the training data only). With ``blend``, the ALS,
     item-kNN and user-kNN residual weights, with a linear recalibration of the baseline (weights

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import msgspec
+
+from events.fold import ReviewFold
+from events.types import AnyEvent, ReviewSubmitted
 from projections.store import HistoryRow
 
 
+def history_event(row: HistoryRow) -> AnyEvent:
+    """The event an audit-trail row records."""
+    return msgspec.convert({**row.payload, "type": row.type, "event_id": row.event_id,
+                            "occurred_at": row.occurred_at, "recorded_at": row.recorded_at},
+                           AnyEvent, strict=False)
+
+
+def review_payload(event: ReviewSubmitted) -> dict:
+    return {**event.payload(), "event_id": event.event_id}
+
+
 def reviews_at(events_newest_first: list[HistoryRow]) -> list[dict]:
-    """Replay a user's history (oldest first) into their current reviews, newest review first."""
-    current: dict[str, dict] = {}
+    """Fold a user's history (oldest first) into their current reviews, newest review first."""
+    reviews = ReviewFold(review_payload)
     for row in reversed(events_newest_first):
-        movie = row.payload["movie_id"]
-        if row.type == "ReviewSubmitted":
-            current.pop(movie, None)
-            current[movie] = {**row.payload, "event_id": row.event_id}
-        else:
-            current.pop(movie, None)
-    return list(reversed(current.values()))
+        reviews.apply(history_event(row))
+    return list(reversed(reviews.current().values()))

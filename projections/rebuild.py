@@ -1,21 +1,17 @@
 """Rebuild projections from the log (or the S3 archive) into a fresh store, then swap them in.
 
-The fresh store is built up to the live store's checkpoint, brought to exactly that
-checkpoint under the live store's write lock, and its views are copied over in one
-transaction: the API serves the old views until that commit.
+The fresh store (the live store's `scratch`) is built up to the live store's checkpoint,
+brought to exactly that checkpoint while the live store holds off its projector, and swapped
+in at once (`swap_in`): the API serves the old views until then.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Iterable
 
 from events.reader import LogRecord, read_log
 from projections.projector import apply_records, decode_batch
-from projections.sqlite_store import VIEWS, SQLiteStore
 from projections.store import ProjectionStore
-
-REBUILDABLE = [view for view in VIEWS if view != "checkpoints"]
 
 Progress = Callable[[int], None]  # called with the number of records just read
 
@@ -49,17 +45,12 @@ def fold_batches(store: ProjectionStore, batches: Iterable[list[LogRecord]], end
     return count
 
 
-def _remove(path: Path) -> None:
-    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        leftover.unlink(missing_ok=True)
-
-
 def ends_after(checkpoint: dict[int, int]) -> dict[int, int]:
     return {partition: offset + 1 for partition, offset in checkpoint.items()}
 
 
 async def rebuild(
-    live: SQLiteStore,
+    live: ProjectionStore,
     bootstrap: str,
     topic: str,
     views: list[str],
@@ -67,9 +58,7 @@ async def rebuild(
     progress: Progress = lambda n: None,
 ) -> dict:
     """Rebuild `views` of `live` from offset 0 (of the archive when given, else of the log)."""
-    fresh_path = Path(f"{live.path}.rebuild")
-    _remove(fresh_path)  # a rebuild that died before leaves its scratch store behind
-    fresh = SQLiteStore(fresh_path, scratch=True)
+    fresh = live.scratch("rebuild")
     try:
         target = ends_after(live.checkpoint())
         from_archive = fold_batches(fresh, archive, target, progress) if archive is not None else 0
@@ -82,5 +71,4 @@ async def rebuild(
                 "checkpoint": {str(p): o for p, o in sorted(fresh.checkpoint().items())}}
     finally:
         fresh.close()
-        _remove(fresh_path)
 

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS lag (
 );
 """
 
-# The views a rebuild can replace, with a stable order to compare two stores.
+# Every view with a stable order to compare two stores (the port's REBUILDABLE and the checkpoints).
 VIEWS = {
     "reviews": "user_id, movie_id",
     "movies": "movie_id",
@@ -84,8 +84,12 @@ def _chunks(items: list, size: int = _CHUNK):
 
 class SQLiteStore:
     def __init__(self, path: str | Path, scratch: bool = False):
-        """`scratch`: a throw-away store (rebuilds, verification) that skips journaling and syncing."""
+        """`scratch`: a throw-away store (rebuilds, verification) that skips journaling and syncing
+        and removes its file when closed."""
         self.path = Path(path)
+        self._scratch = scratch
+        if scratch:
+            self._remove_files()  # a rebuild that died before left its scratch store behind
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Shared by the API's threads; the lock keeps one statement sequence at a time.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -198,7 +202,7 @@ class SQLiteStore:
         params.append(limit)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        return [ReviewRow(u, m, r, s, t, _parse_time(at), e) for u, m, r, s, t, at, e in rows]
+        return [ReviewRow(m, r, s, t, _parse_time(at), e, user_id=u) for u, m, r, s, t, at, e in rows]
 
     def movie(self, movie_id: str) -> MovieRow | None:
         with self._lock:
@@ -334,7 +338,16 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("SELECT 1").fetchone()
 
+    def scratch(self, name: str) -> "SQLiteStore":
+        return SQLiteStore(f"{self.path}.{name}", scratch=True)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._scratch:
+            self._remove_files()
+
+    def _remove_files(self) -> None:
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            path.unlink(missing_ok=True)
 

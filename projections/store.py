@@ -1,28 +1,40 @@
 """The projection-store port: what the projector writes and the read side asks, nothing more.
 
-Adapters: `projections.sqlite_store` (embedded default). `open_store(url)` picks one.
+Adapters: `projections.sqlite_store` (embedded default). The composition root
+(`harmony/bootstrap.py`) picks one from `HARMONY_STORE`; nothing else names an adapter.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
 import msgspec
 
+from events.lag import PartitionLag  # also imported from here by the store's users
+
 ReviewKey = tuple[str, str]  # (user_id, movie_id)
 
+# The views a rebuild can replace (the checkpoints move with them).
+REBUILDABLE = ("reviews", "movies", "history")
 
-class ReviewRow(msgspec.Struct, frozen=True):
-    """A user's current review of a movie."""
 
-    user_id: str
+class Review(msgspec.Struct, frozen=True):
+    """A user's current review of a movie, as the read side serves it."""
+
     movie_id: str
     rating: float
     summary: str
     text: str
     reviewed_at: datetime
     event_id: str
+
+
+class ReviewRow(Review, frozen=True, kw_only=True):
+    """A current review with whose it is, as the store keeps it."""
+
+    user_id: str
 
 
 class MovieRow(msgspec.Struct, frozen=True):
@@ -65,18 +77,6 @@ class Changes(msgspec.Struct):
     catalogue: dict[str, CatalogueEntry] = {}
     history: list[HistoryRow] = []
     checkpoint: dict[int, int] = {}
-
-
-class PartitionLag(msgspec.Struct, frozen=True):
-    partition: int
-    checkpoint: int  # last offset applied, -1 for none
-    high_watermark: int  # next offset the broker will write
-    lag: int
-
-    @classmethod
-    def of(cls, partition: int, checkpoint: int, high_watermark: int) -> "PartitionLag":
-        """The one lag computation: the records after the checkpoint, up to the high watermark."""
-        return cls(partition, checkpoint, high_watermark, max(0, high_watermark - checkpoint - 1))
 
 
 class ModelInfo(msgspec.Struct, frozen=True):
@@ -146,15 +146,16 @@ class ProjectionStore(Protocol):
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows in a stable order, to compare two stores (verify, rebuild checks)."""
 
+    # Rebuild and verification.
+    def scratch(self, name: str) -> "ProjectionStore":
+        """A new, empty throw-away store of the same kind, removed when it is closed; `name`
+        tells a rebuild's apart from a verification's."""
+
+    def swap_in(self, fresh: "ProjectionStore", views: list[str]) -> AbstractContextManager[dict[int, int]]:
+        """Replace `views` with those of `fresh` (a scratch store) at once. Entering holds off the
+        projector and answers the live checkpoint; bring `fresh` exactly to it inside the block."""
+
     def ping(self) -> None:
         """Raise if the store cannot answer."""
 
     def close(self) -> None: ...
-
-
-def open_store(url: str) -> ProjectionStore:
-    if url.startswith("sqlite:///"):
-        from projections.sqlite_store import SQLiteStore
-
-        return SQLiteStore(url.removeprefix("sqlite:///"))
-    raise ValueError(f"unsupported HARMONY_STORE {url!r}: use sqlite:///path")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Iterable
 
 from events.reader import LogRecord, read_log
 from projections.rebuild import ends_after, fold_log
-from projections.sqlite_store import SQLiteStore
+from projections.store import ProjectionStore
 
 Fingerprints = dict[int, list[tuple[int, str]]]  # partition -> [(offset, digest of the value)]
 
@@ -62,11 +61,11 @@ def first_view_difference(live: dict[str, list[tuple]], folded: dict[str, list[t
     return None
 
 
-async def verify_projection(bootstrap: str, topic: str, live: SQLiteStore, scratch: Path) -> dict:
+async def verify_projection(bootstrap: str, topic: str, live: ProjectionStore) -> dict:
     """Fold the log up to the store's checkpoint into a scratch store and compare every view."""
     snapshot = live.contents()
     end = ends_after(dict(snapshot["checkpoints"]))
-    folded_store = SQLiteStore(scratch, scratch=True)
+    folded_store = live.scratch("verify")
     try:
         await fold_log(bootstrap, topic, folded_store, end)
         folded = folded_store.contents()

@@ -11,18 +11,19 @@ import contextlib
 import logging
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 import uvloop
 from faust.types import TP
 
+from events.faust_apps import faust_app, skip_to
+from events.log import LogConfig
 from events.reader import LogRecord
-from events.topic import ensure_topics, review_topics
-from harmony.settings import Settings
-from projections.faust_app import faust_app
-from projections.faust_skip import skip_to
+from events.topic import ensure_topics
 from projections.projector import DeadLetter, LogProjector
-from projections.store import PartitionLag, ProjectionStore, open_store
+from projections.store import PartitionLag, ProjectionStore
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,18 @@ BATCH_WAIT = 0.05  # seconds to wait for a batch to fill when the log is quiet
 LAG_INTERVAL = 2.0
 
 
-def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
-    app = faust_app(f"harmony-projector.{settings.topic}", settings, BATCH_SIZE, 4)  # one group per log
-    reviews = app.topic(settings.topic, key_serializer="raw", value_serializer="raw", internal=False)
-    deadletter = app.topic(settings.deadletter_topic, key_serializer="raw", value_serializer="raw")
+@dataclass(frozen=True)
+class WorkerConfig:
+    log: LogConfig
+    catch_up_lag: int  # records behind the log end (in a partition) before reading the log directly
+    faust_dir: Path  # Faust writes a folder per app here
+
+
+def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
+    topic = config.log.topic
+    app = faust_app(f"harmony-projector.{topic}", config.log.bootstrap, config.faust_dir, BATCH_SIZE, 4)  # one group per log
+    reviews = app.topic(topic, key_serializer="raw", value_serializer="raw", internal=False)
+    deadletter = app.topic(config.log.deadletter_topic, key_serializer="raw", value_serializer="raw")
 
     async def dead_letter(letter: DeadLetter) -> None:
         sent = await deadletter.send(
@@ -42,14 +51,14 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
             value=letter.record.value or b"",
             headers={
                 "reason": letter.reason.encode(),
-                "source": f"{settings.topic}/{letter.record.partition}/{letter.record.offset}".encode(),
+                "source": f"{topic}/{letter.record.partition}/{letter.record.offset}".encode(),
             },
         )
         await sent
         log.warning("dead-lettered a record", extra={"partition": letter.record.partition,
                                                      "offset": letter.record.offset, "reason": letter.reason})
 
-    projector = LogProjector(settings.kafka_bootstrap, settings.topic, store, dead_letter)
+    projector = LogProjector(config.log.bootstrap, topic, store, dead_letter)
 
     @app.agent(reviews, concurrency=1)
     async def project(stream):
@@ -61,17 +70,17 @@ def create_app(settings: Settings, store: ProjectionStore) -> faust.App:
                 # Far behind the log end: Faust's per-event stream (~100 us an event) would take
                 # long, so read the backlog straight from the log in big batches, then skip it.
                 behind = {lag.partition: lag.high_watermark
-                          for lag in partition_lag(app, settings.topic, store) if lag.lag > settings.catch_up_lag}
+                          for lag in partition_lag(app, topic, store) if lag.lag > config.catch_up_lag}
                 if behind:
                     log.info("reading the backlog straight from the log", extra={"until": behind})
                     await projector.catch_up(behind)
-                    await skip_to(app, {TP(settings.topic, partition): high for partition, high in behind.items()})
+                    await skip_to(app, {TP(topic, partition): high for partition, high in behind.items()})
 
     stalled: dict[int, PartitionLag] = {}
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():
-        lags = partition_lag(app, settings.topic, store)
+        lags = partition_lag(app, topic, store)
         # Lag that did not move for a whole interval while Faust delivers nothing (its group offsets
         # are ahead of this store): read it straight from the log.
         behind = {lag.partition: lag.high_watermark for lag in lags if lag.lag and stalled.get(lag.partition) == lag}
@@ -115,16 +124,13 @@ def partition_lag(app: faust.App, topic: str, store: ProjectionStore) -> list[Pa
     return lags
 
 
-def run(settings: Settings) -> None:
-    """Run the worker until SIGINT/SIGTERM."""
-    if not settings.kafka_bootstrap:
-        raise ValueError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
+def run(config: WorkerConfig, store: ProjectionStore) -> None:
+    """Run the worker until SIGINT/SIGTERM; the store is closed at the end."""
     started = time.monotonic()
     uvloop.install()  # Faust's per-event overhead is mostly event-loop work
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, review_topics(settings.topic, settings.partitions)))
-    store = open_store(settings.store_url)
-    app = create_app(settings, store)
-    log.info("projection worker starting", extra={"broker": settings.kafka_bootstrap, "store": settings.store_url,
+    asyncio.run(ensure_topics(config.log.bootstrap, config.log.topics))
+    app = create_app(config, store)
+    log.info("projection worker starting", extra={"broker": config.log.bootstrap,
                                                   "setup_s": round(time.monotonic() - started, 2)})
     worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False, redirect_stdouts=False)
     try:

@@ -137,10 +137,10 @@ def _ready(client: httpx.Client) -> bool:
 @pytest.fixture
 def start_worker(services, settings):
     """Start a projection worker and wait until it has joined the group and reported lag."""
-    from projections.store import open_store
+    from harmony import bootstrap
 
     def start() -> Service:
-        store = open_store(settings.store_url)
+        store = bootstrap.store(settings)
         before = {lag.partition: lag for lag in store.lag()}
         service = services("worker")
 
@@ -158,7 +158,6 @@ def start_worker(services, settings):
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """One local Spark session for every test that needs one (it takes seconds to start)."""
-    pytest.importorskip("pyspark")
     from ml.spark import session
 
-    return session(checkpoint_dir=tmp_path_factory.mktemp("spark-checkpoints"), driver_memory="2g")
+    return session("local[2]", "2g", checkpoint_dir=tmp_path_factory.mktemp("spark-checkpoints"))

@@ -13,12 +13,13 @@ reported by line number, or abort the import with `strict`.
 """
 
 from commands.imports.rows import BadRow, BadRowError, ImportContext, ImportStats
+from events.errors import HarmonyError
 
 __all__ = ["BadRow", "BadRowError", "ImportContext", "ImportStats", "open_source"]
 
 
 def open_source(kind: str, path):
-    """The importer for `kind` ("movielens" or "amazon") reading `path`; ValueError if it cannot."""
+    """The importer for `kind` ("movielens" or "amazon") reading `path`; HarmonyError if it cannot."""
     from pathlib import Path
 
     if kind == "movielens":
@@ -29,4 +30,4 @@ def open_source(kind: str, path):
         from commands.imports.amazon import AmazonSource
 
         return AmazonSource.locate(Path(path))
-    raise ValueError(f"unknown import source {kind!r}: use movielens or amazon")
+    raise HarmonyError(f"unknown import source {kind!r}: use movielens or amazon")

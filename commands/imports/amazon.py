@@ -16,6 +16,7 @@ from typing import Iterator
 import msgspec
 
 from commands.imports.rows import ImportContext, RowProblem, check_id, is_blank, parse_rating, parse_seconds
+from events.errors import HarmonyError
 from events.types import Event
 
 _PATTERNS = ("*.json", "*.jsonl", "*.json.gz", "*.jsonl.gz")
@@ -49,11 +50,11 @@ class AmazonSource:
         if path.is_dir():
             found = sorted({p for pattern in _PATTERNS for p in path.glob(pattern) if p.is_file()})
             if not found:
-                raise ValueError(f"no Amazon review files in {path}: expected *.json, *.jsonl or .gz ones")
+                raise HarmonyError(f"no Amazon review files in {path}: expected *.json, *.jsonl or .gz ones")
             return cls(tuple(found))
         if path.is_file():
             return cls((path,))
-        raise ValueError(f"{path} does not exist")
+        raise HarmonyError(f"{path} does not exist")
 
     def events(self, context: ImportContext) -> Iterator[Event]:
         context.note("Amazon review files have no titles: no catalogue events")

@@ -19,29 +19,27 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from commands.imports import open_source
 from commands.imports.rows import BadRowError
 from commands.imports.runner import progress_bar, run_import
-from events.log import LogUnavailable
-from harmony.settings import Settings
+from events.errors import HarmonyError
+from events.log import LogConfig, LogUnavailable
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(log: LogConfig, args: argparse.Namespace) -> int:
     def fail(message: str) -> int:
         print(f"harmony import: {message}", file=sys.stderr)
         return 1
 
-    if not settings.kafka_bootstrap:
-        return fail("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
     try:
         source = open_source(args.source, args.path)
-        result = asyncio.run(run_import(settings, source, strict=args.strict, progress=progress_bar()))
+        result = asyncio.run(run_import(log, source, strict=args.strict, progress=progress_bar()))
     except BadRowError as error:
         return fail(f"{error.row} (--strict: nothing was appended)")
     except KafkaConnectionError as error:
-        return fail(f"cannot reach the broker at {settings.kafka_bootstrap}: {error}")
+        return fail(f"cannot reach the broker at {log.bootstrap}: {error}")
     except (LogUnavailable, KafkaError, TimeoutError) as error:
-        return fail(f"the broker at {settings.kafka_bootstrap} did not take the events: {error!r}")
+        return fail(f"the broker at {log.bootstrap} did not take the events: {error!r}")
     except (EOFError, zlib.error) as error:  # a truncated or corrupt .gz
         return fail(f"{args.path}: cannot be read to the end: {error}")
-    except (ValueError, OSError) as error:
+    except (HarmonyError, OSError) as error:
         return fail(str(error))
     if args.json:
         print(json.dumps(result.figures()))

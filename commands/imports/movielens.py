@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from commands.imports.rows import ImportContext, RowProblem, check_id, is_blank, parse_rating, parse_seconds, text_of
+from events.errors import HarmonyError
 from events.types import Event
 
 GENRES_100K = (
@@ -80,13 +81,13 @@ class MovieLensSource:
             candidates = [*sorted(path.glob("*.inter")), path / "u.data", path / "ratings.dat", path / "ratings.csv"]
             ratings = next((c for c in candidates if c.is_file()), None)
             if ratings is None:
-                raise ValueError(
+                raise HarmonyError(
                     f"no MovieLens ratings in {path}: expected u.data, ratings.dat, ratings.csv or a RecBole *.inter"
                 )
         elif path.is_file():
             ratings = path
         else:
-            raise ValueError(f"{path} does not exist")
+            raise HarmonyError(f"{path} does not exist")
         name = ratings.name.removesuffix(".gz")
         folder = ratings.parent
         if name.endswith(".inter"):
@@ -134,7 +135,7 @@ class MovieLensSource:
         where = {known[name]: index for index, name in enumerate(names) if name in known}
         missing = [column for column in _RATING_COLUMNS if column not in where]
         if missing:
-            raise ValueError(f"{self.ratings.name}: no {', '.join(missing)} column in the header {names}")
+            raise HarmonyError(f"{self.ratings.name}: no {', '.join(missing)} column in the header {names}")
         return tuple(where[column] for column in _RATING_COLUMNS)
 
     def _ratings(self, context: ImportContext) -> Iterator[Event]:
@@ -228,7 +229,7 @@ class MovieLensSource:
             return
         names = [name.strip().lower() for name in header]
         if not {"movieid", "title"} <= set(names):
-            raise ValueError(f"{file}: expected a header with movieId,title[,genres], found {header}")
+            raise HarmonyError(f"{file}: expected a header with movieId,title[,genres], found {header}")
         at = {name: index for index, name in enumerate(names)}
         for row in reader:
             lineno = reader.line_num
@@ -250,7 +251,7 @@ class MovieLensSource:
         names = [name.split(":")[0].strip() for name in lines[0].split("\t")]
         at = {name: index for index, name in enumerate(names)}
         if "item_id" not in at or "movie_title" not in at:
-            raise ValueError(f"{file}: expected item_id and movie_title columns, found {names}")
+            raise HarmonyError(f"{file}: expected item_id and movie_title columns, found {names}")
         for lineno, line in enumerate(lines[1:], 2):
             if not line.strip():
                 continue

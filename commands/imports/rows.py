@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from commands.handlers import CLOCK_SKEW, EARLIEST_REVIEW
-from events.types import MovieCatalogued, ReviewSubmitted
+from events.errors import HarmonyError
+from events.types import MovieCatalogued, ReviewSubmitted, Summary, Text, UserId, max_length
 
 IMPORT_NAMESPACE = uuid.UUID("2b5f0c1e-8d7a-5c3b-9e41-7a6d2f9c0b53")
 """uuid5 namespace of imported events: the same row always gets the same event id."""
 
-MAX_ID = 128  # events.types.UserId / MovieId
-MAX_SUMMARY = 300  # events.types.Summary
-MAX_TEXT = 20_000  # events.types.Text
+MAX_ID = max_length(UserId)
+MAX_SUMMARY = max_length(Summary)
+MAX_TEXT = max_length(Text)
 MAX_EXAMPLES = 5  # bad rows shown by line number
 CHUNK_BYTES = 1 << 20
 
@@ -54,7 +55,7 @@ class BadRow:
         return f"{self.file} line {self.line}: {self.reason}"
 
 
-class BadRowError(ValueError):
+class BadRowError(HarmonyError):
     """A bad row under --strict: the import stops at it."""
 
     def __init__(self, row: BadRow):

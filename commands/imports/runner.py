@@ -17,9 +17,8 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColum
 from rich.text import Text
 
 from commands.imports.rows import ImportContext
-from events.log import KafkaEventLog
-from events.topic import ensure_topics, review_topics
-from harmony.settings import Settings
+from events.log import KafkaEventLog, LogConfig
+from events.topic import ensure_topics
 
 BULK_TIMEOUT = 30.0  # seconds a batch may wait for its acknowledgement
 BULK_LINGER_MS = 20  # only partial batches linger; full ones are sent at once
@@ -101,20 +100,20 @@ def progress_bar(console: Console | None = None, disable: bool = False) -> Progr
 
 
 async def run_import(
-    settings: Settings,
+    config: LogConfig,
     source: Source,
     *,
     strict: bool = False,
     progress: Progress | None = None,
     recorded_at: datetime | None = None,
 ) -> ImportResult:
-    """Import `source` into the settings' topic; BadRowError under `strict` before anything is appended."""
+    """Import `source` into the log's topic; BadRowError under `strict` before anything is appended."""
     started = time.perf_counter()
     total = sum(path.stat().st_size for path in source.files)
     progress = progress or progress_bar(disable=True)
-    await ensure_topics(settings.kafka_bootstrap, review_topics(settings.topic, settings.partitions))
-    log = KafkaEventLog(settings.kafka_bootstrap, settings.topic,
-                        timeout=max(BULK_TIMEOUT, settings.append_timeout), linger_ms=BULK_LINGER_MS)
+    await ensure_topics(config.bootstrap, config.topics)
+    log = KafkaEventLog(config.bootstrap, config.topic,
+                        timeout=max(BULK_TIMEOUT, config.append_timeout), linger_ms=BULK_LINGER_MS)
     await log.start()
     try:
         with progress:
@@ -145,7 +144,7 @@ async def run_import(
 
     stats = context.stats
     return ImportResult(
-        source=source.name, files=[str(path) for path in source.files], topic=settings.topic,
+        source=source.name, files=[str(path) for path in source.files], topic=config.topic,
         events_appended=acked, reviews=stats.reviews, movies=stats.movies, bad_rows=stats.bad_rows,
         bad_row_examples=[str(row) for row in stats.examples],
         truncated_summaries=stats.truncated_summaries, truncated_texts=stats.truncated_texts,

@@ -13,9 +13,8 @@ import time
 
 import pytest
 
-from events.archive import archived_until, list_segments, read_archive
+from archive.segments import archived_until, ensure_bucket, list_segments, read_archive, s3_client
 from events.reader import read_log
-from events.archive import ensure_bucket, s3_client
 from tests.conftest import PARTITIONS, Service, wait_until
 from tests.integration.helpers import produce, produce_events, review_stream
 

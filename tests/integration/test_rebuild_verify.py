@@ -66,8 +66,7 @@ def test_rebuild_while_events_keep_arriving_stays_consistent(settings, env, serv
 
 
 def test_archiver_killed_mid_stream_then_verify_passes_and_rebuilds_match(settings, env, services, tmp_path):
-    from events.archive import archived_until
-    from events.archive import s3_client
+    from archive.segments import archived_until, s3_client
 
     s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
     events = review_stream(20_000, seed=21)

@@ -12,14 +12,13 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from events.archive import ArchiveError, list_segments, put_segment
+from archive.segments import ArchiveError, ensure_bucket, list_segments, put_segment, s3_client
 from events.reader import read_log
 from events.types import ReviewRetracted, ReviewSubmitted
-from events.archive import ensure_bucket, s3_client
+from harmony import bootstrap
 from ml import registry, training
 from ml.replay import ArchiveSource, replay
 from ml.retrain import TrainingError, retrain
-from projections.store import open_store
 from tests.integration.helpers import EPOCH, fold_of_log, produce_events, review_stream
 
 pytestmark = pytest.mark.integration
@@ -51,14 +50,15 @@ def archive_log(settings, s3) -> dict[int, int]:
     async def read():
         return [record async for batch in read_log(settings.kafka_bootstrap, settings.topic) for record in batch]
 
+    level = settings.archive_gzip_level
     by_partition: dict[int, list] = {}
     for record in asyncio.run(read()):
         by_partition.setdefault(record.partition, []).append(record)
     for records in by_partition.values():
         for start in range(0, len(records), SEGMENT):
-            put_segment(s3, settings.s3_bucket, settings.topic, records[start:start + SEGMENT])
+            put_segment(s3, settings.s3_bucket, settings.topic, records[start:start + SEGMENT], level)
         if len(records) > SEGMENT:
-            put_segment(s3, settings.s3_bucket, settings.topic, records[SEGMENT // 2:SEGMENT + SEGMENT // 2])
+            put_segment(s3, settings.s3_bucket, settings.topic, records[SEGMENT // 2:SEGMENT + SEGMENT // 2], level)
     return {partition: records[-1].offset for partition, records in by_partition.items()}
 
 
@@ -81,7 +81,7 @@ def archived(settings, tmp_path):
 
 @pytest.fixture
 def store(settings):
-    store = open_store(settings.store_url)
+    store = bootstrap.store(settings)
     yield store
     store.close()
 
@@ -118,7 +118,7 @@ def test_published_factors_reproduce_the_model(spark, settings, archived, store)
 def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, settings, archived, store):
     source, s3, ends = archived
     prefix = f"models/{settings.topic}/"
-    first = retrain(spark, source, store, s3, prefix=prefix, params=SMALL)
+    first = retrain(spark, source, store, s3, prefix=prefix, params=SMALL, holdout=0.1)
     assert store.model() == first
     assert first.watermark == ends
     assert first.metrics["ratings"] > 0 and 0 < first.metrics["holdout"]["rmse"] < 2
@@ -130,7 +130,7 @@ def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, s
         if segment.first in (SEGMENT // 2, SEGMENT):  # the second segment and the one overlapping it
             s3.delete_object(Bucket=settings.s3_bucket, Key=segment.key)
     with pytest.raises(ArchiveError):
-        retrain(spark, source, store, s3, prefix=prefix, params=SMALL)
+        retrain(spark, source, store, s3, prefix=prefix, params=SMALL, holdout=0.1)
     assert store.model() == first
     after = registry.load(store)[1]
     users = np.repeat(before.user_ids, len(before.item_ids))
@@ -141,7 +141,7 @@ def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, s
 def test_retrain_on_an_empty_archive_is_a_clear_error(spark, settings, store):
     source, s3 = archive_of(settings)
     with pytest.raises(TrainingError, match="no ratings"):
-        retrain(spark, source, store, s3, prefix="models/", params=SMALL)
+        retrain(spark, source, store, s3, prefix="models/", params=SMALL, holdout=0.1)
     assert store.model() is None
 
 

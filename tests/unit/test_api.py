@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from api import app as api_app
-from projections.sqlite_store import SQLiteStore
-from projections.projector import apply_records
+from api import reviews as api_reviews
 from projections.fold import Record
+from projections.projector import apply_records
+from projections.sqlite_store import SQLiteStore
 from tests.unit.fakes import MemoryLog
 
 
@@ -36,7 +36,7 @@ def test_submit_then_read_your_write(world):
 
 def test_after_token_not_yet_projected_answers_503_after_waiting(world, monkeypatch):
     client, _, _ = world
-    monkeypatch.setattr(api_app, "READ_WAIT", 0.2)
+    monkeypatch.setattr(api_reviews, "READ_WAIT", 0.2)
     receipt = client.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m1", "rating": 4.5}).json()
     response = client.get("/v1/users/ana/reviews", params={"after": receipt["token"]})
     is_problem(response, 503)

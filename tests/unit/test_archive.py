@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from events.archive import (
+from archive.segments import (
     ArchiveError, Segment, archived_until, decode_segment, encode_segment, list_segments,
     parse_segment_key, plan, put_segment, read_archive, segment_key,
 )
@@ -22,6 +22,7 @@ from events.reader import LogRecord
 from events.types import ReviewSubmitted
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+LEVEL = 3  # gzip level: the format and its determinism hold at any level
 
 
 def event_bytes(i: int, text: str = "") -> bytes:
@@ -85,19 +86,19 @@ def test_lexicographic_key_order_is_offset_order():
 
 def test_round_trip_of_events():
     batch = records(2, 500, 1000)
-    assert decode_segment(encode_segment(batch)) == batch
+    assert decode_segment(encode_segment(batch, LEVEL)) == batch
 
 
 def test_round_trip_of_malformed_values_and_odd_keys():
-    assert decode_segment(encode_segment(ODD)) == ODD
+    assert decode_segment(encode_segment(ODD, LEVEL)) == ODD
     # Mixed into a batch of good events, every record still comes back exactly.
     mixed = sorted(records(3, 0, 10) + ODD + records(3, 28, 10), key=lambda r: r.offset)
-    assert decode_segment(encode_segment(mixed)) == mixed
+    assert decode_segment(encode_segment(mixed, LEVEL)) == mixed
 
 
 def test_events_are_embedded_as_json_and_malformed_values_as_base64():
     good, bad, none = records(0, 7, 1)[0], LogRecord(0, 8, b"u1", b"oops {"), LogRecord(0, 9, None, None)
-    lines = gzip.decompress(encode_segment([good, bad, none])).decode().splitlines()
+    lines = gzip.decompress(encode_segment([good, bad, none], LEVEL)).decode().splitlines()
     first, second, third = (json.loads(line) for line in lines)
     assert first == {"partition": 0, "offset": 7, "key": good.key.decode(), "value": json.loads(good.value)}
     assert lines[0].endswith(',"value":' + good.value.decode() + "}")  # the event's bytes, as they are
@@ -105,23 +106,23 @@ def test_events_are_embedded_as_json_and_malformed_values_as_base64():
     assert third == {"partition": 0, "offset": 9}
     # Every line is valid JSON on its own (what Spark reads).
     for record in ODD:
-        for line in gzip.decompress(encode_segment([record])).decode("utf-8").splitlines():
+        for line in gzip.decompress(encode_segment([record], LEVEL)).decode("utf-8").splitlines():
             assert json.loads(line)["offset"] == record.offset
 
 
 def test_encoding_is_deterministic():
     batch = records(1, 0, 2000) + [r._replace(partition=1, offset=2000 + i) for i, r in enumerate(ODD)]
-    assert encode_segment(batch) == encode_segment(list(batch))
-    assert encode_segment(batch)[4:8] == b"\x00\x00\x00\x00"  # gzip mtime 0
+    assert encode_segment(batch, LEVEL) == encode_segment(list(batch), LEVEL)
+    assert encode_segment(batch, LEVEL)[4:8] == b"\x00\x00\x00\x00"  # gzip mtime 0
 
 
 def test_a_segment_is_one_partition_with_increasing_offsets():
     with pytest.raises(ValueError):
-        encode_segment([])
+        encode_segment([], LEVEL)
     with pytest.raises(ValueError):
-        encode_segment(records(0, 0, 2) + records(1, 2, 1))
+        encode_segment(records(0, 0, 2) + records(1, 2, 1), LEVEL)
     with pytest.raises(ValueError):
-        encode_segment(records(0, 5, 1) + records(0, 5, 1))
+        encode_segment(records(0, 5, 1) + records(0, 5, 1), LEVEL)
 
 
 def test_corrupt_segments_raise_archive_error():
@@ -155,7 +156,7 @@ def s3_bucket(env):
     """The stack's archive bucket. Tests use topics of their own (keys start with the topic): a
     bucket per test would exhaust SeaweedFS's volume slots (each bucket reserves its own)."""
     from harmony.settings import load
-    from events.archive import ensure_bucket, s3_client
+    from archive.segments import ensure_bucket, s3_client
 
     settings = load()
     client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
@@ -172,13 +173,13 @@ def test_list_read_and_archived_until_on_s3(s3_bucket):
     written = {0: [], 1: []}
     # Many small segments: more than one listing page (1000 keys).
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda first: put_segment(s3, bucket, topic, records(0, first, 1)), range(1200)))
+        list(pool.map(lambda first: put_segment(s3, bucket, topic, records(0, first, 1), LEVEL), range(1200)))
     written[0] = records(0, 0, 1200)
     for first in (0, 3000, 6000):
         batch = records(1, first, 3000)
-        put_segment(s3, bucket, topic, batch)
+        put_segment(s3, bucket, topic, batch, LEVEL)
         written[1] += batch
-    put_segment(s3, bucket, topic + "2", records(0, 0, 5))  # another topic sharing the prefix's start
+    put_segment(s3, bucket, topic + "2", records(0, 0, 5), LEVEL)  # another topic sharing the prefix's start
     s3.put_object(Bucket=bucket, Key=f"{topic}/p0000/README", Body=b"not a segment")
 
     segments = list_segments(s3, bucket, topic)
@@ -196,13 +197,13 @@ def test_list_read_and_archived_until_on_s3(s3_bucket):
     # Rewriting a range gives the same key and the same bytes.
     key = segment_key(topic, 1, 3000, 5999)
     before = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    put_segment(s3, bucket, topic, records(1, 3000, 3000))
+    put_segment(s3, bucket, topic, records(1, 3000, 3000), LEVEL)
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == before
 
     # An overlapping segment (different boundaries) is read once; a hole is an error.
-    put_segment(s3, bucket, topic, records(1, 4500, 3000))
+    put_segment(s3, bucket, topic, records(1, 4500, 3000), LEVEL)
     assert [r for b in read_archive(s3, bucket, topic, [1]) for r in b] == written[1]
-    put_segment(s3, bucket, topic, records(1, 10_000, 10))
+    put_segment(s3, bucket, topic, records(1, 10_000, 10), LEVEL)
     with pytest.raises(ArchiveError, match="9000..9999"):
         list(read_archive(s3, bucket, topic, [1]))
     assert sum(len(b) for b in read_archive(s3, bucket, topic, [1], strict=False)) == 9010
@@ -212,6 +213,6 @@ def test_list_read_and_archived_until_on_s3(s3_bucket):
 def test_malformed_records_on_s3(s3_bucket):
     s3, bucket = s3_bucket
     topic = f"odd.{uuid.uuid4().hex[:8]}"
-    put_segment(s3, bucket, topic, ODD)
+    put_segment(s3, bucket, topic, ODD, LEVEL)
     assert [r for b in read_archive(s3, bucket, topic) for r in b] == ODD
     assert archived_until(s3, bucket, topic) == {3: 27}

@@ -4,12 +4,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from events.codec import encode
+from events.reader import LogRecord
 from events.types import MovieCatalogued, ReviewRetracted, ReviewSubmitted
 from projections.fold import Record
 from projections.projector import apply_records, decode_batch
 from projections.sqlite_store import SQLiteStore
-from events.reader import LogRecord
-from events.codec import encode
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -132,3 +132,16 @@ def test_swap_in_refuses_a_fresh_store_at_another_checkpoint(store, tmp_path):
         with store.swap_in(fresh, ["reviews"]):
             apply_records(fresh, records(sub("a", "u", "m", 2.0)))
     assert store.contents() == before
+
+
+def test_review_fold_takes_a_position_and_an_event_id_once():
+    from events.fold import ReviewFold
+
+    reviews = ReviewFold(lambda event: event.rating, checkpoint={0: 4})
+    steps = [(0, 4, sub("a", "u", "m", 1.0)), (0, 5, sub("b", "u", "m", 2.0)), (0, 5, sub("c", "u", "m", 3.0)),
+             (1, 0, sub("b", "u", "m", 2.0)), (1, 1, sub("d", "u", "n", 4.0)), (1, 2, ret("e", "u", "m"))]
+    taken = [reviews.take(p, o) and reviews.apply(e) for p, o, e in steps]
+    assert taken == [False, True, False, False, True, True]
+    assert reviews.checkpoint == {0: 5, 1: 2}
+    assert reviews.current() == {("u", "n"): 4.0}
+    assert reviews.reviews == {("u", "n"): 4.0, ("u", "m"): None}  # in the order of the last change

@@ -16,7 +16,10 @@ from commands.imports.cli import run as cli_run
 from commands.imports.movielens import split_title
 from commands.imports.rows import IMPORT_NAMESPACE, MAX_EXAMPLES, BadRowError, ImportContext, event_id
 from events.codec import decode, encode
+from events.errors import HarmonyError
 from events.types import MovieCatalogued, ReviewSubmitted
+from harmony.bootstrap import log_config
+from harmony.cli import main
 from harmony.settings import load
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -296,19 +299,18 @@ def test_amazon_gzip_and_folder(tmp_path):
 
 
 def test_missing_inputs_are_one_readable_error(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(HarmonyError, match="does not exist"):
         open_source("movielens", tmp_path / "nope")
-    with pytest.raises(ValueError, match="no MovieLens ratings"):
+    with pytest.raises(HarmonyError, match="no MovieLens ratings"):
         open_source("movielens", tmp_path)
-    with pytest.raises(ValueError, match="no Amazon review files"):
+    with pytest.raises(HarmonyError, match="no Amazon review files"):
         open_source("amazon", tmp_path)
 
 
 def test_cli_without_a_broker_fails_in_one_line(tmp_path, monkeypatch, capsys, ml100k):
     monkeypatch.setenv("HARMONY_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("HARMONY_KAFKA_BOOTSTRAP", raising=False)
-    args = argparse.Namespace(source="movielens", path=str(ml100k), strict=False, json=True)
-    assert cli_run(load(), args) == 1
+    assert main(["import", "movielens", str(ml100k), "--json"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "no broker" in captured.err
@@ -317,5 +319,5 @@ def test_cli_without_a_broker_fails_in_one_line(tmp_path, monkeypatch, capsys, m
 def test_cli_bad_path_fails_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARMONY_KAFKA_BOOTSTRAP", "127.0.0.1:9")
     args = argparse.Namespace(source="amazon", path=str(tmp_path / "missing.json"), strict=False, json=False)
-    assert cli_run(load(), args) == 1
+    assert cli_run(log_config(load()), args) == 1
     assert capsys.readouterr().err.strip().startswith("harmony import: ")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -10,15 +9,12 @@ import pytest
 
 from harmony.cli import main
 
-pytest.importorskip("pyspark")
-
 
 @pytest.fixture(autouse=True)
 def small_defaults(monkeypatch):
-    """--no-tune fits the default Params; make them cheap here (this checks the command, not the model)."""
-    from ml import training
-
-    monkeypatch.setattr(training, "Params", functools.partial(training.Params, rank=4, max_iter=5))
+    """--no-tune fits the settings' parameters; make them cheap here (this checks the command, not the model)."""
+    monkeypatch.setenv("HARMONY_ALS_RANK", "4")
+    monkeypatch.setenv("HARMONY_ALS_MAX_ITER", "5")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""The S3 event archive: its object format, keys, listing and reading.
+"""The S3 event archive's segments: their object format and keys, writing, listing and reading.
 
-Shared by the archiver (projections/archiver.py), `harmony verify` / `rebuild --from-archive`
+Shared by the archiver (archive/buffer.py), `harmony verify` / `rebuild --from-archive`
 and the Spark replay. The archive holds exactly the log's records, malformed ones included.
 
 Objects ("segments") hold many consecutive records of one partition as gzip JSON Lines:
@@ -38,15 +38,15 @@ from typing import Iterable, Iterator, NamedTuple
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+from events.errors import HarmonyError
 from events.reader import LogRecord
 
 SUFFIX = ".jsonl.gz"
-DEFAULT_GZIP_LEVEL = 3  # ~150 MB/s of JSON on one core, 5.9x smaller; 6 is half as fast for ~12% less
 _KEY_PATTERN = re.compile(r"^(?P<topic>.+)/p(?P<partition>\d{4,})/(?P<first>\d{12,})-(?P<last>\d{12,})\.jsonl\.gz$")
 
 
-class ArchiveError(RuntimeError):
-    """The archive cannot be read as a whole: a hole between segments, or a corrupt segment."""
+class ArchiveError(HarmonyError):
+    """The archive cannot be used: S3 does not answer, a hole between segments, a corrupt segment."""
 
 
 class Segment(NamedTuple):
@@ -201,7 +201,7 @@ def encode_lines(records: list[LogRecord]) -> bytes:
     return _encoder.encode_lines(lines)
 
 
-def encode_segment(records: list[LogRecord], compresslevel: int = DEFAULT_GZIP_LEVEL) -> bytes:
+def encode_segment(records: list[LogRecord], compresslevel: int) -> bytes:
     """One segment object: the records of one partition, offsets increasing, gzip JSON Lines.
 
     Deterministic: the same records give the same bytes (gzip mtime 0, no file name).
@@ -268,8 +268,7 @@ def archived_until(s3, bucket: str, topic: str, partitions: Iterable[int] | None
             for p, segments in list_segments(s3, bucket, topic, partitions).items()}
 
 
-def put_segment(s3, bucket: str, topic: str, records: list[LogRecord],
-                compresslevel: int = DEFAULT_GZIP_LEVEL) -> Segment:
+def put_segment(s3, bucket: str, topic: str, records: list[LogRecord], compresslevel: int) -> Segment:
     """Encode records as one segment and PUT it (blocking; run it in a thread from async code)."""
     body = encode_segment(records, compresslevel)
     first, last = records[0], records[-1]

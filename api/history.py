@@ -1,0 +1,50 @@
+"""A user's audit trail: every event about their reviews, and with `as_of` the reviews as they stood."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.bodies import HistoryEvent, HistoryPage
+from api.problems import ProblemError
+from api.wire import MAX_LIMIT, decode_cursor, encode_cursor, int_param, json_response
+from events.position import Position
+from events.types import Timestamp
+from projections.history import reviews_at
+from projections.store import ProjectionStore, Review
+
+HistoryCursor = tuple[int, int]  # the last row's (partition, offset)
+
+
+def user_history(request: Request) -> Response:  # plain def: Starlette runs it in its thread pool
+    store: ProjectionStore = request.app.state.store
+    user_id = request.path_params["user_id"]
+    limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
+    cursor = request.query_params.get("cursor")
+    before = decode_cursor(cursor, HistoryCursor) if cursor else None
+    as_of = None
+    if raw := request.query_params.get("as_of"):
+        try:
+            as_of = msgspec.convert(raw, Timestamp)
+        except msgspec.ValidationError:
+            raise ProblemError(400, f"as_of must be an RFC 3339 time with a zone, not {raw!r}") from None
+    rows = store.user_history(user_id, limit + 1, before, as_of)
+    page, more = rows[:limit], len(rows) > limit
+    reviews = None
+    if as_of is not None:
+        stood = reviews_at(store.user_history(user_id, 0, None, as_of))
+        reviews = [msgspec.convert(r, Review, strict=False) for r in stood]
+    return json_response(
+        HistoryPage(
+            user_id=user_id,
+            events=[
+                HistoryEvent(r.event_id, r.type, r.occurred_at, r.recorded_at, Position(r.partition, r.offset),
+                             r.payload)
+                for r in page
+            ],
+            next_cursor=encode_cursor((page[-1].partition, page[-1].offset)) if more else None,
+            as_of=as_of,
+            reviews=reviews,
+        )
+    )

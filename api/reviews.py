@@ -1,0 +1,95 @@
+"""Reviews: the two commands, which append to the event log, and a user's current reviews, which
+can wait for the projection to catch up with the caller's own write (read-your-writes)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.bodies import ReviewsPage
+from api.problems import ProblemError
+from api.wire import MAX_LIMIT, decode_cursor, encode_cursor, int_param, json_response, read_json
+from commands.handlers import IdempotencyConflict, InvalidCommand
+from commands.types import Receipt, RetractReview, SubmitReview
+from events.log import LogUnavailable
+from events.position import Position
+from projections.store import ProjectionStore, Review
+
+log = logging.getLogger(__name__)
+
+READ_WAIT = 5.0  # seconds a read with `after=` waits for the projection to catch up
+
+ReviewsCursor = tuple[datetime, str]  # the last row's (reviewed_at, movie_id)
+
+
+async def run_command(action, command, request: Request) -> Response:
+    try:
+        receipt: Receipt = await action(command, request.headers.get("idempotency-key"))
+    except InvalidCommand as error:
+        raise ProblemError(422, str(error)) from None
+    except IdempotencyConflict as error:
+        raise ProblemError(409, str(error)) from None
+    except LogUnavailable as error:
+        log.warning("append failed", extra={"error": str(error)})
+        raise ProblemError(
+            503, "the event log is unavailable; nothing was accepted for sure: retry with the same "
+            "Idempotency-Key", {"Retry-After": "1"},
+        ) from None
+    return json_response(receipt, 202)
+
+
+# The commands await the producer and read no projection: they stay on the event loop.
+async def submit_review(request: Request) -> Response:
+    return await run_command(request.app.state.commands.submit, await read_json(request, SubmitReview), request)
+
+
+async def retract_review(request: Request) -> Response:
+    try:
+        command = msgspec.convert(dict(request.path_params), RetractReview)
+    except msgspec.ValidationError as error:
+        raise ProblemError(422, str(error)) from None
+    return await run_command(request.app.state.commands.retract, command, request)
+
+
+async def wait_for(store: ProjectionStore, token: str) -> None:
+    """Wait until the projection has applied the write behind `token`: polled, so the wait holds
+    no thread, while each store read runs in the thread pool."""
+    try:
+        position = Position.from_token(token)
+    except ValueError as error:  # from_token's own "not a position token"
+        raise ProblemError(400, str(error)) from None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READ_WAIT
+    while (await run_in_threadpool(store.checkpoint)).get(position.partition, -1) < position.offset:
+        if loop.time() > deadline:
+            raise ProblemError(
+                503, f"the projection has not caught up with that write within {READ_WAIT:.0f}s",
+                {"Retry-After": "1"},
+            )
+        await asyncio.sleep(0.02)
+
+
+async def user_reviews(request: Request) -> Response:
+    store: ProjectionStore = request.app.state.store
+    user_id = request.path_params["user_id"]
+    limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
+    cursor = request.query_params.get("cursor")
+    if token := request.query_params.get("after"):
+        await wait_for(store, token)
+    after = decode_cursor(cursor, ReviewsCursor) if cursor else None
+    rows = await run_in_threadpool(store.user_reviews, user_id, limit + 1, after)
+    page, more = rows[:limit], len(rows) > limit
+    last = page[-1] if page else None
+    return json_response(
+        ReviewsPage(
+            user_id=user_id,
+            reviews=[Review(r.movie_id, r.rating, r.summary, r.text, r.reviewed_at, r.event_id) for r in page],
+            next_cursor=encode_cursor((last.reviewed_at, last.movie_id)) if more else None,
+        )
+    )

@@ -1,0 +1,96 @@
+"""The composition root: the one place that reads settings and builds the parts a process runs with.
+
+Every `harmony` command starts here. The inner layers get typed configuration (`LogConfig`,
+`WorkerConfig`, `ArchiverConfig`, `Params`) and built collaborators (the projection store, the
+event log, the S3 client, Spark), never `Settings`; this is the only module that names a store
+adapter.
+"""
+
+from __future__ import annotations
+
+from events.errors import HarmonyError
+from events.log import KafkaEventLog, LogConfig
+from harmony.settings import Settings
+from projections.store import ProjectionStore
+
+
+def log_config(settings: Settings) -> LogConfig:
+    if not settings.kafka_bootstrap:
+        raise HarmonyError("no broker: run `harmony stack up` or set HARMONY_KAFKA_BOOTSTRAP")
+    return LogConfig(settings.kafka_bootstrap, settings.topic, settings.partitions, settings.append_timeout)
+
+
+def event_log(settings: Settings) -> KafkaEventLog:
+    """The API's producer (started by the API's lifespan)."""
+    config = log_config(settings)
+    return KafkaEventLog(config.bootstrap, config.topic, timeout=config.append_timeout)
+
+
+def store(settings: Settings) -> ProjectionStore:
+    """The projection store `HARMONY_STORE` names."""
+    if settings.store_url.startswith("sqlite:///"):
+        from projections.sqlite_store import SQLiteStore
+
+        return SQLiteStore(settings.store_url.removeprefix("sqlite:///"))
+    raise HarmonyError(f"unsupported HARMONY_STORE {settings.store_url!r}: use sqlite:///path")
+
+
+def s3(settings: Settings):
+    """A boto3 S3 client for the archive's server, with the archive's bucket created if missing."""
+    from archive.segments import ensure_bucket, s3_client
+
+    if not settings.s3_endpoint:
+        raise HarmonyError("no S3 server: run `harmony stack up` or set HARMONY_S3_ENDPOINT")
+    client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
+                       settings.aws_region)
+    ensure_bucket(client, settings.s3_bucket)
+    return client
+
+
+def archive_source(settings: Settings):
+    """Where Spark's tasks read the archive from (plain values: they build their own clients)."""
+    from ml.replay import ArchiveSource
+
+    return ArchiveSource(settings.s3_endpoint, settings.s3_bucket, settings.topic, settings.aws_access_key_id,
+                         settings.aws_secret_access_key, settings.aws_region)
+
+
+def spark(settings: Settings):
+    from ml.spark import session
+
+    return session(settings.spark_master, driver_memory=settings.spark_driver_memory)
+
+
+def training_params(settings: Settings):
+    """The hyperparameters the settings give (used when `harmony train` does not tune)."""
+    from ml.training import Params
+
+    return Params(rank=settings.als_rank, reg=settings.als_reg, max_iter=settings.als_max_iter)
+
+
+def api(settings: Settings):
+    """The API app with its store, producer and command handlers."""
+    from api.app import create_app
+    from commands.handlers import ReviewCommands
+
+    log = event_log(settings)
+    return create_app(store(settings), log, ReviewCommands(log))
+
+
+def run_worker(settings: Settings) -> None:
+    from projections import worker
+
+    config = worker.WorkerConfig(log_config(settings), settings.catch_up_lag, settings.state_dir / "faust")
+    worker.run(config, store(settings))
+
+
+def run_archiver(settings: Settings) -> None:
+    from archive import process
+
+    config = process.ArchiverConfig(
+        log=log_config(settings), bucket=settings.s3_bucket, faust_dir=settings.state_dir / "faust",
+        segment_records=settings.archive_segment_records, segment_bytes=settings.archive_segment_bytes,
+        segment_age=settings.archive_segment_age, gzip_level=settings.archive_gzip_level,
+        uploads=settings.archive_uploads, fast_lag=settings.archive_fast_lag,
+    )
+    process.run(config, s3(settings))
