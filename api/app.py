@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.bodies import Health, HistoryPage, LagReport, Match, ModelView, MovieView, ReviewsPage
+from api.bodies import Health, HistoryPage, LagReport, Match, ModelView, ReviewsPage
 from api.health import healthz, lag, readyz
 from api.history import user_history
 from api.match import MAX_GROUP, ItemsCache, match
@@ -32,7 +32,7 @@ from api.wire import MAX_LIMIT
 from commands.handlers import ReviewCommands
 from commands.types import Receipt, SubmitReview
 from ml import matching
-from projections.store import ProjectionStore
+from projections.store import Movie, ProjectionStore
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ OPERATIONS = [
                       "as they stood", {"type": "string", "format": "date-time"})),
                (400,)), user_history),
     (Operation("GET", "/v1/movies/{movie_id}", "A movie's catalogue entry and review statistics", 200,
-               MovieView, None, (FILM,), (404,)), movie),
+               Movie, None, (FILM,), (404,)), movie),
     (Operation("GET", "/v1/projections/lag", "Events the projector is behind the log, per partition", 200,
                LagReport), lag),
     (Operation("GET", "/v1/match", "Movies the users may like to watch together", 200, Match, None,

@@ -36,15 +36,6 @@ class HistoryPage(msgspec.Struct, omit_defaults=True):
     reviews: list[Review] | None = None
 
 
-class MovieView(msgspec.Struct):
-    movie_id: str
-    title: str | None
-    year: int | None
-    genres: list[str]
-    review_count: int
-    mean_rating: float | None
-
-
 class Health(msgspec.Struct):
     status: str
     checks: dict[str, str] = {}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.bodies import MovieView
 from api.problems import ProblemError
 from api.wire import json_response
 from projections.store import ProjectionStore
@@ -18,4 +16,4 @@ def movie(request: Request) -> Response:  # plain def: Starlette runs it in its 
     row = store.movie(movie_id)
     if row is None:
         raise ProblemError(404, f"no movie {movie_id!r} in the catalogue or reviews")
-    return json_response(MovieView(**msgspec.structs.asdict(row)))
+    return json_response(row)

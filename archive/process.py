@@ -18,7 +18,6 @@ Settings: the HARMONY_ARCHIVE_* variables in harmony/settings.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -51,18 +50,8 @@ class ArchiverConfig(SegmentPolicy):
     fast_lag: int  # records behind the log end before the archiver reads the log directly
 
 
-@contextlib.asynccontextmanager
-async def crash_on_failure():
-    """Crash-only: a restart goes on from what S3 holds, reading any skipped range from the log."""
-    try:
-        yield
-    except Exception:
-        log.critical("archiving failed; exiting", exc_info=True)
-        os._exit(70)
-
-
 def create_app(config: ArchiverConfig, s3):
-    from events.faust_apps import faust_app, skip_to
+    from events.faust_apps import crash_on_failure, faust_app, skip_to
 
     bootstrap, topic = config.log.bootstrap, config.log.topic
     app = faust_app(f"harmony-archiver.{topic}", bootstrap, config.faust_dir, BATCH_SIZE, 2)  # its own group
@@ -84,7 +73,7 @@ def create_app(config: ArchiverConfig, s3):
     @app.agent(reviews, concurrency=1)
     async def archive(stream):
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
-            async with crash_on_failure():
+            async with crash_on_failure("archiving"):
                 mine = owned()
                 records = [LogRecord(e.message.partition, e.message.offset, e.message.key, e.message.value)
                            for e in batch if e.message.partition in mine]
@@ -108,7 +97,7 @@ def create_app(config: ArchiverConfig, s3):
 
     @app.timer(1.0)
     async def flush_aged():
-        async with crash_on_failure():
+        async with crash_on_failure("archiving"):
             await archiver.flush_aged()
 
     stalled: dict[int, tuple[int, int | None]] = {}
@@ -116,13 +105,13 @@ def create_app(config: ArchiverConfig, s3):
     catching_up: set[asyncio.Task] = set()
 
     async def catch_up(until: dict[int, None]) -> None:
-        async with crash_on_failure():
+        async with crash_on_failure("archiving"):
             log.info("catching up from the log", extra={"until": until})
             await archiver.catch_up(until, max_seconds=FAST_LANE_SECONDS)
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():
-        async with crash_on_failure():
+        async with crash_on_failure("archiving"):
             mine = owned()
             lags: dict[int, int] = {}
             behind: dict[int, None] = {}
@@ -167,7 +156,7 @@ def create_app(config: ArchiverConfig, s3):
         for tp in tps:
             delivered.pop(tp, None)
             stalled.pop(tp.partition, None)
-        async with crash_on_failure():
+        async with crash_on_failure("archiving"):
             await archiver.forget([tp.partition for tp in tps])
 
     return app

@@ -75,10 +75,6 @@ class Settings:
     aws_secret_access_key: str
     aws_region: str
 
-    @property
-    def deadletter_topic(self) -> str:
-        return f"{self.topic}.deadletter"
-
 
 def state_dir() -> Path:
     return Path(os.environ.get("HARMONY_STATE_DIR") or PROJECT_DIR / ".harmony").resolve()

@@ -17,7 +17,7 @@ from typing import Iterator
 import msgspec
 
 from projections.store import (
-    Changes, FactorRow, HistoryRow, ModelInfo, MovieRow, PartitionLag, ReviewKey, ReviewRow,
+    Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewKey, ReviewRow,
 )
 
 SCHEMA = """
@@ -204,7 +204,7 @@ class SQLiteStore:
             rows = self._db.execute(query, params).fetchall()
         return [ReviewRow(m, r, s, t, _parse_time(at), e, user_id=u) for u, m, r, s, t, at, e in rows]
 
-    def movie(self, movie_id: str) -> MovieRow | None:
+    def movie(self, movie_id: str) -> Movie | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT movie_id, title, year, genres, review_count, rating_halves FROM movies WHERE movie_id = ?",
@@ -213,7 +213,7 @@ class SQLiteStore:
         if row is None:
             return None
         movie, title, year, genres, count, total = row
-        return MovieRow(movie, title, year, json.loads(genres), count, total / 2 / count if count else None)
+        return Movie(movie, title, year, json.loads(genres), count, total / 2 / count if count else None)
 
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None

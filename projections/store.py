@@ -37,7 +37,9 @@ class ReviewRow(Review, frozen=True, kw_only=True):
     user_id: str
 
 
-class MovieRow(msgspec.Struct, frozen=True):
+class Movie(msgspec.Struct, frozen=True):
+    """A movie's catalogue entry and review statistics, as the read side serves it."""
+
     movie_id: str
     title: str | None
     year: int | None
@@ -120,7 +122,7 @@ class ProjectionStore(Protocol):
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
         """Newest first by (reviewed_at, movie_id); `after` is the last row's sort key."""
 
-    def movie(self, movie_id: str) -> MovieRow | None: ...
+    def movie(self, movie_id: str) -> Movie | None: ...
 
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None

@@ -7,9 +7,7 @@ check make it exactly-once in effect. No Faust tables: state lives in the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ import faust
 import uvloop
 from faust.types import TP
 
-from events.faust_apps import faust_app, skip_to
+from events.faust_apps import crash_on_failure, faust_app, skip_to
 from events.log import LogConfig
 from events.reader import LogRecord
 from events.topic import ensure_topics
@@ -63,7 +61,7 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
     @app.agent(reviews, concurrency=1)
     async def project(stream):
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
-            async with crash_on_failure():
+            async with crash_on_failure("projection"):
                 await projector.project(
                     [LogRecord(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in batch]
                 )
@@ -88,7 +86,7 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
         stalled.update({lag.partition: lag for lag in lags})
         if behind:
             log.info("catching up from the log", extra={"until": behind})
-            async with crash_on_failure():
+            async with crash_on_failure("projection"):
                 await projector.catch_up(behind)
         if lags:
             store.record_lag(lags)
@@ -96,17 +94,6 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
                                              "total": sum(lag.lag for lag in lags)})
 
     return app
-
-
-@contextlib.asynccontextmanager
-async def crash_on_failure():
-    """Crash-only: on a failed projection exit at once, before Faust acks or commits anything more.
-    A restarted worker goes on from the store's checkpoint, reading any skipped range from the log."""
-    try:
-        yield
-    except Exception:
-        log.critical("projection failed; exiting", exc_info=True)
-        os._exit(70)
 
 
 def partition_lag(app: faust.App, topic: str, store: ProjectionStore) -> list[PartitionLag]:

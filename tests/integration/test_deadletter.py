@@ -8,6 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.codec import encode
+from events.topic import deadletter_topic
 from projections.sqlite_store import SQLiteStore
 from tests.conftest import wait_until
 from tests.integration.helpers import applied, produce, review_stream
@@ -49,7 +50,7 @@ def test_malformed_records_are_dead_lettered_and_projection_continues(settings, 
     worker = services("worker")
     wait_until(lambda: applied(store) == len(mixed), 90, f"worker stalled: {worker.log()[-2000:]}")
 
-    letters = asyncio.run(read_deadletters(settings.kafka_bootstrap, settings.deadletter_topic, len(MALFORMED)))
+    letters = asyncio.run(read_deadletters(settings.kafka_bootstrap, deadletter_topic(settings.topic), len(MALFORMED)))
     assert sorted(m.value for m in letters) == sorted(value for _, value in MALFORMED)
     for letter in letters:
         headers = dict(letter.headers)
