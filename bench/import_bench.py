@@ -42,6 +42,7 @@ from events.codec import encode
 from events.topic import ensure_topics, review_topics
 from events.types import ReviewSubmitted
 from harmony import stack
+from harmony.bootstrap import log_config
 from harmony.settings import PROJECT_DIR, load
 
 TARGET = 50_000.0
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = topic_settings(name.replace(".", "-"))
             say(f"import {kind} {path}")
             progress = progress_bar(disable=args.no_progress)
-            result = asyncio.run(run_import(settings, open_source(kind, path), progress=progress))
+            result = asyncio.run(run_import(log_config(settings), open_source(kind, path), progress=progress))
             written = sum(offset + 1 for offset in result.last_offsets.values())
             assert written == result.events_appended, (written, result.events_appended)
             entry = {
