@@ -38,6 +38,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
 from events.errors import HarmonyError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
