@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from datetime import datetime, timezone
@@ -16,20 +17,29 @@ from typing import Iterator
 
 import msgspec
 
-from projections.store import (
-    Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewKey, ReviewRow,
-)
+from projections.store import Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
+
+log = logging.getLogger(__name__)
+
+# Raised when the views' tables change: an older file's views are dropped and projected again
+# from the log (the model registry's tables are kept).
+SCHEMA_VERSION = 2
 
 SCHEMA = """
+-- A retracted review stays as a tombstone (rating NULL) with its version, so an older batch
+-- applied late cannot bring it back.
 CREATE TABLE IF NOT EXISTS reviews (
-    user_id TEXT NOT NULL, movie_id TEXT NOT NULL, rating REAL NOT NULL,
+    user_id TEXT NOT NULL, movie_id TEXT NOT NULL, rating REAL,
     summary TEXT NOT NULL, text TEXT NOT NULL, reviewed_at TEXT NOT NULL, event_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
     PRIMARY KEY (user_id, movie_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reviews_newest ON reviews (user_id, reviewed_at DESC, movie_id DESC);
+-- A movie's statistics are derived from its current reviews, never counted up: nothing to double-count.
+CREATE INDEX IF NOT EXISTS reviews_by_movie ON reviews (movie_id, rating);
 CREATE TABLE IF NOT EXISTS movies (
-    movie_id TEXT PRIMARY KEY, title TEXT, year INTEGER, genres TEXT NOT NULL DEFAULT '[]',
-    image_url TEXT, review_count INTEGER NOT NULL DEFAULT 0, rating_halves INTEGER NOT NULL DEFAULT 0
+    movie_id TEXT PRIMARY KEY, title TEXT NOT NULL, year INTEGER, genres TEXT NOT NULL,
+    image_url TEXT, version INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, type TEXT NOT NULL,
@@ -54,13 +64,17 @@ CREATE TABLE IF NOT EXISTS lag (
 );
 """
 
-# Every view with a stable order to compare two stores (the port's REBUILDABLE and the checkpoints).
+# Every view's contents in a stable order, to compare two stores (the port's REBUILDABLE and the
+# checkpoints); versions and tombstones are how a view is kept, not what it holds.
 VIEWS = {
-    "reviews": "user_id, movie_id",
-    "movies": "movie_id",
-    "history": "event_id",
-    "checkpoints": "partition",
+    "reviews": "SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews "
+               "WHERE rating IS NOT NULL ORDER BY user_id, movie_id",
+    "movies": "SELECT movie_id, title, year, genres, image_url FROM movies ORDER BY movie_id",
+    "history": "SELECT * FROM history ORDER BY event_id",
+    "checkpoints": "SELECT * FROM checkpoints ORDER BY partition",
 }
+# Dropped and projected again when SCHEMA_VERSION rises.
+_PROJECTED_TABLES = ("reviews", "movies", "history", "checkpoints", "lag")
 
 # SQLite caps the number of bound parameters per statement; stay well under it.
 _CHUNK = 500
@@ -105,7 +119,18 @@ class SQLiteStore:
         # Bigger cache and rarer WAL checkpoints: batches commit often and each checkpoint syncs.
         self._db.execute("PRAGMA cache_size=-131072")
         self._db.execute("PRAGMA wal_autocheckpoint=20000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version < SCHEMA_VERSION:
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone():
+                log.warning("projection schema changed: dropping the views; the worker projects them "
+                            "again from the log", extra={"path": str(self.path), "from": version})
+            for table in _PROJECTED_TABLES:
+                self._db.execute(f"DROP TABLE IF EXISTS {table}")
         self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- projector side ---------------------------------------------------------------
 
@@ -122,48 +147,29 @@ class SQLiteStore:
                     f"SELECT event_id FROM history WHERE event_id IN ({marks})", chunk))
         return seen
 
-    def current_ratings(self, keys: list[ReviewKey]) -> dict[ReviewKey, float]:
-        # One indexed lookup per user (the primary key's prefix), filtered here: a row-value
-        # IN over (user_id, movie_id) pairs makes SQLite scan the whole table.
-        wanted = set(keys)
-        users = list({user for user, _ in wanted})
-        found: dict[ReviewKey, float] = {}
-        with self._lock:
-            for chunk in _chunks(users):
-                marks = ",".join("?" * len(chunk))
-                for user, movie, rating in self._db.execute(
-                    f"SELECT user_id, movie_id, rating FROM reviews WHERE user_id IN ({marks})", chunk
-                ):
-                    if (user, movie) in wanted:
-                        found[(user, movie)] = rating
-        return found
-
     def apply(self, changes: Changes) -> None:
+        tombstone = ("", "", "", "")  # summary, text, reviewed_at, event_id of a retracted review
         db = self._db
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(
-                    "DELETE FROM reviews WHERE user_id = ? AND movie_id = ?", list(changes.deleted_reviews)
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO reviews VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (user_id, movie_id) DO UPDATE SET "
+                    "rating = excluded.rating, summary = excluded.summary, text = excluded.text, "
+                    "reviewed_at = excluded.reviewed_at, event_id = excluded.event_id, version = excluded.version "
+                    "WHERE excluded.version > reviews.version",
                     [
-                        (r.user_id, r.movie_id, r.rating, r.summary, r.text, sortable_time(r.reviewed_at), r.event_id)
-                        for r in changes.put_reviews.values()
+                        (user, movie, None, *tombstone, version) if r is None else
+                        (user, movie, r.rating, r.summary, r.text, sortable_time(r.reviewed_at), r.event_id, version)
+                        for (user, movie), (version, r) in changes.reviews.items()
                     ],
                 )
                 db.executemany(
-                    "INSERT INTO movies (movie_id, review_count, rating_halves) VALUES (?,?,?) "
-                    "ON CONFLICT (movie_id) DO UPDATE SET review_count = review_count + excluded.review_count, "
-                    "rating_halves = rating_halves + excluded.rating_halves",
-                    [(movie, count, total) for movie, (count, total) in changes.movie_deltas.items()],
-                )
-                db.executemany(
-                    "INSERT INTO movies (movie_id, title, year, genres, image_url) VALUES (?,?,?,?,?) "
-                    "ON CONFLICT (movie_id) DO UPDATE SET title = excluded.title, year = excluded.year, "
-                    "genres = excluded.genres, image_url = excluded.image_url",
-                    [(c.movie_id, c.title, c.year, json.dumps(c.genres), c.image_url) for c in changes.catalogue.values()],
+                    "INSERT INTO movies VALUES (?,?,?,?,?,?) ON CONFLICT (movie_id) DO UPDATE SET "
+                    "title = excluded.title, year = excluded.year, genres = excluded.genres, "
+                    "image_url = excluded.image_url, version = excluded.version WHERE excluded.version > movies.version",
+                    [(c.movie_id, c.title, c.year, json.dumps(c.genres), c.image_url, version)
+                     for version, c in changes.catalogue.values()],
                 )
                 db.executemany(
                     "INSERT OR IGNORE INTO history VALUES (?,?,?,?,?,?,?,?)",
@@ -174,7 +180,8 @@ class SQLiteStore:
                     ],
                 )
                 db.executemany(
-                    'INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET "offset" = excluded."offset"',
+                    'INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET "offset" = '
+                    'excluded."offset" WHERE excluded."offset" > checkpoints."offset"',
                     list(changes.checkpoint.items()),
                 )
                 db.execute("COMMIT")
@@ -193,7 +200,8 @@ class SQLiteStore:
     # -- read side ----------------------------------------------------------------------
 
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
-        query = "SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews WHERE user_id = ?"
+        query = ("SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews "
+                 "WHERE user_id = ? AND rating IS NOT NULL")
         params: list = [user_id]
         if after is not None:
             query += " AND (reviewed_at, movie_id) < (?, ?)"
@@ -206,14 +214,14 @@ class SQLiteStore:
 
     def movie(self, movie_id: str) -> Movie | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT movie_id, title, year, genres, review_count, rating_halves FROM movies WHERE movie_id = ?",
-                (movie_id,),
-            ).fetchone()
-        if row is None:
+            entry = self._db.execute(
+                "SELECT title, year, genres FROM movies WHERE movie_id = ?", (movie_id,)).fetchone()
+            count, total = self._db.execute(
+                "SELECT count(rating), sum(rating) FROM reviews WHERE movie_id = ?", (movie_id,)).fetchone()
+        if entry is None and not count:
             return None
-        movie, title, year, genres, count, total = row
-        return Movie(movie, title, year, json.loads(genres), count, total / 2 / count if count else None)
+        title, year, genres = entry or (None, None, "[]")
+        return Movie(movie_id, title, year, json.loads(genres), count, total / count if count else None)
 
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
@@ -297,10 +305,7 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("BEGIN")  # one read transaction: views and checkpoint agree
             try:
-                return {
-                    view: self._db.execute(f"SELECT * FROM {view} ORDER BY {order}").fetchall()
-                    for view, order in VIEWS.items()
-                }
+                return {view: self._db.execute(query).fetchall() for view, query in VIEWS.items()}
             finally:
                 self._db.execute("COMMIT")
 

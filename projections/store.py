@@ -70,15 +70,19 @@ class CatalogueEntry(msgspec.Struct, frozen=True):
 
 
 class Changes(msgspec.Struct):
-    """The net effect of one batch of events, written in one transaction with its checkpoint."""
+    """The net effect of one batch of events.
 
-    put_reviews: dict[ReviewKey, ReviewRow] = {}
-    deleted_reviews: set[ReviewKey] = set()
-    # movie_id -> (change in review count, change in the sum of ratings counted in half stars)
-    movie_deltas: dict[str, tuple[int, int]] = {}
-    catalogue: dict[str, CatalogueEntry] = {}
+    Every row change carries its version: the log offset of the event behind it (a user's and a
+    movie's events share one partition, so offsets order them). A store applies a row change only
+    over an older version of the row, a checkpoint only forward, and a history row once. So
+    applying a batch twice, or an older batch after a newer one (two workers overlapping in a
+    rebalance), changes nothing; no store needs a transaction across tables for that.
+    """
+
+    reviews: dict[ReviewKey, tuple[int, ReviewRow | None]] = {}  # (version, row); None: retracted
+    catalogue: dict[str, tuple[int, CatalogueEntry]] = {}  # movie_id -> (version, entry)
     history: list[HistoryRow] = []
-    checkpoint: dict[int, int] = {}
+    checkpoint: dict[int, int] = {}  # partition -> last offset the batch covers
 
 
 class ModelInfo(msgspec.Struct, frozen=True):
@@ -102,27 +106,30 @@ class FactorRow(msgspec.Struct, frozen=True):
     vector: bytes
 
 
-class ProjectionStore(Protocol):
-    # The projector's side.
+class ProjectionWriter(Protocol):
+    """What the projector needs: where it is, what it applied, and applying a batch."""
+
     def checkpoint(self) -> dict[int, int]:
         """partition -> last offset applied."""
 
     def seen_event_ids(self, event_ids: list[str]) -> set[str]:
         """Which of these events were already applied (a retried command, a re-import)."""
 
-    def current_ratings(self, keys: list[ReviewKey]) -> dict[ReviewKey, float]:
-        """The current rating of each reviewed key; absent keys have no review."""
-
     def apply(self, changes: Changes) -> None:
-        """Write the changes and the checkpoint atomically."""
+        """Write the changes; each row only over an older version, the checkpoint only forward.
+        The checkpoint is written after the rows it covers (or with them)."""
 
     def record_lag(self, lags: list[PartitionLag]) -> None: ...
 
-    # The read side.
+
+class ReadModels(Protocol):
+    """What the API reads."""
+
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
         """Newest first by (reviewed_at, movie_id); `after` is the last row's sort key."""
 
-    def movie(self, movie_id: str) -> Movie | None: ...
+    def movie(self, movie_id: str) -> Movie | None:
+        """The catalogue entry with the count and mean of the current reviews; None if neither."""
 
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
@@ -132,7 +139,14 @@ class ProjectionStore(Protocol):
 
     def lag(self) -> list[PartitionLag]: ...
 
-    # The model side: factors are written first, a version becomes current in one step after.
+    def ping(self) -> None:
+        """Raise if the store cannot answer."""
+
+
+class ModelRegistry(Protocol):
+    """What training publishes and matching reads: factors are written first, then a version
+    becomes current in one step."""
+
     def put_factors(self, version: str, kind: str, rows: list[FactorRow]) -> None:
         """Add a batch of `kind` ("user" or "item") factor rows of a version not yet published."""
 
@@ -145,10 +159,13 @@ class ProjectionStore(Protocol):
     def factors(self, version: str, kind: str, ids: list[str] | None = None) -> list[FactorRow]:
         """A version's factor rows of `kind` for these ids (those it has), or all of them."""
 
+
+class Maintenance(Protocol):
+    """What rebuild and verify need."""
+
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows in a stable order, to compare two stores (verify, rebuild checks)."""
 
-    # Rebuild and verification.
     def scratch(self, name: str) -> "ProjectionStore":
         """A new, empty throw-away store of the same kind, removed when it is closed; `name`
         tells a rebuild's apart from a verification's."""
@@ -157,7 +174,8 @@ class ProjectionStore(Protocol):
         """Replace `views` with those of `fresh` (a scratch store) at once. Entering holds off the
         projector and answers the live checkpoint; bring `fresh` exactly to it inside the block."""
 
-    def ping(self) -> None:
-        """Raise if the store cannot answer."""
+
+class ProjectionStore(ProjectionWriter, ReadModels, ModelRegistry, Maintenance, Protocol):
+    """A store adapter keeps all four; each component asks for the part it uses."""
 
     def close(self) -> None: ...

@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 
 from ml import registry
-from ml.factors import FactorModel
 from projections.sqlite_store import SQLiteStore
+from tests.store_contract import small_model
 from tests.unit.fakes import MemoryBucket as Bucket
-
-
-def small_model(seed: int) -> FactorModel:
-    rng = np.random.default_rng(seed)
-    return FactorModel(3.5, np.array(["ana", "ben", "cy"]), np.array(["m1", "m2"]), rng.normal(size=3),
-                       rng.normal(size=2), rng.normal(size=(3, 4)).astype(np.float32),
-                       rng.normal(size=(2, 4)).astype(np.float32), {"rank": 4})
 
 
 @pytest.fixture

@@ -1,0 +1,220 @@
+"""The projection-store contract: every operation the projector, the API, rebuild, verify, training
+and match use, as one abstract test case that every adapter's test class inherits.
+
+A subclass provides the `store` fixture (an empty store) and `other_handle(store)` (a second
+connection to the same store, as an API process has).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from events.types import MovieCatalogued, ReviewRetracted, ReviewSubmitted
+from ml import registry
+from ml.factors import FactorModel
+from projections.fold import Record, fold
+from projections.projector import apply_records
+from projections.store import FactorRow, ModelInfo, PartitionLag, ProjectionStore
+from tests.unit.fakes import MemoryBucket
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def sub(eid, user, movie, rating, minutes=0):
+    at = T0 + timedelta(minutes=minutes)
+    return ReviewSubmitted(event_id=eid, occurred_at=at, recorded_at=at, user_id=user, movie_id=movie,
+                           rating=rating, reviewed_at=at)
+
+
+def ret(eid, user, movie, minutes=0):
+    at = T0 + timedelta(minutes=minutes)
+    return ReviewRetracted(event_id=eid, occurred_at=at, recorded_at=at, user_id=user, movie_id=movie)
+
+
+def catalogued(eid, movie, title, year=None, genres=()):
+    return MovieCatalogued(event_id=eid, occurred_at=T0, recorded_at=T0, movie_id=movie, title=title, year=year,
+                           genres=genres)
+
+
+def records(*events, partition=0, start=0):
+    return [Record(partition, start + i, e) for i, e in enumerate(events)]
+
+
+def small_model(seed: int) -> FactorModel:
+    rng = np.random.default_rng(seed)
+    return FactorModel(3.5, np.array(["ana", "ben", "cy"]), np.array(["m1", "m2"]), rng.normal(size=3),
+                       rng.normal(size=2), rng.normal(size=(3, 4)).astype(np.float32),
+                       rng.normal(size=(2, 4)).astype(np.float32), {"rank": 4})
+
+
+class StoreContract:
+    @pytest.fixture
+    def store(self) -> ProjectionStore:
+        raise NotImplementedError
+
+    def other_handle(self, store: ProjectionStore) -> ProjectionStore:
+        raise NotImplementedError
+
+    # -- the projector's side --------------------------------------------------------------
+
+    def test_a_later_submission_replaces_and_statistics_follow(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0), sub("c", "u", "m", 5.0)))
+        [review] = store.user_reviews("u", 10, None)
+        assert (review.user_id, review.movie_id, review.rating, review.event_id) == ("u", "m", 5.0, "c")
+        movie = store.movie("m")
+        assert (movie.review_count, movie.mean_rating) == (2, 4.5)
+
+    def test_a_retraction_removes_the_review_across_batches(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
+        apply_records(store, records(ret("c", "u", "m"), start=2))
+        assert store.user_reviews("u", 10, None) == []
+        assert (store.movie("m").review_count, store.movie("m").mean_rating) == (1, 4.0)
+        apply_records(store, records(ret("d", "u", "m"), start=3))  # retracting nothing changes nothing
+        assert store.movie("m").review_count == 1
+        assert store.movie("nothing") is None
+
+    def test_records_at_or_below_the_checkpoint_are_skipped(self, store):
+        batch = records(sub("a", "u", "m", 2.0), sub("b", "u", "m", 3.0))
+        apply_records(store, batch)
+        apply_records(store, batch + records(sub("c", "u", "n", 1.0), start=2))  # replayed plus one new
+        assert (store.movie("m").review_count, store.movie("m").mean_rating) == (1, 3.0)
+        assert store.checkpoint() == {0: 2}
+        assert len(store.contents()["history"]) == 3
+
+    def test_an_event_seen_before_at_another_offset_is_not_applied_again(self, store):
+        first = sub("a", "u", "m", 2.0)
+        apply_records(store, records(first, sub("b", "u", "m", 4.0)))
+        assert store.seen_event_ids(["a", "b", "z"]) == {"a", "b"}
+        apply_records(store, records(first, start=2))  # a re-sent retry of "a" must not undo "b"
+        assert store.user_reviews("u", 10, None)[0].rating == 4.0
+        assert store.checkpoint() == {0: 2}
+
+    def test_a_stale_batch_applied_after_a_newer_one_changes_nothing(self, store):
+        """Two workers overlap in a rebalance: the old owner folded offsets 0-1 before the new owner
+        applied 0-3, and writes last. Nothing moves back and nothing is counted twice."""
+        log = records(sub("a", "u", "m", 2.0), sub("b", "u", "m", 4.0), ret("c", "u", "m"), sub("d", "v", "m", 5.0))
+        stale, newest = fold(store, log[:2]), fold(store, log)
+        store.apply(newest)
+        expected = store.contents()
+        store.apply(stale)
+        store.apply(newest)  # and the new owner's batch once more
+        assert store.contents() == expected
+        assert store.checkpoint() == {0: 3}
+        assert store.user_reviews("u", 10, None) == []
+        assert (store.movie("m").review_count, store.movie("m").mean_rating) == (1, 5.0)
+
+    def test_the_catalogue_fills_the_movie_view_and_a_newer_entry_wins(self, store):
+        apply_records(store, records(catalogued("x", "m", "Heat", 1995, ("Crime", "Drama"))))
+        movie = store.movie("m")
+        assert (movie.title, movie.year, movie.genres, movie.review_count, movie.mean_rating) == (
+            "Heat", 1995, ["Crime", "Drama"], 0, None)
+        newer = fold(store, records(catalogued("y", "m", "Heat (1995)", 1995), start=1))
+        older = fold(store, records(catalogued("z", "m", "Hea"), start=0))
+        store.apply(newer)
+        store.apply(older)
+        assert store.movie("m").title == "Heat (1995)"
+
+    def test_checkpoints_are_per_partition_and_never_move_back(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0), partition=0, start=5)
+                      + records(sub("b", "w", "m", 3.0), partition=3, start=9))
+        assert store.checkpoint() == {0: 5, 3: 9}
+        backwards = fold(store, [])
+        backwards.checkpoint = {0: 1}
+        store.apply(backwards)
+        assert store.checkpoint() == {0: 5, 3: 9}
+
+    def test_lag_is_recorded_and_read_back(self, store):
+        store.record_lag([PartitionLag.of(0, 5, 10), PartitionLag.of(1, -1, 0)])
+        assert store.lag() == [PartitionLag(0, 5, 10, 4), PartitionLag(1, -1, 0, 0)]
+
+    # -- the read side ---------------------------------------------------------------------
+
+    def test_pages_are_newest_first_and_a_cursor_continues(self, store):
+        apply_records(store, records(*[sub(f"e{i}", "u", f"m{i}", 3.0, minutes=i) for i in range(5)]))
+        first = store.user_reviews("u", 2, None)
+        assert [r.movie_id for r in first] == ["m4", "m3"]
+        rest = store.user_reviews("u", 10, (first[-1].reviewed_at, first[-1].movie_id))
+        assert [r.movie_id for r in rest] == ["m2", "m1", "m0"]
+
+    def test_history_is_newest_first_with_a_cursor_and_as_of(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0, minutes=0), sub("b", "u", "m", 3.0, minutes=1),
+                                     ret("c", "u", "m", minutes=2), sub("d", "v", "m", 1.0, minutes=3)))
+        rows = store.user_history("u", 0, None, None)
+        assert [(r.event_id, r.type, r.offset) for r in rows] == [
+            ("c", "ReviewRetracted", 2), ("b", "ReviewSubmitted", 1), ("a", "ReviewSubmitted", 0)]
+        assert rows[1].payload["rating"] == 3.0 and rows[1].recorded_at == T0 + timedelta(minutes=1)
+        page = store.user_history("u", 2, None, None)
+        assert [r.event_id for r in page] == ["c", "b"]
+        assert [r.event_id for r in store.user_history("u", 2, (page[-1].partition, page[-1].offset), None)] == ["a"]
+        assert [r.event_id for r in store.user_history("u", 0, None, T0 + timedelta(minutes=1))] == ["b", "a"]
+
+    def test_ping_answers(self, store):
+        store.ping()
+
+    # -- the model registry ------------------------------------------------------------------
+
+    def test_published_factors_give_back_the_same_predictions(self, store):
+        bucket, model = MemoryBucket(), small_model(1)
+        info = registry.publish(store, bucket, "models", "models/", model, trained_at=T0,
+                                watermark={0: 41, 1: 7}, metrics={"rmse": 0.9})
+        loaded_info, loaded = registry.load(store)
+        assert loaded_info == info and store.model(info.version) == info
+        users, items = ["ana", "cy", "ben", "nobody"], ["m2", "m1", "zz", "m1"]
+        assert np.array_equal(loaded.predict(users, items), model.predict(users, items))
+        assert {row.id for row in store.factors(info.version, "user", ["cy", "nobody"])} == {"cy"}
+
+    def test_a_new_version_becomes_current_only_when_published(self, store):
+        assert store.model() is None
+        first = ModelInfo("v1", T0, {0: 1}, {}, {}, 3.5, 2, "s3://b/v1/")
+        store.put_factors("v1", "item", [FactorRow("m1", 0.5, np.ones(2, np.float32).tobytes())])
+        assert store.model() is None
+        store.publish_model(first)
+        store.put_factors("v2", "item", [FactorRow("m1", 0.1, np.zeros(2, np.float32).tobytes())])
+        assert store.model() == first
+        second = ModelInfo("v2", T0 + timedelta(days=1), {0: 2}, {}, {}, 3.6, 2, "s3://b/v2/")
+        store.publish_model(second)
+        assert store.model() == second and store.model("v1") == first
+        assert [row.bias for row in store.factors("v1", "item")] == [0.5]
+
+    # -- rebuild and verify ------------------------------------------------------------------
+
+    def test_swap_in_replaces_views_at_the_same_checkpoint(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
+        reader = self.other_handle(store)
+        fresh = store.scratch("test")
+        try:
+            with store.swap_in(fresh, ["reviews", "movies", "history"]) as checkpoint:
+                assert checkpoint == {0: 1}
+                apply_records(fresh, records(sub("a", "u", "m", 2.0), sub("c", "v", "m", 5.0)))
+                assert reader.movie("m").mean_rating == 3.0, "readers see the old views until the swap"
+            assert reader.movie("m").mean_rating == 3.5
+            assert [r.event_id for r in reader.user_reviews("v", 10, None)] == ["c"]
+        finally:
+            fresh.close()
+
+    def test_swap_in_refuses_a_fresh_store_at_another_checkpoint(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
+        before = store.contents()
+        fresh = store.scratch("test")
+        try:
+            with pytest.raises(RuntimeError, match="fresh store at"):
+                with store.swap_in(fresh, ["reviews"]):
+                    apply_records(fresh, records(sub("a", "u", "m", 2.0)))
+        finally:
+            fresh.close()
+        assert store.contents() == before
+
+    def test_a_scratch_store_starts_empty_and_equal_folds_have_equal_contents(self, store):
+        batch = records(sub("a", "u", "m", 2.0), ret("b", "u", "m"), sub("c", "v", "n", 4.5),
+                        catalogued("d", "n", "Ran", 1985))
+        apply_records(store, batch)
+        scratch = store.scratch("test")
+        try:
+            assert scratch.checkpoint() == {} and scratch.contents()["reviews"] == []
+            apply_records(scratch, batch)
+            assert scratch.contents() == store.contents()
+        finally:
+            scratch.close()

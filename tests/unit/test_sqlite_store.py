@@ -1,0 +1,43 @@
+"""The SQLite adapter against the store contract (tests/store_contract.py), on files in tmp_path."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from projections.sqlite_store import SCHEMA_VERSION, SQLiteStore
+from projections.projector import apply_records
+from tests.store_contract import StoreContract, records, sub
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path):
+        store = SQLiteStore(tmp_path / "p.db")
+        yield store
+        store.close()
+
+    def other_handle(self, store):
+        return SQLiteStore(store.path)
+
+
+def test_an_older_file_is_projected_again_and_keeps_its_models(tmp_path):
+    path = tmp_path / "p.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE reviews (user_id TEXT, movie_id TEXT, rating REAL NOT NULL, summary TEXT, text TEXT,
+                              reviewed_at TEXT, event_id TEXT, PRIMARY KEY (user_id, movie_id));
+        CREATE TABLE checkpoints (partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL);
+        INSERT INTO checkpoints VALUES (0, 41);
+        CREATE TABLE models (version TEXT PRIMARY KEY, info TEXT NOT NULL, current INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO models VALUES ('v1', '{}', 0);
+    """)
+    old.close()
+    store = SQLiteStore(path)
+    assert store.checkpoint() == {}, "the views start again from the log"
+    assert store._db.execute("SELECT version FROM models").fetchall() == [("v1",)]
+    assert store._db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    apply_records(store, records(sub("a", "u", "m", 2.0)))
+    store.close()
+    assert SQLiteStore(path).checkpoint() == {0: 0}, "a current file is kept as it is"
