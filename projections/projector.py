@@ -1,6 +1,7 @@
 """Decode a batch of raw log records, dead-letter the bad ones, fold the rest into the store.
 
-Independent of Faust so the worker, rebuilds and tests share it.
+Independent of Faust so the worker, rebuilds and tests share it. The store is synchronous (and
+may be a network away): the projector calls it from a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Awaitable, Callable, NamedTuple
 from events.codec import DecodeError, decode
 from events.reader import LogRecord, read_log
 from projections.fold import Record, fold
-from projections.store import ProjectionStore
+from projections.store import ProjectionWriter
 
 
 class DeadLetter(NamedTuple):
@@ -35,7 +36,7 @@ def decode_batch(raw: list[LogRecord]) -> tuple[list[Record], list[DeadLetter]]:
     return records, dead
 
 
-def apply_records(store: ProjectionStore, records: list[Record]) -> None:
+def apply_records(store: ProjectionWriter, records: list[Record]) -> None:
     """Fold one batch and commit it with its checkpoint (nothing to write if all were seen)."""
     changes = fold(store, records)
     if changes.checkpoint:
@@ -52,7 +53,7 @@ class LogProjector:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, store: ProjectionStore,
+        self, bootstrap: str, topic: str, store: ProjectionWriter,
         dead_letter: Callable[[DeadLetter], Awaitable[None]],
     ):
         self.bootstrap, self.topic, self.store = bootstrap, topic, store
@@ -61,7 +62,7 @@ class LogProjector:
 
     async def project(self, batch: list[LogRecord]) -> None:
         async with self._one_at_a_time:
-            done = self.store.checkpoint()
+            done = await asyncio.to_thread(self.store.checkpoint)
             holes: dict[int, tuple[int, int]] = {}
             for record in batch:
                 if record.partition not in holes:
@@ -74,7 +75,7 @@ class LogProjector:
     async def catch_up(self, until: dict[int, int]) -> None:
         """Apply everything from the checkpoint up to (not including) `until` per partition."""
         async with self._one_at_a_time:
-            done = self.store.checkpoint()
+            done = await asyncio.to_thread(self.store.checkpoint)
             await self._read_and_apply({p: done.get(p, -1) + 1 for p in until}, until)
 
     async def _read_and_apply(self, start: dict[int, int], end: dict[int, int]) -> None:
@@ -86,4 +87,4 @@ class LogProjector:
         # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
         for letter in dead:
             await self.dead_letter(letter)
-        apply_records(self.store, records)
+        await asyncio.to_thread(apply_records, self.store, records)

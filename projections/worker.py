@@ -68,7 +68,8 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
                 # Far behind the log end: Faust's per-event stream (~100 us an event) would take
                 # long, so read the backlog straight from the log in big batches, then skip it.
                 behind = {lag.partition: lag.high_watermark
-                          for lag in partition_lag(app, topic, store) if lag.lag > config.catch_up_lag}
+                          for lag in partition_lag(app, topic, await asyncio.to_thread(store.checkpoint))
+                          if lag.lag > config.catch_up_lag}
                 if behind:
                     log.info("reading the backlog straight from the log", extra={"until": behind})
                     await projector.catch_up(behind)
@@ -78,7 +79,7 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():
-        lags = partition_lag(app, topic, store)
+        lags = partition_lag(app, topic, await asyncio.to_thread(store.checkpoint))
         # Lag that did not move for a whole interval while Faust delivers nothing (its group offsets
         # are ahead of this store): read it straight from the log.
         behind = {lag.partition: lag.high_watermark for lag in lags if lag.lag and stalled.get(lag.partition) == lag}
@@ -89,16 +90,16 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
             async with crash_on_failure("projection"):
                 await projector.catch_up(behind)
         if lags:
-            store.record_lag(lags)
+            await asyncio.to_thread(store.record_lag, lags)
             log.info("projector lag", extra={"lag": {lag.partition: lag.lag for lag in lags},
                                              "total": sum(lag.lag for lag in lags)})
 
     return app
 
 
-def partition_lag(app: faust.App, topic: str, store: ProjectionStore) -> list[PartitionLag]:
-    """Lag from the high watermark of the consumer's latest fetch (no extra request to the broker)."""
-    done = store.checkpoint()
+def partition_lag(app: faust.App, topic: str, done: dict[int, int]) -> list[PartitionLag]:
+    """Lag behind the store's checkpoint `done`, from the high watermark of the consumer's latest
+    fetch (no extra request to the broker)."""
     lags = []
     for tp in sorted(app.consumer.assignment()):
         if tp.topic != topic:
