@@ -59,8 +59,8 @@ async def read_log(
                 if m.offset < ends.get(tp, m.offset + 1)
             ]
             if out:
-                last_progress = loop.time()
                 yield out
+                last_progress = loop.time()  # the caller's time on a batch is not the log's idleness
             if len(ends) == len(partitions) and await _reached(consumer, ends):
                 return
             if loop.time() - last_progress > idle_timeout:
@@ -99,8 +99,8 @@ class LogTail:
                         messages = [m for m in messages if m.offset < stop]
                     out.extend(messages)
                 if out:
-                    last_progress = loop.time()
                     yield out
+                    last_progress = loop.time()  # the caller's time on a batch is not the log's idleness
                 # A bounded range is done at its end. Ranges to the log end stay read together
                 # until every one of them is at the high watermark at once.
                 at_end = set()

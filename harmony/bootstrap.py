@@ -32,7 +32,25 @@ def store(settings: Settings) -> ProjectionStore:
         from projections.sqlite_store import SQLiteStore
 
         return SQLiteStore(settings.store_url.removeprefix("sqlite:///"))
-    raise HarmonyError(f"unsupported HARMONY_STORE {settings.store_url!r}: use sqlite:///path")
+    if settings.store_url.startswith("cassandra://"):
+        from projections.cassandra_store import CassandraStore
+
+        return CassandraStore(cassandra_config(settings))
+    raise HarmonyError(f"unsupported HARMONY_STORE {settings.store_url!r}: use sqlite:///path or "
+                       "cassandra://host1,host2:port/keyspace")
+
+
+def cassandra_config(settings: Settings):
+    """`cassandra://host1,host2:port/keyspace` (port 9042 and keyspace `harmony` when left out)."""
+    from projections.cassandra_store import CassandraConfig
+
+    where, _, keyspace = settings.store_url.removeprefix("cassandra://").partition("/")
+    hosts, _, port = where.rpartition(":") if ":" in where else (where, "", "9042")
+    keyspace = keyspace or "harmony"
+    if not hosts or not port.isdigit() or not keyspace.replace("_", "").isalnum():
+        raise HarmonyError(f"HARMONY_STORE={settings.store_url!r} is not cassandra://host1,host2:port/keyspace")
+    return CassandraConfig(tuple(hosts.split(",")), int(port), keyspace, settings.cassandra_replication,
+                           settings.cassandra_consistency, connect_timeout=5.0)
 
 
 def s3(settings: Settings):

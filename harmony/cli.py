@@ -19,7 +19,9 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     from harmony import stack
 
     if args.action == "up":
-        info = stack.up(settings.state_dir, settings.topic, settings.partitions, args.brokers, settings.kafka_heap)
+        info = stack.up(settings.state_dir, settings.topic, settings.partitions, args.brokers, settings.kafka_heap,
+                        cassandra_nodes=args.cassandra_nodes or (1 if args.cassandra else 0),
+                        cassandra_heap=settings.cassandra_heap)
     elif args.action == "down":
         stack.down(settings.state_dir)
         info = stack.status(settings.state_dir)
@@ -86,10 +88,14 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="harmony", description="moviEharmony: movies two people may like together")
     sub = top.add_subparsers(dest="command", required=True)
 
-    stack = sub.add_parser("stack", help="start, stop and describe the local Kafka broker(s) and S3 server")
+    stack = sub.add_parser("stack", help="start, stop and describe the local Kafka broker(s), S3 server, Cassandra")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--brokers", type=int, choices=[1, 3],
                        help="Kafka brokers for a new state dir (default 1; 3: replication 3, min.insync.replicas 2)")
+    stack.add_argument("--cassandra", action="store_true",
+                       help="up: also start one Apache Cassandra node (a stack running with Cassandra keeps it)")
+    stack.add_argument("--cassandra-nodes", type=int, choices=[1, 3],
+                       help="up: also start Cassandra with this many nodes (127.0.0.1-3, fixed for the state dir)")
     stack.add_argument("--json", action="store_true", help="print one JSON object")
     stack.set_defaults(run=cmd_stack)
 

@@ -6,10 +6,13 @@
 | `HARMONY_KAFKA_BOOTSTRAP` | the broker of the running local stack |
 | `HARMONY_S3_ENDPOINT` | the S3 server of the running local stack |
 | `HARMONY_S3_BUCKET` | `harmony-archive` |
-| `HARMONY_STORE` | `sqlite:///<state dir>/projections.db` (or `cassandra://h1,h2/keyspace`) |
+| `HARMONY_STORE` | `sqlite:///<state dir>/projections.db` (or `cassandra://h1,h2:port/keyspace`: docs/cassandra.md) |
+| `HARMONY_CASSANDRA_REPLICATION` | `1`: the replication factor of the keyspace when the Cassandra store creates it |
+| `HARMONY_CASSANDRA_CONSISTENCY` | `LOCAL_QUORUM`: the consistency level of the Cassandra store's reads and writes |
 | `HARMONY_TOPIC` | `harmony.reviews` (the dead-letter topic adds `.deadletter`) |
 | `HARMONY_PARTITIONS` | `6` (used when the topic is created) |
 | `HARMONY_KAFKA_HEAP` | `512m`: the JVM heap of each local Kafka broker (`-Xms`/`-Xmx`) |
+| `HARMONY_CASSANDRA_HEAP` | `512m`: the JVM heap of each local Cassandra node (`harmony stack up --cassandra`) |
 | `HARMONY_APPEND_TIMEOUT` | `3.0` seconds before a command answers 503 |
 | `HARMONY_LOG_FORMAT` | `json` (or `console`) |
 | `HARMONY_CATCH_UP_LAG` | `20000` records behind the log end (in a partition) before the projection worker reads the log directly |
@@ -43,6 +46,8 @@ from events.errors import HarmonyError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_KAFKA_HEAP = "512m"
+DEFAULT_CASSANDRA_HEAP = "512m"
+CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,12 @@ class Settings:
     s3_endpoint: str
     s3_bucket: str
     store_url: str
+    cassandra_replication: int
+    cassandra_consistency: str
     topic: str
     partitions: int
     kafka_heap: str
+    cassandra_heap: str
     append_timeout: float
     log_format: str
     catch_up_lag: int
@@ -91,9 +99,12 @@ def load() -> Settings:
         s3_endpoint=env.get("HARMONY_S3_ENDPOINT") or stack.get("s3_endpoint", ""),
         s3_bucket=env.get("HARMONY_S3_BUCKET", "harmony-archive"),
         store_url=env.get("HARMONY_STORE") or f"sqlite:///{directory / 'projections.db'}",
+        cassandra_replication=_number(env, "HARMONY_CASSANDRA_REPLICATION", 1, int, 1),
+        cassandra_consistency=_choice(env, "HARMONY_CASSANDRA_CONSISTENCY", "LOCAL_QUORUM", CONSISTENCY_LEVELS),
         topic=env.get("HARMONY_TOPIC", "harmony.reviews"),
         partitions=_number(env, "HARMONY_PARTITIONS", 6, int, 1),
         kafka_heap=env.get("HARMONY_KAFKA_HEAP", DEFAULT_KAFKA_HEAP),
+        cassandra_heap=env.get("HARMONY_CASSANDRA_HEAP", DEFAULT_CASSANDRA_HEAP),
         append_timeout=_number(env, "HARMONY_APPEND_TIMEOUT", 3.0, float, 0.1),
         log_format=env.get("HARMONY_LOG_FORMAT", "json"),
         catch_up_lag=_number(env, "HARMONY_CATCH_UP_LAG", 20_000, int, 0),
@@ -128,6 +139,13 @@ def _number(env, name: str, default, kind: type, low):
         raise HarmonyError(f"{name}={raw!r} is not a number") from None
     if value < low:
         raise HarmonyError(f"{name}={raw!r} is below {low}")
+    return value
+
+
+def _choice(env, name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise HarmonyError(f"{name}={value!r} is not one of {', '.join(choices)}")
     return value
 
 

@@ -1,4 +1,4 @@
-"""The local stack: SeaweedFS (S3) and Apache Kafka in KRaft mode, on loopback.
+"""The local stack: SeaweedFS (S3) and Apache Kafka in KRaft mode, on loopback; Apache Cassandra on request.
 
 Kafka runs from the jars scripts/setup.sh copied from Maven Central (.jvm/kafka/lib), one JVM per
 broker, each broker its own KRaft controller: one node by default, three with `--brokers 3` (every
@@ -10,9 +10,18 @@ topic then replicated three times, `min.insync.replicas=2`). Everything lives in
     s3/            SeaweedFS data
     kafka/cluster.json   the cluster id and size, fixed when the storage is first formatted
     kafka/<node>/  the broker's generated config and its log dirs
+    cassandra/cluster.json   the Cassandra cluster's size, fixed on its first start
+    cassandra/node<i>/       the node's cassandra.yaml, logback.xml and its data, commitlog, hints
     logs/          service output
 
-`up` starts whatever is not running (a stopped stack, or one broker killed), so it also repairs.
+Cassandra (`--cassandra`: one node; `--cassandra-nodes 3`) runs from .jvm/cassandra/lib, one JVM per
+node as ccm does: node i listens on 127.0.0.i, every node on the same storage and CQL ports, every node
+a seed, one token each (evenly spaced), started one after another. stack.json then names it as
+`{"cassandra": {"contact_points": [...], "port": N, "url": "cassandra://h1,h2,h3:N/harmony"}}`: the
+URL is the contact points, comma-separated, the one CQL port, and the keyspace.
+
+`up` starts whatever is not running (a stopped stack, one broker or node killed, Cassandra asked for
+on a stack running without it), so it also repairs; a stack running with Cassandra keeps it.
 """
 
 from __future__ import annotations
@@ -29,19 +38,37 @@ import socket
 import subprocess
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from archive.segments import ensure_bucket, s3_client
 from events.errors import HarmonyError
-from harmony.settings import DEFAULT_KAFKA_HEAP, PROJECT_DIR
+from harmony.settings import DEFAULT_CASSANDRA_HEAP, DEFAULT_KAFKA_HEAP, PROJECT_DIR
 
 log = logging.getLogger(__name__)
 
 KAFKA_LIB = PROJECT_DIR / ".jvm" / "kafka" / "lib"
+CASSANDRA_LIB = PROJECT_DIR / ".jvm" / "cassandra" / "lib"
+CASSANDRA_KEYSPACE = "harmony"
 SENTINEL_BUCKET = "harmony-health"
 STOP_TIMEOUT = 60.0
 READY_TIMEOUT = 90.0
+CASSANDRA_READY_TIMEOUT = 180.0  # per node: 7-26 s measured on 2 cores (busy), more while Kafka starts too
 S3_PORTS = ("master", "volume", "filer", "s3")
+# Cassandra 5.0's conf/jvm17-server.options: without them the daemon fails on Java 17.
+CASSANDRA_JAVA17_FLAGS = (
+    "-Djdk.attach.allowAttachSelf=true",
+    *(f"--add-exports={module}=ALL-UNNAMED" for module in (
+        "java.base/jdk.internal.misc", "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+        "java.management/com.sun.jmx.remote.security", "java.rmi/sun.rmi.registry", "java.rmi/sun.rmi.server",
+        "java.sql/java.sql", "java.base/java.lang.ref", "jdk.unsupported/sun.misc")),
+    *(f"--add-opens={module}=ALL-UNNAMED" for module in (
+        "java.base/java.lang.module", "java.base/jdk.internal.loader", "java.base/jdk.internal.ref",
+        "java.base/jdk.internal.reflect", "java.base/jdk.internal.math", "java.base/jdk.internal.module",
+        "java.base/jdk.internal.util.jar", "jdk.management/com.sun.management.internal", "java.base/sun.nio.ch",
+        "java.base/java.io", "java.base/java.lang.reflect", "java.base/java.lang", "java.base/java.util",
+        "java.base/java.nio")),
+)
 
 
 class StackError(HarmonyError):
@@ -57,10 +84,18 @@ def find_weed() -> Path:
     return weed
 
 
-def find_kafka_lib(lib: Path = KAFKA_LIB) -> Path:
-    if not any(lib.glob("kafka_2.13-*.jar")):
-        raise StackError(f"Apache Kafka's jars are missing from {lib}; run `make setup` (it fetches them with Maven)")
+def _find_lib(lib: Path, jar: str, product: str) -> Path:
+    if not any(lib.glob(jar)):
+        raise StackError(f"{product}'s jars are missing from {lib}; run `make setup` (it fetches them with Maven)")
     return lib
+
+
+def find_kafka_lib(lib: Path = KAFKA_LIB) -> Path:
+    return _find_lib(lib, "kafka_2.13-*.jar", "Apache Kafka")
+
+
+def find_cassandra_lib(lib: Path = CASSANDRA_LIB) -> Path:
+    return _find_lib(lib, "cassandra-all-*.jar", "Apache Cassandra")
 
 
 def require_java(minimum: int = 17) -> str:
@@ -79,51 +114,74 @@ def require_java(minimum: int = 17) -> str:
     return java
 
 
-def port_free(port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         # Servers bind with SO_REUSEADDR, so a port held only by TIME_WAIT sockets counts as free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def _free_port(avoid: set[int], grpc_twin: bool = False) -> int:
-    """A free loopback port; with grpc_twin, port + 10000 is free too (SeaweedFS opens both)."""
+def cassandra_hosts(nodes: int) -> list[str]:
+    """Node i listens on 127.0.0.i: all of 127.0.0.0/8 routes to `lo` on Linux, no setup needed."""
+    return [f"127.0.0.{node}" for node in range(1, nodes + 1)]
+
+
+def _free_port(avoid: set[int], grpc_twin: bool = False, hosts: tuple[str, ...] = ()) -> int:
+    """A free loopback port, also free on `hosts`; with grpc_twin, port + 10000 is free too (SeaweedFS opens both)."""
     for _ in range(200):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         if port in avoid or (grpc_twin and (port > 55000 or not port_free(port + 10000))):
             continue
+        if not all(port_free(port, host) for host in hosts):
+            continue
         return port
     raise StackError("no free loopback port found")
 
 
-def _choose_ports(directory: Path, brokers: int = 1) -> dict:
+def _choose_ports(
+    directory: Path, brokers: int = 1, cassandra_nodes: int = 0, running: frozenset[str] = frozenset()
+) -> dict:
     """Reuse the last ports when they are free, so clients keep their addresses; else pick new ones.
+    The ports of services still `running` (names, as in stack.json) are kept as they are.
 
-    {"master", "volume", "filer", "s3": port, "kafka": [[client port, controller port] per broker]}.
+    {"master", "volume", "filer", "s3": port, "kafka": [[client port, controller port] per broker],
+     "cassandra": [storage port, CQL port] (the same on every node's address; kept while unused)}.
     """
     previous = _read_json(directory / "ports.json")
-    if (
+    ports: dict = {}
+    taken: set[int] = set()
+
+    def pick(grpc_twin: bool, hosts: tuple[str, ...] = ()) -> int:
+        port = _free_port(taken, grpc_twin, hosts)
+        taken.update({port, port + 10000} if grpc_twin else {port})
+        return port
+
+    if any(name == "s3" or name.startswith("kafka-") for name in running) or (
         previous and len(previous.get("kafka", ())) == brokers
         and all(port_free(previous[n]) and port_free(previous[n] + 10000) for n in S3_PORTS)
         and all(port_free(p) for pair in previous["kafka"] for p in pair)
     ):
-        return previous
-    taken: set[int] = set()
-
-    def pick(grpc_twin: bool) -> int:
-        port = _free_port(taken, grpc_twin)
-        taken.update({port, port + 10000} if grpc_twin else {port})
-        return port
-
-    ports: dict = {name: pick(True) for name in S3_PORTS}
-    ports["kafka"] = [[pick(False), pick(False)] for _ in range(brokers)]
-    return ports
+        ports.update({name: previous[name] for name in (*S3_PORTS, "kafka")})
+        taken.update(ports[name] + twin for name in S3_PORTS for twin in (0, 10000))
+        taken.update(p for pair in ports["kafka"] for p in pair)
+    old = previous.get("cassandra")
+    hosts = tuple(cassandra_hosts(cassandra_nodes))
+    if old and (not cassandra_nodes or any(name.startswith("cassandra-") for name in running) or (
+            not taken & set(old) and all(port_free(p, host) for p in old for host in hosts))):
+        ports["cassandra"] = old
+        taken.update(old)
+    if "kafka" not in ports:
+        ports.update({name: pick(True) for name in S3_PORTS})
+        ports["kafka"] = [[pick(False), pick(False)] for _ in range(brokers)]
+    if cassandra_nodes and "cassandra" not in ports:
+        ports["cassandra"] = [pick(False, hosts), pick(False, hosts)]
+    return {name: ports[name] for name in (*S3_PORTS, "kafka", "cassandra") if name in ports}
 
 
 def _read_json(path: Path) -> dict:
@@ -176,8 +234,10 @@ def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
 
 
 def _last_line(path: Path) -> str:
+    """The log's last line that says something (not a stack frame of a Java exception)."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        lines = [line for line in path.read_text(errors="replace").splitlines()
+                 if line.strip() and not line[0].isspace()]
     except FileNotFoundError:
         return ""
     return lines[-1][-300:] if lines else ""
@@ -189,7 +249,7 @@ def status(directory: Path) -> dict:
     if not info:
         return {"running": False, "state_dir": str(directory)}
     services = {name: {**service, "alive": _alive(service["pid"])} for name, service in info["services"].items()}
-    return {
+    answer = {
         "running": all(s["alive"] for s in services.values()),
         "state_dir": str(directory),
         "kafka_bootstrap": info["kafka_bootstrap"],
@@ -197,14 +257,21 @@ def status(directory: Path) -> dict:
         "brokers": info["brokers"],
         "services": services,
     }
+    if "cassandra" in info:
+        answer["cassandra"] = info["cassandra"]
+    return answer
 
 
 def up(
-    directory: Path, topic: str, partitions: int, brokers: int | None = None, kafka_heap: str = DEFAULT_KAFKA_HEAP
+    directory: Path, topic: str, partitions: int, brokers: int | None = None, kafka_heap: str = DEFAULT_KAFKA_HEAP,
+    cassandra_nodes: int = 0, cassandra_heap: str = DEFAULT_CASSANDRA_HEAP,
 ) -> dict:
-    """Start SeaweedFS and Kafka (what is not running of them); wait until each really serves; answer status().
+    """Start SeaweedFS, Kafka and, if asked, Cassandra (what is not running of them); wait until each really
+    serves; answer status().
 
     `brokers` defaults to the size the state dir's cluster was formatted with (1 for a new one).
+    `cassandra_nodes`: 0 for none (a stack running with Cassandra keeps it), else 1 or 3; like `brokers`, fixed
+    by the state dir's first Cassandra start.
     """
     directory.mkdir(parents=True, exist_ok=True)
     cluster = _cluster(directory, brokers)
@@ -213,48 +280,74 @@ def up(
     if current and current.get("brokers") != brokers:
         raise StackError(f"the stack in {directory} runs {current.get('brokers')} broker(s); "
                          "`harmony stack down` first")
+    nodes = cassandra_nodes or len(current.get("cassandra", {}).get("contact_points", ()))
+    if nodes:
+        _cassandra_cluster(directory, nodes)
+    wanted = ["s3", *(f"kafka-{n}" for n in range(1, brokers + 1)), *(f"cassandra-{n}" for n in range(1, nodes + 1))]
     services = {name: s for name, s in current.get("services", {}).items() if _alive(s["pid"])}
-    if current and len(services) == len(current["services"]):
+    if current and all(name in services for name in wanted):
         return status(directory)
     weed = find_weed()
     lib = find_kafka_lib()
+    cassandra_lib = find_cassandra_lib() if nodes else None
     java = require_java()
-    (directory / "logs").mkdir(exist_ok=True)
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
     (directory / "s3").mkdir(exist_ok=True)
     creds = _credentials(directory)
-    if services:  # repair: the same ports as the services still running
-        ports = _read_json(directory / "ports.json")
-    else:
-        ports = _choose_ports(directory, brokers)
-        (directory / "ports.json").write_text(json.dumps(ports))
+    # The services still running keep their ports (a repair); the others prefer their last ones.
+    ports = _choose_ports(directory, brokers, nodes, frozenset(services))
+    (directory / "ports.json").write_text(json.dumps(ports))
     s3_endpoint = f"http://127.0.0.1:{ports['s3']}"
     addresses = [f"127.0.0.1:{port}" for port, _ in ports["kafka"]]
     state = {"kafka_bootstrap": ",".join(addresses), "s3_endpoint": s3_endpoint, "brokers": brokers,
              "services": services, **creds}
+    hosts = cassandra_hosts(nodes)
+    if nodes:
+        state["cassandra"] = cassandra_endpoint(hosts, ports["cassandra"][1])
 
     def record() -> None:
         (directory / "stack.json").write_text(json.dumps(state))
 
     started: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, args: list[str], log_name: str | None = None, **service) -> None:
+        process = _spawn(args, logs / f"{log_name or name}.log")
+        started[name] = process
+        services[name] = {"pid": process.pid, **service}
+        record()
+
     try:
         if "s3" not in services:
-            process = _spawn(_weed_command(weed, directory, ports), directory / "logs" / "seaweedfs.log")
-            started["s3"] = process
-            services["s3"] = {"pid": process.pid, "address": s3_endpoint}
-            record()
+            start("s3", _weed_command(weed, directory, ports), "seaweedfs", address=s3_endpoint)
         configs = {node: _kafka_config(directory, node, ports["kafka"]) for node in range(1, brokers + 1)
                    if f"kafka-{node}" not in services}
         _format_storage(java, lib, cluster, list(configs.values()))
         for node, config in configs.items():
-            name = f"kafka-{node}"
-            process = _spawn(_kafka_command(java, lib, config, kafka_heap), directory / "logs" / f"{name}.log")
-            started[name] = process
-            services[name] = {"pid": process.pid, "address": addresses[node - 1], "node_id": node}
-            record()
+            start(f"kafka-{node}", _kafka_command(java, lib, config, kafka_heap), address=addresses[node - 1],
+                  node_id=node)
+        commands = {
+            node: _cassandra_command(java, cassandra_lib, _cassandra_config(directory, node, hosts, ports["cassandra"]),
+                                     cassandra_heap, logs)
+            for node in range(1, nodes + 1) if f"cassandra-{node}" not in services
+        }
+
+        def start_node(node: int) -> None:
+            start(f"cassandra-{node}", commands[node], address=f"{hosts[node - 1]}:{ports['cassandra'][1]}",
+                  node_id=node)
+
+        # The first Cassandra node starts alongside Kafka; each next one once the one before serves CQL.
+        for node in list(commands)[:1]:
+            start_node(node)
         if "s3" in started:
-            _wait_s3_ready(s3_endpoint, creds, started["s3"], directory / "logs" / "seaweedfs.log")
+            _wait_s3_ready(s3_endpoint, creds, started["s3"], logs / "seaweedfs.log")
         _wait_kafka_ready(state["kafka_bootstrap"], brokers, topic, partitions,
-                          {name: p for name, p in started.items() if name != "s3"}, directory / "logs")
+                          {name: p for name, p in started.items() if name.startswith("kafka-")}, logs)
+        for node in commands:
+            name = f"cassandra-{node}"
+            if name not in started:
+                start_node(node)
+            _wait_cassandra_ready(name, hosts[node - 1], ports["cassandra"][1], started[name], logs / f"{name}.log")
     except BaseException:
         _stop([process.pid for process in started.values()])
         if len(started) == len(state["services"]):
@@ -262,10 +355,12 @@ def up(
         else:
             for name in started:
                 services.pop(name)
+            if not any(name.startswith("cassandra-") for name in services):
+                state.pop("cassandra", None)
             record()
         raise
     log.info("stack up", extra={"kafka_bootstrap": state["kafka_bootstrap"], "s3_endpoint": s3_endpoint,
-                                "started": sorted(started)})
+                                "cassandra": state.get("cassandra", {}).get("url"), "started": sorted(started)})
     return status(directory)
 
 
@@ -375,26 +470,135 @@ def _kafka_command(java: str, lib: Path, config: Path, heap: str) -> list[str]:
     ]
 
 
-def _wait_s3_ready(endpoint: str, creds: dict, process: subprocess.Popen, log_path: Path) -> None:
-    """Ready means a sentinel object round-trips: list_buckets answers before volumes register."""
-    from botocore.exceptions import BotoCoreError, ClientError
+def _cassandra_cluster(directory: Path, nodes: int) -> dict:
+    """The Cassandra cluster's size: recorded on the first start, fixed while its storage exists."""
+    path = directory / "cassandra" / "cluster.json"
+    cluster = _read_json(path)
+    if cluster:
+        if nodes != cluster["nodes"]:
+            raise StackError(
+                f"the Cassandra storage in {path.parent} was formatted for {cluster['nodes']} node(s), not {nodes}; "
+                f"use another HARMONY_STATE_DIR or remove {path.parent} (its tables with it)")
+        return cluster
+    if nodes not in (1, 3):
+        raise StackError(f"--cassandra-nodes must be 1 or 3, not {nodes}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cluster = {"nodes": nodes}
+    path.write_text(json.dumps(cluster))
+    return cluster
 
-    client = s3_client(endpoint, creds["access_key"], creds["secret_key"])
-    deadline = time.monotonic() + READY_TIMEOUT
-    token = secrets.token_hex(8).encode()
+
+def cassandra_endpoint(hosts: list[str], port: int) -> dict:
+    """What stack.json says about Cassandra; the URL is `cassandra://host1,host2:port/keyspace`."""
+    return {"contact_points": hosts, "port": port,
+            "url": f"cassandra://{','.join(hosts)}:{port}/{CASSANDRA_KEYSPACE}"}
+
+
+def cassandra_token(node: int, nodes: int) -> int:
+    """Node `node` (1-based) of `nodes` owns one token, evenly spaced over Murmur3's range (as ccm does)."""
+    return (node - 1) * (2**64 // nodes) - 2**63
+
+
+def _cassandra_config(directory: Path, node: int, hosts: list[str], ports: list[int]) -> Path:
+    """Write node `node`'s cassandra.yaml and logback.xml into <state>/cassandra/node<i>/ (also its storage dir)."""
+    home = directory / "cassandra" / f"node{node}"
+    (home / "triggers").mkdir(parents=True, exist_ok=True)
+    storage_port, cql_port = ports
+    host = hosts[node - 1]
+    settings = {
+        "cluster_name": "harmony",
+        "num_tokens": 1,
+        "initial_token": str(cassandra_token(node, len(hosts))),
+        "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
+        "endpoint_snitch": "SimpleSnitch",
+        # Every node a seed: none bootstraps (streams), each joins with its own token.
+        "seed_provider": [{"class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
+                           "parameters": [{"seeds": ",".join(f"{h}:{storage_port}" for h in hosts)}]}],
+        "listen_address": host,
+        "rpc_address": host,
+        "storage_port": storage_port,
+        "native_transport_port": cql_port,
+        "start_native_transport": True,
+        # As in production: the commit log is synced every 10 s (a node killed, not stopped, can lose the writes
+        # of its last unsynced period); `down` stops nodes cleanly.
+        "commitlog_sync": "periodic",
+        "commitlog_sync_period": "10000ms",
+        "auto_snapshot": False,
+        "concurrent_compactors": 1,
+        "authenticator": "AllowAllAuthenticator",
+        "authorizer": "AllowAllAuthorizer",
+        # A new cluster, never a 4.x one: 5.0's storage formats and limits.
+        "storage_compatibility_mode": "NONE",
+    }
+    config = home / "cassandra.yaml"
+    # JSON values are YAML too (strings quoted, lists and maps in flow style); unknown keys are fatal to Cassandra.
+    config.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
+    # Parentheses group in logback patterns: none in ours.
+    (home / "logback.xml").write_text(
+        '<configuration scan="false">\n'
+        '  <appender name="OUT" class="ch.qos.logback.core.ConsoleAppender">\n'
+        '    <encoder><pattern>[%date{ISO8601}] %-5level [%thread] %logger{0}: %msg%n</pattern></encoder>\n'
+        '  </appender>\n'
+        + "".join(f'  <logger name="org.apache.cassandra.{name}" level="INFO"/>\n' for name in (
+            "service.CassandraDaemon", "service.StorageService", "gms.Gossiper", "transport"))
+        + '  <root level="WARN"><appender-ref ref="OUT"/></root>\n'
+        '</configuration>\n'
+    )
+    return config
+
+
+def _cassandra_command(java: str, lib: Path, config: Path, heap: str, logs: Path) -> list[str]:
+    """The JVM line of bin/cassandra and conf/jvm17-server.options, trimmed for a dev node; its output goes to
+    stdout (`cassandra-foreground`), which the launcher writes to <state>/logs/cassandra-<i>.log."""
+    home = config.parent
+    return [
+        java, f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=300",
+        "-XX:+ParallelRefProcEnabled", "-XX:+PerfDisableSharedMem", "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true", "-Djava.net.preferIPv4Stack=true", "-Dchronicle.analytics.disable=true",
+        "-Dio.netty.tryReflectionSetAccessible=true", *CASSANDRA_JAVA17_FLAGS,
+        f"-Dcassandra.config={config.as_uri()}", f"-Dcassandra.storagedir={home}", "-Dcassandra-foreground=yes",
+        f"-Dcassandra.logdir={logs}", f"-Dlogback.configurationFile={home / 'logback.xml'}",
+        # Dev: no gossip settling wait at start; a seed whose fellow seeds are all down (the first of three
+        # to start) waits the ring delay for them: 5 s instead of 30. Not `unsafesystem`: a node killed
+        # with it forgets the tables created since its last clean stop, and their rows with them.
+        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        "-Dcassandra.ring_delay_ms=5000",
+        f"-Dcassandra.triggers_dir={home / 'triggers'}",  # none; a missing dir is warned about
+        "-cp", f"{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
+    ]
+
+
+def _wait_ready(what: str, probe: Callable[[], object], processes: dict[str, tuple[subprocess.Popen, Path]],
+                timeout: float = READY_TIMEOUT, interval: float = 0.5) -> None:
+    """Call `probe` until it returns; fail in one line (naming the logs) if a process exits or time runs out."""
+    deadline = time.monotonic() + timeout
     error: Exception | None = None
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise StackError(f"SeaweedFS exited with {process.returncode}: {_last_line(log_path)}")
+        for label, (process, log_path) in processes.items():
+            if process.poll() is not None:
+                raise StackError(f"{label} exited with {process.returncode}: {_last_line(log_path)} (log {log_path})")
         try:
-            ensure_bucket(client, SENTINEL_BUCKET)
-            client.put_object(Bucket=SENTINEL_BUCKET, Key="ready", Body=token)
-            if client.get_object(Bucket=SENTINEL_BUCKET, Key="ready")["Body"].read() == token:
-                return
-        except (BotoCoreError, ClientError) as exc:
+            probe()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             error = exc
-        time.sleep(0.3)
-    raise StackError(f"SeaweedFS not ready after {READY_TIMEOUT:.0f}s at {endpoint}: {error}")
+            time.sleep(interval)
+    where = f" (log {', '.join(str(log_path) for _, log_path in processes.values())})" if processes else ""
+    raise StackError(f"{what} not ready after {timeout:.0f}s: {type(error).__name__}: {error}{where}")
+
+
+def _wait_s3_ready(endpoint: str, creds: dict, process: subprocess.Popen, log_path: Path) -> None:
+    """Ready means a sentinel object round-trips: list_buckets answers before volumes register."""
+    client = s3_client(endpoint, creds["access_key"], creds["secret_key"])
+    token = secrets.token_hex(8).encode()
+
+    def round_trip() -> None:
+        ensure_bucket(client, SENTINEL_BUCKET)
+        client.put_object(Bucket=SENTINEL_BUCKET, Key="ready", Body=token)
+        if client.get_object(Bucket=SENTINEL_BUCKET, Key="ready")["Body"].read() != token:
+            raise StackError("the sentinel object came back changed")
+
+    _wait_ready(f"SeaweedFS at {endpoint}", round_trip, {"SeaweedFS": (process, log_path)}, interval=0.3)
 
 
 def _wait_kafka_ready(
@@ -403,26 +607,46 @@ def _wait_kafka_ready(
     """Ready means a client's metadata lists every broker, and the review topics exist (created idempotently)."""
     from events.topic import ensure_topics, review_topics
 
-    deadline = time.monotonic() + READY_TIMEOUT
-    error: Exception | None = None
-    while time.monotonic() < deadline:
-        for name, process in started.items():
-            if process.poll() is not None:
-                raise StackError(f"Kafka broker {name} exited with {process.returncode}: "
-                                 f"{_last_line(logs / f'{name}.log')}")
-        try:
-            # Wait for every listener before speaking Kafka, so clients do not log connection errors.
-            for address in bootstrap.split(","):
-                socket.create_connection(tuple_address(address), timeout=1).close()
-            listed = asyncio.run(asyncio.wait_for(_broker_count(bootstrap), 10))
-            if listed < brokers:
-                raise StackError(f"{listed} of {brokers} brokers registered")
-            asyncio.run(asyncio.wait_for(ensure_topics(bootstrap, review_topics(topic, partitions)), 20))
-            return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
-            error = exc
-            time.sleep(0.5)
-    raise StackError(f"Kafka not ready after {READY_TIMEOUT:.0f}s at {bootstrap}: {error!r}")
+    def serving() -> None:
+        # Wait for every listener before speaking Kafka, so clients do not log connection errors.
+        for address in bootstrap.split(","):
+            socket.create_connection(tuple_address(address), timeout=1).close()
+        listed = asyncio.run(asyncio.wait_for(_broker_count(bootstrap), 10))
+        if listed < brokers:
+            raise StackError(f"{listed} of {brokers} brokers registered")
+        asyncio.run(asyncio.wait_for(ensure_topics(bootstrap, review_topics(topic, partitions)), 20))
+
+    _wait_ready(f"Kafka at {bootstrap}", serving,
+                {f"Kafka broker {name}": (process, logs / f"{name}.log") for name, process in started.items()})
+
+
+def _wait_cassandra_ready(name: str, host: str, port: int, process: subprocess.Popen, log_path: Path) -> None:
+    """Ready means the Python driver connects to the node and `system.local` answers."""
+    _wait_ready(f"Cassandra node {name} at {host}:{port}", lambda: cql_release_version(host, port),
+                {f"Cassandra node {name}": (process, log_path)}, CASSANDRA_READY_TIMEOUT, interval=1.0)
+
+
+def cql_release_version(host: str, port: int, timeout: float = 10.0) -> str:
+    """Connect to one Cassandra node only and answer its release version (raises if it does not serve CQL)."""
+    from cassandra import ProtocolVersion
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import WhiteListRoundRobinPolicy
+
+    # Listening first: the driver logs every refused connection as a warning.
+    socket.create_connection((host, port), timeout=1).close()
+    # A probe: not the driver's news of the other nodes it discovers, nor of what is not up yet.
+    driver_log = logging.getLogger("cassandra")
+    level = driver_log.level
+    driver_log.setLevel(logging.CRITICAL)
+    only_this_node = ExecutionProfile(load_balancing_policy=WhiteListRoundRobinPolicy([host]), request_timeout=timeout)
+    cluster = Cluster([host], port=port, protocol_version=ProtocolVersion.V5,
+                      execution_profiles={EXEC_PROFILE_DEFAULT: only_this_node}, connect_timeout=timeout,
+                      control_connection_timeout=timeout, schema_metadata_enabled=False, token_metadata_enabled=False)
+    try:
+        return cluster.connect().execute("SELECT release_version FROM system.local").one()[0]
+    finally:
+        cluster.shutdown()
+        driver_log.setLevel(level)
 
 
 async def _broker_count(bootstrap: str) -> int:
@@ -470,8 +694,10 @@ def describe(info: dict) -> str:
     if not info["running"] and "services" not in info:
         return f"stack: not running (state dir {info['state_dir']})"
     lines = [f"stack: {'running' if info['running'] else 'DEGRADED'} (state dir {info['state_dir']})",
-             f"  kafka  {info['kafka_bootstrap']}", f"  s3     {info['s3_endpoint']}"]
+             f"  kafka      {info['kafka_bootstrap']}", f"  s3         {info['s3_endpoint']}"]
+    if "cassandra" in info:
+        lines.append(f"  cassandra  {info['cassandra']['url']}")
     for name, service in info["services"].items():
-        lines.append(f"  {name:8} pid {service['pid']:<8} {service['address']:24} "
+        lines.append(f"  {name:11} pid {service['pid']:<8} {service['address']:24} "
                      f"{'alive' if service['alive'] else 'DEAD'}")
     return "\n".join(lines)

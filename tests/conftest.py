@@ -78,6 +78,19 @@ def stack_dir(tmp_path_factory) -> Path:
     launcher.down(directory)
 
 
+@pytest.fixture(scope="session")
+def cassandra_node(tmp_path_factory) -> dict:
+    """One Apache Cassandra node for the whole session, started by the launcher in a state dir of its own (with
+    its own SeaweedFS and Kafka: test_restart takes the session stack down and up without Cassandra).
+    Yields stack.json's "cassandra": {"contact_points": ["127.0.0.1"], "port": N,
+    "url": "cassandra://127.0.0.1:N/harmony"}; no keyspace is created. Stopped at the end of the session."""
+    directory = tmp_path_factory.mktemp("cassandra")
+    info = launcher.up(directory, "harmony.reviews", PARTITIONS, cassandra_nodes=1,
+                       cassandra_heap=load().cassandra_heap)
+    yield info["cassandra"]
+    launcher.down(directory)
+
+
 @pytest.fixture
 def env(stack_dir, tmp_path, monkeypatch) -> dict[str, str]:
     """An environment naming the session's stack, a fresh topic and a fresh store; also applied to this process."""
