@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from archive.buffer import Archiver, SegmentPolicy
-from archive.segments import ArchiveError, archived_until, ensure_bucket
+from archive.segments import archived_until
 from events.lag import PartitionLag
 from events.log import LogConfig
 from events.reader import LogRecord
@@ -168,18 +168,14 @@ def _crash(error: BaseException) -> None:
 
 
 def run(config: ArchiverConfig, s3) -> None:
-    """Run the archiver until SIGINT/SIGTERM. `s3`: a boto3 client (archive.segments.s3_client)."""
+    """Run the archiver until SIGINT/SIGTERM. `s3`: a boto3 client whose bucket exists
+    (harmony.bootstrap.s3 checks S3 and creates it)."""
     import faust
-    from botocore.exceptions import BotoCoreError, ClientError
 
     from events.topic import ensure_topics
 
     started = time.monotonic()
-    try:  # S3 first: without it there is nothing to do
-        ensure_bucket(s3, config.bucket)
-        archived = archived_until(s3, config.bucket, config.log.topic)
-    except (BotoCoreError, ClientError) as error:
-        raise ArchiveError(f"S3 at {s3.meta.endpoint_url} (bucket {config.bucket}): {error}") from None
+    archived = archived_until(s3, config.bucket, config.log.topic)
     asyncio.run(ensure_topics(config.log.bootstrap, config.log.topics))
     app = create_app(config, s3)
     log.info("archiver starting", extra={

@@ -55,13 +55,18 @@ def cassandra_config(settings: Settings):
 
 def s3(settings: Settings):
     """A boto3 S3 client for the archive's server, with the archive's bucket created if missing."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from archive.segments import ensure_bucket, s3_client
 
     if not settings.s3_endpoint:
         raise HarmonyError("no S3 server: run `harmony stack up` or set HARMONY_S3_ENDPOINT")
     client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
                        settings.aws_region)
-    ensure_bucket(client, settings.s3_bucket)
+    try:  # the first request: S3 unreachable or refusing is one line naming where
+        ensure_bucket(client, settings.s3_bucket)
+    except (BotoCoreError, ClientError) as error:
+        raise HarmonyError(f"S3 at {settings.s3_endpoint} (bucket {settings.s3_bucket}): {error}") from None
     return client
 
 
