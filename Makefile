@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo demo-cassandra test bench clean
 
 $(STAMP): pyproject.toml scripts/setup.sh $(wildcard jvm/*/pom.xml)
 	bash scripts/setup.sh
@@ -14,6 +14,9 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/harmony demo
+
+demo-cassandra: $(STAMP)
+	$(BIN)/harmony demo --store cassandra
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

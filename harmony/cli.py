@@ -75,7 +75,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.demo import run
 
-    return run(settings, args.host, args.port)
+    return run(settings, args.host, args.port, args.store)
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -144,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="stack + worker + API with demo data; Ctrl-C stops it all")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--store", choices=["sqlite", "cassandra"], default="sqlite",
+                      help="the projection store: embedded SQLite (default) or an Apache Cassandra node")
     demo.set_defaults(run=cmd_demo)
     return top
 

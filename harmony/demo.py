@@ -1,8 +1,10 @@
-"""`harmony demo`: the whole product on the embedded default, with demo data and a trained model, until Ctrl-C."""
+"""`harmony demo`: the whole product with demo data and a trained model, until Ctrl-C; on the embedded
+SQLite store by default, or with `--store cassandra` on an Apache Cassandra node the stack starts."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -111,12 +113,17 @@ def read_store(settings: Settings, read: Callable[[ProjectionStore], T]) -> T:
         store.close()
 
 
-def run(settings: Settings, host: str, port: int) -> int:
+def run(settings: Settings, host: str, port: int, store: str = "sqlite") -> int:
     if not stack.port_free(port):
         raise StackError(f"port {port} is in use; pick another with --port")
     was_running = stack.status(settings.state_dir)["running"]
-    with console.status("starting the local stack (SeaweedFS + Apache Kafka) ..."):
-        info = stack.up(settings.state_dir, settings.topic, settings.partitions, kafka_heap=settings.kafka_heap)
+    on_cassandra = store == "cassandra"
+    parts = "SeaweedFS + Apache Kafka" + (" + Apache Cassandra" if on_cassandra else "")
+    with console.status(f"starting the local stack ({parts}) ..."):
+        info = stack.up(settings.state_dir, settings.topic, settings.partitions, kafka_heap=settings.kafka_heap,
+                        cassandra_nodes=int(on_cassandra), cassandra_heap=settings.cassandra_heap)
+    if on_cassandra:  # this process and every child it starts
+        os.environ["HARMONY_STORE"] = info["cassandra"]["url"]
     settings = load_settings()  # now with the endpoints of the stack just started
     logs = settings.state_dir / "logs"
     children: list[subprocess.Popen] = []
@@ -148,6 +155,7 @@ def run(settings: Settings, host: str, port: int) -> int:
         print(f"""
 moviEharmony is running at {url}  (OpenAPI: {url}/openapi.json)
   broker {info['kafka_bootstrap']}   S3 {info['s3_endpoint']}   logs {logs}
+  store {settings.store_url}{"   (export HARMONY_STORE=that for other harmony commands)" if on_cassandra else ""}
 
 Try:
   curl -s '{url}/v1/match?users=1,2&limit=5'

@@ -8,44 +8,52 @@ Query-first tables, one per question the port asks (docs/cassandra.md gives the 
 | `reviews_by_movie` | movie_id | user_id | a movie's review count and mean (derived, never counted up) |
 | `movies` | movie_id | | the catalogue entry |
 | `history_by_user` | user_id | log_partition DESC, log_offset DESC | the audit trail, newest first |
-| `applied_events` | event_id | | which events were applied (retried commands) |
-| `checkpoints` | partition | | where the projector is |
+| `applied_events` | key (the user) | event_id | which events were applied (retried commands) |
+| `projection` | name | | where the projector is, and where each view lives |
 | `lag` | partition | | the projector's last lag report |
 | `factors` | (version, kind, bucket) | id | a model's factors, in bounded partitions |
 | `models`, `current_model` | version / name | | the registry and its current pointer |
 
-Every row a batch writes carries its version (the log offset of the event behind it) as the
-write timestamp (`USING TIMESTAMP`): Cassandra keeps the newest write per cell, so a stale or
-repeated batch changes nothing and a checkpoint never moves back, with no transaction across
-tables. All statements are prepared; the token-aware policy sends each to a replica of its
-partition; a batch's writes go out concurrently, the checkpoints after the rows they cover.
+A batch's rows go out as one unlogged batch per partition key (a user's reviews, history and
+applied events; a movie's ratings), those batches concurrently, each row with its version (the log
+offset of the event behind it) as the write timestamp (`USING TIMESTAMP`): Cassandra keeps the
+newest write per cell, so a stale or repeated batch's rows change nothing. The batch then commits by moving the checkpoint with a
+lightweight transaction (compare-and-set) on the one `projection` row, which also names the
+keyspace each view lives in: a rebuild folds fresh views into a keyspace of its own and swaps
+them in by pointing the row at it, in the same kind of transaction. A batch that loses the race
+is folded again. All statements are prepared; the token-aware policy sends each to a replica.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+import uuid
 import zlib
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from functools import partial
 from datetime import datetime, timedelta, timezone
 
 import msgspec
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
-from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import ValueSequence
+from cassandra.query import BatchStatement, BatchType, ValueSequence
 
 from events.errors import HarmonyError
-from projections.store import Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
+from projections.store import REBUILDABLE, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
 
 log = logging.getLogger(__name__)
 
 FACTOR_BUCKETS = 16  # a model's factors of one kind spread over this many partitions
-CONCURRENCY = 64  # writes (or reads) in flight at once for one batch
+CONCURRENCY = 64  # requests in flight at once for one batch
+BATCH_ROWS = 100  # rows per unlogged batch, and
+BATCH_BYTES = 32_000  # about this much text: under Cassandra's default batch size limit (50 KiB)
 IN_CHUNK = 100  # keys per `IN` query
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+WHERE_TTL = 1.0  # seconds a reader trusts where the views live before reading it again
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS reviews_by_user (
@@ -60,8 +68,9 @@ CREATE TABLE IF NOT EXISTS history_by_user (
     occurred_at bigint, recorded_at bigint, payload text,
     PRIMARY KEY ((user_id), log_partition, log_offset))
     WITH CLUSTERING ORDER BY (log_partition DESC, log_offset DESC);
-CREATE TABLE IF NOT EXISTS applied_events (event_id text PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS checkpoints (partition int PRIMARY KEY, log_offset bigint);
+CREATE TABLE IF NOT EXISTS applied_events (key text, event_id text, PRIMARY KEY ((key), event_id));
+CREATE TABLE IF NOT EXISTS projection (
+    name text PRIMARY KEY, checkpoint text, reviews text, movies text, history text);
 CREATE TABLE IF NOT EXISTS lag (
     partition int PRIMARY KEY, checkpoint bigint, high_watermark bigint, updated_at bigint);
 CREATE TABLE IF NOT EXISTS factors (
@@ -70,10 +79,6 @@ CREATE TABLE IF NOT EXISTS factors (
 CREATE TABLE IF NOT EXISTS models (version text PRIMARY KEY, info text);
 CREATE TABLE IF NOT EXISTS current_model (name text PRIMARY KEY, version text);
 """
-
-VIEW_TABLES = ("reviews_by_user", "reviews_by_movie", "movies", "history_by_user", "applied_events",
-               "checkpoints", "lag")
-
 
 @dataclass(frozen=True)
 class CassandraConfig:
@@ -101,13 +106,41 @@ def factor_bucket(id: str) -> int:
     return zlib.crc32(id.encode()) % FACTOR_BUCKETS
 
 
+def encode_checkpoint(checkpoint: dict[int, int]) -> str:
+    """One canonical text per checkpoint, so a lightweight transaction can compare it."""
+    return json.dumps(sorted(checkpoint.items()))
+
+
+def decode_checkpoint(text: str) -> dict[int, int]:
+    return {partition: offset for partition, offset in json.loads(text)}
+
+
+class PartitionBatches:
+    """Statements grouped into unlogged batches by partition key: one request writes a user's rows
+    (Cassandra applies a partition's batch at once), and no batch grows past Cassandra's size limit."""
+
+    def __init__(self):
+        self.batches: list[BatchStatement] = []
+        self._open: dict[str, tuple[BatchStatement, int]] = {}  # key -> (its batch, text in it)
+
+    def add(self, key: str, statement, values: tuple, size: int = 0) -> None:
+        batch, held = self._open.get(key, (None, 0))
+        if batch is None or len(batch) >= BATCH_ROWS or held + size > BATCH_BYTES:
+            batch, held = BatchStatement(BatchType.UNLOGGED), 0
+            self.batches.append(batch)
+        batch.add(statement, values)
+        self._open[key] = (batch, held + size)
+
+
 class CassandraStore:
     def __init__(self, config: CassandraConfig, scratch: bool = False):
-        """`scratch`: a throw-away keyspace (rebuilds, verification), dropped when closed."""
+        """`scratch`: a throw-away keyspace (rebuilds, verification), dropped when closed unless
+        a swap made its views live."""
         self.config, self._scratch = config, scratch
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
             consistency_level=ConsistencyLevel.name_to_value[config.consistency],
+            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
             request_timeout=10.0,
         )
         self._cluster = Cluster(list(config.contact_points), port=config.port, protocol_version=5,
@@ -115,15 +148,23 @@ class CassandraStore:
                                 connect_timeout=config.connect_timeout,
                                 control_connection_timeout=config.connect_timeout)
         self._session = self._connect()
+        self._prepared: dict[str, object] = {}
+        keyspace = config.keyspace
         if scratch:
-            self._session.execute(f"DROP KEYSPACE IF EXISTS {config.keyspace}")
+            self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
         self._session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {config.keyspace} WITH replication = "
+            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
             f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
-        self._session.set_keyspace(config.keyspace)
         for statement in filter(str.strip, TABLES.split(";")):
-            self._session.execute(statement)
-        self._prepare()
+            self._session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ",
+                                                    f"CREATE TABLE IF NOT EXISTS {keyspace}."))
+        # A new store keeps its views in its own keyspace, from no checkpoint.
+        self._session.execute(self._statement(
+            "INSERT INTO {base}.projection (name, checkpoint, reviews, movies, history) "
+            "VALUES ('views', '[]', ?, ?, ?) IF NOT EXISTS"), (keyspace,) * 3)
+        self._where: dict[str, str] = {}
+        self._where_read = float("-inf")
+        self._state()
 
     def _connect(self):
         where = f"{','.join(self.config.contact_points)}:{self.config.port}"
@@ -139,50 +180,30 @@ class CassandraStore:
         finally:
             driver_log.setLevel(level)
 
-    def _prepare(self) -> None:
-        prepare = self._session.prepare
-        self._put_review = prepare(
-            "INSERT INTO reviews_by_user (user_id, movie_id, rating, summary, text, reviewed_at, event_id) "
-            "VALUES (?,?,?,?,?,?,?) USING TIMESTAMP ?")
-        self._delete_review = prepare(
-            "DELETE FROM reviews_by_user USING TIMESTAMP ? WHERE user_id = ? AND movie_id = ?")
-        self._put_rating = prepare(
-            "INSERT INTO reviews_by_movie (movie_id, user_id, rating) VALUES (?,?,?) USING TIMESTAMP ?")
-        self._delete_rating = prepare(
-            "DELETE FROM reviews_by_movie USING TIMESTAMP ? WHERE movie_id = ? AND user_id = ?")
-        self._put_movie = prepare(
-            "INSERT INTO movies (movie_id, title, year, genres, image_url) VALUES (?,?,?,?,?) USING TIMESTAMP ?")
-        self._put_history = prepare(
-            "INSERT INTO history_by_user (user_id, log_partition, log_offset, event_id, type, occurred_at, "
-            "recorded_at, payload) VALUES (?,?,?,?,?,?,?,?)")
-        self._put_applied = prepare("INSERT INTO applied_events (event_id) VALUES (?)")
-        # The checkpoint's write timestamp is its offset: a lower one never overwrites a higher one.
-        self._put_checkpoint = prepare(
-            "INSERT INTO checkpoints (partition, log_offset) VALUES (?,?) USING TIMESTAMP ?")
-        self._put_lag = prepare(
-            "INSERT INTO lag (partition, checkpoint, high_watermark, updated_at) VALUES (?,?,?,?)")
-        self._put_factor = prepare(
-            "INSERT INTO factors (version, kind, bucket, id, bias, vector) VALUES (?,?,?,?,?,?)")
-        self._put_model = prepare("INSERT INTO models (version, info) VALUES (?,?)")
-        self._set_current = prepare("INSERT INTO current_model (name, version) VALUES ('current', ?)")
+    def _statement(self, cql: str, **views: str):
+        """The prepared statement of `cql`, whose `{base}` is this store's keyspace and whose
+        `{reviews}`, `{movies}`, `{history}` are the keyspaces those views live in."""
+        text = cql.format(base=self.config.keyspace, **views)
+        statement = self._prepared.get(text)
+        if statement is None:
+            statement = self._prepared[text] = self._session.prepare(text)
+        return statement
 
-        self._checkpoints = prepare("SELECT partition, log_offset FROM checkpoints")
-        self._applied = prepare("SELECT event_id FROM applied_events WHERE event_id IN ?")
-        self._user_reviews = prepare(
-            "SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews_by_user "
-            "WHERE user_id = ?")
-        self._movie = prepare("SELECT title, year, genres FROM movies WHERE movie_id = ?")
-        self._movie_stats = prepare("SELECT count(rating), sum(rating) FROM reviews_by_movie WHERE movie_id = ?")
-        history = ("SELECT user_id, event_id, type, occurred_at, recorded_at, log_partition, log_offset, payload "
-                   "FROM history_by_user WHERE user_id = ?")
-        self._history = prepare(history)
-        self._history_before = prepare(history + " AND (log_partition, log_offset) < (?, ?)")
-        self._lag = prepare("SELECT partition, checkpoint, high_watermark FROM lag")
-        self._model = prepare("SELECT info FROM models WHERE version = ?")
-        self._current = prepare("SELECT version FROM current_model WHERE name = 'current'")
-        factors = "SELECT id, bias, vector FROM factors WHERE version = ? AND kind = ? AND bucket = ?"
-        self._factors = prepare(factors)
-        self._factors_of = prepare(factors + " AND id IN ?")
+    def _state(self) -> tuple[dict[int, int], dict[str, str]]:
+        """The checkpoint and where each view lives, read through Paxos: what a commit compares."""
+        statement = self._statement(
+            "SELECT checkpoint, reviews, movies, history FROM {base}.projection WHERE name = 'views'")
+        statement.consistency_level = ConsistencyLevel.LOCAL_SERIAL
+        row = self._session.execute(statement).one()
+        self._where = {view: getattr(row, view) for view in REBUILDABLE}
+        self._where_read = time.monotonic()
+        return decode_checkpoint(row.checkpoint), self._where
+
+    def _views(self) -> dict[str, str]:
+        """Where each view lives, as read within the last second (a swap is seen that late)."""
+        if time.monotonic() - self._where_read > WHERE_TTL:
+            self._state()
+        return self._where
 
     def _write_all(self, statement, rows: list[tuple]) -> None:
         if rows:
@@ -197,49 +218,96 @@ class CassandraStore:
     # -- projector side ---------------------------------------------------------------
 
     def checkpoint(self) -> dict[int, int]:
-        return {partition: offset for partition, offset in self._session.execute(self._checkpoints)}
+        return self._state()[0]
 
-    def seen_event_ids(self, event_ids: list[str]) -> set[str]:
-        chunks = [(ValueSequence(event_ids[i:i + IN_CHUNK]),) for i in range(0, len(event_ids), IN_CHUNK)]
-        return {row.event_id for row in self._read_all(self._applied, chunks)} if chunks else set()
+    def seen_event_ids(self, events: list[tuple[str, str]]) -> set[str]:
+        statement = self._statement("SELECT event_id FROM {reviews}.applied_events WHERE key = ? AND event_id IN ?",
+                                    **self._views())
+        by_key: dict[str, list[str]] = {}
+        for key, event_id in events:
+            by_key.setdefault(key, []).append(event_id)
+        queries = [(key, ValueSequence(ids[i:i + IN_CHUNK])) for key, ids in by_key.items()
+                   for i in range(0, len(ids), IN_CHUNK)]
+        return {row.event_id for row in self._read_all(statement, queries)} if queries else set()
 
-    def apply(self, changes: Changes) -> None:
-        # Rows first, then the checkpoints that cover them: a failure part-way leaves the checkpoint
-        # behind, and the batch is applied again (idempotently) after a restart.
-        puts = [(key, version, row) for key, (version, row) in changes.reviews.items() if row is not None]
-        deletes = [(key, version) for key, (version, row) in changes.reviews.items() if row is None]
-        self._write_all(self._put_review, [
-            (r.user_id, r.movie_id, r.rating, r.summary, r.text, micros(r.reviewed_at), r.event_id, version)
-            for _, version, r in puts])
-        self._write_all(self._put_rating, [(movie, user, r.rating, version) for (user, movie), version, r in puts])
-        self._write_all(self._delete_review, [(version, user, movie) for (user, movie), version in deletes])
-        self._write_all(self._delete_rating, [(version, movie, user) for (user, movie), version in deletes])
-        self._write_all(self._put_movie, [(c.movie_id, c.title, c.year, c.genres, c.image_url, version)
-                                          for version, c in changes.catalogue.values()])
-        self._write_all(self._put_history, [
-            (h.user_id, h.partition, h.offset, h.event_id, h.type, micros(h.occurred_at), micros(h.recorded_at),
-             msgspec.json.encode(h.payload).decode()) for h in changes.history])
-        self._write_all(self._put_applied, [(h.event_id,) for h in changes.history])
-        self._write_all(self._put_checkpoint, [(p, o, o) for p, o in changes.checkpoint.items()])
+    def apply(self, changes: Changes) -> bool:
+        # The rows first, then which events they applied, then the commit: a failure part-way leaves
+        # the checkpoint behind (and no event marked applied without its rows), and the batch is
+        # applied again after a restart. Rows written for a commit that then loses its
+        # compare-and-set are older versions, or sit in views no longer live: harmless.
+        where = self._views()
+        q = partial(self._statement, **where)
+        put_review = q("INSERT INTO {reviews}.reviews_by_user (user_id, movie_id, rating, summary, text, "
+                       "reviewed_at, event_id) VALUES (?,?,?,?,?,?,?) USING TIMESTAMP ?")
+        delete_review = q("DELETE FROM {reviews}.reviews_by_user USING TIMESTAMP ? WHERE user_id = ? AND movie_id = ?")
+        put_rating = q("INSERT INTO {reviews}.reviews_by_movie (movie_id, user_id, rating) VALUES (?,?,?) "
+                       "USING TIMESTAMP ?")
+        delete_rating = q("DELETE FROM {reviews}.reviews_by_movie USING TIMESTAMP ? WHERE movie_id = ? AND user_id = ?")
+        put_movie = q("INSERT INTO {movies}.movies (movie_id, title, year, genres, image_url) VALUES (?,?,?,?,?) "
+                      "USING TIMESTAMP ?")
+        put_history = q("INSERT INTO {history}.history_by_user (user_id, log_partition, log_offset, event_id, type, "
+                        "occurred_at, recorded_at, payload) VALUES (?,?,?,?,?,?,?,?)")
+        put_applied = q("INSERT INTO {reviews}.applied_events (key, event_id) VALUES (?,?)")
+
+        rows = PartitionBatches()
+        for (user, movie), (version, r) in changes.reviews.items():
+            if r is None:
+                rows.add(user, delete_review, (version, user, movie))
+                rows.add(f"movie:{movie}", delete_rating, (version, movie, user))
+            else:
+                rows.add(user, put_review, (user, movie, r.rating, r.summary, r.text, micros(r.reviewed_at),
+                                            r.event_id, version), len(r.summary) + len(r.text))
+                rows.add(f"movie:{movie}", put_rating, (movie, user, r.rating, version))
+        for version, c in changes.catalogue.values():
+            rows.add(f"movie:{c.movie_id}", put_movie, (c.movie_id, c.title, c.year, c.genres, c.image_url, version))
+        applied = PartitionBatches()
+        for h in changes.history:
+            payload = msgspec.json.encode(h.payload).decode()
+            rows.add(h.user_id, put_history, (h.user_id, h.partition, h.offset, h.event_id, h.type,
+                                              micros(h.occurred_at), micros(h.recorded_at), payload), len(payload))
+            applied.add(h.user_id, put_applied, (h.user_id, h.event_id))
+        for phase in (rows, applied):
+            if phase.batches:
+                execute_concurrent(self._session, [(batch, None) for batch in phase.batches],
+                                   concurrency=CONCURRENCY, raise_on_first_error=True)
+
+        moved = {p: max(o, changes.since.get(p, -1)) for p, o in changes.checkpoint.items()}
+        committed = self._session.execute(self._statement(
+            "UPDATE {base}.projection SET checkpoint = ? WHERE name = 'views' "
+            "IF checkpoint = ? AND reviews = ? AND movies = ? AND history = ?"), (
+            encode_checkpoint({**changes.since, **moved}), encode_checkpoint(changes.since),
+            where["reviews"], where["movies"], where["history"])).was_applied
+        if not committed:
+            self._state()  # the fold goes again, on what is there now
+        return committed
 
     def record_lag(self, lags: list[PartitionLag]) -> None:
         now = micros(datetime.now(timezone.utc))
-        self._write_all(self._put_lag, [(lag.partition, lag.checkpoint, lag.high_watermark, now) for lag in lags])
+        self._write_all(self._statement(
+            "INSERT INTO {base}.lag (partition, checkpoint, high_watermark, updated_at) VALUES (?,?,?,?)"),
+            [(lag.partition, lag.checkpoint, lag.high_watermark, now) for lag in lags])
 
     # -- read side ----------------------------------------------------------------------
 
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
         # The user's partition is read whole and ordered here: a partition holds one user's reviews.
+        statement = self._statement(
+            "SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM {reviews}.reviews_by_user "
+            "WHERE user_id = ?", **self._views())
         rows = [ReviewRow(m, r, s, t, from_micros(at), e, user_id=u)
-                for u, m, r, s, t, at, e in self._session.execute(self._user_reviews, (user_id,))]
+                for u, m, r, s, t, at, e in self._session.execute(statement, (user_id,))]
         rows.sort(key=lambda row: (row.reviewed_at, row.movie_id), reverse=True)
         if after is not None:
             rows = [row for row in rows if (row.reviewed_at, row.movie_id) < after]
         return rows[:limit]
 
     def movie(self, movie_id: str) -> Movie | None:
-        entry = self._session.execute(self._movie, (movie_id,)).one()
-        count, total = self._session.execute(self._movie_stats, (movie_id,)).one()
+        where = self._views()
+        entry = self._session.execute(self._statement(
+            "SELECT title, year, genres FROM {movies}.movies WHERE movie_id = ?", **where), (movie_id,)).one()
+        count, total = self._session.execute(self._statement(
+            "SELECT count(rating), sum(rating) FROM {reviews}.reviews_by_movie WHERE movie_id = ?", **where),
+            (movie_id,)).one()
         if entry is None and not count:
             return None
         title, year, genres = entry or (None, None, None)
@@ -248,10 +316,14 @@ class CassandraStore:
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
     ) -> list[HistoryRow]:
+        cql = ("SELECT user_id, event_id, type, occurred_at, recorded_at, log_partition, log_offset, payload "
+               "FROM {history}.history_by_user WHERE user_id = ?")
         if before is None:
-            result = self._session.execute(self._history, (user_id,))
+            result = self._session.execute(self._statement(cql, **self._views()), (user_id,))
         else:
-            result = self._session.execute(self._history_before, (user_id, *before))
+            result = self._session.execute(
+                self._statement(cql + " AND (log_partition, log_offset) < (?, ?)", **self._views()),
+                (user_id, *before))
         rows: list[HistoryRow] = []
         for u, e, t, occurred, recorded, p, o, payload in result:  # pages are fetched as iterated
             if as_of is not None and from_micros(recorded) > as_of:
@@ -262,7 +334,8 @@ class CassandraStore:
         return rows
 
     def lag(self) -> list[PartitionLag]:
-        return [PartitionLag.of(p, c, h) for p, c, h in sorted(self._session.execute(self._lag))]
+        rows = self._session.execute(self._statement("SELECT partition, checkpoint, high_watermark FROM {base}.lag"))
+        return [PartitionLag.of(p, c, h) for p, c, h in sorted(rows)]
 
     def ping(self) -> None:
         self._session.execute("SELECT release_version FROM system.local")
@@ -270,31 +343,37 @@ class CassandraStore:
     # -- model side ---------------------------------------------------------------------
 
     def put_factors(self, version: str, kind: str, rows: list[FactorRow]) -> None:
-        self._write_all(self._put_factor, [(version, kind, factor_bucket(row.id), row.id, row.bias, row.vector)
-                                           for row in rows])
+        self._write_all(self._statement(
+            "INSERT INTO {base}.factors (version, kind, bucket, id, bias, vector) VALUES (?,?,?,?,?,?)"),
+            [(version, kind, factor_bucket(row.id), row.id, row.bias, row.vector) for row in rows])
 
     def publish_model(self, info: ModelInfo) -> None:
         # The registry row first, then the pointer: one cell write makes the version current.
-        self._session.execute(self._put_model, (info.version, msgspec.json.encode(info).decode()))
-        self._session.execute(self._set_current, (info.version,))
+        self._session.execute(self._statement("INSERT INTO {base}.models (version, info) VALUES (?,?)"),
+                              (info.version, msgspec.json.encode(info).decode()))
+        self._session.execute(self._statement(
+            "INSERT INTO {base}.current_model (name, version) VALUES ('current', ?)"), (info.version,))
 
     def model(self, version: str | None = None) -> ModelInfo | None:
         if version is None:
-            current = self._session.execute(self._current).one()
+            current = self._session.execute(self._statement(
+                "SELECT version FROM {base}.current_model WHERE name = 'current'")).one()
             if current is None:
                 return None
             version = current.version
-        row = self._session.execute(self._model, (version,)).one()
+        row = self._session.execute(self._statement("SELECT info FROM {base}.models WHERE version = ?"),
+                                    (version,)).one()
         return None if row is None else msgspec.json.decode(row.info, type=ModelInfo)
 
     def factors(self, version: str, kind: str, ids: list[str] | None = None) -> list[FactorRow]:
+        cql = "SELECT id, bias, vector FROM {base}.factors WHERE version = ? AND kind = ? AND bucket = ?"
         if ids is None:
-            rows = self._read_all(self._factors, [(version, kind, b) for b in range(FACTOR_BUCKETS)])
+            rows = self._read_all(self._statement(cql), [(version, kind, b) for b in range(FACTOR_BUCKETS)])
         else:
             by_bucket: dict[int, list[str]] = {}
             for id in ids:
                 by_bucket.setdefault(factor_bucket(id), []).append(id)
-            rows = self._read_all(self._factors_of, [
+            rows = self._read_all(self._statement(cql + " AND id IN ?"), [
                 (version, kind, bucket, ValueSequence(chunk[i:i + IN_CHUNK]))
                 for bucket, chunk in by_bucket.items() for i in range(0, len(chunk), IN_CHUNK)])
         return sorted((FactorRow(id, bias, vector) for id, bias, vector in rows), key=lambda row: row.id)
@@ -303,26 +382,48 @@ class CassandraStore:
 
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows in a stable order. Reads whole tables: for verification and tests."""
+        checkpoint, where = self._state()
+
         def table(cql: str) -> list[tuple]:
-            return sorted(tuple(row) for row in self._session.execute(cql))
+            return sorted(tuple(row) for row in self._session.execute(cql.format(**where)))
 
         return {
             "reviews": table("SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id "
-                             "FROM reviews_by_user"),
-            "movies": table("SELECT movie_id, title, year, genres, image_url FROM movies"),
+                             "FROM {reviews}.reviews_by_user"),
+            "movies": table("SELECT movie_id, title, year, genres, image_url FROM {movies}.movies"),
             "history": table("SELECT event_id, user_id, type, occurred_at, recorded_at, log_partition, "
-                             "log_offset, payload FROM history_by_user"),
-            "checkpoints": table("SELECT partition, log_offset FROM checkpoints"),
+                             "log_offset, payload FROM {history}.history_by_user"),
+            "checkpoints": sorted(checkpoint.items()),
         }
 
     def scratch(self, name: str) -> "CassandraStore":
-        return CassandraStore(replace(self.config, keyspace=f"{self.config.keyspace}_{name}"), scratch=True)
+        """A fresh keyspace named after this one (`<keyspace>__<name>_<random>`). A rebuild's
+        keyspaces that no view points at any more (replaced by a later rebuild, or left by one
+        that died) are dropped first: readers have long moved off them."""
+        prefix = f"{self.config.keyspace}__"
+        live = set(self._state()[1].values())
+        for (keyspace,) in self._session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
+            if keyspace.startswith(prefix + "rebuild_") and keyspace not in live:
+                self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        return CassandraStore(replace(self.config, keyspace=f"{prefix}{name}_{uuid.uuid4().hex[:8]}"), scratch=True)
 
-    def swap_in(self, fresh: "CassandraStore", views: list[str]) -> AbstractContextManager[dict[int, int]]:
-        raise HarmonyError("rebuild cannot swap views in at once on Cassandra yet: rebuild a SQLite store, "
-                           "or drop the keyspace and let the worker project the log again")
+    def swap_in(self, fresh: "CassandraStore", views: list[str], checkpoint: dict[int, int]) -> bool:
+        if fresh.checkpoint() != checkpoint:
+            raise RuntimeError(f"fresh store at {fresh.checkpoint()}, not at {checkpoint}")
+        _, where = self._state()
+        moved = {**where, **{view: fresh.config.keyspace for view in views}}
+        swapped = self._session.execute(self._statement(
+            "UPDATE {base}.projection SET reviews = ?, movies = ?, history = ? WHERE name = 'views' "
+            "IF checkpoint = ? AND reviews = ? AND movies = ? AND history = ?"), (
+            moved["reviews"], moved["movies"], moved["history"], encode_checkpoint(checkpoint),
+            where["reviews"], where["movies"], where["history"])).was_applied
+        if swapped:
+            fresh._scratch = False  # its keyspace holds live views now
+        self._state()
+        return swapped
 
     def close(self) -> None:
-        if self._scratch:
-            self._session.execute(f"DROP KEYSPACE IF EXISTS {self.config.keyspace}")
+        if self._scratch:  # with the keyspaces its views were swapped in from
+            for keyspace in {self.config.keyspace, *self._state()[1].values()}:
+                self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
         self._cluster.shutdown()

@@ -30,8 +30,9 @@ def review_row(event: ReviewSubmitted) -> ReviewRow:
 def fold(store: ProjectionWriter, records: list[Record]) -> Changes:
     done = store.checkpoint()
     reviews = ReviewFold(review_row, done, store.seen_event_ids(
-        [r.event.event_id for r in records if r.event is not None and r.offset > done.get(r.partition, -1)]))
-    changes = Changes()
+        [(r.event.key, r.event.event_id) for r in records
+         if r.event is not None and r.offset > done.get(r.partition, -1)]))
+    changes = Changes(since=done)
     versions: dict[ReviewKey, int] = {}
     for partition, offset, event in records:
         if not reviews.take(partition, offset) or event is None or not reviews.apply(event):

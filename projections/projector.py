@@ -37,10 +37,12 @@ def decode_batch(raw: list[LogRecord]) -> tuple[list[Record], list[DeadLetter]]:
 
 
 def apply_records(store: ProjectionWriter, records: list[Record]) -> None:
-    """Fold one batch and commit it with its checkpoint (nothing to write if all were seen)."""
-    changes = fold(store, records)
-    if changes.checkpoint:
-        store.apply(changes)
+    """Fold one batch and commit it with its checkpoint (nothing to write if all were seen); fold
+    it again if the checkpoint moved meanwhile (a rebalance overlap, a rebuild's swap)."""
+    while True:
+        changes = fold(store, records)
+        if not changes.checkpoint or store.apply(changes):
+            return
 
 
 class LogProjector:

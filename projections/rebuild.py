@@ -1,18 +1,21 @@
 """Rebuild projections from the log (or the S3 archive) into a fresh store, then swap them in.
 
-The fresh store (the live store's `scratch`) is built up to the live store's checkpoint,
-brought to exactly that checkpoint while the live store holds off its projector, and swapped
-in at once (`swap_in`): the API serves the old views until then.
+The fresh store (the live store's `scratch`) is folded up to the live store's checkpoint and
+swapped in at once if the live checkpoint has not moved meanwhile (`swap_in` is a
+compare-and-set); if it has, the fresh store catches up and tries again. The API serves the old
+views until then, and the projector never waits.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from events.errors import HarmonyError
 from events.reader import LogRecord, read_log
 from projections.projector import apply_records, decode_batch
 from projections.store import ProjectionStore
 
+SWAP_ATTEMPTS = 100
 Progress = Callable[[int], None]  # called with the number of records just read
 
 
@@ -60,13 +63,16 @@ async def rebuild(
     """Rebuild `views` of `live` from offset 0 (of the archive when given, else of the log)."""
     fresh = live.scratch("rebuild")
     try:
-        target = ends_after(live.checkpoint())
-        from_archive = fold_batches(fresh, archive, target, progress) if archive is not None else 0
-        from_log = await fold_log(bootstrap, topic, fresh, target, progress)
-        # The live store moved on meanwhile: catch up without the lock, then exactly, with it.
-        from_log += await fold_log(bootstrap, topic, fresh, ends_after(live.checkpoint()), progress)
-        with live.swap_in(fresh, views) as checkpoint:
-            from_log += await fold_log(bootstrap, topic, fresh, ends_after(checkpoint), progress)
+        target = live.checkpoint()
+        from_archive = fold_batches(fresh, archive, ends_after(target), progress) if archive is not None else 0
+        from_log = 0
+        for _ in range(SWAP_ATTEMPTS):
+            from_log += await fold_log(bootstrap, topic, fresh, ends_after(target), progress)
+            if live.swap_in(fresh, views, target):
+                break
+            target = live.checkpoint()  # the projector moved on meanwhile: catch up, try again
+        else:
+            raise HarmonyError(f"the projector kept moving: no swap in {SWAP_ATTEMPTS} attempts; try again")
         return {"views": views, "from_archive": from_archive, "from_log": from_log,
                 "checkpoint": {str(p): o for p, o in sorted(fresh.checkpoint().items())}}
     finally:

@@ -6,14 +6,12 @@ file; WAL lets readers go on while a batch commits.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import msgspec
 
@@ -23,15 +21,12 @@ log = logging.getLogger(__name__)
 
 # Raised when the views' tables change: an older file's views are dropped and projected again
 # from the log (the model registry's tables are kept).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
--- A retracted review stays as a tombstone (rating NULL) with its version, so an older batch
--- applied late cannot bring it back.
 CREATE TABLE IF NOT EXISTS reviews (
-    user_id TEXT NOT NULL, movie_id TEXT NOT NULL, rating REAL,
+    user_id TEXT NOT NULL, movie_id TEXT NOT NULL, rating REAL NOT NULL,
     summary TEXT NOT NULL, text TEXT NOT NULL, reviewed_at TEXT NOT NULL, event_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
     PRIMARY KEY (user_id, movie_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reviews_newest ON reviews (user_id, reviewed_at DESC, movie_id DESC);
@@ -39,7 +34,7 @@ CREATE INDEX IF NOT EXISTS reviews_newest ON reviews (user_id, reviewed_at DESC,
 CREATE INDEX IF NOT EXISTS reviews_by_movie ON reviews (movie_id, rating);
 CREATE TABLE IF NOT EXISTS movies (
     movie_id TEXT PRIMARY KEY, title TEXT NOT NULL, year INTEGER, genres TEXT NOT NULL,
-    image_url TEXT, version INTEGER NOT NULL
+    image_url TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, type TEXT NOT NULL,
@@ -65,10 +60,9 @@ CREATE TABLE IF NOT EXISTS lag (
 """
 
 # Every view's contents in a stable order, to compare two stores (the port's REBUILDABLE and the
-# checkpoints); versions and tombstones are how a view is kept, not what it holds.
+# checkpoints).
 VIEWS = {
-    "reviews": "SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews "
-               "WHERE rating IS NOT NULL ORDER BY user_id, movie_id",
+    "reviews": "SELECT * FROM reviews ORDER BY user_id, movie_id",
     "movies": "SELECT movie_id, title, year, genres, image_url FROM movies ORDER BY movie_id",
     "history": "SELECT * FROM history ORDER BY event_id",
     "checkpoints": "SELECT * FROM checkpoints ORDER BY partition",
@@ -138,7 +132,8 @@ class SQLiteStore:
         with self._lock:
             return dict(self._db.execute('SELECT partition, "offset" FROM checkpoints'))
 
-    def seen_event_ids(self, event_ids: list[str]) -> set[str]:
+    def seen_event_ids(self, events: list[tuple[str, str]]) -> set[str]:
+        event_ids = [event_id for _, event_id in events]
         seen: set[str] = set()
         with self._lock:
             for chunk in _chunks(event_ids):
@@ -147,29 +142,29 @@ class SQLiteStore:
                     f"SELECT event_id FROM history WHERE event_id IN ({marks})", chunk))
         return seen
 
-    def apply(self, changes: Changes) -> None:
-        tombstone = ("", "", "", "")  # summary, text, reviewed_at, event_id of a retracted review
+    def apply(self, changes: Changes) -> bool:
         db = self._db
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
             try:
+                stored = dict(db.execute('SELECT partition, "offset" FROM checkpoints'))
+                if any(stored.get(p, -1) != changes.since.get(p, -1) for p in changes.checkpoint):
+                    db.execute("ROLLBACK")
+                    return False
+                # Folded on the stored checkpoint, so every change is newer than the row it replaces.
                 db.executemany(
-                    "INSERT INTO reviews VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (user_id, movie_id) DO UPDATE SET "
-                    "rating = excluded.rating, summary = excluded.summary, text = excluded.text, "
-                    "reviewed_at = excluded.reviewed_at, event_id = excluded.event_id, version = excluded.version "
-                    "WHERE excluded.version > reviews.version",
-                    [
-                        (user, movie, None, *tombstone, version) if r is None else
-                        (user, movie, r.rating, r.summary, r.text, sortable_time(r.reviewed_at), r.event_id, version)
-                        for (user, movie), (version, r) in changes.reviews.items()
-                    ],
+                    "INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?,?)",
+                    [(user, movie, r.rating, r.summary, r.text, sortable_time(r.reviewed_at), r.event_id)
+                     for (user, movie), (_, r) in changes.reviews.items() if r is not None],
                 )
                 db.executemany(
-                    "INSERT INTO movies VALUES (?,?,?,?,?,?) ON CONFLICT (movie_id) DO UPDATE SET "
-                    "title = excluded.title, year = excluded.year, genres = excluded.genres, "
-                    "image_url = excluded.image_url, version = excluded.version WHERE excluded.version > movies.version",
-                    [(c.movie_id, c.title, c.year, json.dumps(c.genres), c.image_url, version)
-                     for version, c in changes.catalogue.values()],
+                    "DELETE FROM reviews WHERE user_id = ? AND movie_id = ?",
+                    [key for key, (_, r) in changes.reviews.items() if r is None],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO movies VALUES (?,?,?,?,?)",
+                    [(c.movie_id, c.title, c.year, json.dumps(c.genres), c.image_url)
+                     for _, c in changes.catalogue.values()],
                 )
                 db.executemany(
                     "INSERT OR IGNORE INTO history VALUES (?,?,?,?,?,?,?,?)",
@@ -180,14 +175,14 @@ class SQLiteStore:
                     ],
                 )
                 db.executemany(
-                    'INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET "offset" = '
-                    'excluded."offset" WHERE excluded."offset" > checkpoints."offset"',
-                    list(changes.checkpoint.items()),
+                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
+                    [(p, max(o, stored.get(p, -1))) for p, o in changes.checkpoint.items()],
                 )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        return True
 
     def record_lag(self, lags: list[PartitionLag]) -> None:
         now = sortable_time(datetime.now(timezone.utc))
@@ -201,7 +196,7 @@ class SQLiteStore:
 
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
         query = ("SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews "
-                 "WHERE user_id = ? AND rating IS NOT NULL")
+                 "WHERE user_id = ?")
         params: list = [user_id]
         if after is not None:
             query += " AND (reviewed_at, movie_id) < (?, ?)"
@@ -309,30 +304,27 @@ class SQLiteStore:
             finally:
                 self._db.execute("COMMIT")
 
-    @contextlib.contextmanager
-    def swap_in(self, fresh: "SQLiteStore", views: list[str]) -> Iterator[dict[int, int]]:
-        """Replace `views` with `fresh`'s in one transaction.
-
-        On entry the write lock is taken (projectors wait; readers keep their snapshot and see
-        the old views until the commit) and the live checkpoint is answered: bring `fresh` to
-        exactly it inside the block. On exit the views are copied over and committed.
-        """
+    def swap_in(self, fresh: "SQLiteStore", views: list[str], checkpoint: dict[int, int]) -> bool:
+        """Copy `views` over from `fresh` in one transaction, if the live checkpoint is still
+        `checkpoint`; readers keep their snapshot and see the old views until the commit."""
+        if fresh.checkpoint() != checkpoint:
+            raise RuntimeError(f"fresh store at {fresh.checkpoint()}, not at {checkpoint}")
         with self._lock:
             self._db.execute("ATTACH DATABASE ? AS fresh", (str(fresh.path),))  # not allowed inside a transaction
             try:
                 # The write lock of the live database only: BEGIN IMMEDIATE would also lock the
-                # attached fresh one, which the block still writes through its own connection.
+                # attached fresh one.
                 self._db.execute("BEGIN")
                 try:
                     self._db.execute("DELETE FROM main.checkpoints WHERE 0")
-                    live = dict(self._db.execute('SELECT partition, "offset" FROM checkpoints'))
-                    yield live
-                    if fresh.checkpoint() != live:
-                        raise RuntimeError(f"fresh store at {fresh.checkpoint()}, live store at {live}")
+                    if dict(self._db.execute('SELECT partition, "offset" FROM main.checkpoints')) != checkpoint:
+                        self._db.execute("ROLLBACK")
+                        return False
                     for view in views:
                         self._db.execute(f"DELETE FROM main.{view}")
                         self._db.execute(f"INSERT INTO main.{view} SELECT * FROM fresh.{view}")
                     self._db.execute("COMMIT")
+                    return True
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise

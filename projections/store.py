@@ -1,12 +1,11 @@
 """The projection-store port: what the projector writes and the read side asks, nothing more.
 
-Adapters: `projections.sqlite_store` (embedded default). The composition root
+Adapters: `projections.sqlite_store` (embedded default) and `projections.cassandra_store`. The composition root
 (`harmony/bootstrap.py`) picks one from `HARMONY_STORE`; nothing else names an adapter.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -72,13 +71,16 @@ class CatalogueEntry(msgspec.Struct, frozen=True):
 class Changes(msgspec.Struct):
     """The net effect of one batch of events.
 
-    Every row change carries its version: the log offset of the event behind it (a user's and a
-    movie's events share one partition, so offsets order them). A store applies a row change only
-    over an older version of the row, a checkpoint only forward, and a history row once. So
-    applying a batch twice, or an older batch after a newer one (two workers overlapping in a
-    rebalance), changes nothing; no store needs a transaction across tables for that.
+    The changes are folded on top of the checkpoint `since`, and a store commits them only while
+    its checkpoint is still that (compare-and-set): a batch applied twice, or an older batch after
+    a newer one (two workers overlapping in a rebalance, a rebuild swapping views in), is refused
+    and folded again. Every row change also carries its version, the log offset of the event behind
+    it (a user's and a movie's events share one partition, so offsets order them): a store that
+    writes rows before its compare-and-set (no transaction across tables) keeps only the newest
+    version of each row, so a refused batch's rows change nothing either.
     """
 
+    since: dict[int, int] = {}  # the whole checkpoint the batch was folded on
     reviews: dict[ReviewKey, tuple[int, ReviewRow | None]] = {}  # (version, row); None: retracted
     catalogue: dict[str, tuple[int, CatalogueEntry]] = {}  # movie_id -> (version, entry)
     history: list[HistoryRow] = []
@@ -112,11 +114,14 @@ class ProjectionWriter(Protocol):
     def checkpoint(self) -> dict[int, int]:
         """partition -> last offset applied."""
 
-    def seen_event_ids(self, event_ids: list[str]) -> set[str]:
-        """Which of these events were already applied (a retried command, a re-import)."""
+    def seen_event_ids(self, events: list[tuple[str, str]]) -> set[str]:
+        """Which of these (key, event id) were already applied (a retried command, a re-import).
+        A re-sent event has its first sending's key, so a store may look an id up by key."""
 
-    def apply(self, changes: Changes) -> None:
-        """Write the changes; each row only over an older version, the checkpoint only forward.
+    def apply(self, changes: Changes) -> bool:
+        """Commit the changes and move the checkpoint forward to cover them, if the checkpoint of
+        each partition they cover is still `changes.since`'s (a store may also refuse when another
+        one moved). Answer False, with nothing changed that readers see, if not: fold again.
         The checkpoint is written after the rows it covers (or with them)."""
 
     def record_lag(self, lags: list[PartitionLag]) -> None: ...
@@ -170,9 +175,10 @@ class Maintenance(Protocol):
         """A new, empty throw-away store of the same kind, removed when it is closed; `name`
         tells a rebuild's apart from a verification's."""
 
-    def swap_in(self, fresh: "ProjectionStore", views: list[str]) -> AbstractContextManager[dict[int, int]]:
-        """Replace `views` with those of `fresh` (a scratch store) at once. Entering holds off the
-        projector and answers the live checkpoint; bring `fresh` exactly to it inside the block."""
+    def swap_in(self, fresh: "ProjectionStore", views: list[str], checkpoint: dict[int, int]) -> bool:
+        """Replace `views` with those of `fresh`, a scratch store folded exactly to `checkpoint`,
+        at once, if the live checkpoint is still `checkpoint` (compare-and-set); answer whether it
+        did. Readers see the new views within a second; the projector goes on from `checkpoint`."""
 
 
 class ProjectionStore(ProjectionWriter, ReadModels, ModelRegistry, Maintenance, Protocol):

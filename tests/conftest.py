@@ -91,14 +91,47 @@ def cassandra_node(tmp_path_factory) -> dict:
     launcher.down(directory)
 
 
+# Runs a test once on each projection store: `@BOTH_STORES` before a test that uses `env`.
+BOTH_STORES = pytest.mark.parametrize("store_kind", ["sqlite", "cassandra"])
+
+
 @pytest.fixture
-def env(stack_dir, tmp_path, monkeypatch) -> dict[str, str]:
+def store_kind() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def store_url(store_kind, tmp_path, request):
+    """A fresh, empty projection store of `store_kind`: a SQLite file, or a keyspace on the session's
+    Cassandra node (dropped afterwards with the keyspaces rebuilds swapped in)."""
+    if store_kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'projections.db'}"
+        return
+    node = request.getfixturevalue("cassandra_node")
+    keyspace = f"t_{uuid.uuid4().hex[:12]}"
+    yield node["url"].rsplit("/", 1)[0] + f"/{keyspace}"
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
+
+    cluster = Cluster(node["contact_points"], port=node["port"],
+                      execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())})
+    try:
+        session = cluster.connect()
+        for (name,) in session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
+            if name == keyspace or name.startswith(f"{keyspace}__"):
+                session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+def env(stack_dir, store_url, monkeypatch) -> dict[str, str]:
     """An environment naming the session's stack, a fresh topic and a fresh store; also applied to this process."""
     values = {
         "HARMONY_STATE_DIR": str(stack_dir),
         "HARMONY_TOPIC": f"test.{uuid.uuid4().hex[:12]}",
         "HARMONY_PARTITIONS": str(PARTITIONS),
-        "HARMONY_STORE": f"sqlite:///{tmp_path / 'projections.db'}",
+        "HARMONY_STORE": store_url,
         "HARMONY_LOG_FORMAT": "json",
     }
     for name, value in values.items():
@@ -111,6 +144,16 @@ def env(stack_dir, tmp_path, monkeypatch) -> dict[str, str]:
 @pytest.fixture
 def settings(env):
     return load()
+
+
+@pytest.fixture
+def live_store(settings):
+    """The test's projection store, opened as the services open it."""
+    from harmony import bootstrap
+
+    store = bootstrap.store(settings)
+    yield store
+    store.close()
 
 
 @pytest.fixture

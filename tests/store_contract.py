@@ -18,6 +18,7 @@ from ml.factors import FactorModel
 from projections.fold import Record, fold
 from projections.projector import apply_records
 from projections.store import FactorRow, ModelInfo, PartitionLag, ProjectionStore
+from tests.conftest import wait_until
 from tests.unit.fakes import MemoryBucket
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -87,7 +88,7 @@ class StoreContract:
     def test_an_event_seen_before_at_another_offset_is_not_applied_again(self, store):
         first = sub("a", "u", "m", 2.0)
         apply_records(store, records(first, sub("b", "u", "m", 4.0)))
-        assert store.seen_event_ids(["a", "b", "z"]) == {"a", "b"}
+        assert store.seen_event_ids([("u", "a"), ("u", "b"), ("u", "z")]) == {"a", "b"}
         apply_records(store, records(first, start=2))  # a re-sent retry of "a" must not undo "b"
         assert store.user_reviews("u", 10, None)[0].rating == 4.0
         assert store.checkpoint() == {0: 2}
@@ -97,10 +98,10 @@ class StoreContract:
         applied 0-3, and writes last. Nothing moves back and nothing is counted twice."""
         log = records(sub("a", "u", "m", 2.0), sub("b", "u", "m", 4.0), ret("c", "u", "m"), sub("d", "v", "m", 5.0))
         stale, newest = fold(store, log[:2]), fold(store, log)
-        store.apply(newest)
+        assert store.apply(newest)
         expected = store.contents()
-        store.apply(stale)
-        store.apply(newest)  # and the new owner's batch once more
+        assert not store.apply(stale), "folded on a checkpoint that has moved since"
+        assert not store.apply(newest)  # and the new owner's batch once more
         assert store.contents() == expected
         assert store.checkpoint() == {0: 3}
         assert store.user_reviews("u", 10, None) == []
@@ -111,10 +112,10 @@ class StoreContract:
         movie = store.movie("m")
         assert (movie.title, movie.year, movie.genres, movie.review_count, movie.mean_rating) == (
             "Heat", 1995, ["Crime", "Drama"], 0, None)
-        newer = fold(store, records(catalogued("y", "m", "Heat (1995)", 1995), start=1))
-        older = fold(store, records(catalogued("z", "m", "Hea"), start=0))
-        store.apply(newer)
-        store.apply(older)
+        newer = fold(store, records(catalogued("y", "m", "Heat (1995)", 1995), start=2))
+        older = fold(store, records(catalogued("z", "m", "Hea"), start=1))
+        assert store.apply(newer)
+        assert not store.apply(older)
         assert store.movie("m").title == "Heat (1995)"
 
     def test_checkpoints_are_per_partition_and_never_move_back(self, store):
@@ -181,17 +182,34 @@ class StoreContract:
 
     # -- rebuild and verify ------------------------------------------------------------------
 
-    def test_swap_in_replaces_views_at_the_same_checkpoint(self, store):
+    def test_swap_in_replaces_views_when_the_checkpoint_has_not_moved(self, store):
         apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
         reader = self.other_handle(store)
+        assert reader.movie("m").mean_rating == 3.0
         fresh = store.scratch("test")
         try:
-            with store.swap_in(fresh, ["reviews", "movies", "history"]) as checkpoint:
-                assert checkpoint == {0: 1}
-                apply_records(fresh, records(sub("a", "u", "m", 2.0), sub("c", "v", "m", 5.0)))
-                assert reader.movie("m").mean_rating == 3.0, "readers see the old views until the swap"
-            assert reader.movie("m").mean_rating == 3.5
+            checkpoint = store.checkpoint()
+            apply_records(fresh, records(sub("a", "u", "m", 2.0), sub("c", "v", "m", 5.0)))
+            assert reader.movie("m").mean_rating == 3.0, "readers see the old views until the swap"
+            assert store.swap_in(fresh, ["reviews", "movies", "history"], checkpoint)
+            wait_until(lambda: reader.movie("m").mean_rating == 3.5, 5, "the reader sees the new views")
             assert [r.event_id for r in reader.user_reviews("v", 10, None)] == ["c"]
+        finally:
+            fresh.close()
+        apply_records(store, records(sub("d", "w", "m", 2.0), start=2))  # the projector goes on, in the new views
+        assert (store.movie("m").review_count, store.checkpoint()) == (3, {0: 2})
+        assert [r.event_id for r in store.user_history("v", 0, None, None)] == ["c"]
+
+    def test_swap_in_refuses_when_the_live_checkpoint_moved(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0)))
+        fresh = store.scratch("test")
+        try:
+            checkpoint = store.checkpoint()
+            apply_records(fresh, records(sub("a", "u", "m", 2.0)))
+            apply_records(store, records(sub("b", "v", "m", 4.0), start=1))  # the projector moved on meanwhile
+            before = store.contents()
+            assert not store.swap_in(fresh, ["reviews"], checkpoint)
+            assert store.contents() == before
         finally:
             fresh.close()
 
@@ -200,9 +218,9 @@ class StoreContract:
         before = store.contents()
         fresh = store.scratch("test")
         try:
+            apply_records(fresh, records(sub("a", "u", "m", 2.0)))
             with pytest.raises(RuntimeError, match="fresh store at"):
-                with store.swap_in(fresh, ["reviews"]):
-                    apply_records(fresh, records(sub("a", "u", "m", 2.0)))
+                store.swap_in(fresh, ["reviews"], store.checkpoint())
         finally:
             fresh.close()
         assert store.contents() == before

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -14,7 +16,7 @@ from events.codec import encode
 from events.reader import stop_consumer, topic_partitions
 from events.types import Event, ReviewRetracted, ReviewSubmitted
 from projections.rebuild import fold_log
-from projections.sqlite_store import SQLiteStore
+from projections.store import ProjectionStore
 
 EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
@@ -54,14 +56,19 @@ def produce_events(bootstrap: str, topic: str, events: list[Event]) -> None:
     asyncio.run(produce(bootstrap, topic, [(e.key.encode(), encode(e)) for e in events]))
 
 
-def fold_of_log(bootstrap: str, topic: str, path) -> SQLiteStore:
-    """A fresh store holding the fold of the whole log: what every live projection must equal."""
-    store = SQLiteStore(path)
-    asyncio.run(fold_log(bootstrap, topic, store))
-    return store
+@contextlib.contextmanager
+def fold_of_log(bootstrap: str, topic: str, like: ProjectionStore) -> Iterator[ProjectionStore]:
+    """A fresh store of `like`'s kind holding the fold of the whole log: what every live projection
+    must equal. Removed afterwards."""
+    store = like.scratch("reference")
+    try:
+        asyncio.run(fold_log(bootstrap, topic, store))
+        yield store
+    finally:
+        store.close()
 
 
-def applied(store: SQLiteStore) -> int:
+def applied(store: ProjectionStore) -> int:
     """Records the store has applied: checkpoint offsets are the last applied, per partition."""
     return sum(offset + 1 for offset in store.checkpoint().values())
 

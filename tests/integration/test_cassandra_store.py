@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 
-from events.errors import HarmonyError
 from harmony import bootstrap
 from harmony.cli import main
 from harmony.settings import load
@@ -36,18 +35,6 @@ class TestCassandraStore(StoreContract):
         other = CassandraStore(store.config)
         self.others.append(other)
         return other
-
-    # Not built yet on Cassandra (docs/cassandra.md): the swap refuses in one line, changing nothing.
-    def test_swap_in_replaces_views_at_the_same_checkpoint(self, store):
-        fresh = store.scratch("test")
-        try:
-            with pytest.raises(HarmonyError, match="cannot swap views in at once on Cassandra"):
-                store.swap_in(fresh, ["reviews"])
-        finally:
-            fresh.close()
-
-    def test_swap_in_refuses_a_fresh_store_at_another_checkpoint(self, store):
-        self.test_swap_in_replaces_views_at_the_same_checkpoint(store)
 
 
 def test_a_url_that_points_at_nothing_fails_fast_in_one_line(monkeypatch, tmp_path, capsys):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from projections.sqlite_store import SQLiteStore
-from tests.conftest import wait_until
+from tests.conftest import BOTH_STORES, wait_until
 from tests.integration.helpers import applied, fold_of_log, produce_events, review_stream
 
 pytestmark = pytest.mark.integration
@@ -16,9 +16,10 @@ pytestmark = pytest.mark.integration
 TOTAL = 20_000
 
 
-def test_sigkill_mid_stream_then_restart_equals_fold_of_log(settings, services, tmp_path):
+@BOTH_STORES
+def test_sigkill_mid_stream_then_restart_equals_fold_of_log(settings, services, live_store):
     events = review_stream(TOTAL, seed=42)
-    store = SQLiteStore(settings.store_url.removeprefix("sqlite:///"))
+    store = live_store
     # The first half is already in the log; the rest keeps arriving while the worker is killed.
     produce_events(settings.kafka_bootstrap, settings.topic, events[: TOTAL // 2])
     worker = services("worker")
@@ -35,8 +36,8 @@ def test_sigkill_mid_stream_then_restart_equals_fold_of_log(settings, services, 
     services("worker")
     wait_until(lambda: applied(store) == TOTAL, 180, "restarted worker caught up to the log end", 0.2)
 
-    reference = fold_of_log(settings.kafka_bootstrap, settings.topic, tmp_path / "reference.db")
-    live, expected = store.contents(), reference.contents()
+    with fold_of_log(settings.kafka_bootstrap, settings.topic, store) as reference:
+        live, expected = store.contents(), reference.contents()
     for view in expected:
         assert live[view] == expected[view], f"view {view} differs from a fold of the whole log"
     # The mix holds retractions and re-sent duplicates: the reviews view is not trivially the log.

@@ -15,10 +15,10 @@ import pytest
 from archive.segments import ArchiveError, ensure_bucket, list_segments, put_segment, s3_client
 from events.reader import read_log
 from events.types import ReviewRetracted, ReviewSubmitted
-from harmony import bootstrap
 from ml import registry, training
 from ml.replay import ArchiveSource, replay
 from ml.retrain import TrainingError, retrain
+from tests.conftest import BOTH_STORES
 from tests.integration.helpers import EPOCH, fold_of_log, produce_events, review_stream
 
 pytestmark = pytest.mark.integration
@@ -79,19 +79,12 @@ def archived(settings, tmp_path):
     return source, s3, archive_log(settings, s3)
 
 
-@pytest.fixture
-def store(settings):
-    store = bootstrap.store(settings)
-    yield store
-    store.close()
-
-
-def test_replay_equals_a_direct_fold_of_the_log(spark, settings, archived, tmp_path):
+def test_replay_equals_a_direct_fold_of_the_log(spark, settings, archived, live_store):
     source, _, ends = archived
     replayed = replay(spark, source)
     ratings = {(row.user, row.item): row.rating for row in replayed.ratings.collect()}
-    folded = fold_of_log(settings.kafka_bootstrap, settings.topic, tmp_path / "fold.db")
-    expected = {(user, movie): rating for user, movie, rating, *_ in folded.contents()["reviews"]}
+    with fold_of_log(settings.kafka_bootstrap, settings.topic, live_store) as folded:
+        expected = {(user, movie): rating for user, movie, rating, *_ in folded.contents()["reviews"]}
     assert ratings == expected
     assert replayed.watermark == ends
     assert ("u1", "gone") not in ratings  # retracted after it was given
@@ -99,13 +92,13 @@ def test_replay_equals_a_direct_fold_of_the_log(spark, settings, archived, tmp_p
     assert len(replayed.ratings.collect()) == len(ratings)  # one row per (user, movie)
 
 
-def test_published_factors_reproduce_the_model(spark, settings, archived, store):
+def test_published_factors_reproduce_the_model(spark, settings, archived, live_store):
     source, s3, _ = archived
     frame = replay(spark, source).ratings.toPandas()
     model = training.fit(spark, frame, SMALL)
-    info = registry.publish(store, s3, settings.s3_bucket, f"models/{settings.topic}/", model,
+    info = registry.publish(live_store, s3, settings.s3_bucket, f"models/{settings.topic}/", model,
                             trained_at=EPOCH, watermark={0: 1}, metrics={})
-    _, published = registry.load(store)
+    _, published = registry.load(live_store)
     users = list(frame["user"]) + ["someone-new", "u3"]
     items = list(frame["item"]) + ["m1", "a-new-movie"]
     assert np.array_equal(published.predict(users, items), model.predict(users, items))
@@ -115,36 +108,37 @@ def test_published_factors_reproduce_the_model(spark, settings, archived, store)
     assert np.abs(published.predict(frame["user"], frame["item"]) - truth).mean() < np.abs(truth - truth.mean()).mean()
 
 
-def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, settings, archived, store):
+def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, settings, archived, live_store):
     source, s3, ends = archived
     prefix = f"models/{settings.topic}/"
-    first = retrain(spark, source, store, s3, prefix=prefix, params=SMALL, holdout=0.1)
-    assert store.model() == first
+    first = retrain(spark, source, live_store, s3, prefix=prefix, params=SMALL, holdout=0.1)
+    assert live_store.model() == first
     assert first.watermark == ends
     assert first.metrics["ratings"] > 0 and 0 < first.metrics["holdout"]["rmse"] < 2
     assert first.params["rank"] == SMALL.rank
-    before = registry.load(store)[1]
+    before = registry.load(live_store)[1]
 
     # A hole in the archive (a lost segment): training refuses to learn from part of the history.
     for segment in list_segments(s3, settings.s3_bucket, settings.topic)[0]:
         if segment.first in (SEGMENT // 2, SEGMENT):  # the second segment and the one overlapping it
             s3.delete_object(Bucket=settings.s3_bucket, Key=segment.key)
     with pytest.raises(ArchiveError):
-        retrain(spark, source, store, s3, prefix=prefix, params=SMALL, holdout=0.1)
-    assert store.model() == first
-    after = registry.load(store)[1]
+        retrain(spark, source, live_store, s3, prefix=prefix, params=SMALL, holdout=0.1)
+    assert live_store.model() == first
+    after = registry.load(live_store)[1]
     users = np.repeat(before.user_ids, len(before.item_ids))
     items = np.tile(before.item_ids, len(before.user_ids))
     assert np.array_equal(after.predict(users, items), before.predict(users, items))
 
 
-def test_retrain_on_an_empty_archive_is_a_clear_error(spark, settings, store):
+def test_retrain_on_an_empty_archive_is_a_clear_error(spark, settings, live_store):
     source, s3 = archive_of(settings)
     with pytest.raises(TrainingError, match="no ratings"):
-        retrain(spark, source, store, s3, prefix="models/", params=SMALL, holdout=0.1)
-    assert store.model() is None
+        retrain(spark, source, live_store, s3, prefix="models/", params=SMALL, holdout=0.1)
+    assert live_store.model() is None
 
 
+@BOTH_STORES
 def test_harmony_train_command_publishes_what_the_api_serves(env, archived, api):
     run = subprocess.run([sys.executable, "-m", "harmony", "train", "--no-tune", "--json"], capture_output=True,
                          text=True, env={**env, "HARMONY_ALS_RANK": "4", "HARMONY_ALS_MAX_ITER": "5",

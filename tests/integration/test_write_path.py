@@ -8,7 +8,7 @@ import random
 import httpx
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import BOTH_STORES, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,7 @@ async def post_all(base_url: str, bodies: list[dict], concurrency: int = 16) -> 
         return await asyncio.gather(*(post(b) for b in bodies))
 
 
+@BOTH_STORES
 def test_thousand_reviews_appear_with_right_values(api, start_worker):
     start_worker()
     rng = random.Random(7)
@@ -73,6 +74,7 @@ def test_thousand_reviews_appear_with_right_values(api, start_worker):
     assert stats["mean_rating"] == pytest.approx(sum(ratings) / len(ratings))
 
 
+@BOTH_STORES
 def test_resubmission_replaces_and_retraction_removes(api, start_worker):
     start_worker()
     first = api.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m1", "rating": 2.0}).json()
@@ -93,6 +95,7 @@ def test_resubmission_replaces_and_retraction_removes(api, start_worker):
     assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
 
 
+@BOTH_STORES
 def test_same_idempotency_key_three_times_has_one_effect(api, start_worker):
     start_worker()
     body = {"user_id": "ben", "movie_id": "m9", "rating": 5.0}
@@ -106,6 +109,29 @@ def test_same_idempotency_key_three_times_has_one_effect(api, start_worker):
     page = api.get("/v1/users/ben/reviews", params={"after": answers[-1].json()["token"]}).json()
     assert [(r["movie_id"], r["rating"]) for r in page["reviews"]] == [("m9", 5.0)]
     assert api.get("/v1/movies/m9").json()["review_count"] == 1
+
+
+@BOTH_STORES
+def test_history_lists_every_event_and_as_of_shows_the_reviews_as_they_stood(api, start_worker):
+    start_worker()
+    first = api.post("/v1/reviews", json={"user_id": "cy", "movie_id": "m1", "rating": 2.0}).json()
+    api.post("/v1/reviews", json={"user_id": "cy", "movie_id": "m2", "rating": 3.5})
+    api.post("/v1/reviews", json={"user_id": "cy", "movie_id": "m1", "rating": 4.5})
+    last = api.delete("/v1/users/cy/reviews/m2").json()
+    api.get("/v1/users/cy/reviews", params={"after": last["token"]})  # waits until the retraction is visible
+    history = api.get("/v1/users/cy/history").json()
+    assert [(e["type"], e["payload"]["movie_id"]) for e in history["events"]] == [
+        ("ReviewRetracted", "m2"), ("ReviewSubmitted", "m1"), ("ReviewSubmitted", "m2"), ("ReviewSubmitted", "m1")]
+    assert history["events"][-1]["event_id"] == first["event_id"]
+
+    # As of the second event's recording: both first reviews, neither the replacement nor the retraction.
+    as_of = history["events"][2]["recorded_at"]
+    then = api.get("/v1/users/cy/history", params={"as_of": as_of}).json()
+    assert [e["type"] for e in then["events"]] == ["ReviewSubmitted", "ReviewSubmitted"]
+    assert sorted((r["movie_id"], r["rating"]) for r in then["reviews"]) == [("m1", 2.0), ("m2", 3.5)]
+    now = api.get("/v1/users/cy/history", params={"as_of": history["events"][0]["recorded_at"]}).json()
+    assert [(r["movie_id"], r["rating"]) for r in now["reviews"]] == [("m1", 4.5)]
+    assert api.get("/v1/users/cy/history", params={"limit": 2}).json()["next_cursor"] is not None
 
 
 BAD_REQUESTS = [
