@@ -118,7 +118,7 @@ class LoadState:
     total_sent: int = 0
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     lower = head.lower()
@@ -149,7 +149,7 @@ async def _connection(index: int, host: str, port: int, state: LoadState) -> Non
                 k += state.connections
                 t0 = perf()
                 writer.write(request)
-                status, body, close = await _read_response(reader)
+                status, body, close = await read_response(reader)
                 t1 = perf()
                 state.total_sent += 1
                 if state.measuring and t0 >= state.window_start:
@@ -425,6 +425,10 @@ def _http_rows(name: str, unit: str, r: dict) -> list[tuple[str, str]]:
         ("  statuses / connection errors", f"{r['statuses']} / {r['connection_errors'] or 'none'}"),
         ("  CPU cores busy", ", ".join(f"{k} {v}" for k, v in r["cpu_cores"].items())),
     ]
+
+
+def rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
 
 
 def rows(figures: dict) -> list[tuple[str, str]]:
