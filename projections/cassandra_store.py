@@ -61,8 +61,9 @@ CREATE TABLE IF NOT EXISTS reviews_by_user (
     PRIMARY KEY ((user_id), movie_id));
 CREATE TABLE IF NOT EXISTS reviews_by_movie (
     movie_id text, user_id text, rating double, PRIMARY KEY ((movie_id), user_id));
+-- genres frozen: a whole value, so writing it leaves no tombstone for an older list.
 CREATE TABLE IF NOT EXISTS movies (
-    movie_id text PRIMARY KEY, title text, year int, genres list<text>, image_url text);
+    movie_id text PRIMARY KEY, title text, year int, genres frozen<list<text>>, image_url text);
 CREATE TABLE IF NOT EXISTS history_by_user (
     user_id text, log_partition int, log_offset bigint, event_id text, type text,
     occurred_at bigint, recorded_at bigint, payload text,

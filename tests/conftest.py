@@ -92,7 +92,7 @@ def cassandra_node(tmp_path_factory) -> dict:
 
 
 # Runs a test once on each projection store: `@BOTH_STORES` before a test that uses `env`.
-BOTH_STORES = pytest.mark.parametrize("store_kind", ["sqlite", "cassandra"])
+BOTH_STORES = pytest.mark.parametrize("store_kind", ["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])
 
 
 @pytest.fixture

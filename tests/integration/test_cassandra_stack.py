@@ -20,7 +20,7 @@ from cassandra.policies import RoundRobinPolicy
 from harmony import stack as launcher
 from tests.conftest import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cassandra]
 
 ROWS = 500
 

@@ -15,6 +15,8 @@ from harmony.settings import load
 from projections.cassandra_store import CassandraStore
 from tests.store_contract import StoreContract
 
+pytestmark = [pytest.mark.integration, pytest.mark.cassandra]
+
 
 def config_for(url: str, keyspace: str):
     return dataclasses.replace(bootstrap.cassandra_config(dataclasses.replace(load(), store_url=url)),
