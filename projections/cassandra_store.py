@@ -36,10 +36,11 @@ from functools import partial
 from datetime import datetime, timedelta, timezone
 
 import msgspec
-from cassandra import ConsistencyLevel
+from cassandra import ConsistencyLevel, WriteTimeout, WriteType
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.protocol import ErrorMessage
 from cassandra.query import BatchStatement, BatchType, ValueSequence
 
 from events.errors import HarmonyError
@@ -80,6 +81,9 @@ CREATE TABLE IF NOT EXISTS factors (
 CREATE TABLE IF NOT EXISTS models (version text PRIMARY KEY, info text);
 CREATE TABLE IF NOT EXISTS current_model (name text PRIMARY KEY, version text);
 """
+
+STATE = "SELECT checkpoint, reviews, movies, history FROM {base}.projection WHERE name = 'views'"
+
 
 @dataclass(frozen=True)
 class CassandraConfig:
@@ -133,6 +137,23 @@ class PartitionBatches:
         self._open[key] = (batch, held + size)
 
 
+class RetryIdempotentWrites(RetryPolicy):
+    """Every plain write here is idempotent (rows versioned by their event's offset, facts keyed by
+    what they record): one that timed out (a replica slow, or just killed) is tried once more
+    before the worker gives up. A compare-and-set is not retried here: `apply` decides."""
+
+    def on_write_timeout(self, query, consistency, write_type, required_responses, received_responses, retry_num):
+        if retry_num == 0 and write_type != WriteType.CAS:
+            return self.RETRY, consistency
+        return self.RETHROW, None
+
+
+def _cas_unknown(error: Exception) -> bool:
+    """A compare-and-set whose outcome is unknown: a Paxos timeout (contention), or CAS_WRITE_UNKNOWN
+    (protocol v5's 0x1700, which cassandra-driver 3.30 does not name: a bare ErrorMessage)."""
+    return isinstance(error, WriteTimeout) or getattr(error, "code", None) == 0x1700
+
+
 class CassandraStore:
     def __init__(self, config: CassandraConfig, scratch: bool = False):
         """`scratch`: a throw-away keyspace (rebuilds, verification), dropped when closed unless
@@ -142,6 +163,7 @@ class CassandraStore:
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
             consistency_level=ConsistencyLevel.name_to_value[config.consistency],
             serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+            retry_policy=RetryIdempotentWrites(),
             request_timeout=10.0,
         )
         self._cluster = Cluster(list(config.contact_points), port=config.port, protocol_version=5,
@@ -159,12 +181,13 @@ class CassandraStore:
         for statement in filter(str.strip, TABLES.split(";")):
             self._session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ",
                                                     f"CREATE TABLE IF NOT EXISTS {keyspace}."))
-        # A new store keeps its views in its own keyspace, from no checkpoint.
-        self._session.execute(self._statement(
-            "INSERT INTO {base}.projection (name, checkpoint, reviews, movies, history) "
-            "VALUES ('views', '[]', ?, ?, ?) IF NOT EXISTS"), (keyspace,) * 3)
         self._where: dict[str, str] = {}
         self._where_read = float("-inf")
+        if self._session.execute(self._statement(STATE)).one() is None:
+            # A new store keeps its views in its own keyspace, from no checkpoint.
+            self._session.execute(self._statement(
+                "INSERT INTO {base}.projection (name, checkpoint, reviews, movies, history) "
+                "VALUES ('views', '[]', ?, ?, ?) IF NOT EXISTS"), (keyspace,) * 3)
         self._state()
 
     def _connect(self):
@@ -191,11 +214,10 @@ class CassandraStore:
         return statement
 
     def _state(self) -> tuple[dict[int, int], dict[str, str]]:
-        """The checkpoint and where each view lives, read through Paxos: what a commit compares."""
-        statement = self._statement(
-            "SELECT checkpoint, reviews, movies, history FROM {base}.projection WHERE name = 'views'")
-        statement.consistency_level = ConsistencyLevel.LOCAL_SERIAL
-        row = self._session.execute(statement).one()
+        """The checkpoint and where each view lives, read at the store's consistency, not through Paxos: every
+        commit is a compare-and-set, so a stale read only makes one commit fail and its batch fold again. A
+        serial read is a Paxos round of its own and contends with every commit (and every other reader)."""
+        row = self._session.execute(self._statement(STATE)).one()
         self._where = {view: getattr(row, view) for view in REBUILDABLE}
         self._where_read = time.monotonic()
         return decode_checkpoint(row.checkpoint), self._where
@@ -273,11 +295,20 @@ class CassandraStore:
                                    concurrency=CONCURRENCY, raise_on_first_error=True)
 
         moved = {p: max(o, changes.since.get(p, -1)) for p, o in changes.checkpoint.items()}
-        committed = self._session.execute(self._statement(
-            "UPDATE {base}.projection SET checkpoint = ? WHERE name = 'views' "
-            "IF checkpoint = ? AND reviews = ? AND movies = ? AND history = ?"), (
-            encode_checkpoint({**changes.since, **moved}), encode_checkpoint(changes.since),
-            where["reviews"], where["movies"], where["history"])).was_applied
+        try:
+            committed = self._session.execute(self._statement(
+                "UPDATE {base}.projection SET checkpoint = ? WHERE name = 'views' "
+                "IF checkpoint = ? AND reviews = ? AND movies = ? AND history = ?"), (
+                encode_checkpoint({**changes.since, **moved}), encode_checkpoint(changes.since),
+                where["reviews"], where["movies"], where["history"])).was_applied
+        except (WriteTimeout, ErrorMessage) as error:
+            # Contention, or a proposal accepted by fewer than a quorum: the commit may or may not have
+            # happened. Either way folding again is right: the next commit's Paxos round finishes (or
+            # drops) this one first, and a batch already committed folds to nothing.
+            if not _cas_unknown(error):
+                raise
+            log.warning("checkpoint commit outcome unknown; folding again", extra={"error": str(error)})
+            committed = False
         if not committed:
             self._state()  # the fold goes again, on what is there now
         return committed
@@ -424,7 +455,9 @@ class CassandraStore:
         return swapped
 
     def close(self) -> None:
-        if self._scratch:  # with the keyspaces its views were swapped in from
-            for keyspace in {self.config.keyspace, *self._state()[1].values()}:
-                self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
-        self._cluster.shutdown()
+        try:
+            if self._scratch:  # with the keyspaces its views were swapped in from
+                for keyspace in {self.config.keyspace, *self._state()[1].values()}:
+                    self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        finally:
+            self._cluster.shutdown()

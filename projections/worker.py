@@ -79,20 +79,23 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():
-        lags = partition_lag(app, topic, await asyncio.to_thread(store.checkpoint))
-        # Lag that did not move for a whole interval while Faust delivers nothing (its group offsets
-        # are ahead of this store): read it straight from the log.
-        behind = {lag.partition: lag.high_watermark for lag in lags if lag.lag and stalled.get(lag.partition) == lag}
-        stalled.clear()
-        stalled.update({lag.partition: lag for lag in lags})
-        if behind:
-            log.info("catching up from the log", extra={"until": behind})
-            async with crash_on_failure("projection"):
+        # Every store call inside crash_on_failure: an exception escaping a Faust timer crashes the app
+        # without always ending the process, and a supervisor restarts only a process that exited.
+        async with crash_on_failure("projection"):
+            lags = partition_lag(app, topic, await asyncio.to_thread(store.checkpoint))
+            # Lag that did not move for a whole interval while Faust delivers nothing (its group offsets
+            # are ahead of this store): read it straight from the log.
+            behind = {lag.partition: lag.high_watermark for lag in lags
+                      if lag.lag and stalled.get(lag.partition) == lag}
+            stalled.clear()
+            stalled.update({lag.partition: lag for lag in lags})
+            if behind:
+                log.info("catching up from the log", extra={"until": behind})
                 await projector.catch_up(behind)
-        if lags:
-            await asyncio.to_thread(store.record_lag, lags)
-            log.info("projector lag", extra={"lag": {lag.partition: lag.lag for lag in lags},
-                                             "total": sum(lag.lag for lag in lags)})
+            if lags:
+                await asyncio.to_thread(store.record_lag, lags)
+                log.info("projector lag", extra={"lag": {lag.partition: lag.lag for lag in lags},
+                                                 "total": sum(lag.lag for lag in lags)})
 
     return app
 
