@@ -14,14 +14,15 @@ Query-first tables, one per question the port asks (docs/cassandra.md gives the 
 | `factors` | (version, kind, bucket) | id | a model's factors, in bounded partitions |
 | `models`, `current_model` | version / name | | the registry and its current pointer |
 
-A batch's rows go out as one unlogged batch per partition key (a user's reviews, history and
-applied events; a movie's ratings), those batches concurrently, each row with its version (the log
-offset of the event behind it) as the write timestamp (`USING TIMESTAMP`): Cassandra keeps the
-newest write per cell, so a stale or repeated batch's rows change nothing. The batch then commits by moving the checkpoint with a
-lightweight transaction (compare-and-set) on the one `projection` row, which also names the
-keyspace each view lives in: a rebuild folds fresh views into a keyspace of its own and swaps
-them in by pointing the row at it, in the same kind of transaction. A batch that loses the race
-is folded again. All statements are prepared; the token-aware policy sends each to a replica.
+A batch's rows go out as one unlogged batch per partition key (a user's reviews and history, a
+movie's ratings), those batches concurrently, each row with its version (the log offset of the
+event behind it) as the write timestamp (`USING TIMESTAMP`): Cassandra keeps the newest write per
+cell, so a stale or repeated batch's rows change nothing. Then which events they applied, per
+user. Then the batch commits by moving the checkpoint with a lightweight transaction
+(compare-and-set) on the one `projection` row, which also names the keyspace each view lives in:
+a rebuild folds fresh views into a keyspace of its own and swaps them in by pointing the row at
+it, in the same kind of transaction. A batch that loses the race is folded again. All statements
+are prepared; the token-aware policy sends each to a replica.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The projection-store port: what the projector writes and the read side asks, nothing more.
 
-Adapters: `projections.sqlite_store` (embedded default) and `projections.cassandra_store`. The composition root
-(`harmony/bootstrap.py`) picks one from `HARMONY_STORE`; nothing else names an adapter.
+Adapters: `projections.sqlite_store` (embedded default) and `projections.cassandra_store`. The
+composition root (`harmony/bootstrap.py`) picks one from `HARMONY_STORE`; nothing else names an
+adapter.
 """
 
 from __future__ import annotations

@@ -113,8 +113,8 @@ def store_url(store_kind, tmp_path, request):
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import RoundRobinPolicy
 
-    cluster = Cluster(node["contact_points"], port=node["port"],
-                      execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())})
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy())
+    cluster = Cluster(node["contact_points"], port=node["port"], execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     try:
         session = cluster.connect()
         for (name,) in session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
