@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from bench.common import (
-    Child, CpuMeter, Population, PySpy, base_parser, child_env, console, create_topic, fresh_topic,
-    local_stack, print_profile, produce_batched, progress, run_benchmark, review_events,
+    Child, CpuMeter, Population, PySpy, add_backlog_arguments, base_parser, child_env, console, create_topic,
+    fresh_topic, local_stack, print_profile, produce_batched, progress, run_benchmark, review_events,
     service_pids, sqlite_store, summarise_stacks,
 )
 
@@ -44,10 +44,7 @@ WORKER_CATEGORIES = {
 
 def parser():
     p = base_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=200_000, help="events in the backlog (200000)")
-    p.add_argument("--users", type=int, default=5000, help="distinct users (5000)")
-    p.add_argument("--movies", type=int, default=2000, help="distinct movies (2000)")
-    p.add_argument("--linger-ms", type=int, default=50, help="linger of the producer filling the topic (50)")
+    add_backlog_arguments(p)
     p.add_argument("--timeout", type=float, default=900.0, help="give up on the worker after this many s (900)")
     p.add_argument("--no-offline", action="store_true", help="skip the offline fold (no Faust) diagnostic")
     p.add_argument("--batch", type=int, default=None,

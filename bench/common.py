@@ -46,6 +46,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_backlog_arguments(parser: argparse.ArgumentParser) -> None:
+    """The backlog a catch-up benchmark projects: its size, shape and how it is produced."""
+    parser.add_argument("--events", type=int, default=200_000, help="events in the backlog (200000)")
+    parser.add_argument("--users", type=int, default=5000, help="distinct users (5000)")
+    parser.add_argument("--movies", type=int, default=2000, help="distinct movies (2000)")
+    parser.add_argument("--linger-ms", type=int, default=50, help="linger of the producer filling the topics (50)")
+
+
 def install_sigterm() -> None:
     """SIGTERM ends the benchmark like Ctrl-C, so the stack is still taken down."""
 

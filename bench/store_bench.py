@@ -32,8 +32,9 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import (
-    Child, CpuMeter, Population, base_parser, child_env, console, create_topic, free_port, fresh_topic,
-    local_stack, percentile, produce_batched, progress, review_events, rss_mib, run_benchmark, service_pids,
+    Child, CpuMeter, Population, add_backlog_arguments, base_parser, child_env, console, create_topic, free_port,
+    fresh_topic, local_stack, percentile, produce_batched, progress, review_events, rss_mib, run_benchmark,
+    service_pids,
 )
 from bench.ingest import read_response, wait_ready
 
@@ -44,10 +45,7 @@ POLL_S = 0.25  # checkpoint polling (on Cassandra a serial read, so not too ofte
 
 def parser():
     p = base_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=200_000, help="events in the backlog (200000)")
-    p.add_argument("--users", type=int, default=5000, help="distinct users (5000)")
-    p.add_argument("--movies", type=int, default=2000, help="distinct movies (2000)")
-    p.add_argument("--linger-ms", type=int, default=50, help="linger of the producer filling the topics (50)")
+    add_backlog_arguments(p)
     p.add_argument("--timeout", type=float, default=3600.0, help="give up on a worker after this many s (3600)")
     p.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients (16)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per endpoint and store (10)")

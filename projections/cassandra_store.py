@@ -34,6 +34,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Iterable
 from datetime import datetime, timedelta, timezone
 
 import msgspec
@@ -110,6 +111,16 @@ def from_micros(value: int) -> datetime:
 
 def factor_bucket(id: str) -> int:
     return zlib.crc32(id.encode()) % FACTOR_BUCKETS
+
+
+def in_chunks(pairs: Iterable[tuple[object, str]]) -> list[tuple[object, ValueSequence]]:
+    """(partition key, value) pairs as (partition key, up to IN_CHUNK of its values) for `IN ?`:
+    each query reads one partition."""
+    by_key: dict[object, list[str]] = {}
+    for key, value in pairs:
+        by_key.setdefault(key, []).append(value)
+    return [(key, ValueSequence(values[i:i + IN_CHUNK])) for key, values in by_key.items()
+            for i in range(0, len(values), IN_CHUNK)]
 
 
 def encode_checkpoint(checkpoint: dict[int, int]) -> str:
@@ -247,11 +258,7 @@ class CassandraStore:
     def seen_event_ids(self, events: list[tuple[str, str]]) -> set[str]:
         statement = self._statement("SELECT event_id FROM {reviews}.applied_events WHERE key = ? AND event_id IN ?",
                                     **self._views())
-        by_key: dict[str, list[str]] = {}
-        for key, event_id in events:
-            by_key.setdefault(key, []).append(event_id)
-        queries = [(key, ValueSequence(ids[i:i + IN_CHUNK])) for key, ids in by_key.items()
-                   for i in range(0, len(ids), IN_CHUNK)]
+        queries = in_chunks(events)
         return {row.event_id for row in self._read_all(statement, queries)} if queries else set()
 
     def apply(self, changes: Changes) -> bool:
@@ -403,12 +410,8 @@ class CassandraStore:
         if ids is None:
             rows = self._read_all(self._statement(cql), [(version, kind, b) for b in range(FACTOR_BUCKETS)])
         else:
-            by_bucket: dict[int, list[str]] = {}
-            for id in ids:
-                by_bucket.setdefault(factor_bucket(id), []).append(id)
             rows = self._read_all(self._statement(cql + " AND id IN ?"), [
-                (version, kind, bucket, ValueSequence(chunk[i:i + IN_CHUNK]))
-                for bucket, chunk in by_bucket.items() for i in range(0, len(chunk), IN_CHUNK)])
+                (version, kind, bucket, chunk) for bucket, chunk in in_chunks((factor_bucket(id), id) for id in ids)])
         return sorted((FactorRow(id, bias, vector) for id, bias, vector in rows), key=lambda row: row.id)
 
     # -- maintenance ----------------------------------------------------------------------

@@ -70,6 +70,8 @@ VIEWS = {
 # Dropped and projected again when SCHEMA_VERSION rises.
 _PROJECTED_TABLES = ("reviews", "movies", "history", "checkpoints", "lag")
 
+CHECKPOINT = 'SELECT partition, "offset" FROM main.checkpoints'
+
 # SQLite caps the number of bound parameters per statement; stay well under it.
 _CHUNK = 500
 
@@ -130,7 +132,7 @@ class SQLiteStore:
 
     def checkpoint(self) -> dict[int, int]:
         with self._lock:
-            return dict(self._db.execute('SELECT partition, "offset" FROM checkpoints'))
+            return dict(self._db.execute(CHECKPOINT))
 
     def seen_event_ids(self, events: list[tuple[str, str]]) -> set[str]:
         event_ids = [event_id for _, event_id in events]
@@ -147,7 +149,7 @@ class SQLiteStore:
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
             try:
-                stored = dict(db.execute('SELECT partition, "offset" FROM checkpoints'))
+                stored = dict(db.execute(CHECKPOINT))
                 if any(stored.get(p, -1) != changes.since.get(p, -1) for p in changes.checkpoint):
                     db.execute("ROLLBACK")
                     return False
@@ -317,7 +319,7 @@ class SQLiteStore:
                 self._db.execute("BEGIN")
                 try:
                     self._db.execute("DELETE FROM main.checkpoints WHERE 0")
-                    if dict(self._db.execute('SELECT partition, "offset" FROM main.checkpoints')) != checkpoint:
+                    if dict(self._db.execute(CHECKPOINT)) != checkpoint:
                         self._db.execute("ROLLBACK")
                         return False
                     for view in views:

@@ -127,12 +127,19 @@ def store_url(store_kind, tmp_path, request):
 @pytest.fixture
 def env(stack_dir, store_url, monkeypatch) -> dict[str, str]:
     """An environment naming the session's stack, a fresh topic and a fresh store; also applied to this process."""
+    return use_environment(monkeypatch, stack_dir, store_url)
+
+
+def use_environment(monkeypatch, stack_dir: Path, store_url: str, **more: str) -> dict[str, str]:
+    """Name the stack in `stack_dir`, a fresh topic (created) and the store, plus `more` settings,
+    in this process's environment; answer the environment for child processes."""
     values = {
         "HARMONY_STATE_DIR": str(stack_dir),
         "HARMONY_TOPIC": f"test.{uuid.uuid4().hex[:12]}",
         "HARMONY_PARTITIONS": str(PARTITIONS),
         "HARMONY_STORE": store_url,
         "HARMONY_LOG_FORMAT": "json",
+        **more,
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

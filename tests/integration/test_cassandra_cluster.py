@@ -16,12 +16,11 @@ import pytest
 from cassandra import DriverException, OperationTimedOut
 from cassandra.protocol import ErrorMessage
 
-from events.topic import ensure_topics, review_topics
 from harmony import bootstrap
 from harmony import stack as launcher
 from harmony.settings import load
 from projections.rebuild import fold_log
-from tests.conftest import PARTITIONS, Service, wait_until
+from tests.conftest import PARTITIONS, Service, use_environment, wait_until
 from tests.integration.helpers import applied, produce_events, review_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.cassandra]
@@ -61,20 +60,9 @@ def cluster_env(cluster_dir, monkeypatch) -> dict[str, str]:
     """A fresh topic and a fresh keyspace (RF 3, LOCAL_QUORUM) on the cluster; also applied to this process."""
     url = launcher.status(cluster_dir)["cassandra"]["url"]
     assert url.endswith(f"/{launcher.CASSANDRA_KEYSPACE}"), url
-    values = {
-        "HARMONY_STATE_DIR": str(cluster_dir),
-        "HARMONY_TOPIC": f"test.{uuid.uuid4().hex[:12]}",
-        "HARMONY_PARTITIONS": str(PARTITIONS),
-        "HARMONY_STORE": url.rsplit("/", 1)[0] + f"/cluster_{uuid.uuid4().hex[:12]}",
-        "HARMONY_CASSANDRA_REPLICATION": str(NODES),
-        "HARMONY_CASSANDRA_CONSISTENCY": "LOCAL_QUORUM",
-        "HARMONY_LOG_FORMAT": "json",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    settings = load()
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, review_topics(settings.topic, PARTITIONS)))
-    return {**os.environ, **values}
+    store = url.rsplit("/", 1)[0] + f"/cluster_{uuid.uuid4().hex[:12]}"
+    return use_environment(monkeypatch, cluster_dir, store, HARMONY_CASSANDRA_REPLICATION=str(NODES),
+                           HARMONY_CASSANDRA_CONSISTENCY="LOCAL_QUORUM")
 
 
 class SupervisedWorker:
@@ -207,10 +195,9 @@ def test_a_node_sigkilled_mid_stream_projection_goes_on_then_views_equal_fold_of
             late.join()
         try:
             if reference is not None:
-                reference.close()
+                reference.close()  # shuts its driver down even when the drop fails
         except OperationTimedOut:
-            # Dropping the scratch keyspace can outlast the driver's 10 s on a busy machine; the stack goes anyway.
-            reference._cluster.shutdown()
+            pass  # dropping the scratch keyspace can outlast the driver's 10 s on a busy machine; the stack goes anyway
         finally:
             live.close()
     assert views.keys() == expected.keys()
