@@ -22,7 +22,7 @@ from starlette.routing import Route
 from api.bodies import Health, HistoryPage, LagReport, Match, ModelView, ReviewsPage
 from api.health import healthz, lag, readyz
 from api.history import user_history
-from api.match import MAX_GROUP, ItemsCache, match
+from api.match import MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, ItemsCache, match
 from api.models import current_model, model_version
 from api.movies import movie
 from api.openapi import Operation, Param, document
@@ -49,6 +49,12 @@ class EventLogConnection(Protocol):
     async def stop(self) -> None: ...
 
 
+MATCH_DESCRIPTION = (
+    "A member's utility for a movie is how likely they are to pick it (taste, from who reviewed what) times "
+    "how much they would like it (the predicted rating). Movies with too little evidence, and those a member "
+    "reviewed, are left out. A member with no usable reviews gets popular, well-rated movies (`fallback`); "
+    "users with no reviews at all who are not in the model are a 404. Strategies:\n\n"
+    + "\n".join(f"* `{name}`: {line}" for name, line in matching.STRATEGIES.items()))
 USER = Param("user_id", "path", "opaque user id")
 FILM = Param("movie_id", "path", "opaque movie id")
 KEY = Param("Idempotency-Key", "header", "makes a retried request have exactly one effect")
@@ -75,14 +81,18 @@ OPERATIONS = [
     (Operation("GET", "/v1/projections/lag", "Events the projector is behind the log, per partition", 200,
                LagReport), lag),
     (Operation("GET", "/v1/match", "Movies the users may like to watch together", 200, Match, None,
-               (Param("users", "query", f"2 to {MAX_GROUP} user ids, comma-separated", required=True),
-                Param("strategy", "query", "how members' predictions combine",
-                      {"type": "string", "enum": list(matching.STRATEGIES), "default": "average"}),
-                Param("weights", "query", "one positive weight per user (strategy=average)"),
-                Param("limit", "query", f"movies, 1 to {MAX_LIMIT} (10)", {"type": "integer"}),
+               (Param("users", "query", f"2 to {MAX_GROUP} different user ids, comma-separated", required=True),
+                Param("strategy", "query", "how the members' utilities combine (see the description)",
+                      {"type": "string", "enum": list(matching.STRATEGIES), "default": matching.DEFAULT_STRATEGY}),
+                Param("weights", "query", "one positive weight per user, comma-separated (strategy=average)"),
+                Param("limit", "query", f"movies, 1 to {MAX_MATCH_LIMIT} (10)", {"type": "integer"}),
+                Param("genres", "query", "only movies with one of these genres, comma-separated"),
+                Param("year_from", "query", "only movies released in or after this year", {"type": "integer"}),
+                Param("year_to", "query", "only movies released in or before this year", {"type": "integer"}),
+                Param("exclude", "query", f"movie ids to leave out, comma-separated (at most {MAX_EXCLUDE})"),
                 Param("include_seen", "query", "also movies a member has reviewed",
                       {"type": "boolean", "default": False})),
-               (400, 503)), match),
+               (400, 404, 503), MATCH_DESCRIPTION), match),
     (Operation("GET", "/v1/models/current", "The model the API serves", 200, ModelView, None, (), (404,)),
      current_model),
     (Operation("GET", "/v1/models/{version}", "A published model version, current or not", 200, ModelView, None,

@@ -57,23 +57,38 @@ class ModelView(msgspec.Struct):
     params: dict
 
 
+class MovieRef(msgspec.Struct):
+    movie_id: str
+    title: str | None
+
+
 class MemberScore(msgspec.Struct):
+    """One member's side of a pick: their predicted rating, their taste affinity (how likely they
+    are to pick it; relative), and up to three of their own highly rated movies most like it."""
+
     predicted: float
+    affinity: float
+    because: list[MovieRef]
 
 
 class MatchedMovie(msgspec.Struct):
     movie_id: str
     title: str | None
-    score: float
+    year: int | None
+    genres: list[str]
+    score: float  # the strategy's group score: comparable within one answer only
     members: dict[str, MemberScore]
+    shared_genres: list[str]  # the movie's genres that every member has liked a movie of
 
 
 class Match(msgspec.Struct):
-    """Movies the users may like together, best first. `folded_in` names the users the model
-    was not trained on: their taste was solved from their current reviews."""
+    """Movies the users may like together, best first. `folded_in` names the users the model was
+    not trained on: their taste was solved from their current reviews. `fallback` names the users
+    with no review the model can use: they get popular, well-rated movies instead."""
 
     model_version: str
     strategy: str
     users: list[str]
     folded_in: list[str]
+    fallback: list[str]
     movies: list[MatchedMovie]

@@ -29,6 +29,7 @@ class Operation:
     request: Any = None
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
+    description: str = ""
 
 
 def document(operations: list[Operation], title: str, version: str) -> dict:
@@ -38,6 +39,8 @@ def document(operations: list[Operation], title: str, version: str) -> dict:
     paths: dict[str, dict] = {}
     for op in operations:
         entry: dict[str, Any] = {"summary": op.summary, "responses": {}}
+        if op.description:
+            entry["description"] = op.description
         if op.params:
             entry["parameters"] = [
                 {"name": p.name, "in": p.where, "description": p.description,

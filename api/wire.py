@@ -24,7 +24,7 @@ async def read_json(request: Request, into: type):
     if content_type != "application/json":
         raise ProblemError(415, f"send application/json, not {content_type}")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY):
         raise ProblemError(413, f"body larger than {MAX_BODY} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -40,11 +40,11 @@ async def read_json(request: Request, into: type):
         raise ProblemError(400, f"invalid JSON: {error}") from None
 
 
-def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+def int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:  # isdigit alone takes '²'
         raise ProblemError(400, f"{name} must be an integer from {low} to {high}")
     return int(raw)
 

@@ -84,6 +84,14 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     return run(args, bootstrap.spark(settings), bootstrap.training_params(settings))
 
 
+def cmd_evaluate_pairs(settings: Settings, args: argparse.Namespace) -> int:
+    from ml.group_evaluation import run
+
+    if args.pairs < 1:
+        raise HarmonyError("--pairs must be at least 1")
+    return run(args, bootstrap.spark(settings), bootstrap.training_params(settings), settings.train_holdout)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="harmony", description="moviEharmony: movies two people may like together")
     sub = top.add_subparsers(dest="command", required=True)
@@ -132,14 +140,22 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print the published registry row as one JSON object")
     train.set_defaults(run=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="train the rating model and evaluate it offline (Spark)")
-    evaluate.add_argument("source", choices=["movielens"])
-    evaluate.add_argument("path", help="a MovieLens-100K-layout folder with u1..u5 .base/.test")
-    evaluate.add_argument("--folds", action="store_true", required=True,
-                          help="use the official u1-u5 .base/.test splits (tuning inside each .base only)")
-    evaluate.add_argument("--no-tune", action="store_true", help="skip the inner tuning; use default parameters")
-    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.set_defaults(run=cmd_evaluate)
+    evaluate = sub.add_parser("evaluate", help="train and evaluate offline on MovieLens splits (Spark)")
+    kinds = evaluate.add_subparsers(dest="kind", required=True)
+    folds = kinds.add_parser("movielens", help="rating error and ranking of the rating model, u1-u5 folds")
+    folds.add_argument("path", help="a MovieLens-100K-layout folder with u1..u5 .base/.test")
+    folds.add_argument("--folds", action="store_true", required=True,
+                       help="use the official u1-u5 .base/.test splits (tuning inside each .base only)")
+    folds.set_defaults(run=cmd_evaluate)
+    pairs = kinds.add_parser("pairs", help="the lists pairs of users get, per strategy, against baselines")
+    pairs.add_argument("path", help="a MovieLens-100K-layout folder with u1..u5 .base/.test")
+    pairs.add_argument("--folds", type=int, default=5, choices=range(1, 6), metavar="N",
+                       help="use u1..uN (default 5)")
+    pairs.add_argument("--pairs", type=int, default=1000, help="pairs of users per fold (default 1000)")
+    pairs.set_defaults(run=cmd_evaluate_pairs)
+    for kind in (folds, pairs):
+        kind.add_argument("--no-tune", action="store_true", help="skip the inner tuning; use default parameters")
+        kind.add_argument("--json", action="store_true", help="print one JSON object")
 
     demo = sub.add_parser("demo", help="stack + worker + API with demo data; Ctrl-C stops it all")
     demo.add_argument("--host", default="127.0.0.1")

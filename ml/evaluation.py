@@ -78,16 +78,20 @@ def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, params, *, tu
     score ``test``; figures for the model and its baseline."""
     from ml import training
 
+    from ml.group_evaluation import choose_min_reviews
+
     started = time.monotonic()
     model = training.fit(spark, train, params, tune_params=tune, progress=progress)
     predicted = model.predict(test["user"], test["item"])
     baseline = model.predict_baseline(test["user"], test["item"])
     truth = test["rating"].to_numpy(float)
+    model.params["min_reviews"], pairs = choose_min_reviews(model, train, test)
     return {
         "train": len(train), "test": len(test),
         "rmse": rmse(truth, predicted), "mae": mae(truth, predicted),
         **ranking_metrics(test["user"], truth, predicted),
         "baseline_rmse": rmse(truth, baseline),
+        "pairs": pairs,
         "params": model.params, "factor_rank": model.rank,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -137,11 +141,9 @@ def render(report: dict) -> None:
 
 
 def run(args, spark, params) -> int:
-    """``harmony evaluate``: only MovieLens official folds so far."""
+    """``harmony evaluate movielens PATH --folds``."""
     from ml.training import stderr_progress
 
-    if args.source != "movielens" or not args.folds:
-        raise HarmonyError("only `evaluate movielens PATH --folds` is supported")
     report = evaluate_movielens_folds(spark, Path(args.path), params, tune=not args.no_tune,
                                       progress=stderr_progress)
     if args.json:

@@ -7,6 +7,10 @@ the baseline. This is what the projection store holds and what the API scores wi
 (:mod:`ml.training`) reduces whatever it blends to this form, so the factors published are the
 model, not an approximation of a different one served elsewhere.
 
+Beside the rating model, two item-side facts for ranking (:mod:`ml.matching`): each item's
+number of training ratings (its evidence) and its *taste* factors, an implicit-feedback model of
+which movies a user picks to watch at all (:mod:`ml.taste`).
+
 Artefact format (:meth:`FactorModel.to_bytes`): one ``.npz`` with the arrays below and ids as
 unicode arrays; loading it back gives identical predictions.
 """
@@ -32,6 +36,8 @@ class FactorModel:
     item_bias: np.ndarray  # (n_items,)
     user_factors: np.ndarray  # (n_users, rank)
     item_factors: np.ndarray  # (n_items, rank)
+    item_counts: np.ndarray  # (n_items,) int: ratings in the training data
+    item_taste: np.ndarray  # (n_items, taste rank) float32: implicit-feedback factors
     params: dict = field(default_factory=dict)  # the hyperparameters it was trained with
 
     @property
@@ -65,11 +71,13 @@ class FactorModel:
         buffer = io.BytesIO()
         np.savez(buffer, mu=np.float64(self.mu), user_ids=self.user_ids.astype(str),
                  item_ids=self.item_ids.astype(str), user_bias=self.user_bias, item_bias=self.item_bias,
-                 user_factors=self.user_factors, item_factors=self.item_factors)
+                 user_factors=self.user_factors, item_factors=self.item_factors, item_counts=self.item_counts,
+                 item_taste=self.item_taste)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "FactorModel":
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             return cls(float(arrays["mu"]), arrays["user_ids"], arrays["item_ids"], arrays["user_bias"],
-                       arrays["item_bias"], arrays["user_factors"], arrays["item_factors"])
+                       arrays["item_bias"], arrays["user_factors"], arrays["item_factors"], arrays["item_counts"],
+                       arrays["item_taste"])

@@ -11,10 +11,12 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from events.errors import HarmonyError
 from ml import registry, training
 from ml.evaluation import evaluate_split
+from ml.factors import FactorModel
 from ml.replay import ArchiveSource, replay
 from projections.store import ModelInfo, ProjectionStore
 
@@ -23,6 +25,26 @@ MIN_HOLDOUT_RATINGS = 20  # below this, a holdout measures nothing: train on all
 
 class TrainingError(HarmonyError):
     """Training cannot produce a model (no data); the current model is left as it is."""
+
+
+def fit_for_publication(spark, frame: pd.DataFrame, params: training.Params, *, tune: bool, holdout: float,
+                        seed: int = 42, progress: Callable[[str], None] | None = None) -> tuple[FactorModel, dict]:
+    """The model `harmony train` publishes from these ratings, and its metrics: measured (and, with
+    ``tune``, tuned; ``min_reviews`` chosen) on a holdout of them, then fitted on all of them."""
+    say = progress or (lambda message: None)
+    metrics: dict = {"ratings": len(frame), "users": int(frame["user"].nunique()),
+                     "movies": int(frame["item"].nunique())}
+    test = np.random.default_rng(seed).random(len(frame)) < holdout
+    if test.sum() >= MIN_HOLDOUT_RATINGS:
+        say(f"evaluate: fitting on {int((~test).sum()):,} ratings, holding out {int(test.sum()):,}")
+        result = evaluate_split(spark, frame[~test], frame[test], params, tune=tune, progress=say)
+        params, tune = training.Params(**result.pop("params")), False  # tuned on the training part
+        result.pop("factor_rank", None)
+        metrics |= {"holdout": result}
+        say(f"evaluate: holdout RMSE {result['rmse']:.4f}, nDCG@10 {result['ndcg@10']:.4f}, "
+            f"min_reviews {params.min_reviews}")
+    say("fit: the published model, on every rating")
+    return training.fit(spark, frame, params, tune_params=tune, progress=say), metrics
 
 
 def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, prefix: str,
@@ -39,18 +61,7 @@ def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, prefix:
         raise TrainingError("the archive holds no ratings yet: import or submit reviews and run the archiver")
     say(f"replay: {len(frame):,} ratings by {frame['user'].nunique():,} users "
         f"of {frame['item'].nunique():,} movies")
-    metrics: dict = {"ratings": len(frame), "users": int(frame["user"].nunique()),
-                     "movies": int(frame["item"].nunique()), "archive_records": replayed.records}
-    test = np.random.default_rng(seed).random(len(frame)) < holdout
-    if test.sum() >= MIN_HOLDOUT_RATINGS:
-        say(f"evaluate: fitting on {int((~test).sum()):,} ratings, holding out {int(test.sum()):,}")
-        result = evaluate_split(spark, frame[~test], frame[test], params, tune=tune, progress=say)
-        params, tune = training.Params(**result.pop("params")), False  # tuned on the training part
-        result.pop("factor_rank", None)
-        metrics |= {"holdout": result}
-        say(f"evaluate: holdout RMSE {result['rmse']:.4f}, nDCG@10 {result['ndcg@10']:.4f}")
-    say("fit: the published model, on every rating")
-    model = training.fit(spark, frame, params, tune_params=tune, progress=say)
+    model, metrics = fit_for_publication(spark, frame, params, tune=tune, holdout=holdout, seed=seed, progress=say)
     say(f"publish: rank {model.rank}, {len(model.user_ids):,} users, {len(model.item_ids):,} movies")
     return registry.publish(store, s3, source.bucket, prefix, model, trained_at=trained_at,
-                            watermark=replayed.watermark, metrics=metrics)
+                            watermark=replayed.watermark, metrics=metrics | {"archive_records": replayed.records})

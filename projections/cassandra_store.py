@@ -46,7 +46,7 @@ from cassandra.protocol import ErrorMessage
 from cassandra.query import BatchStatement, BatchType, ValueSequence
 
 from events.errors import HarmonyError
-from projections.store import REBUILDABLE, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
+from projections.store import REBUILDABLE, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS projection (
 CREATE TABLE IF NOT EXISTS lag (
     partition int PRIMARY KEY, checkpoint bigint, high_watermark bigint, updated_at bigint);
 CREATE TABLE IF NOT EXISTS factors (
-    version text, kind text, bucket int, id text, bias double, vector blob,
+    version text, kind text, bucket int, id text, bias double, vector blob, count int,
     PRIMARY KEY ((version, kind, bucket), id));
 CREATE TABLE IF NOT EXISTS models (version text PRIMARY KEY, info text);
 CREATE TABLE IF NOT EXISTS current_model (name text PRIMARY KEY, version text);
@@ -193,6 +193,9 @@ class CassandraStore:
         for statement in filter(str.strip, TABLES.split(";")):
             self._session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ",
                                                     f"CREATE TABLE IF NOT EXISTS {keyspace}."))
+        if self._session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND "
+                                 "table_name = 'factors' AND column_name = 'count'", (keyspace,)).one() is None:
+            self._session.execute(f"ALTER TABLE {keyspace}.factors ADD count int")  # a registry from before counts
         self._where: dict[str, str] = {}
         self._where_read = float("-inf")
         if self._session.execute(self._statement(STATE)).one() is None:
@@ -341,6 +344,16 @@ class CassandraStore:
             rows = [row for row in rows if (row.reviewed_at, row.movie_id) < after]
         return rows[:limit]
 
+    def user_ratings(self, user_id: str) -> dict[str, float]:
+        return dict(self._session.execute(self._statement(
+            "SELECT movie_id, rating FROM {reviews}.reviews_by_user WHERE user_id = ?", **self._views()),
+            (user_id,)))
+
+    def catalogue(self) -> list[CatalogueEntry]:
+        rows = self._session.execute(self._statement(
+            "SELECT movie_id, title, year, genres, image_url FROM {movies}.movies", **self._views()))
+        return [CatalogueEntry(m, t, y, list(g or []), i) for m, t, y, g, i in rows]  # pages fetched as iterated
+
     def movie(self, movie_id: str) -> Movie | None:
         where = self._views()
         entry = self._session.execute(self._statement(
@@ -384,8 +397,8 @@ class CassandraStore:
 
     def put_factors(self, version: str, kind: str, rows: list[FactorRow]) -> None:
         self._write_all(self._statement(
-            "INSERT INTO {base}.factors (version, kind, bucket, id, bias, vector) VALUES (?,?,?,?,?,?)"),
-            [(version, kind, factor_bucket(row.id), row.id, row.bias, row.vector) for row in rows])
+            "INSERT INTO {base}.factors (version, kind, bucket, id, bias, vector, count) VALUES (?,?,?,?,?,?,?)"),
+            [(version, kind, factor_bucket(row.id), row.id, row.bias, row.vector, row.count) for row in rows])
 
     def publish_model(self, info: ModelInfo) -> None:
         # The registry row first, then the pointer: one cell write makes the version current.
@@ -406,13 +419,14 @@ class CassandraStore:
         return None if row is None else msgspec.json.decode(row.info, type=ModelInfo)
 
     def factors(self, version: str, kind: str, ids: list[str] | None = None) -> list[FactorRow]:
-        cql = "SELECT id, bias, vector FROM {base}.factors WHERE version = ? AND kind = ? AND bucket = ?"
+        cql = "SELECT id, bias, vector, count FROM {base}.factors WHERE version = ? AND kind = ? AND bucket = ?"
         if ids is None:
             rows = self._read_all(self._statement(cql), [(version, kind, b) for b in range(FACTOR_BUCKETS)])
         else:
             rows = self._read_all(self._statement(cql + " AND id IN ?"), [
                 (version, kind, bucket, chunk) for bucket, chunk in in_chunks((factor_bucket(id), id) for id in ids)])
-        return sorted((FactorRow(id, bias, vector) for id, bias, vector in rows), key=lambda row: row.id)
+        return sorted((FactorRow(id, bias, vector, count or 0) for id, bias, vector, count in rows),
+                      key=lambda row: row.id)
 
     # -- maintenance ----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from projections.store import Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
+from projections.store import CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 CREATE TABLE IF NOT EXISTS factors (
     version TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, bias REAL NOT NULL, vector BLOB NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (version, kind, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS models (
@@ -126,6 +127,9 @@ class SQLiteStore:
             for table in _PROJECTED_TABLES:
                 self._db.execute(f"DROP TABLE IF EXISTS {table}")
         self._db.executescript(SCHEMA)
+        columns = {name for _, name, *_ in self._db.execute("PRAGMA table_info(factors)")}
+        if "count" not in columns:  # a registry from before factor rows had counts: keep it
+            self._db.execute("ALTER TABLE factors ADD COLUMN count INTEGER NOT NULL DEFAULT 0")
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- projector side ---------------------------------------------------------------
@@ -209,6 +213,15 @@ class SQLiteStore:
             rows = self._db.execute(query, params).fetchall()
         return [ReviewRow(m, r, s, t, _parse_time(at), e, user_id=u) for u, m, r, s, t, at, e in rows]
 
+    def user_ratings(self, user_id: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self._db.execute("SELECT movie_id, rating FROM reviews WHERE user_id = ?", (user_id,)))
+
+    def catalogue(self) -> list[CatalogueEntry]:
+        with self._lock:
+            rows = self._db.execute("SELECT movie_id, title, year, genres, image_url FROM movies").fetchall()
+        return [CatalogueEntry(m, t, y, json.loads(g), i) for m, t, y, g, i in rows]
+
     def movie(self, movie_id: str) -> Movie | None:
         with self._lock:
             entry = self._db.execute(
@@ -258,8 +271,8 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR REPLACE INTO factors VALUES (?,?,?,?,?)",
-                                     [(version, kind, row.id, row.bias, row.vector) for row in rows])
+                self._db.executemany("INSERT OR REPLACE INTO factors VALUES (?,?,?,?,?,?)",
+                                     [(version, kind, row.id, row.bias, row.vector, row.count) for row in rows])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -286,7 +299,7 @@ class SQLiteStore:
         return None if row is None else msgspec.json.decode(row[0], type=ModelInfo)
 
     def factors(self, version: str, kind: str, ids: list[str] | None = None) -> list[FactorRow]:
-        query = "SELECT id, bias, vector FROM factors WHERE version = ? AND kind = ?"
+        query = "SELECT id, bias, vector, count FROM factors WHERE version = ? AND kind = ?"
         with self._lock:
             if ids is None:
                 rows = self._db.execute(query + " ORDER BY id", (version, kind)).fetchall()
@@ -295,7 +308,7 @@ class SQLiteStore:
                 for chunk in _chunks(ids):
                     marks = ",".join("?" * len(chunk))
                     rows += self._db.execute(f"{query} AND id IN ({marks})", (version, kind, *chunk)).fetchall()
-        return [FactorRow(id, bias, vector) for id, bias, vector in rows]
+        return [FactorRow(*row) for row in rows]
 
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows and the checkpoints in a stable order, from one snapshot."""

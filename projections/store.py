@@ -102,11 +102,13 @@ class ModelInfo(msgspec.Struct, frozen=True):
 
 
 class FactorRow(msgspec.Struct, frozen=True):
-    """A user's or a movie's published bias and factor vector (float32, little-endian bytes)."""
+    """A user's or a movie's published bias and factor vector (float32, little-endian bytes), and
+    the number of training ratings behind it."""
 
     id: str
     bias: float
     vector: bytes
+    count: int = 0
 
 
 class ProjectionWriter(Protocol):
@@ -134,8 +136,14 @@ class ReadModels(Protocol):
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
         """Newest first by (reviewed_at, movie_id); `after` is the last row's sort key."""
 
+    def user_ratings(self, user_id: str) -> dict[str, float]:
+        """Every current rating of the user: movie id -> rating (what matching folds in)."""
+
     def movie(self, movie_id: str) -> Movie | None:
         """The catalogue entry with the count and mean of the current reviews; None if neither."""
+
+    def catalogue(self) -> list[CatalogueEntry]:
+        """Every catalogue entry, in no particular order (matching loads it once per model)."""
 
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None

@@ -17,7 +17,7 @@ from ml import registry
 from ml.factors import FactorModel
 from projections.fold import Record, fold
 from projections.projector import apply_records
-from projections.store import FactorRow, ModelInfo, PartitionLag, ProjectionStore
+from projections.store import CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore
 from tests.conftest import wait_until
 from tests.unit.fakes import MemoryBucket
 
@@ -48,7 +48,8 @@ def small_model(seed: int) -> FactorModel:
     rng = np.random.default_rng(seed)
     return FactorModel(3.5, np.array(["ana", "ben", "cy"]), np.array(["m1", "m2"]), rng.normal(size=3),
                        rng.normal(size=2), rng.normal(size=(3, 4)).astype(np.float32),
-                       rng.normal(size=(2, 4)).astype(np.float32), {"rank": 4})
+                       rng.normal(size=(2, 4)).astype(np.float32), np.array([7, 2]),
+                       rng.normal(size=(2, 3)).astype(np.float32), {"rank": 4, "taste_rank": 3})
 
 
 class StoreContract:
@@ -118,6 +119,15 @@ class StoreContract:
         assert not store.apply(older)
         assert store.movie("m").title == "Heat (1995)"
 
+    def test_user_ratings_are_the_current_ones_and_the_catalogue_lists_every_entry(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "u", "n", 4.5), sub("c", "u", "m", 3.0),
+                                     sub("d", "v", "m", 1.0), ret("e", "u", "n"),
+                                     catalogued("f", "m", "Heat", 1995, ("Crime", "Drama")), catalogued("g", "k", "Ran")))
+        assert store.user_ratings("u") == {"m": 3.0}
+        assert store.user_ratings("nobody") == {}
+        assert sorted(store.catalogue(), key=lambda entry: entry.movie_id) == [
+            CatalogueEntry("k", "Ran", None, [], None), CatalogueEntry("m", "Heat", 1995, ["Crime", "Drama"], None)]
+
     def test_checkpoints_are_per_partition_and_never_move_back(self, store):
         apply_records(store, records(sub("a", "u", "m", 2.0), partition=0, start=5)
                       + records(sub("b", "w", "m", 3.0), partition=3, start=9))
@@ -165,6 +175,8 @@ class StoreContract:
         assert loaded_info == info and store.model(info.version) == info
         users, items = ["ana", "cy", "ben", "nobody"], ["m2", "m1", "zz", "m1"]
         assert np.array_equal(loaded.predict(users, items), model.predict(users, items))
+        assert np.array_equal(loaded.item_counts, model.item_counts)
+        assert np.array_equal(loaded.item_taste, model.item_taste)
         assert {row.id for row in store.factors(info.version, "user", ["cy", "nobody"])} == {"cy"}
 
     def test_a_new_version_becomes_current_only_when_published(self, store):

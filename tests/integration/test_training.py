@@ -153,4 +153,6 @@ def test_harmony_train_command_publishes_what_the_api_serves(env, archived, api)
     assert match.status_code == 200, match.text
     body = match.json()
     assert body["model_version"] == published["version"] and len(body["movies"]) == 5
+    assert body["fallback"] == [] and body["strategy"] == "multiplicative"
     assert all(0.5 <= m["members"]["u1"]["predicted"] <= 5 for m in body["movies"])
+    assert all(set(m["members"]["u2"]) == {"predicted", "affinity", "because"} for m in body["movies"])

@@ -62,7 +62,7 @@ def seeded(tmp_path):
     ("/v1/projections/lag", "lag"),
     ("/v1/models/current", "model"),
     ("/v1/match?users=ana,ben", "factors"),
-    ("/v1/match?users=ana,ben", "user_reviews"),
+    ("/v1/match?users=ana,ben", "user_ratings"),
     ("/readyz", "ping"),
 ])
 def test_healthz_answers_while_a_slow_store_read_is_in_flight(seeded, path, method):

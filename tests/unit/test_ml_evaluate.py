@@ -10,27 +10,7 @@ import pytest
 from harmony.cli import main
 
 
-@pytest.fixture(autouse=True)
-def small_defaults(monkeypatch):
-    """--no-tune fits the settings' parameters; make them cheap here (this checks the command, not the model)."""
-    monkeypatch.setenv("HARMONY_ALS_RANK", "4")
-    monkeypatch.setenv("HARMONY_ALS_MAX_ITER", "5")
-
-
-@pytest.fixture
-def movielens(tmp_path):
-    """u1..u5 .base/.test: tab-separated user item rating ts, from a small low-rank matrix."""
-    rng = np.random.default_rng(11)
-    p, q = rng.normal(0, 0.7, (40, 2)), rng.normal(0, 0.7, (30, 2))
-    rows = [(u, i, int(np.clip(round(3.4 + p[u] @ q[i] + rng.normal(0, 0.3)), 1, 5)), 880000000 + u * 100 + i)
-            for u in range(40) for i in range(30) if rng.random() < 0.5]
-    fold_of = rng.integers(0, 5, len(rows))
-    for n in range(5):
-        with open(tmp_path / f"u{n + 1}.base", "w") as base, open(tmp_path / f"u{n + 1}.test", "w") as test:
-            for row, fold in zip(rows, fold_of):
-                (test if fold == n else base).write("\t".join(str(x + 1 if k < 2 else x)
-                                                              for k, x in enumerate(row)) + "\n")
-    return tmp_path, len(rows)
+pytestmark = pytest.mark.usefixtures("small_defaults")
 
 
 def test_json_report_has_five_folds_and_a_mean(spark, movielens, capsys):
