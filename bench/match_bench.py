@@ -60,7 +60,7 @@ from pathlib import Path
 
 from bench.common import (
     Child, CpuMeter, PySpy, base_parser, child_env, console, free_port, percentile, print_profile,
-    progress, run_benchmark, summarise_stacks,
+    progress, run_benchmark, sqlite_store, summarise_stacks,
 )
 
 TARGET_P99_MS = 10.0

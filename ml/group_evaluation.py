@@ -9,7 +9,9 @@ Protocol, on each MovieLens fold (``u<n>.base`` / ``u<n>.test``):
   rated at least one movie of the ``.test`` (else no list could score anything);
 * each pair gets a top-10 list over the whole catalogue, leaving out what either rated in the
   ``.base``, from the same code as the API (:mod:`ml.matching`), for every strategy, and from two
-  baselines: the most rated movies (``popularity``) and ``random`` ones.
+  baselines: the most rated movies (``popularity``), ``random`` ones, and the 2015 original
+  (``original``: each member's top 5,000 predicted ratings rank-normalised, averaged, minus a
+  small penalty for the members' disagreement; the rating model alone).
 
 Figures per list kind, over the pairs:
 
@@ -40,8 +42,11 @@ from ml.factors import FactorModel
 K = 10
 PAIRS = 1000
 SEED = 7
-BASELINES = ("popularity", "random")
+BASELINES = ("popularity", "random", "original")
+ORIGINAL_TOP = 5000  # the original's rank-normalised list per member
+ORIGINAL_PENALTY = 0.1  # and its weight on the members' disagreement
 MIN_REVIEWS_GRID = (0, 5, 10, 20, 50, 100)  # what `choose_min_reviews` tries
+MIN_CATALOGUE = 100  # movies a threshold must leave
 
 
 @dataclass
@@ -109,11 +114,24 @@ class Lister:
                 picks = matching.rank(items, items.counts[None, :].astype(float), "average", None, mask, K)
             elif kind == "random":
                 picks = matching.rank(items, rng.random((1, len(items.ids))), "average", None, mask, K)
+            elif kind == "original":
+                picks = matching.rank(items, _original(np.stack(predicted), mask), "average", None, mask, K)
             else:
                 utility = matching.utilities(np.stack(predicted), np.stack(affinity))
                 picks = matching.rank(items, utility, kind, None, mask, K)
             out.append(np.array([p.position for p in picks], dtype=int))
         return out
+
+
+def _original(predicted: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The 2015 ranking's scores, as a one-row utility."""
+    candidates = np.flatnonzero(mask)
+    top = min(ORIGINAL_TOP, len(candidates))
+    scores = np.zeros((1, predicted.shape[1]))
+    if top:
+        normalised = np.maximum(matching.rank_points(predicted, candidates) - (len(candidates) - top), 0) / top
+        scores[0, candidates] = normalised.mean(axis=0) - ORIGINAL_PENALTY * np.ptp(normalised, axis=0)
+    return scores
 
 
 def _dcg(gains) -> float:
@@ -156,14 +174,17 @@ def measure(data: PairData, pairs: list[tuple[str, str]], lists: list[np.ndarray
 def choose_min_reviews(model: FactorModel, train: pd.DataFrame, held: pd.DataFrame,
                        grid=MIN_REVIEWS_GRID, pairs: int = PAIRS) -> tuple[int, dict]:
     """The evidence threshold whose lists for held-out pairs get the best ``ndcg_min`` with the
-    default strategy (the smallest on a tie; 0 when no pair can be judged), and the figures."""
+    default strategy (the smallest on a tie; 0 when no pair can be judged), and the figures. A
+    threshold must leave ``MIN_CATALOGUE`` movies, or half of a smaller catalogue, to choose from."""
     data = pair_data(model, train, held)
     sampled = sample_pairs(data, pairs)
     if not sampled:
         return 0, {}
     lister = Lister(data)
+    enough = min(MIN_CATALOGUE, len(data.items.counts) // 2)
     figures = {m: measure(data, sampled, lister.lists(sampled, matching.DEFAULT_STRATEGY, m))["ndcg_min"]
-               for m in grid}
+               for m in grid if m == 0 or (data.items.counts >= m).sum() >= enough}
+    grid = list(figures)
     best = max(grid, key=lambda m: (figures[m], -m))
     return best, {"pairs": len(sampled), "ndcg_min_by_min_reviews": figures}
 

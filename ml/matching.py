@@ -66,6 +66,10 @@ class Items:
     unit_taste: np.ndarray = field(init=False)  # rows of length 1: cosine similarity by a product
     popularity: np.ndarray = field(init=False)  # the fallback affinity, counts scaled to [0, 1]
     evidenced: np.ndarray = field(init=False)  # movies with at least min_reviews training ratings
+    baseline: np.ndarray = field(init=False)  # mu + b_i, float32: every prediction starts from it
+    # Transposed copies, contiguous: a request's products stream them from memory (1.6x faster).
+    factors_t: np.ndarray = field(init=False)
+    taste_t: np.ndarray = field(init=False)
     by_genre: dict[str, np.ndarray] = field(init=False)  # genre -> movies with it (bool)
 
     def __post_init__(self):
@@ -76,6 +80,9 @@ class Items:
         set_(self, "unit_taste", np.divide(self.taste, norms, out=np.zeros_like(self.taste), where=norms > 0))
         set_(self, "popularity", self.counts / max(int(self.counts.max(initial=0)), 1))
         set_(self, "evidenced", self.counts >= self.min_reviews)
+        set_(self, "baseline", (self.mu + self.bias).astype(np.float32))
+        set_(self, "factors_t", np.ascontiguousarray(self.factors.T))
+        set_(self, "taste_t", np.ascontiguousarray(self.taste.T))
         names = sorted({genre for genres in self.genres for genre in genres})
         set_(self, "by_genre", {name: np.array([name in genres for genres in self.genres]) for name in names})
 
@@ -175,17 +182,23 @@ def member(items: Items, user_id: str, ratings: dict[str, float],
 
 
 def predictions(items: Items, members: list[Member]) -> np.ndarray:
-    """(members, items) predicted ratings, on the rating scale."""
+    """(members, items) predicted ratings, on the rating scale (float32, computed in place: this
+    is most of a request's work)."""
     vectors = np.stack([m.vector for m in members]).astype(np.float32)
-    biases = np.array([m.bias for m in members])
-    raw = items.mu + biases[:, None] + items.bias[None, :] + vectors @ items.factors.T
-    return np.clip(raw, MIN_RATING, MAX_RATING)
+    out = vectors @ items.factors_t
+    out += items.baseline
+    out += np.array([[m.bias] for m in members], dtype=np.float32)
+    return np.clip(out, MIN_RATING, MAX_RATING, out=out)
 
 
 def affinities(items: Items, members: list[Member]) -> np.ndarray:
     """(members, items) taste scores; the fallback's is popularity."""
-    return np.stack([items.popularity if m.taste is None else items.taste @ m.taste.astype(np.float32)
-                     for m in members])
+    vectors = np.stack([np.zeros(items.taste.shape[1]) if m.taste is None else m.taste for m in members])
+    out = vectors.astype(np.float32) @ items.taste_t
+    for n, m in enumerate(members):
+        if m.taste is None:
+            out[n] = items.popularity
+    return out
 
 
 def utilities(predicted: np.ndarray, affinity: np.ndarray) -> np.ndarray:
@@ -221,7 +234,7 @@ def _top(items: Items, scores: np.ndarray, candidates: np.ndarray, limit: int) -
     return [Pick(int(k), float(scores[k])) for k in best]
 
 
-def _rank_points(utility: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def rank_points(utility: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """(members, candidates) Borda points: n - 1 for a member's best candidate down to 0; equal
     utilities share their mean, so a member's indifference decides nothing."""
     points = np.empty((len(utility), len(candidates)))
@@ -238,7 +251,7 @@ def _fair(items: Items, utility: np.ndarray, candidates: np.ndarray, limit: int)
     pool = min(FAIR_POOL, len(candidates))
     if not pool:
         return []
-    relevance = np.maximum(_rank_points(utility, candidates) - (len(candidates) - pool), 0.0) / pool
+    relevance = np.maximum(rank_points(utility, candidates) - (len(candidates) - pool), 0.0) / pool
     unserved = np.ones(len(utility))
     left = np.ones(len(candidates), bool)
     picks = []
@@ -257,6 +270,7 @@ def rank(items: Items, utility: np.ndarray, strategy: str, weights: list[float] 
          limit: int) -> list[Pick]:
     """The group's best ``limit`` movies among ``mask``, by ``strategy`` over the members' utilities."""
     candidates = np.flatnonzero(mask)
+    utility = utility.astype(np.float64, copy=False)  # NumPy partitions float32 4x slower
     if strategy == "fair":
         return _fair(items, utility, candidates, limit)
     if strategy == "average":
@@ -270,7 +284,7 @@ def rank(items: Items, utility: np.ndarray, strategy: str, weights: list[float] 
     elif strategy == "borda":
         scores = np.zeros(len(items.ids))
         if len(candidates):
-            scores[candidates] = _rank_points(utility, candidates).sum(axis=0)
+            scores[candidates] = rank_points(utility, candidates).sum(axis=0)
     else:
         raise ValueError(f"unknown strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     return _top(items, scores, candidates, limit)

@@ -156,7 +156,7 @@ def test_choose_min_reviews_leaves_out_a_planted_movie_with_few_ratings():
     by = figures["ndcg_min_by_min_reviews"]
     assert figures["pairs"] == len(pairs)
     assert by[0] < by[5] == pytest.approx(by[10])  # 5 and 10 both leave out gem only
-    assert by[50] == 0.0  # leaves out everything
+    assert 50 not in by  # would leave out everything: not a candidate
     assert best == 5  # the smallest of the best
     assert ge.choose_min_reviews(model, train, held, pairs=100)[0] == 5  # the default grid: 0, 5, 10, 20, 50
 
@@ -236,3 +236,12 @@ def test_evaluate_pairs_needs_at_least_one_pair(tmp_path, capsys):
     assert main(["evaluate", "pairs", str(tmp_path), "--pairs", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pairs" in err[0]
+
+
+def test_the_original_baseline_rank_normalises_averages_and_penalises_disagreement():
+    predicted = np.array([[5.0, 4.0, 3.0, 1.0], [1.0, 4.0, 3.0, 5.0]])
+    # Points over 4 candidates, / 4: ana .75 .5 .25 0, ben 0 .5 .25 .75; mean minus 0.1 x spread.
+    scores = ge._original(predicted, np.ones(4, bool))
+    assert scores[0] == pytest.approx([0.375 - 0.075, 0.5, 0.25, 0.375 - 0.075])
+    only_two = ge._original(predicted, np.array([True, False, False, True]))
+    assert only_two[0][[0, 3]] == pytest.approx([0.25 - 0.05, 0.25 - 0.05])

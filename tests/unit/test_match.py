@@ -232,7 +232,7 @@ def test_strategies_disagree_where_their_definitions_do(world):
         assert first(strategy, 50)[-1] == "unlikely"
 
 
-def test_borda_scores_are_the_members_rank_points_over_the_eligible_movies(world):
+def test_borda_scores_are_the_membersrank_points_over_the_eligible_movies(world):
     client, _, _ = setup_pair(world, STRATEGY_TABLE)
     movies = ok(client.get("/v1/match?users=ana,ben&strategy=borda&limit=50"))["movies"]
     points = {m["movie_id"]: 0 for m in movies}
@@ -328,7 +328,7 @@ def test_a_shorter_list_is_the_start_of_a_longer_one_when_scores_tie(world, stra
 
 
 @pytest.mark.parametrize("strategy", ["borda", "fair"])
-def test_rank_points_of_movies_a_member_is_indifferent_between_are_equal(world, strategy):
+def testrank_points_of_movies_a_member_is_indifferent_between_are_equal(world, strategy):
     """Ana would pick none of these (negative affinity: utility 0 for all), ben likes t5 best
     down to t0. Ana's equal utilities must not become different rank points (here by id), so
     the order is ben's. With ana's points handed out in id order, every Borda sum ties and the
