@@ -130,6 +130,14 @@ def match(request: Request) -> Response:  # plain def: the store reads and the s
     predicted, affinity = matching.predictions(items, members), matching.affinities(items, members)
     picks = matching.rank(items, matching.utilities(predicted, affinity), strategy, weights,
                           matching.eligible(items, members, filters), limit)
+    return json_response(Match(items.version, strategy, users, [m.user_id for m in members if m.source == "folded_in"],
+                               [m.user_id for m in members if m.source == "fallback"],
+                               matched_movies(items, members, picks, predicted, affinity)))
+
+
+def matched_movies(items: matching.Items, members: list[matching.Member], picks: list[matching.Pick],
+                   predicted, affinity) -> list[MatchedMovie]:
+    """The picks as the API shows them: catalogue facts, each member's side and reasons."""
     reasons = [matching.because(items, m, picks) for m in members]
     liked = [matching.liked_genres(items, m) for m in members]
 
@@ -146,5 +154,4 @@ def match(request: Request) -> Response:  # plain def: the store reads and the s
             {m.user_id: MemberScore(round(float(predicted[j, k]), 4), round(float(affinity[j, k]), 4),
                                     [ref(r) for r in reasons[j][n]]) for j, m in enumerate(members)},
             [g for g in items.genres[k] if all(g in genres for genres in liked)]))
-    return json_response(Match(items.version, strategy, users, [m.user_id for m in members if m.source == "folded_in"],
-                               [m.user_id for m in members if m.source == "fallback"], movies))
+    return movies

@@ -186,7 +186,8 @@ def choose_min_reviews(model: FactorModel, train: pd.DataFrame, held: pd.DataFra
                for m in grid if m == 0 or (data.items.counts >= m).sum() >= enough}
     grid = list(figures)
     best = max(grid, key=lambda m: (figures[m], -m))
-    return best, {"pairs": len(sampled), "ndcg_min_by_min_reviews": figures}
+    # String keys: the figures go into the registry row's JSON and must read back equal.
+    return best, {"pairs": len(sampled), "ndcg_min_by_min_reviews": {str(m): v for m, v in figures.items()}}
 
 
 def evaluate_fold(model: FactorModel, train: pd.DataFrame, test: pd.DataFrame, pairs: int = PAIRS,

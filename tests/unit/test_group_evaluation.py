@@ -155,8 +155,8 @@ def test_choose_min_reviews_leaves_out_a_planted_movie_with_few_ratings():
     best, figures = ge.choose_min_reviews(model, train, held, grid=(0, 5, 10, 50), pairs=100)
     by = figures["ndcg_min_by_min_reviews"]
     assert figures["pairs"] == len(pairs)
-    assert by[0] < by[5] == pytest.approx(by[10])  # 5 and 10 both leave out gem only
-    assert 50 not in by  # would leave out everything: not a candidate
+    assert by["0"] < by["5"] == pytest.approx(by["10"])  # 5 and 10 both leave out gem only
+    assert "50" not in by  # would leave out everything: not a candidate
     assert best == 5  # the smallest of the best
     assert ge.choose_min_reviews(model, train, held, pairs=100)[0] == 5  # the default grid: 0, 5, 10, 20, 50
 
