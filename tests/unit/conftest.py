@@ -24,9 +24,17 @@ def world(tmp_path):
 
 @pytest.fixture
 def small_defaults(monkeypatch):
-    """--no-tune fits the settings' parameters; make them cheap here (this checks the command, not the model)."""
+    """--no-tune fits the settings' parameters, and the taste model its defaults; make both cheap
+    here (this checks the commands, not the model)."""
+    from dataclasses import replace
+
+    from harmony import bootstrap
+
     monkeypatch.setenv("HARMONY_ALS_RANK", "4")
     monkeypatch.setenv("HARMONY_ALS_MAX_ITER", "5")
+    params = bootstrap.training_params
+    monkeypatch.setattr(bootstrap, "training_params",
+                        lambda settings: replace(params(settings), taste_rank=4, taste_max_iter=3))
 
 
 @pytest.fixture

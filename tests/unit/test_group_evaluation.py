@@ -185,20 +185,7 @@ def test_evaluate_fold_measures_every_strategy_and_both_baselines():
 # -- the command ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_taste(monkeypatch, small_defaults):
-    """The settings give the rating model's parameters (made small by `small_defaults`); make the
-    taste model small too (this checks the command, not the model)."""
-    from dataclasses import replace
-
-    from harmony import bootstrap
-
-    settings_params = bootstrap.training_params
-    monkeypatch.setattr(bootstrap, "training_params",
-                        lambda settings: replace(settings_params(settings), taste_rank=4, taste_max_iter=3))
-
-
-def test_evaluate_pairs_json_has_every_list_and_figure(spark, movielens, small_taste, capsys):
+def test_evaluate_pairs_json_has_every_list_and_figure(spark, movielens, small_defaults, capsys):
     folder, _ = movielens
     assert main(["evaluate", "pairs", str(folder), "--folds", "1", "--pairs", "50", "--no-tune", "--json"]) == 0
     captured = capsys.readouterr()
