@@ -214,7 +214,7 @@ def evaluate_pairs_folder(spark, folder: Path, params, *, tune: bool, holdout: f
     paths = [(folder / f"u{n}.base", folder / f"u{n}.test") for n in range(1, folds + 1)]
     missing = [str(path) for pair in paths for path in pair if not path.is_file()]
     if missing:
-        raise HarmonyError(f"not a MovieLens folder with u1..u{folds} splits: missing {', '.join(missing)}")
+        raise HarmonyError(f"not a MovieLens folder with {folds} u<n>.base/.test splits: missing {', '.join(missing)}")
     results = []
     for n, (base, test) in enumerate(paths, start=1):
         train_frame, test_frame = read_movielens_split(base), read_movielens_split(test)
