@@ -72,6 +72,16 @@ def read_movielens_split(path: Path) -> pd.DataFrame:
     return frame.drop(columns="ts")
 
 
+def split_paths(folder: Path, folds: int) -> list[tuple[Path, Path]]:
+    """The official u1..u<folds> .base/.test pairs of a MovieLens-100K-layout folder, all present."""
+    folder = Path(folder)
+    paths = [(folder / f"u{n}.base", folder / f"u{n}.test") for n in range(1, folds + 1)]
+    missing = [str(path) for pair in paths for path in pair if not path.is_file()]
+    if missing:
+        raise HarmonyError(f"not a MovieLens-100K folder with official splits: missing {', '.join(missing)}")
+    return paths
+
+
 def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, params, *, tune: bool,
                    progress: Callable[[str], None] | None = None) -> dict:
     """Fit on ``train`` (with ``tune``, tuning inside it only, starting from ``params``) and
@@ -102,14 +112,9 @@ METRICS = ["rmse", "mae", f"ndcg@{K}", f"precision@{K}", "baseline_rmse"]
 
 def evaluate_movielens_folds(spark, folder: Path, params, *, tune: bool, folds: int = FOLDS,
                              progress: Callable[[str], None] | None = None) -> dict:
-    folder = Path(folder)
     say = progress or (lambda message: None)
-    paths = [(folder / f"u{n}.base", folder / f"u{n}.test") for n in range(1, folds + 1)]
-    missing = [str(path) for pair in paths for path in pair if not path.is_file()]
-    if missing:
-        raise HarmonyError(f"not a MovieLens-100K folder with official splits: missing {', '.join(missing)}")
     results = []
-    for n, (base, test) in enumerate(paths, start=1):
+    for n, (base, test) in enumerate(split_paths(folder, folds), start=1):
         say(f"fold u{n}: training on {base.name}")
         result = evaluate_split(spark, read_movielens_split(base), read_movielens_split(test), params,
                                 tune=tune, progress=say)

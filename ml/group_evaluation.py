@@ -35,7 +35,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from events.errors import HarmonyError
 from ml import matching
 from ml.factors import FactorModel
 
@@ -206,17 +205,12 @@ FIGURES = ("ndcg_min", "ndcg_mean", "liked_both", "disliked", "coverage", "media
 
 def evaluate_pairs_folder(spark, folder: Path, params, *, tune: bool, holdout: float, folds: int,
                           pairs: int = PAIRS, progress: Callable[[str], None] | None = None) -> dict:
-    from ml.evaluation import read_movielens_split
+    from ml.evaluation import read_movielens_split, split_paths
     from ml.retrain import fit_for_publication
 
     say = progress or (lambda message: None)
-    folder = Path(folder)
-    paths = [(folder / f"u{n}.base", folder / f"u{n}.test") for n in range(1, folds + 1)]
-    missing = [str(path) for pair in paths for path in pair if not path.is_file()]
-    if missing:
-        raise HarmonyError(f"not a MovieLens folder with {folds} u<n>.base/.test splits: missing {', '.join(missing)}")
     results = []
-    for n, (base, test) in enumerate(paths, start=1):
+    for n, (base, test) in enumerate(split_paths(folder, folds), start=1):
         train_frame, test_frame = read_movielens_split(base), read_movielens_split(test)
         say(f"fold u{n}: training on {base.name} as `harmony train` does")
         model, _ = fit_for_publication(spark, train_frame, params, tune=tune, holdout=holdout, progress=say)
