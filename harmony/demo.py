@@ -20,6 +20,7 @@ from rich.console import Console
 from harmony import bootstrap, stack
 from harmony.settings import Settings, load as load_settings
 from harmony.stack import StackError
+from ml.registry import taste_rank
 from projections.store import ProjectionStore
 
 T = TypeVar("T")
@@ -146,9 +147,10 @@ def run(settings: Settings, host: str, port: int, store: str = "sqlite") -> int:
             if imported.returncode:
                 raise StackError("the MovieLens import failed; see above")
         _wait_projected(url)
-        if read_store(settings, lambda store: store.model()) is None:
+        current = read_store(settings, lambda store: store.model())
+        if current is None or not taste_rank(current):  # none yet, or one from before the taste model
             _wait_archived(settings)
-            console.print("[bold]training[/] the first model from the S3 archive (Spark ALS; about a minute)")
+            console.print("[bold]training[/] a model from the S3 archive (Spark ALS; about a minute)")
             if subprocess.run([sys.executable, "-m", "harmony", "train"]).returncode:
                 raise StackError("training failed; see above")
         # Plain print: the example commands must not be wrapped or styled.
