@@ -17,14 +17,14 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from api.bodies import Health, HistoryPage, LagReport, Match, ModelView, ReviewsPage
+from api.bodies import Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies
 from api.health import healthz, lag, readyz
 from api.history import user_history
-from api.match import MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, ItemsCache, match
+from api.match import MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, ItemsCache, match, strategies
 from api.models import current_model, model_version
-from api.movies import movie
+from api.movies import MAX_QUERY, MAX_SEARCH_LIMIT, REFRESH_EVERY, TitleCache, genres, movie, search_movies
 from api.openapi import Operation, Param, document
 from api.problems import HANDLERS
 from api.reviews import retract_review, submit_review, user_reviews
@@ -76,6 +76,16 @@ OPERATIONS = [
                 Param("as_of", "query", "RFC 3339 time: only events recorded by then, plus the reviews "
                       "as they stood", {"type": "string", "format": "date-time"})),
                (400,)), user_history),
+    (Operation("GET", "/v1/movies", "Find movies by title", 200, MoviesPage, None,
+               (Param("q", "query", f"words of the title, or their starts: case and accents do not matter "
+                      f"(1 to {MAX_QUERY} characters)", {"type": "string", "minLength": 1, "maxLength": MAX_QUERY},
+                      required=True),
+                Param("limit", "query", f"page size, 1 to {MAX_SEARCH_LIMIT} (10)", {"type": "integer"}),
+                Param("cursor", "query", "next_cursor of the previous page")),
+               (400,), "Whole titles first, then titles that begin with the query, then titles holding each "
+               f"word whole, then the rest. Served from the catalogue projection; a newly catalogued movie is "
+               f"found within {REFRESH_EVERY:.0f} s."), search_movies),
+    (Operation("GET", "/v1/genres", "Every genre in the catalogue", 200, Genres), genres),
     (Operation("GET", "/v1/movies/{movie_id}", "A movie's catalogue entry and review statistics", 200,
                Movie, None, (FILM,), (404,)), movie),
     (Operation("GET", "/v1/projections/lag", "Events the projector is behind the log, per partition", 200,
@@ -93,6 +103,8 @@ OPERATIONS = [
                 Param("include_seen", "query", "also movies a member has reviewed",
                       {"type": "boolean", "default": False})),
                (400, 404, 503), MATCH_DESCRIPTION), match),
+    (Operation("GET", "/v1/strategies", "The ways /v1/match can combine the members' utilities", 200, Strategies),
+     strategies),
     (Operation("GET", "/v1/models/current", "The model the API serves", 200, ModelView, None, (), (404,)),
      current_model),
     (Operation("GET", "/v1/models/{version}", "A published model version, current or not", 200, ModelView, None,
@@ -136,10 +148,13 @@ async def keep_connecting(event_log: EventLogConnection) -> None:
             await asyncio.sleep(RECONNECT_EVERY)
 
 
-def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: ReviewCommands) -> Starlette:
-    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: ReviewCommands,
+               site: list[BaseRoute] = ()) -> Starlette:
+    """The API, and the `site` routes (the website, a client of the API) beside it if given."""
+    app = Starlette(routes=ROUTES + list(site), exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.store = store
     app.state.event_log = event_log
     app.state.commands = commands
     app.state.items = ItemsCache()  # the current model's item side, shared by /v1/match requests
+    app.state.titles = TitleCache()  # the catalogue's title index, shared by searches
     return app

@@ -7,7 +7,7 @@ from datetime import datetime
 import msgspec
 
 from events.position import Position
-from projections.store import PartitionLag, Review
+from projections.store import CatalogueEntry, PartitionLag, Review
 
 
 class ReviewsPage(msgspec.Struct):
@@ -92,3 +92,28 @@ class Match(msgspec.Struct):
     folded_in: list[str]
     fallback: list[str]
     movies: list[MatchedMovie]
+
+
+class MoviesPage(msgspec.Struct):
+    """Catalogue entries whose titles match the query, best first: `total` of them in all."""
+
+    query: str
+    total: int
+    movies: list[CatalogueEntry]
+    next_cursor: str | None
+
+
+class Genres(msgspec.Struct):
+    genres: list[str]
+
+
+class Strategy(msgspec.Struct):
+    name: str
+    description: str
+
+
+class Strategies(msgspec.Struct):
+    """How /v1/match can combine the members' utilities, and which it uses by default."""
+
+    default: str
+    strategies: list[Strategy]

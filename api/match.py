@@ -9,7 +9,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.bodies import Match, MatchedMovie, MemberScore, MovieRef
+from api.bodies import Match, MatchedMovie, MemberScore, MovieRef, Strategies, Strategy
 from api.problems import ProblemError
 from api.wire import int_param, json_response
 from ml import matching
@@ -21,6 +21,13 @@ MAX_MATCH_LIMIT = 50  # movies in one answer
 MAX_EXCLUDE = 100  # movie ids in `exclude`
 YEARS = (1800, 2200)  # what a year filter may say
 REFRESH_EVERY = 1.0  # seconds between looks at which model is current
+
+
+STRATEGIES = Strategies(matching.DEFAULT_STRATEGY, [Strategy(n, line) for n, line in matching.STRATEGIES.items()])
+
+
+async def strategies(request: Request) -> Response:
+    return json_response(STRATEGIES)
 
 
 class ItemsCache:

@@ -16,33 +16,45 @@ log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 
 
+class FieldProblem(msgspec.Struct):
+    """What is wrong with one field of a request body; `pointer` is a JSON Pointer fragment ("#/rating")."""
+
+    pointer: str
+    detail: str
+
+
 class Problem(msgspec.Struct, omit_defaults=True):
-    """An error, as RFC 9457 describes it."""
+    """An error, as RFC 9457 describes it; a 422 names the fields at fault in `errors`."""
 
     title: str
     status: int
     detail: str = ""
     type: str = "about:blank"
     instance: str = ""
+    errors: list[FieldProblem] = []
 
 
 class ProblemError(Exception):
     """Raise from a handler to answer with a problem."""
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None,
+                 errors: list[FieldProblem] | None = None):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = headers
+        self.errors = errors or []
 
 
-def problem(status: int, detail: str, instance: str = "", headers: dict[str, str] | None = None) -> Response:
-    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, instance=instance)
+def problem(status: int, detail: str, instance: str = "", headers: dict[str, str] | None = None,
+            errors: list[FieldProblem] | None = None) -> Response:
+    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, instance=instance,
+                   errors=errors or [])
     return Response(msgspec.json.encode(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
 async def on_problem(request: Request, error: ProblemError) -> Response:
-    return problem(error.status, error.detail, request.url.path, error.headers)
+    return problem(error.status, error.detail, request.url.path, error.headers, error.errors)
 
 
 async def on_http_error(request: Request, error: HTTPException) -> Response:

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from api.bodies import ReviewsPage
 from api.problems import ProblemError
-from api.wire import MAX_LIMIT, decode_cursor, encode_cursor, int_param, json_response, read_json
+from api.wire import MAX_LIMIT, decode_cursor, encode_cursor, int_param, invalid, json_response, read_json
 from commands.handlers import IdempotencyConflict, InvalidCommand
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.log import LogUnavailable
@@ -32,7 +32,7 @@ async def run_command(action, command, request: Request) -> Response:
     try:
         receipt: Receipt = await action(command, request.headers.get("idempotency-key"))
     except InvalidCommand as error:
-        raise ProblemError(422, str(error)) from None
+        raise invalid(str(error), error.field) from None
     except IdempotencyConflict as error:
         raise ProblemError(409, str(error)) from None
     except LogUnavailable as error:
@@ -53,7 +53,7 @@ async def retract_review(request: Request) -> Response:
     try:
         command = msgspec.convert(dict(request.path_params), RetractReview)
     except msgspec.ValidationError as error:
-        raise ProblemError(422, str(error)) from None
+        raise invalid(str(error)) from None
     return await run_command(request.app.state.commands.retract, command, request)
 
 

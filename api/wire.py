@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.problems import ProblemError
+from api.problems import FieldProblem, ProblemError
 
 MAX_BODY = 64 * 1024
 MAX_LIMIT = 100
+
+# Where msgspec says a body went wrong: "... - at `$.rating`", or "missing required field `rating`".
+_AT_FIELD = re.compile(r" - at `\$\.(\w+)|missing required field `(\w+)`")
 
 
 def json_response(body: msgspec.Struct, status: int = 200) -> Response:
@@ -35,9 +39,16 @@ async def read_json(request: Request, into: type):
     try:
         return msgspec.json.decode(b"".join(chunks), type=into)
     except msgspec.ValidationError as error:
-        raise ProblemError(422, str(error)) from None
+        raise invalid(str(error)) from None
     except msgspec.DecodeError as error:
         raise ProblemError(400, f"invalid JSON: {error}") from None
+
+
+def invalid(detail: str, field: str | None = None) -> ProblemError:
+    """A 422 naming the body's field at fault (`field`, or the one msgspec's message names), if any."""
+    if field is None and (found := _AT_FIELD.search(detail)):
+        field = found.group(1) or found.group(2)
+    return ProblemError(422, detail, errors=[FieldProblem(f"#/{field}", detail)] if field else None)
 
 
 def int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:

@@ -30,7 +30,11 @@ class EventAppender(Protocol):
 
 
 class InvalidCommand(HarmonyError):
-    """A command that is well-formed but not acceptable; the message says why."""
+    """A command that is well-formed but not acceptable; the message says why, `field` about which."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
 
 
 class IdempotencyConflict(HarmonyError):
@@ -57,7 +61,7 @@ class ReviewCommands:
         now = self._clock()
         reviewed_at = command.reviewed_at or now
         if not EARLIEST_REVIEW <= reviewed_at <= now + CLOCK_SKEW:
-            raise InvalidCommand(f"reviewed_at {reviewed_at.isoformat()} is not between 1900 and now")
+            raise InvalidCommand(f"reviewed_at {reviewed_at.isoformat()} is not between 1900 and now", "reviewed_at")
 
         def event(event_id: str) -> Event:
             return ReviewSubmitted(
