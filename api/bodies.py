@@ -17,8 +17,12 @@ class ReviewsPage(msgspec.Struct):
 
 
 class HistoryEvent(msgspec.Struct):
+    """One event of the audit trail; `change` says what it did: "submitted" (a first review of the
+    movie, or one after a retraction), "replaced" (a review stood just before) or "retracted"."""
+
     event_id: str
     type: str
+    change: str
     occurred_at: datetime
     recorded_at: datetime
     position: Position

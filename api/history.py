@@ -11,7 +11,7 @@ from api.problems import ProblemError
 from api.wire import MAX_LIMIT, decode_cursor, encode_cursor, int_param, json_response
 from events.position import Position
 from events.types import Timestamp
-from projections.history import reviews_at
+from projections.history import changes, reviews_at
 from projections.store import ProjectionStore, Review
 
 HistoryCursor = tuple[int, int]  # the last row's (partition, offset)
@@ -31,6 +31,9 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
             raise ProblemError(400, f"as_of must be an RFC 3339 time with a zone, not {raw!r}") from None
     rows = store.user_history(user_id, limit + 1, before, as_of)
     page, more = rows[:limit], len(rows) > limit
+    # what an event changed depends on the user's events before it: read them once
+    older = store.user_history(user_id, 0, (page[-1].partition, page[-1].offset), as_of) if more else []
+    done = changes(page + older)
     reviews = None
     if as_of is not None:
         stood = reviews_at(store.user_history(user_id, 0, None, as_of))
@@ -39,9 +42,9 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
         HistoryPage(
             user_id=user_id,
             events=[
-                HistoryEvent(r.event_id, r.type, r.occurred_at, r.recorded_at, Position(r.partition, r.offset),
-                             r.payload)
-                for r in page
+                HistoryEvent(r.event_id, r.type, change, r.occurred_at, r.recorded_at,
+                             Position(r.partition, r.offset), r.payload)
+                for r, change in zip(page, done)
             ],
             next_cursor=encode_cursor((page[-1].partition, page[-1].offset)) if more else None,
             as_of=as_of,

@@ -92,12 +92,13 @@ def training_params(settings: Settings):
 
 
 def api(settings: Settings):
-    """The API app with its store, producer and command handlers."""
+    """The API app with its store, producer and command handlers, and the website beside it."""
     from api.app import create_app
     from commands.handlers import ReviewCommands
+    from web import pages
 
     log = event_log(settings)
-    return create_app(store(settings), log, ReviewCommands(log))
+    return create_app(store(settings), log, ReviewCommands(log), site=pages.routes())
 
 
 def run_worker(settings: Settings) -> None:

@@ -20,6 +20,18 @@ def review_payload(event: ReviewSubmitted) -> dict:
     return {**event.payload(), "event_id": event.event_id}
 
 
+def changes(events_newest_first: list[HistoryRow]) -> list[str]:
+    """What each event did to the user's reviews, newest first: "submitted" (a first review of the
+    movie, or one after a retraction), "replaced" (a review stood just before) or "retracted"."""
+    reviews, done = ReviewFold(lambda event: True), []
+    for row in reversed(events_newest_first):
+        event = history_event(row)
+        stood = (event.user_id, event.movie_id) in reviews.current()
+        reviews.apply(event)
+        done.append("retracted" if not isinstance(event, ReviewSubmitted) else "replaced" if stood else "submitted")
+    return done[::-1]
+
+
 def reviews_at(events_newest_first: list[HistoryRow]) -> list[dict]:
     """Fold a user's history (oldest first) into their current reviews, newest review first."""
     reviews = ReviewFold(review_payload)

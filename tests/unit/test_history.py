@@ -44,8 +44,25 @@ def test_history_keeps_replaced_and_retracted_reviews_newest_first(client):
     assert [e["type"] for e in page["events"]] == ["ReviewRetracted", "ReviewSubmitted", "ReviewSubmitted"]
     assert [e["payload"].get("rating") for e in page["events"]] == [None, 4.0, 2.0]
     first = page["events"][0]
-    assert set(first) == {"event_id", "type", "occurred_at", "recorded_at", "position", "payload"}
+    assert set(first) == {"event_id", "type", "change", "occurred_at", "recorded_at", "position", "payload"}
     assert "as_of" not in page and "reviews" not in page
+    assert [e["change"] for e in page["events"]] == ["retracted", "replaced", "submitted"]
+
+
+def test_what_an_event_changed_holds_across_pages(client):
+    http, at = client
+    at(T1, "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 2})
+    at(T1 + timedelta(hours=1), "delete", "/v1/users/ana/reviews/m")
+    at(T1 + timedelta(hours=2), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 3})
+    at(T1 + timedelta(hours=3), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 4})
+    at(T1 + timedelta(hours=4), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "n", "rating": 4})
+    done, cursor = [], None
+    while True:
+        page = http.get("/v1/users/ana/history", params={"limit": 1, **({"cursor": cursor} if cursor else {})}).json()
+        done += [e["change"] for e in page["events"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert done == ["submitted", "replaced", "submitted", "retracted", "submitted"]
 
 
 def test_as_of_answers_the_reviews_as_they_stood(client):

@@ -17,6 +17,7 @@ ALLOWED = {
     "archive": {"events", "archive"},
     "ml": {"events", "projections", "archive", "ml"},
     "api": {"events", "commands", "projections", "ml", "api"},
+    "web": {"web"},  # the website talks to the API over HTTP only
 }
 LAYERS = set(ALLOWED) | {"harmony"}
 # Store adapters: only the composition root (and the tests) may name one.
