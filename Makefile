@@ -3,12 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+SETUP_INPUTS := pyproject.toml scripts/setup.sh $(wildcard jvm/*/pom.xml)
 
 .PHONY: setup demo demo-cassandra test bench clean
 
-$(STAMP): pyproject.toml scripts/setup.sh $(wildcard jvm/*/pom.xml)
+$(STAMP): $(SETUP_INPUTS)
 	bash scripts/setup.sh
 	touch $(STAMP)
+
+# The tests also need pytest, Playwright and Chromium (the browser tests).
+$(TEST_STAMP): $(SETUP_INPUTS)
+	bash scripts/setup.sh --test
+	touch $(STAMP) $(TEST_STAMP)
 
 setup: $(STAMP)
 
@@ -18,7 +25,7 @@ demo: $(STAMP)
 demo-cassandra: $(STAMP)
 	$(BIN)/harmony demo --store cassandra
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

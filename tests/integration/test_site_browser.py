@@ -1,0 +1,293 @@
+"""The website's three flows end to end, in real headless Chromium (Debian's, driven by Playwright),
+against the real stack: Apache Kafka and SeaweedFS, the projection worker, the archiver, the API
+serving the site, and a model trained by `harmony train` on a small MovieLens-format import.
+
+Each step keeps a screenshot in `artefacts/screenshots/` (HARMONY_ARTEFACTS to put them elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from events.types import ReviewRetracted, ReviewSubmitted
+from tests.conftest import PARTITIONS, Service, free_port, use_environment, wait_until
+from tests.integration.helpers import applied, log_end, produce_events
+
+pytestmark = pytest.mark.integration
+
+PROJECT = Path(__file__).resolve().parents[2]
+SHOTS = Path(os.environ.get("HARMONY_ARTEFACTS", PROJECT / "artefacts")) / "screenshots"
+GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+TITLES = [("Star Wars (1977)", "Action|Sci-Fi"), ("Star Trek: First Contact (1996)", "Sci-Fi"),
+          ("Amélie (2001)", "Comedy|Romance"), ("Schindler's List (1993)", "Drama|War"),
+          ("Heat (1995)", "Crime|Thriller"), ("Fargo (1996)", "Crime|Drama"), ("Alien (1979)", "Horror|Sci-Fi"),
+          ("Casablanca (1942)", "Drama|Romance"), ("Toy Story (1995)", "Animation|Comedy"),
+          ("Godfather, The (1972)", "Crime|Drama"), ("Vertigo (1958)", "Mystery|Thriller"),
+          ("Babe (1995)", "Children's|Comedy"), ("Twelve Monkeys (1995)", "Sci-Fi|Thriller"),
+          ("Mononoke-hime (1997)", "Animation|Fantasy"), ("Cinéma Paradiso (1988)", "Drama|Romance")]
+TITLES += [(f"Film Number {n} ({1960 + n})", GENRES[1 + n % 18]) for n in range(25)]
+USERS = 30
+HISTORY_USER = "diarist"  # reviews recorded day by day in March 2024
+MARCH = datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
+
+
+def movielens_folder(path: Path) -> Path:
+    """A small MovieLens 100K-format folder: ratings from a low-rank taste model, titles with accents."""
+    rng = random.Random(5)
+    path.mkdir()
+    (path / "u.genre").write_text("".join(f"{name}|{n}\n" for n, name in enumerate(GENRES)), "latin-1")
+    lines = []
+    for n, (title, genres) in enumerate(TITLES, 1):
+        flags = "|".join("1" if name in genres.split("|") else "0" for name in GENRES)
+        lines.append(f"{n}|{title}|01-Jan-1995||http://example.org/{n}|{flags}\n")
+    (path / "u.item").write_text("".join(lines), "latin-1")
+    taste = [[rng.gauss(0, 1) for _ in range(2)] for _ in range(USERS)]
+    kind = [[rng.gauss(0, 1) for _ in range(2)] for _ in TITLES]
+    ratings = []
+    for user in range(USERS):
+        for movie in range(len(TITLES)):
+            if rng.random() < 0.6:
+                score = 3.4 + sum(a * b for a, b in zip(taste[user], kind[movie])) + rng.gauss(0, 0.3)
+                ratings.append(f"{user + 1}\t{movie + 1}\t{min(5, max(1, round(score)))}\t{880000000 + movie}\n")
+    (path / "u.data").write_text("".join(ratings))
+    return path
+
+
+def diary() -> list:
+    """HISTORY_USER's reviews, one a day through March 2024, with a replacement and a retraction."""
+    events = []
+    for day in range(24):
+        at = MARCH + timedelta(days=day)
+        events.append(ReviewSubmitted(event_id=str(uuid.uuid4()), occurred_at=at, recorded_at=at,
+                                      user_id=HISTORY_USER, movie_id=str(day % 15 + 1), rating=1 + day % 9 / 2,
+                                      summary=f"day {day + 1}", reviewed_at=at))
+    at = MARCH + timedelta(days=24)
+    events.append(ReviewRetracted(event_id=str(uuid.uuid4()), occurred_at=at, recorded_at=at,
+                                  user_id=HISTORY_USER, movie_id="1"))
+    return events
+
+
+def harmony(env: dict, *args: str, timeout: float = 300) -> str:
+    run = subprocess.run([sys.executable, "-m", "harmony", *args], env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, f"harmony {' '.join(args)}: {run.stderr[-3000:]}"
+    return run.stdout
+
+
+def start_api(env: dict, log_path: Path) -> tuple[Service, str]:
+    port = free_port()
+    service = Service(["api", "--port", str(port)], env, log_path).start()
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, 30, f"the API did not start: {service.log()[-2000:]}")
+    return service, url
+
+
+@pytest.fixture(scope="module")
+def site(stack_dir, tmp_path_factory):
+    """The product on the session's stack with demo-like data and a trained model: the site's URL."""
+    from archive.segments import archived_until
+    from harmony import bootstrap
+    from harmony.settings import load
+
+    folder = tmp_path_factory.mktemp("site")
+    with pytest.MonkeyPatch.context() as patch:
+        env = use_environment(patch, stack_dir, f"sqlite:///{folder / 'projections.db'}",
+                              HARMONY_ALS_RANK="4", HARMONY_ALS_MAX_ITER="5", HARMONY_SPARK_DRIVER_MEMORY="1g")
+        settings = load()
+        harmony(env, "import", "movielens", str(movielens_folder(folder / "ml")))
+        produce_events(settings.kafka_bootstrap, settings.topic, diary())
+        services = [Service([name], env, folder / f"{name}.log").start() for name in ("worker", "archiver")]
+        try:
+            store = bootstrap.store(settings)
+            s3 = bootstrap.s3(settings)
+            end = sum(log_end(settings.kafka_bootstrap, settings.topic).values())
+            wait_until(lambda: applied(store) == end, 120, f"worker behind: {services[0].log()[-2000:]}", 0.5)
+            checkpoint = store.checkpoint()
+            wait_until(lambda: all(o >= checkpoint[p] for p, o in archived_until(
+                s3, settings.s3_bucket, settings.topic, checkpoint).items()), 120,
+                f"archiver behind: {services[1].log()[-2000:]}", 0.5)
+            store.close()
+            harmony(env, "train", "--no-tune")
+            api, url = start_api(env, folder / "api.log")
+            services.append(api)
+            yield {"url": url, "env": env, "folder": folder}
+        finally:
+            for service in services:
+                service.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(site):  # after the site: Playwright's sync API keeps an event loop running in this thread
+    from playwright.sync_api import sync_playwright
+
+    executable = os.environ.get("HARMONY_CHROMIUM") or shutil.which("chromium")
+    assert executable, "Chromium is missing: `make test` installs Debian's chromium (scripts/setup.sh --test)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    context = browser.new_context(base_url=site["url"], viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    failures = []
+    page.on("pageerror", lambda error: failures.append(str(error)))
+    yield page
+    context.close()
+    assert not failures, f"JavaScript errors: {failures}"
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_movie_search_for_two_users_shows_titled_movies_with_each_ones_prediction(page):
+    page.goto("/")
+    shot(page, "01-movie-search-form")
+    page.get_by_label("Person 1").fill("1")
+    page.get_by_label("Person 2").fill("2")
+    page.get_by_label(re.compile("^least misery")).check()
+    page.get_by_role("button", name="Find movies").click()
+    page.wait_for_url(re.compile(r"user=1&user=2"))
+    cards = page.locator(".cards .card")
+    assert cards.count() >= 5
+    titles = [t.strip() for t in cards.locator("h3").all_inner_texts()]
+    assert set(titles) <= {title for title, _ in TITLES}, titles  # "Title (year)", as catalogued
+    first = cards.first
+    assert first.locator("dt").all_inner_texts() == ["1", "2"]
+    predictions = [float(p.split()[0]) for p in first.locator(".predicted").all_inner_texts()]
+    assert len(predictions) == 2 and all(0.5 <= p <= 5 for p in predictions)
+    assert "strategy least misery" in page.locator(".results").inner_text()
+    shot(page, "02-movie-search-results")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "03-movie-search-phone")
+
+
+def test_movie_search_explains_an_unknown_user(page):
+    page.goto("/?user=1&user=nobody-at-all")
+    alert = page.get_by_role("alert")
+    assert "nobody-at-all" in alert.inner_text() and "write their first review" in alert.inner_text()
+    shot(page, "04-movie-search-unknown-user")
+
+
+def test_query_user_pages_through_reviews_then_sees_the_history_as_of_an_earlier_day(page):
+    page.goto("/users")
+    page.get_by_label("User id").fill(HISTORY_USER)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/users/{HISTORY_USER}")
+    rows = page.locator("table.reviews tbody tr")
+    assert rows.count() == 10
+    assert rows.first.locator("th").inner_text() == "Toy Story (1995)"  # the newest: day 24
+    first_page = rows.locator("th").all_inner_texts()
+    shot(page, "05-user-reviews")
+    page.get_by_role("link", name="Older reviews").click()
+    older = page.locator("table.reviews tbody tr th").all_inner_texts()
+    assert older and not set(older) & set(first_page)  # 14 current reviews: 10, then 4
+    assert len(first_page) + len(older) == 14
+    shot(page, "06-user-reviews-older")
+    page.get_by_role("link", name="History of changes").click()
+    events = page.locator("ol.events li")
+    assert events.count() == 20 and re.search(r"Retracted the review of\s+Star Wars", events.first.inner_text())
+    assert page.get_by_text("Changed the review of").count() >= 1
+    page.get_by_label("As they stood at the end of").fill("2024-03-05")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile("on=2024-03-05"))
+    stood = page.locator("ul.stood li")
+    assert stood.count() == 5  # five days of reviews, five different movies
+    assert "day 5" in page.locator("ol.events").inner_text() and "day 6" not in page.locator("ol.events").inner_text()
+    shot(page, "07-user-history-as-of")
+
+
+def test_enter_review_finds_a_movie_by_typing_submits_sees_it_listed_then_retracts_it(page):
+    user = f"web-{uuid.uuid4().hex[:6]}"
+    page.goto("/review")
+    page.get_by_label("Your user id").fill(user)
+    page.get_by_label("Find it by title").press_sequentially("amel", delay=40)
+    suggestion = page.get_by_label("Amélie (2001)")
+    suggestion.wait_for()
+    suggestion.check()
+    page.get_by_role("radio", name="4.5 of 5", exact=True).check()
+    page.get_by_label(re.compile("^Summary")).fill("Paris, lovingly")
+    assert page.locator("#summary-count").inner_text() == "15 of 300 characters"
+    shot(page, "08-enter-review-form")
+    page.get_by_role("button", name="Save review").click()
+    page.wait_for_url(f"**/users/{user}?after=*")
+    assert "Your review was saved." in page.get_by_role("status").inner_text()
+    row = page.locator("table.reviews tbody tr")
+    assert row.count() == 1 and "Amélie" in row.inner_text() and "Paris, lovingly" in row.inner_text()
+    assert row.locator(".stars").inner_text() == "★★★★½"
+    shot(page, "09-enter-review-listed")
+    page.get_by_role("button", name="Retract the review of Amélie").click()
+    page.wait_for_url(re.compile("done=retracted"))
+    assert "Your review was retracted." in page.get_by_role("status").inner_text()
+    assert page.locator("table.reviews").count() == 0 and f"{user} has no current reviews" in page.inner_text("main")
+    shot(page, "10-enter-review-retracted")
+
+
+def test_enter_review_works_without_javascript(browser, site):
+    context = browser.new_context(base_url=site["url"], java_script_enabled=False)
+    page = context.new_page()
+    user = f"nojs-{uuid.uuid4().hex[:6]}"
+    page.goto("/review")
+    page.get_by_label("Your user id").fill(user)
+    page.get_by_label("Find it by title").fill("cinema para")
+    page.get_by_role("button", name="Find", exact=True).click()
+    assert page.get_by_label("Cinéma Paradiso (1988)").is_checked()  # the only match
+    page.get_by_role("radio", name="3 of 5", exact=True).check()
+    page.get_by_role("button", name="Save review").click()
+    page.wait_for_url(f"**/users/{user}?after=*")
+    assert "Cinéma Paradiso" in page.locator("table.reviews").inner_text()
+    context.close()
+
+
+def test_a_validation_error_shows_next_to_its_field(page):
+    page.goto("/review?q=heat")
+    page.get_by_label("Your user id").fill("someone")
+    page.get_by_role("button", name="Save review").click()  # Heat is chosen, no rating
+    error = page.locator("#rating-error")
+    assert "rating" in error.inner_text()
+    assert page.get_by_label("Heat (1995)").is_checked()
+    shot(page, "11-enter-review-validation-error")
+
+
+def test_unknown_user_and_broker_down_are_readable_pages(page, site):
+    response = page.goto("/users/nobody-at-all")
+    assert response.status == 404 and "We have no reviews by “nobody-at-all”" in page.get_by_role("alert").inner_text()
+    shot(page, "12-unknown-user")
+    # the same product with its broker unreachable: nothing listens on that port
+    env = {**site["env"], "HARMONY_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    api, url = start_api(env, site["folder"] / "api-without-broker.log")
+    try:
+        page.goto(f"{url}/review?q=fargo&user_id=someone")
+        page.get_by_role("radio", name="4 of 5", exact=True).check()
+        page.get_by_role("button", name="Save review").click()
+        alert = page.get_by_role("alert")
+        assert "could not save your review just now" in alert.inner_text()
+        assert "Traceback" not in page.content()
+        assert page.get_by_label("Fargo (1996)").is_checked()  # the form is kept for another try
+        shot(page, "13-enter-review-broker-down")
+    finally:
+        api.stop()
