@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from events.types import ReviewRetracted, ReviewSubmitted
-from tests.conftest import PARTITIONS, Service, free_port, use_environment, wait_until
+from tests.conftest import Service, free_port, use_environment, wait_until
 from tests.integration.helpers import applied, log_end, produce_events
 
 pytestmark = pytest.mark.integration
@@ -184,6 +184,23 @@ def test_movie_search_for_two_users_shows_titled_movies_with_each_ones_predictio
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, "03-movie-search-phone")
+
+
+def test_movie_search_works_from_the_keyboard_alone_with_focus_always_visible(page):
+    page.goto("/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")  # to the main content: the next Tab reaches the form
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "user-1"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
+    page.keyboard.type("1")
+    page.keyboard.press("Tab")
+    page.keyboard.type("2")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"user=1&user=2"))
+    assert page.locator(".cards .card").count() >= 5
 
 
 def test_movie_search_explains_an_unknown_user(page):
