@@ -12,6 +12,7 @@ from functools import wraps
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -27,6 +28,7 @@ REVIEWS_PER_PAGE = 10
 EVENTS_PER_PAGE = 20
 SUGGESTIONS = 8
 MAX_FORM = 64 * 1024  # bytes of a posted form
+API_PREFIX = "/v1/"  # the catch-all leaves these addresses to the API's 404 (a problem+json)
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
@@ -81,6 +83,8 @@ def page(endpoint):
             return await endpoint(request)
         except PageError as error:
             return render(request, "error.html", error.status, message=error.message)
+        except HTTPException:
+            raise
         except Exception:  # noqa: BLE001 - the page says sorry, the log has the details
             log.exception("page failed", extra={"path": request.url.path})
             return render(request, "error.html", 500, message="Something went wrong on our side. It has been "
@@ -90,10 +94,13 @@ def page(endpoint):
 
 
 async def form_of(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        raise PageError(413, "That form was too large to accept.")
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM:
+            raise PageError(413, "That form was too large to accept.")
+        chunks.append(chunk)
+    return dict(parse_qsl(b"".join(chunks).decode("utf-8", "replace"), keep_blank_values=True))
 
 
 # -- MovieSearch ---------------------------------------------------------------------------------
@@ -272,6 +279,13 @@ async def retract_review(request: Request) -> Response:
     return RedirectResponse(after_write(user, answer, "retracted"), 303)
 
 
+@page
+async def not_found(request: Request) -> Response:
+    if request.url.path.startswith(API_PREFIX):
+        raise HTTPException(404)
+    raise PageError(404, "There is no page at this address.")
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/", home, methods=["GET"]),
@@ -282,4 +296,5 @@ def routes() -> list[BaseRoute]:
         Route("/review", new_review, methods=["GET"]),
         Route("/review", submit_review, methods=["POST"]),
         Mount("/static", CachedStatic(directory=HERE / "static"), name="static"),
+        Route("/{path:path}", not_found, methods=["GET"]),  # last: a page for any other address
     ]

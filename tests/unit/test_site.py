@@ -13,7 +13,7 @@ from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
 from tests.unit.fakes import MemoryLog
 from tests.unit.test_api import project
-from tests.unit.test_match import catalogue
+from tests.unit.test_match import catalogue, publish
 from web import pages
 from web.static import static_url
 
@@ -62,6 +62,25 @@ def test_a_search_without_a_model_or_with_unknown_users_says_so(site):
     client, log, store = site
     readable(client.get("/", params={"user": ["ana", "bob"]}), 503, "Suggestions are not available yet",
              "harmony train")
+
+
+def test_a_member_the_model_cannot_use_gets_popular_movies_and_is_told_so(site):
+    client, log, store = site
+    publish(store)  # knows ana and ben, and movies m00..
+    client.post("/v1/reviews", json={"user_id": "cy", "movie_id": "h", "rating": 4})  # a movie it does not know
+    project(log, store)
+    readable(client.get("/", params={"user": ["ana", "cy"]}), 200, "For ana, cy",
+             "cy has no reviews the model can use yet")
+    readable(client.get("/", params={"user": ["ana", "zed"]}), 404, "We know nothing about some of these people",
+             "zed")
+
+
+def test_any_other_address_is_a_page_and_api_addresses_keep_their_problems(site):
+    client = site[0]
+    readable(client.get("/no/such/page"), 404, "There is no page at this address")
+    for path in ("/v1/nothing", "/static/nothing.css"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
 
 
 def test_writing_a_review_shows_it_in_the_users_list_then_retracting_removes_it(site):

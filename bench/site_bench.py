@@ -1,0 +1,364 @@
+"""Site benchmark: title search (`projections.titles.TitleIndex`) in this process beside a naive scan, and the
+catalogue search API and two website pages served by the real API over real HTTP, beside one store read.
+
+    .venv/bin/python -m bench.site_bench [--titles 200000] [--queries 400] [--clients 16] [--duration 8]
+                                         [--warmup 2] [--json]
+
+No Kafka, no S3: a synthetic catalogue of --titles titles, 1-6 words each drawn with a long tail (fixed seed)
+from a few thousand words (common English words and made-up ones; some accented, "Café", some with an
+apostrophe, "Ocean's"). Queries are typed as people type them: the first 1-3 words of an existing title, the
+last one cut short ("st", "star wa"), lower case; one in eight also has a word no title has (no match).
+
+Figures:
+- in process: `TitleIndex` built over the catalogue (seconds, growth of this process's resident memory), then
+  every query searched (p50, p99 per query). Baseline in the same run: a naive scan over the titles folded
+  beforehand (`folded_words`) keeping those where every query word starts some title word, filtering only,
+  not ranking (for at most --naive-seconds); its results must count as many as the index's. Ratio naive /
+  index of the same queries' p50 and p99;
+- over HTTP: a SQLite store holding the catalogue (MovieCatalogued events) and --users users' reviews
+  (ReviewSubmitted, 10-40 each), built through the projector (`projections.projector.apply_records`) as in
+  bench.match_bench; `python -m harmony api` on it with a broker address nothing listens on (reads need
+  none). The first search builds the API's title index (its time is reported) before any load. bench.
+  match_bench's keep-alive client drives --clients connections for --duration s after --warmup s, one
+  endpoint at a time:
+  (a) GET /v1/movies?q=<query>&limit=10, the catalogue search;
+  (b) GET /users/<id>, the website's reviews page (in process: the user's reviews, then one
+      GET /v1/movies/<id> per review shown);
+  (c) GET /review?q=<query>, the website's review form listing the finder's matches;
+  baseline: GET /v1/movies/<id> (one store read). Answers/s, p50, p99, and the ratios to the baseline
+  (answers/s and p50). The API rebuilds its title index when it is 10 s old, so a run's searches include
+  a rebuild.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+import random
+import shutil
+import string
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+from bench.common import (
+    Child, base_parser, child_env, console, free_port, percentile, progress, rss_mib, run_benchmark, sqlite_store,
+)
+from bench.match_bench import APPLY_BATCH, GENRES, PARTITIONS, _partition, load, ratio, wait_answering
+
+COMMON_WORDS = """the a of and in to my love night day man woman last first house city war star wars story
+life death dark light king queen lost blood fire ice moon sun world time heart girl boy return rise fall
+secret game dream summer winter spring autumn road home river island mountain sea ocean island black white
+red blue green gold silver iron stone glass shadow ghost angel devil hunter killer lady lord prince princess
+family father mother brother sister child children friend stranger strangers lovers wild little big great
+good bad new old young last long short high deep cold hot hidden broken silent final empty golden eternal
+american french english paris london york tokyo rome chicago texas wedding funeral party school college
+street avenue station hotel garden castle empire kingdom republic revolution escape hunt chase quest journey
+mission code zero one two three four ten hundred thousand million beyond under over inside outside between
+before after again never always forever tonight tomorrow yesterday""".split()
+ACCENTED = ("é", "è", "ü", "ñ", "ô")
+SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["an", "en", "in", "on", "ar", "er", "or"]
+NO_MATCH_WORD = "xq"  # no word starts with it: no syllable has a q
+
+
+def parser():
+    p = base_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--titles", type=int, default=200_000, help="titles in the catalogue (200000)")
+    p.add_argument("--words", type=int, default=3000, help="distinct words titles are made of (3000)")
+    p.add_argument("--queries", type=int, default=400, help="typed queries, searched in process and over HTTP (400)")
+    p.add_argument("--naive-seconds", type=float, default=10.0,
+                   help="stop the naive scan after this long (10; at least 20 queries)")
+    p.add_argument("--users", type=int, default=50, help="users with reviews (50)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent keep-alive connections (16)")
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per endpoint (8)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each endpoint (2)")
+    p.add_argument("--seed", type=int, default=42)
+    return p
+
+
+# -- the catalogue and the queries -------------------------------------------------------------------
+
+
+def word_list(rng: random.Random, n: int) -> list[str]:
+    """Common English words, then made-up ones up to `n` words; about 4% accented, 3% with an apostrophe."""
+    words = list(dict.fromkeys(COMMON_WORDS))
+    seen = set(words)
+    while len(words) < n:
+        word = "".join(rng.choices(SYLLABLES, k=rng.randint(1, 4)))
+        if word in seen:
+            continue
+        seen.add(word)
+        if rng.random() < 0.04 and "e" in word:
+            word = word.replace("e", rng.choice(ACCENTED), 1)
+        elif rng.random() < 0.03:
+            word += "'s"
+        words.append(word)
+    return words
+
+
+def catalogue(n: int, n_words: int, seed: int) -> list:
+    """`n` catalogue entries with titles of 1-6 words drawn with a long tail (the first words the commonest)."""
+    from projections.store import CatalogueEntry
+
+    rng = random.Random(seed)
+    words = word_list(rng, n_words)
+    cumulative = list(itertools.accumulate(1 / (rank + 1) ** 0.8 for rank in range(len(words))))
+    entries = []
+    for k in range(n):
+        title = " ".join(w.capitalize() for w in rng.choices(words, cum_weights=cumulative, k=rng.randint(1, 6)))
+        entries.append(CatalogueEntry(f"movie-{k:06d}", title, rng.randint(1920, 2024),
+                                      sorted(rng.sample(GENRES, rng.randint(1, 3))), None))
+    return entries
+
+
+def typed_queries(titles: list[str], n: int, seed: int) -> list[str]:
+    """The first 1-3 words of random titles in lower case, the last one cut short; one in eight with a word
+    no title has."""
+    rng = random.Random(seed + 1)
+    queries = []
+    for _ in range(n):
+        words = rng.choice(titles).lower().split()
+        typed = words[:rng.randint(1, min(3, len(words)))]
+        typed[-1] = typed[-1][:rng.randint(1, len(typed[-1]))]
+        if rng.random() < 1 / 8:
+            typed.append(NO_MATCH_WORD + "".join(rng.choices(string.ascii_lowercase, k=rng.randint(0, 3))))
+        queries.append(" ".join(typed))
+    return queries
+
+
+# -- in process: the index beside a naive scan -------------------------------------------------------
+
+
+def latency(seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    return {"n": len(ordered), "p50_ms": round(percentile(ordered, 50) * 1000, 3),
+            "p99_ms": round(percentile(ordered, 99) * 1000, 3)}
+
+
+def naive_search(folded: list[str], query: str) -> list[int]:
+    """The titles where every word of the query starts one of the title's words (not ranked); `folded`
+    holds each title's folded words joined, each after a space (" star wars"), so " wa" finds a start."""
+    from projections.titles import folded_words
+
+    starts = [" " + term for term in folded_words(query)]
+    return [n for n, title in enumerate(folded) if all(start in title for start in starts)]
+
+
+def in_process(entries: list, queries: list[str], naive_seconds: float) -> dict:
+    from projections.titles import TitleIndex, folded_words
+
+    gc.collect()
+    rss_before = rss_mib(os.getpid())
+    started = time.perf_counter()
+    index = TitleIndex(entries)
+    build_s = time.perf_counter() - started
+    gc.collect()
+    rss_growth = rss_mib(os.getpid()) - rss_before
+
+    perf = time.perf_counter
+    indexed, found = [], []
+    for query in queries:
+        t0 = perf()
+        found.append(len(index.search(query)))
+        indexed.append(perf() - t0)
+
+    started = perf()
+    folded = [" " + " ".join(folded_words(entry.title)) for entry in entries]
+    fold_s = perf() - started
+    naive, disagree = [], 0
+    until = perf() + naive_seconds
+    for k, query in enumerate(queries):
+        if k >= 20 and perf() > until:
+            break
+        t0 = perf()
+        hits = naive_search(folded, query)
+        naive.append(perf() - t0)
+        disagree += len(hits) != found[k]
+    n = len(naive)
+    same = latency(indexed[:n])
+    return {"titles": len(entries), "distinct_words": len({w for title in folded for w in title.split()}),
+            "index_build_s": round(build_s, 2), "index_rss_growth_mib": round(rss_growth, 1), "index": latency(indexed),
+            "matches_mean": round(sum(found) / len(found), 1), "no_match_queries": found.count(0),
+            "naive_prefold_s": round(fold_s, 2), "naive": latency(naive), "index_same_queries": same,
+            "naive_disagreements": disagree,
+            "ratios": {"naive_over_index_p50": ratio(latency(naive)["p50_ms"], same["p50_ms"]),
+                       "naive_over_index_p99": ratio(latency(naive)["p99_ms"], same["p99_ms"])}}
+
+
+# -- over HTTP ---------------------------------------------------------------------------------------
+
+
+def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
+    """The catalogue and `users` users' reviews (10-40 each), projected into a SQLite store at `path`."""
+    from events.types import MovieCatalogued, ReviewSubmitted
+    from projections.fold import Record
+    from projections.projector import apply_records
+
+    started = time.perf_counter()
+    rng = random.Random(seed + 2)
+    base = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    offsets = [0] * PARTITIONS
+    records = []
+
+    def add(key: str, event) -> None:
+        partition = _partition(key)
+        records.append(Record(partition, offsets[partition], event))
+        offsets[partition] += 1
+
+    for k, entry in enumerate(entries):
+        at = base + timedelta(seconds=k)
+        add(f"movie:{entry.movie_id}", MovieCatalogued(
+            event_id=f"cat-{k}", occurred_at=at, recorded_at=at, movie_id=entry.movie_id, title=entry.title,
+            year=entry.year, genres=tuple(entry.genres)))
+    reviews = 0
+    for u in range(users):
+        user = f"user-{u:03d}"
+        for movie in rng.sample(entries, rng.randint(10, 40)):
+            at = base + timedelta(days=30, seconds=reviews)
+            add(user, ReviewSubmitted(
+                event_id=f"rev-{reviews}", occurred_at=at, recorded_at=at, user_id=user, movie_id=movie.movie_id,
+                rating=rng.randint(1, 10) / 2, summary=f"Summary {reviews}", text=f"Review {reviews} by {user}.",
+                reviewed_at=at, source="bench"))
+            reviews += 1
+
+    store = sqlite_store(path)
+    try:
+        projected = time.perf_counter()
+        with progress() as bar:
+            task = bar.add_task(f"project {len(records):,} events", total=len(records), info="")
+            for start in range(0, len(records), APPLY_BATCH):
+                apply_records(store, records[start:start + APPLY_BATCH])
+                done = min(start + APPLY_BATCH, len(records))
+                bar.update(task, completed=done, info=f"{done / (time.perf_counter() - projected):,.0f}/s")
+    finally:
+        store.close()
+    return {"movies": len(entries), "users": users, "reviews": reviews,
+            "build_s": round(time.perf_counter() - started, 1),
+            "db_mib": round(sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 2**20, 1)}
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+def targets(entries: list, queries: list[str], users: int, seed: int) -> dict[str, tuple[str, list[bytes]]]:
+    """The measured endpoints, the baseline first: name -> (what is asked, pre-encoded requests)."""
+    rng = random.Random(seed + 3)
+    movies = [entry.movie_id for entry in rng.sample(entries, 2000)]
+    return {
+        "movie": ("GET /v1/movies/<id> (baseline: one store read)", [get(f"/v1/movies/{m}") for m in movies]),
+        "search": ("GET /v1/movies?q=<query>&limit=10", [get(f"/v1/movies?q={quote(q)}&limit=10") for q in queries]),
+        "user_page": ("GET /users/<id> (website: reviews page)", [get(f"/users/user-{u:03d}") for u in range(users)]),
+        "review_page": ("GET /review?q=<query> (website: review form, finder's matches)",
+                        [get(f"/review?q={quote(q)}") for q in queries]),
+    }
+
+
+def serve(work: Path, store_path: Path, endpoints: dict, first_query: str, args) -> dict:
+    """`harmony api` on the store; its first search (the index build), then each endpoint under load."""
+    import httpx
+
+    port = free_port()
+    env = child_env(work, "bench.site", PARTITIONS, store_path)
+    env["HARMONY_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{free_port()}"  # nothing listens: reads need no broker
+    api = Child(["api", "--port", str(port)], env, work / "api.log", cwd=work)
+    figures: dict = {}
+    try:
+        figures["started_s"] = round(wait_answering(port, api, "/healthz")[0], 2)
+        started = time.monotonic()
+        first = httpx.get(f"http://127.0.0.1:{port}/v1/movies", params={"q": first_query}, timeout=120)
+        figures["first_search_s"] = round(time.monotonic() - started, 2)
+        if first.status_code != 200:
+            raise RuntimeError(f"the first search answered {first.status_code}: {first.text[:500]}")
+        for name, (label, requests) in endpoints.items():
+            result = load(port, requests, args.clients, args.warmup, args.duration, label)
+            if result["error_samples"]:
+                console.log(f"[red]{label}: non-200 answers[/red] {result['error_samples']}")
+            if not api.alive():
+                raise RuntimeError(f"the API died under load:\n{api.tail()}")
+            figures[name] = {"what": label, **{k: result[k] for k in ("per_s", "p50_ms", "p90_ms", "p99_ms",
+                                                                        "max_ms", "errors", "statuses")}}
+    finally:
+        api.stop()
+    base = figures["movie"]
+    for name in endpoints:
+        figures[name]["per_s_over_baseline"] = ratio(figures[name]["per_s"], base["per_s"])
+        figures[name]["p50_over_baseline"] = ratio(figures[name]["p50_ms"], base["p50_ms"])
+    return figures
+
+
+# -- the benchmark -----------------------------------------------------------------------------------
+
+
+def run(args) -> dict:
+    figures: dict = {"benchmark": "site", "clients": args.clients, "duration_s": args.duration,
+                     "warmup_s": args.warmup, "machine_cpus": os.cpu_count(),
+                     "load_average_at_start": os.getloadavg()}
+    with console.status(f"making {args.titles:,} titles and {args.queries} queries…"):
+        entries = catalogue(args.titles, args.words, args.seed)
+        queries = typed_queries([entry.title for entry in entries], args.queries, args.seed)
+    with console.status("in process: building the index, searching, scanning…"):
+        figures["in_process"] = in_process(entries, queries, args.naive_seconds)
+    console.log(f"in process: {figures['in_process']}")
+    directory = Path(tempfile.mkdtemp(prefix="harmony-bench-site-"))
+    try:
+        store_path = directory / "projections.db"
+        figures["store"] = build_store(store_path, entries, args.users, args.seed)
+        console.log(f"store: {figures['store']}")
+        endpoints = targets(entries, queries, args.users, args.seed)
+        figures["http"] = serve(directory, store_path, endpoints, queries[0], args)
+        figures["load_average_at_end"] = os.getloadavg()
+    finally:
+        if args.keep:
+            console.log(f"kept {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+    return figures
+
+
+def rows(figures: dict) -> list[tuple[str, str]]:
+    ip, st, http = figures["in_process"], figures["store"], figures["http"]
+    load_avg = "/".join(f"{x:.1f}" for x in figures["load_average_at_start"])
+    if "load_average_at_end" in figures:
+        load_avg += " → " + "/".join(f"{x:.1f}" for x in figures["load_average_at_end"])
+    out = [("machine", f"{figures['machine_cpus']} cores, load average {load_avg} (start → end)"),
+           ("[bold]in process[/bold]", f"[bold]{ip['titles']:,} titles, {ip['distinct_words']:,} distinct words, "
+                                       f"{ip['index']['n']} typed queries[/bold]"),
+           ("  TitleIndex build", f"{ip['index_build_s']} s, resident memory +{ip['index_rss_growth_mib']} MiB"),
+           ("  TitleIndex.search (ranked)", f"p50 {ip['index']['p50_ms']} ms, p99 {ip['index']['p99_ms']} ms; "
+                                            f"{ip['matches_mean']:,} matches a query on average, "
+                                            f"{ip['no_match_queries']} with none"),
+           ("  naive scan (baseline: filter only, no ranking)",
+            f"p50 {ip['naive']['p50_ms']} ms, p99 {ip['naive']['p99_ms']} ms over the first {ip['naive']['n']} "
+            f"queries (titles folded beforehand in {ip['naive_prefold_s']} s); "
+            f"match counts differ from the index's: {ip['naive_disagreements']}"),
+           ("    index on the same queries", f"p50 {ip['index_same_queries']['p50_ms']} ms, "
+                                             f"p99 {ip['index_same_queries']['p99_ms']} ms"),
+           ("    RATIO naive / index", f"p50 ×{ip['ratios']['naive_over_index_p50']}, "
+                                       f"p99 ×{ip['ratios']['naive_over_index_p99']}"),
+           ("[bold]over HTTP[/bold]", f"[bold]harmony api (1 process), {figures['clients']} clients, "
+                                      f"{figures['duration_s']:g} s after {figures['warmup_s']:g} s warm-up[/bold]"),
+           ("  store", f"{st['movies']:,} movies, {st['users']} users, {st['reviews']:,} reviews, {st['db_mib']} MiB, "
+                       f"built in {st['build_s']} s"),
+           ("  API start; its first search (builds the index)", f"answering {http['started_s']} s after start; "
+                                                               f"first search {http['first_search_s']} s")]
+    for name in ("movie", "search", "user_page", "review_page"):
+        r = http[name]
+        out.append((f"  {r['what']}", f"{r['per_s']:,.0f}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+                                      f"errors {r['errors']}"))
+        if name != "movie":
+            out.append(("    RATIO to baseline: answers/s, p50", f"{r['per_s_over_baseline']}, "
+                                                                 f"×{r['p50_over_baseline']}"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_benchmark("site", "site: title search in process and over HTTP, website pages",
+                         parser().parse_args(argv), run, rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
