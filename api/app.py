@@ -19,12 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from api.bodies import Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies
+from api.bodies import CatalogueEntries, Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies
 from api.health import healthz, lag, readyz
 from api.history import user_history
 from api.match import MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, ItemsCache, match, strategies
 from api.models import current_model, model_version
-from api.movies import MAX_QUERY, MAX_SEARCH_LIMIT, REFRESH_EVERY, TitleCache, genres, movie, search_movies
+from api.movies import (
+    MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, REFRESH_EVERY, TitleCache, catalogue_entries, genres, movie, search_movies,
+)
 from api.openapi import Operation, Param, document
 from api.problems import HANDLERS
 from api.reviews import retract_review, submit_review, user_reviews
@@ -83,8 +85,11 @@ OPERATIONS = [
                 Param("limit", "query", f"page size, 1 to {MAX_SEARCH_LIMIT} (10)", {"type": "integer"}),
                 Param("cursor", "query", "next_cursor of the previous page")),
                (400,), "Whole titles first, then titles that begin with the query, then titles holding each "
-               f"word whole, then the rest. Served from the catalogue projection; a newly catalogued movie is "
-               f"found within {REFRESH_EVERY:.0f} s."), search_movies),
+               "word whole, then the rest. A one-letter word matches only that word. Served from the catalogue "
+               f"projection; a newly catalogued movie is found within about {REFRESH_EVERY:.0f} s."), search_movies),
+    (Operation("GET", "/v1/catalogue", "Catalogue entries by movie id", 200, CatalogueEntries, None,
+               (Param("ids", "query", f"1 to {MAX_IDS} movie ids, comma-separated", required=True),), (400,),
+               "From the same catalogue index as the title search, as fresh."), catalogue_entries),
     (Operation("GET", "/v1/genres", "Every genre in the catalogue", 200, Genres), genres),
     (Operation("GET", "/v1/movies/{movie_id}", "A movie's catalogue entry and review statistics", 200,
                Movie, None, (FILM,), (404,)), movie),

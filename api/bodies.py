@@ -107,6 +107,12 @@ class MoviesPage(msgspec.Struct):
     next_cursor: str | None
 
 
+class CatalogueEntries(msgspec.Struct):
+    """The catalogue entries asked for, in the order asked; ids not catalogued are left out."""
+
+    movies: list[CatalogueEntry]
+
+
 class Genres(msgspec.Struct):
     genres: list[str]
 

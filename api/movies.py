@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.bodies import Genres, MoviesPage
+from api.bodies import CatalogueEntries, Genres, MoviesPage
 from api.problems import ProblemError
 from api.wire import decode_cursor, encode_cursor, int_param, json_response
 from projections.store import ProjectionStore
@@ -16,37 +17,48 @@ from projections.titles import TitleIndex, folded_words
 
 MAX_QUERY = 100  # characters of a title search
 MAX_SEARCH_LIMIT = 50
-REFRESH_EVERY = 10.0  # seconds: a newly catalogued movie is found within this long
+MAX_IDS = 100  # movie ids in one catalogue lookup
+REFRESH_EVERY = 30.0  # seconds: a newly catalogued movie is found within about this long
 
 SearchCursor = tuple[int]  # how many results earlier pages held
 
+log = logging.getLogger(__name__)
+
 
 class TitleCache:
-    """The catalogue's title index, built from the catalogue projection and rebuilt when it is older
-    than REFRESH_EVERY. One request rebuilds it while the others search the previous one."""
+    """The catalogue's title index, built from the catalogue projection.
+
+    The first search builds it. A search that finds it older than REFRESH_EVERY starts a rebuild in
+    a background thread and is answered from the index it has, so no request waits on a rebuild."""
 
     def __init__(self):
         self._index: TitleIndex | None = None
         self._built = float("-inf")
+        self._rebuilding = False
         self._lock = threading.Lock()
 
-    def _stale(self) -> bool:
-        return time.monotonic() - self._built >= REFRESH_EVERY
-
     def current(self, store: ProjectionStore) -> TitleIndex:
-        index = self._index
-        if index is not None and not self._stale():
-            return index
-        if not self._lock.acquire(blocking=index is None):
-            return index  # another request is rebuilding it
+        with self._lock:
+            index = self._index
+            if index is not None and not self._rebuilding and time.monotonic() - self._built >= REFRESH_EVERY:
+                self._rebuilding = True
+                threading.Thread(target=self._rebuild, args=(store,), name="title-index", daemon=True).start()
+        if index is None:
+            with self._lock:  # the first build: every search waits for it
+                if self._index is None:
+                    self._index, self._built = TitleIndex(store.catalogue()), time.monotonic()
+                index = self._index
+        return index
+
+    def _rebuild(self, store: ProjectionStore) -> None:
+        started = time.monotonic()  # what is catalogued while it reads is seen next time
         try:
-            if self._index is None or self._stale():
-                started = time.monotonic()  # what is catalogued while it reads is seen next time
-                self._index = TitleIndex(store.catalogue())
-                self._built = started
-            return self._index
-        finally:
-            self._lock.release()
+            index = TitleIndex(store.catalogue())
+        except Exception:  # noqa: BLE001 - searches go on with the index they have, tried again later
+            log.exception("could not rebuild the title index")
+            index = self._index
+        with self._lock:
+            self._index, self._built, self._rebuilding = index, started, False
 
 
 # Plain defs: Starlette runs them in its thread pool.
@@ -70,10 +82,17 @@ def search_movies(request: Request) -> Response:
     (start,) = decode_cursor(cursor, SearchCursor) if cursor else (0,)
     if start < 0:
         raise ProblemError(400, "cursor is not one this API gave out")
-    found = request.app.state.titles.current(request.app.state.store).search(query)
+    total, found = request.app.state.titles.current(request.app.state.store).search(query, start, limit)
     end = start + limit
-    return json_response(MoviesPage(query, len(found), found[start:end],
-                                    encode_cursor((end,)) if end < len(found) else None))
+    return json_response(MoviesPage(query, total, found, encode_cursor((end,)) if end < total else None))
+
+
+def catalogue_entries(request: Request) -> Response:
+    ids = [m for m in request.query_params.get("ids", "").split(",") if m]
+    if not 1 <= len(ids) <= MAX_IDS:
+        raise ProblemError(400, f"ids: 1 to {MAX_IDS} movie ids, comma-separated")
+    index = request.app.state.titles.current(request.app.state.store)
+    return json_response(CatalogueEntries(index.entries(ids)))
 
 
 def genres(request: Request) -> Response:

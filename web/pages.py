@@ -27,6 +27,7 @@ HERE = Path(__file__).parent
 REVIEWS_PER_PAGE = 10
 EVENTS_PER_PAGE = 20
 SUGGESTIONS = 8
+IDS_PER_REQUEST = 100  # the most GET /v1/catalogue takes
 MAX_FORM = 64 * 1024  # bytes of a posted form
 API_PREFIX = "/v1/"  # the catch-all leaves these addresses to the API's 404 (a problem+json)
 HEADERS = {
@@ -58,6 +59,7 @@ def day(value: str) -> str:
 
 
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.auto_reload = False  # templates ship with the code: no look at the disk on every render
 templates.env.globals.update(static_url=static_url)
 templates.env.filters.update(stars=stars, rating=rating, when=when, day=day, segment=segment)
 
@@ -144,8 +146,10 @@ async def known(api: Api, user: str) -> bool:
 
 
 async def titles(api: Api, movie_ids: list[str]) -> dict[str, dict]:
-    answers = await asyncio.gather(*(api.get(f"/v1/movies/{segment(m)}") for m in movie_ids))
-    return {m: answer.body for m, answer in zip(movie_ids, answers) if answer.ok}
+    """The catalogue entries of these movies, by id (those without one are left out)."""
+    chunks = [movie_ids[n:n + IDS_PER_REQUEST] for n in range(0, len(movie_ids), IDS_PER_REQUEST)]
+    answers = await asyncio.gather(*(api.get("/v1/catalogue", ids=",".join(chunk)) for chunk in chunks))
+    return {entry["movie_id"]: entry for answer in answers if answer.ok for entry in answer.body["movies"]}
 
 
 @page
@@ -201,9 +205,17 @@ async def user_history(request: Request) -> Response:
 
 # -- EnterReview ---------------------------------------------------------------------------------
 
+_limits: dict = {}  # the API's document does not change while the process runs: read it once
+
+
 async def review_limits(api: Api) -> dict:
     """The review's field limits, as the API's OpenAPI document declares them."""
-    spec = (await api.get("/openapi.json")).body
+    if not _limits:
+        _limits.update(read_limits((await api.get("/openapi.json")).body))
+    return _limits
+
+
+def read_limits(spec: dict) -> dict:
     body = spec["paths"]["/v1/reviews"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     fields = spec["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["properties"]
     rating = fields["rating"]

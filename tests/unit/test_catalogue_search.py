@@ -3,6 +3,8 @@ store, the catalogue projected from catalogue events."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from api import movies as api_movies
@@ -21,6 +23,7 @@ MOVIES = {
     "cc": ("Ça commence aujourd'hui", 1999, ("Drama",)),
     "wr": ("Wars of the Roses, The", 1989, ("Comedy",)),
     "st2": ("Starship Troopers", 1997, ("Sci-Fi", "War")),
+    "ab": ("A Bug's Life", 1998, ("Animation",)),
 }
 
 
@@ -29,7 +32,9 @@ def entries() -> list[CatalogueEntry]:
 
 
 def found(query: str) -> list[str]:
-    return [entry.movie_id for entry in TitleIndex(entries()).search(query)]
+    total, page = TitleIndex(entries()).search(query, 0, 100)
+    assert total == len(page)
+    return [entry.movie_id for entry in page]
 
 
 def test_folding_drops_accents_case_and_apostrophes():
@@ -46,6 +51,14 @@ def test_a_prefix_finds_titles_with_a_word_that_starts_so_whole_titles_and_title
     assert found("sta") == ["sk", "sw", "st2", "st", "ls"]
     assert found("wars") == ["wr", "sw"]  # a title that begins with it first
     assert found("ars") == []
+    assert found("a") == found("a bu") == ["ab"]  # one letter: that word only, not every word it starts
+    assert found("s") == []
+
+
+def test_a_page_of_the_ranking_is_that_part_of_the_whole_ranking():
+    index = TitleIndex(entries())
+    whole = index.search("st", 0, 100)[1]
+    assert [index.search("st", n, 2) for n in range(0, 6, 2)] == [(5, whole[n:n + 2]) for n in range(0, 6, 2)]
 
 
 def test_every_word_must_match_in_any_order():
@@ -62,7 +75,9 @@ def test_accents_and_case_do_not_matter_either_way():
 
 
 def test_genres_are_every_genre_of_the_catalogue():
-    assert TitleIndex(entries()).genres() == ["Action", "Adventure", "Comedy", "Drama", "Romance", "Sci-Fi", "War"]
+    index = TitleIndex(entries())
+    assert index.genres() == ["Action", "Adventure", "Animation", "Comedy", "Drama", "Romance", "Sci-Fi", "War"]
+    assert [e.title for e in index.entries(["am", "nope", "sw"])] == ["Amélie", "Star Wars"]
 
 
 @pytest.fixture
@@ -84,15 +99,15 @@ def test_search_answers_titled_entries_best_first(catalogued):
 def test_search_pages_walk_every_match_once(catalogued):
     seen, cursor, pages = [], None, 0
     while True:
-        params = {"q": "s", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        params = {"q": "st", "limit": 2, **({"cursor": cursor} if cursor else {})}
         body = catalogued.get("/v1/movies", params=params).json()
-        assert body["total"] == 6 and len(body["movies"]) <= 2
+        assert body["total"] == 5 and len(body["movies"]) <= 2
         seen += [m["movie_id"] for m in body["movies"]]
         pages += 1
         if not (cursor := body["next_cursor"]):
             break
-    assert pages == 3 and len(seen) == len(set(seen)) == 6
-    assert seen == [m["movie_id"] for m in catalogued.get("/v1/movies", params={"q": "s", "limit": 50}).json()["movies"]]
+    assert pages == 3 and len(seen) == len(set(seen)) == 5
+    assert seen == [m["movie_id"] for m in catalogued.get("/v1/movies", params={"q": "st", "limit": 50}).json()["movies"]]
 
 
 def test_no_match_is_an_empty_page(catalogued):
@@ -112,15 +127,27 @@ def test_a_longest_query_is_served(catalogued):
     assert catalogued.get("/v1/movies", params={"q": "star " * 20}).status_code == 200
 
 
-def test_a_newly_catalogued_movie_is_found_once_the_index_is_refreshed(world, monkeypatch):
+def test_a_newly_catalogued_movie_is_found_once_the_index_is_rebuilt_in_the_background(world, monkeypatch):
     client, log, store = world
     catalogue(log, store, {"sw": MOVIES["sw"]})
     assert client.get("/v1/movies", params={"q": "heat"}).json()["total"] == 0
     catalogue(log, store, {"h": ("Heat", 1995, ("Crime",))})
     assert client.get("/v1/movies", params={"q": "heat"}).json()["total"] == 0  # the index is fresh for a while
     monkeypatch.setattr(api_movies, "REFRESH_EVERY", 0.0)
-    assert [m["title"] for m in client.get("/v1/movies", params={"q": "heat"}).json()["movies"]] == ["Heat"]
+    deadline = time.monotonic() + 10
+    while not (hits := client.get("/v1/movies", params={"q": "heat"}).json()["movies"]):
+        assert time.monotonic() < deadline, "the index was never rebuilt"
+        time.sleep(0.05)
+    assert [m["title"] for m in hits] == ["Heat"]
     assert client.get("/v1/genres").json() == {"genres": ["Action", "Crime", "Sci-Fi"]}
+    assert client.get("/v1/catalogue", params={"ids": "h,nope,sw"}).json() == {"movies": [
+        {"movie_id": "h", "title": "Heat", "year": 1995, "genres": ["Crime"], "image_url": None},
+        {"movie_id": "sw", "title": "Star Wars", "year": 1977, "genres": ["Action", "Sci-Fi"], "image_url": None}]}
+
+
+@pytest.mark.parametrize("ids", [None, "", ",".join(f"m{n}" for n in range(101))])
+def test_a_catalogue_lookup_takes_1_to_100_ids(catalogued, ids):
+    is_problem(catalogued.get("/v1/catalogue", params={} if ids is None else {"ids": ids}), 400)
 
 
 def test_strategies_name_the_default_and_describe_each(world):
