@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from api.bodies import CatalogueEntries, Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies
 from api.health import healthz, lag, readyz
@@ -154,9 +155,12 @@ async def keep_connecting(event_log: EventLogConnection) -> None:
 
 
 def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: ReviewCommands,
-               site: list[BaseRoute] = ()) -> Starlette:
-    """The API, and the `site` routes (the website, a client of the API) beside it if given."""
+               site: list[BaseRoute] = (), not_found: ASGIApp | None = None) -> Starlette:
+    """The API, and the `site` routes (the website, a client of the API) beside it if given;
+    `not_found` answers addresses no route matches (by default a 404 problem)."""
     app = Starlette(routes=ROUTES + list(site), exception_handlers=HANDLERS, lifespan=lifespan)
+    if not_found is not None:
+        app.router.default = not_found
     app.state.store = store
     app.state.event_log = event_log
     app.state.commands = commands

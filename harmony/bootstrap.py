@@ -98,7 +98,7 @@ def api(settings: Settings):
     from web import pages
 
     log = event_log(settings)
-    return create_app(store(settings), log, ReviewCommands(log), site=pages.routes())
+    return create_app(store(settings), log, ReviewCommands(log), site=pages.routes(), not_found=pages.not_found)
 
 
 def run_worker(settings: Settings) -> None:

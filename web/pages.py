@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 from starlette.templating import Jinja2Templates
 
 from web.client import Answer, Api, segment
@@ -29,7 +30,7 @@ EVENTS_PER_PAGE = 20
 SUGGESTIONS = 8
 IDS_PER_REQUEST = 100  # the most GET /v1/catalogue takes
 MAX_FORM = 64 * 1024  # bytes of a posted form
-API_PREFIX = "/v1/"  # the catch-all leaves these addresses to the API's 404 (a problem+json)
+API_PREFIX = "/v1/"  # addresses left to the API's 404 (a problem+json)
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
@@ -85,8 +86,6 @@ def page(endpoint):
             return await endpoint(request)
         except PageError as error:
             return render(request, "error.html", error.status, message=error.message)
-        except HTTPException:
-            raise
         except Exception:  # noqa: BLE001 - the page says sorry, the log has the details
             log.exception("page failed", extra={"path": request.url.path})
             return render(request, "error.html", 500, message="Something went wrong on our side. It has been "
@@ -291,11 +290,13 @@ async def retract_review(request: Request) -> Response:
     return RedirectResponse(after_write(user, answer, "retracted"), 303)
 
 
-@page
-async def not_found(request: Request) -> Response:
-    if request.url.path.startswith(API_PREFIX):
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """What the app answers when no route matches the address: a page, or the API's own 404
+    problem for API addresses and for anything but a GET."""
+    request = Request(scope, receive)
+    if request.method not in ("GET", "HEAD") or request.url.path.startswith(API_PREFIX):
         raise HTTPException(404)
-    raise PageError(404, "There is no page at this address.")
+    await render(request, "error.html", 404, message="There is no page at this address.")(scope, receive, send)
 
 
 def routes() -> list[BaseRoute]:
@@ -308,5 +309,4 @@ def routes() -> list[BaseRoute]:
         Route("/review", new_review, methods=["GET"]),
         Route("/review", submit_review, methods=["POST"]),
         Mount("/static", CachedStatic(directory=HERE / "static"), name="static"),
-        Route("/{path:path}", not_found, methods=["GET"]),  # last: a page for any other address
     ]

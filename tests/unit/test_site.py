@@ -26,7 +26,8 @@ def site(tmp_path):
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
     catalogue(log, store, MOVIES)
-    with TestClient(create_app(store, log, ReviewCommands(log), site=pages.routes())) as client:
+    app = create_app(store, log, ReviewCommands(log), site=pages.routes(), not_found=pages.not_found)
+    with TestClient(app) as client:
         yield client, log, store
     store.close()
 
@@ -78,9 +79,12 @@ def test_a_member_the_model_cannot_use_gets_popular_movies_and_is_told_so(site):
 def test_any_other_address_is_a_page_and_api_addresses_keep_their_problems(site):
     client = site[0]
     readable(client.get("/no/such/page"), 404, "There is no page at this address")
-    for path in ("/v1/nothing", "/static/nothing.css"):
-        response = client.get(path)
-        assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+    for method, path, status in [("GET", "/v1/nothing", 404), ("GET", "/static/nothing.css", 404),
+                                 ("POST", "/no/such/page", 404), ("GET", "/v1/reviews", 405),
+                                 ("DELETE", "/v1/movies/h", 405), ("POST", "/", 405)]:
+        response = client.request(method, path)
+        assert response.status_code == status, (method, path)
+        assert response.headers["content-type"] == "application/problem+json"
 
 
 def test_writing_a_review_shows_it_in_the_users_list_then_retracting_removes_it(site):
