@@ -20,7 +20,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from api.bodies import CatalogueEntries, Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies
+from api.bodies import (
+    CatalogueEntries, Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies,
+)
 from api.health import healthz, lag, readyz
 from api.history import user_history
 from api.match import MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, ItemsCache, match, strategies

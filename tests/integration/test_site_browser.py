@@ -292,7 +292,8 @@ def test_a_validation_error_shows_next_to_its_field(page):
 
 def test_unknown_user_and_broker_down_are_readable_pages(page, site):
     response = page.goto("/users/nobody-at-all")
-    assert response.status == 404 and "We have no reviews by “nobody-at-all”" in page.get_by_role("alert").inner_text()
+    assert response.status == 404
+    assert "We have no reviews by “nobody-at-all”" in page.get_by_role("alert").inner_text()
     shot(page, "12-unknown-user")
     # the same product with its broker unreachable: nothing listens on that port
     env = {**site["env"], "HARMONY_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
