@@ -45,10 +45,13 @@ async def read_json(request: Request, into: type):
 
 
 def invalid(detail: str, field: str | None = None) -> ProblemError:
-    """A 422 naming the body's field at fault (`field`, or the one msgspec's message names), if any."""
+    """A 422 naming the body's field at fault (`field`, or the one msgspec's message names), if any,
+    with what is wrong with it in a few words."""
+    about = detail
     if field is None and (found := _AT_FIELD.search(detail)):
         field = found.group(1) or found.group(2)
-    return ProblemError(422, detail, errors=[FieldProblem(f"#/{field}", detail)] if field else None)
+        about = f"{field} is required" if found.group(2) else detail[:found.start()]
+    return ProblemError(422, detail, errors=[FieldProblem(f"#/{field}", about)] if field else None)
 
 
 def int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:

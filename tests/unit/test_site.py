@@ -108,7 +108,7 @@ def test_writing_a_review_shows_it_in_the_users_list_then_retracting_removes_it(
 def test_validation_errors_show_next_to_their_fields_and_keep_what_was_typed(site):
     client = site[0]
     response = submit(client, user_id="ana", movie_id="am", summary="Kept")
-    readable(response, 422, "Please correct what is marked below", "missing required field `rating`")
+    readable(response, 422, "Please correct what is marked below", "rating is required")
     assert re.search(r'<span class="error" id="rating-error">', response.text)
     assert 'value="Kept"' in response.text and 'value="am" checked' in response.text
     response = submit(client, user_id="", movie_id="am", rating="3")
