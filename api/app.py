@@ -33,7 +33,7 @@ from api.movies import (
 from api.openapi import Operation, Param, document
 from api.problems import HANDLERS
 from api.reviews import retract_review, submit_review, user_reviews
-from api.wire import MAX_LIMIT
+from api.wire import MAX_KEY, MAX_LIMIT
 from commands.handlers import ReviewCommands
 from commands.types import Receipt, SubmitReview
 from ml import matching
@@ -62,7 +62,8 @@ MATCH_DESCRIPTION = (
     + "\n".join(f"* `{name}`: {line}" for name, line in matching.STRATEGIES.items()))
 USER = Param("user_id", "path", "opaque user id")
 FILM = Param("movie_id", "path", "opaque movie id")
-KEY = Param("Idempotency-Key", "header", "makes a retried request have exactly one effect")
+KEY = Param("Idempotency-Key", "header", f"makes a retried request have exactly one effect (1 to {MAX_KEY} "
+            "visible ASCII characters)", {"type": "string", "minLength": 1, "maxLength": MAX_KEY})
 OPERATIONS = [
     (Operation("POST", "/v1/reviews", "Submit or replace a review", 202, Receipt, SubmitReview, (KEY,),
                (400, 409, 413, 415, 422, 503)), submit_review),

@@ -8,13 +8,13 @@ from starlette.responses import Response
 
 from api.bodies import HistoryEvent, HistoryPage
 from api.problems import ProblemError
-from api.wire import MAX_LIMIT, decode_cursor, encode_cursor, int_param, json_response
+from api.wire import MAX_LIMIT, Offset, decode_cursor, encode_cursor, in_utc, int_param, json_response
 from events.position import Position
 from events.types import Timestamp
 from projections.history import changes, reviews_at
 from projections.store import ProjectionStore, Review
 
-HistoryCursor = tuple[int, int]  # the last row's (partition, offset)
+HistoryCursor = tuple[Offset, Offset]  # the last row's (partition, offset)
 
 
 def user_history(request: Request) -> Response:  # plain def: Starlette runs it in its thread pool
@@ -22,13 +22,15 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
     user_id = request.path_params["user_id"]
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
-    before = decode_cursor(cursor, HistoryCursor) if cursor else None
+    before = decode_cursor(cursor, HistoryCursor) if cursor is not None else None
     as_of = None
-    if raw := request.query_params.get("as_of"):
+    if (raw := request.query_params.get("as_of")) is not None:
         try:
             as_of = msgspec.convert(raw, Timestamp)
-        except msgspec.ValidationError:
-            raise ProblemError(400, f"as_of must be an RFC 3339 time with a zone, not {raw!r}") from None
+            in_utc(as_of)
+        except (msgspec.ValidationError, OverflowError):
+            raise ProblemError(400, f"as_of must be an RFC 3339 time with a zone in the years 1 to 9999, "
+                                    f"not {raw!r}") from None
     rows = store.user_history(user_id, limit + 1, before, as_of)
     page, more = rows[:limit], len(rows) > limit
     # what an event changed depends on the user's events before it: read them once

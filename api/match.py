@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -21,6 +22,7 @@ MAX_MATCH_LIMIT = 50  # movies in one answer
 MAX_EXCLUDE = 100  # movie ids in `exclude`
 YEARS = (1800, 2200)  # what a year filter may say
 REFRESH_EVERY = 1.0  # seconds between looks at which model is current
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")
 
 
 STRATEGIES = Strategies(matching.DEFAULT_STRATEGY, [Strategy(n, line) for n, line in matching.STRATEGIES.items()])
@@ -91,12 +93,11 @@ def _filters(request: Request, items: matching.Items) -> matching.Filters:
 
 def _weights(request: Request, strategy: str, users: list[str]) -> list[float] | None:
     raw = request.query_params.get("weights")
-    if not raw:
+    if raw is None:
         return None
-    try:
-        weights = [float(w) for w in raw.split(",")]
-    except ValueError:  # float() of a non-number
-        raise ProblemError(400, "weights: numbers, comma-separated") from None
+    if not all(_DECIMAL.fullmatch(w) for w in raw.split(",")):  # float() would take "1_0", " 2", "inf"
+        raise ProblemError(400, "weights: numbers, comma-separated")
+    weights = [float(w) for w in raw.split(",")]
     if strategy != "average" or len(weights) != len(users) or not all(0 < w < float("inf") for w in weights):
         raise ProblemError(400, "weights: one positive number per user, with strategy=average")
     return weights

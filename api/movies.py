@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from api.bodies import CatalogueEntries, Genres, MoviesPage
 from api.problems import ProblemError
-from api.wire import decode_cursor, encode_cursor, int_param, json_response
+from api.wire import Offset, decode_cursor, encode_cursor, int_param, json_response
 from projections.store import ProjectionStore
 from projections.titles import TitleIndex, folded_words
 
@@ -20,7 +20,7 @@ MAX_SEARCH_LIMIT = 50
 MAX_IDS = 100  # movie ids in one catalogue lookup
 REFRESH_EVERY = 30.0  # seconds: a newly catalogued movie is found within about this long
 
-SearchCursor = tuple[int]  # how many results earlier pages held
+SearchCursor = tuple[Offset]  # how many results earlier pages held
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,7 @@ def search_movies(request: Request) -> Response:
         raise ProblemError(400, "q: has no letters or digits to look for")
     limit = int_param(request, "limit", 10, 1, MAX_SEARCH_LIMIT)
     cursor = request.query_params.get("cursor")
-    (start,) = decode_cursor(cursor, SearchCursor) if cursor else (0,)
-    if start < 0:
-        raise ProblemError(400, "cursor is not one this API gave out")
+    (start,) = decode_cursor(cursor, SearchCursor) if cursor is not None else (0,)
     total, found = request.app.state.titles.current(request.app.state.store).search(query, start, limit)
     end = start + limit
     return json_response(MoviesPage(query, total, found, encode_cursor((end,)) if end < total else None))

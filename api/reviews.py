@@ -14,7 +14,9 @@ from starlette.responses import Response
 
 from api.bodies import ReviewsPage
 from api.problems import ProblemError
-from api.wire import MAX_LIMIT, decode_cursor, encode_cursor, int_param, invalid, json_response, read_json
+from api.wire import (
+    MAX_LIMIT, decode_cursor, encode_cursor, idempotency_key, int_param, invalid, json_response, read_json,
+)
 from commands.handlers import IdempotencyConflict, InvalidCommand
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.log import LogUnavailable
@@ -30,7 +32,7 @@ ReviewsCursor = tuple[datetime, str]  # the last row's (reviewed_at, movie_id)
 
 async def run_command(action, command, request: Request) -> Response:
     try:
-        receipt: Receipt = await action(command, request.headers.get("idempotency-key"))
+        receipt: Receipt = await action(command, idempotency_key(request))
     except InvalidCommand as error:
         raise invalid(str(error), error.field) from None
     except IdempotencyConflict as error:
@@ -80,9 +82,9 @@ async def user_reviews(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
-    if token := request.query_params.get("after"):
+    if (token := request.query_params.get("after")) is not None:
         await wait_for(store, token)
-    after = decode_cursor(cursor, ReviewsCursor) if cursor else None
+    after = decode_cursor(cursor, ReviewsCursor) if cursor is not None else None
     rows = await run_in_threadpool(store.user_reviews, user_id, limit + 1, after)
     page, more = rows[:limit], len(rows) > limit
     last = page[-1] if page else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime, timezone
+from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
@@ -13,6 +15,9 @@ from api.problems import FieldProblem, ProblemError
 
 MAX_BODY = 64 * 1024
 MAX_LIMIT = 100
+MAX_KEY = 255  # characters of an Idempotency-Key
+
+Offset = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # what a store's integer column holds
 
 # Where msgspec says a body went wrong: "... - at `$.rating`", or "missing required field `rating`".
 _AT_FIELD = re.compile(r" - at `\$\.(\w+)|missing required field `(\w+)`")
@@ -69,6 +74,23 @@ def encode_cursor(key: tuple) -> str:
 
 def decode_cursor(cursor: str, kind: type):
     try:
-        return msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()), type=kind)
-    except (ValueError, msgspec.DecodeError):  # bad base64 or UTF-8 (both ValueError), or not the key's JSON
+        key = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()), type=kind)
+        for part in key:
+            if isinstance(part, datetime):
+                in_utc(part)
+        return key
+    # bad base64 or UTF-8, not the key's JSON, or a time off the calendar in UTC
+    except (ValueError, OverflowError, msgspec.DecodeError):
         raise ProblemError(400, "cursor is not one this API gave out") from None
+
+
+def in_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; OverflowError when that falls outside the years 1 to 9999 (0001-01-01T00:00+14:00)."""
+    return moment.astimezone(timezone.utc)
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= MAX_KEY and key.isascii() and key.isprintable()):
+        raise ProblemError(400, f"Idempotency-Key: 1 to {MAX_KEY} visible ASCII characters")
+    return key

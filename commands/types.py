@@ -5,14 +5,23 @@ from __future__ import annotations
 import msgspec
 
 from events.position import Position
+from typing import Annotated
+
 from events.types import MovieId, Rating, Summary, Text, Timestamp, UserId
+
+# What a command's id must be beyond the events' limits: not blank, and free of "/" (a URL could not
+# carry it back to read or retract) and control characters. ECMA-262 as well, for the OpenAPI document.
+_READABLE = msgspec.Meta(pattern=r"^(?!\s*$)(?![\s\S]*[/\x00-\x1f\x7f-\x9f])",
+                         description="not blank; no '/' and no control characters")
+CommandUserId = Annotated[UserId, _READABLE]
+CommandMovieId = Annotated[MovieId, _READABLE]
 
 
 class SubmitReview(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Submit (or replace) the user's review of a movie."""
 
-    user_id: UserId
-    movie_id: MovieId
+    user_id: CommandUserId
+    movie_id: CommandMovieId
     rating: Rating
     summary: Summary = ""
     text: Text = ""
@@ -22,8 +31,8 @@ class SubmitReview(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class RetractReview(msgspec.Struct, frozen=True):
     """Withdraw the user's review of a movie."""
 
-    user_id: UserId
-    movie_id: MovieId
+    user_id: CommandUserId
+    movie_id: CommandMovieId
 
 
 class Receipt(msgspec.Struct, frozen=True):

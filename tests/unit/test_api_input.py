@@ -1,0 +1,74 @@
+"""Inputs that used to get a 500, or be accepted and then be unreadable, or be silently ignored
+(issue 13's list): each is now a 4xx problem, and nothing is appended."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from tests.unit.test_api import is_problem
+
+OFF_THE_CALENDAR = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+
+
+def cursor_of(*key) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+@pytest.mark.parametrize("moment", OFF_THE_CALENDAR)
+def test_a_time_whose_utc_falls_off_the_calendar_is_a_400(world, moment):
+    client = world[0]
+    is_problem(client.get("/v1/users/ana/history", params={"as_of": moment}), 400)
+    is_problem(client.get("/v1/users/ana/reviews", params={"cursor": cursor_of(moment, "m")}), 400)
+
+
+@pytest.mark.parametrize("key", [(2**70, 0), (0, 2**63), (-1, 5), (0, 1.5)])
+def test_a_history_cursor_a_store_cannot_hold_is_a_400(world, key):
+    is_problem(world[0].get("/v1/users/ana/history", params={"cursor": cursor_of(*key)}), 400)
+
+
+@pytest.mark.parametrize("path, name", [("/v1/users/ana/history", "as_of"), ("/v1/users/ana/history", "cursor"),
+                                        ("/v1/users/ana/reviews", "cursor"), ("/v1/users/ana/reviews", "after"),
+                                        ("/v1/movies?q=star", "cursor")])
+def test_an_empty_parameter_is_a_400_not_ignored(world, path, name):
+    is_problem(world[0].get(path, params={name: ""}), 400)
+
+
+@pytest.mark.parametrize("weights", ["1_0,1", " 1,2", "inf,1", "nan,1", "1e3,1", "", "0x1,1"])
+def test_weights_are_plain_decimals(world, weights):
+    is_problem(world[0].get("/v1/match", params={"users": "a,b", "strategy": "average", "weights": weights}), 400)
+
+
+def test_an_idempotency_key_is_1_to_255_visible_ascii_characters(world):
+    client, log, _ = world
+    body = {"user_id": "ana", "movie_id": "m", "rating": 4}
+    for key in ("k" * 256, "", "two words\t"):
+        is_problem(client.post("/v1/reviews", json=body, headers={"Idempotency-Key": key}), 400)
+        is_problem(client.delete("/v1/users/ana/reviews/m", headers={"Idempotency-Key": key}), 400)
+    assert log.events == []
+    assert client.post("/v1/reviews", json=body, headers={"Idempotency-Key": "k" * 255}).status_code == 202
+
+
+@pytest.mark.parametrize("field, value", [("user_id", "a/b"), ("user_id", "   "), ("user_id", "ana\n"),
+                                          ("movie_id", "m\x07"), ("movie_id", "\u0085"), ("movie_id", "/")])
+def test_an_id_that_could_not_be_read_back_or_shown_is_a_422(world, field, value):
+    client, log, _ = world
+    body = is_problem(client.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 4,
+                                                      field: value}), 422)
+    assert [e["pointer"] for e in body["errors"]] == [f"#/{field}"]
+    assert log.events == []
+
+
+def test_ids_with_spaces_and_accents_inside_are_fine(world):
+    client = world[0]
+    assert client.post("/v1/reviews", json={"user_id": "Zoë K", "movie_id": " m 1 ", "rating": 4}).status_code == 202
+
+
+def test_the_openapi_document_bounds_the_key_and_describes_the_ids(world):
+    spec = world[0].get("/openapi.json").json()
+    key = next(p for p in spec["paths"]["/v1/reviews"]["post"]["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["schema"]["maxLength"] == 255
+    submit = spec["components"]["schemas"]["SubmitReview"]["properties"]
+    assert submit["user_id"]["pattern"] and submit["movie_id"]["maxLength"] == 128
