@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 import gc
 import logging
 from typing import Protocol
@@ -25,7 +26,7 @@ from api.bodies import (
 )
 from api.health import healthz, lag, readyz
 from api.history import user_history
-from api.match import MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, ItemsCache, match, strategies
+from api.match import MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, YEARS, ItemsCache, match, strategies
 from api.models import current_model, model_version
 from api.movies import (
     MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, REFRESH_EVERY, TitleCache, catalogue_entries, genres, movie, search_movies,
@@ -36,6 +37,7 @@ from api.reviews import retract_review, submit_review, user_reviews
 from api.wire import MAX_KEY, MAX_LIMIT
 from commands.handlers import ReviewCommands
 from commands.types import Receipt, SubmitReview
+from events.types import UserId, max_length
 from ml import matching
 from projections.store import Movie, ProjectionStore
 
@@ -60,8 +62,14 @@ MATCH_DESCRIPTION = (
     "reviewed, are left out. A member with no usable reviews gets popular, well-rated movies (`fallback`); "
     "users with no reviews at all who are not in the model are a 404. Strategies:\n\n"
     + "\n".join(f"* `{name}`: {line}" for name, line in matching.STRATEGIES.items()))
-USER = Param("user_id", "path", "opaque user id")
-FILM = Param("movie_id", "path", "opaque movie id")
+ID = {"type": "string", "minLength": 1, "maxLength": max_length(UserId)}
+USER = Param("user_id", "path", "opaque user id", ID)
+FILM = Param("movie_id", "path", "opaque movie id", ID)
+
+
+def bounded(low: int, high: int) -> dict:
+    return {"type": "integer", "minimum": low, "maximum": high}
+
 KEY = Param("Idempotency-Key", "header", f"makes a retried request have exactly one effect (1 to {MAX_KEY} "
             "visible ASCII characters)", {"type": "string", "minLength": 1, "maxLength": MAX_KEY})
 OPERATIONS = [
@@ -71,13 +79,13 @@ OPERATIONS = [
                (USER, FILM, KEY), (409, 422, 503)), retract_review),
     (Operation("GET", "/v1/users/{user_id}/reviews", "A user's current reviews, newest first", 200,
                ReviewsPage, None,
-               (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", {"type": "integer"}),
+               (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
                 Param("cursor", "query", "next_cursor of the previous page"),
                 Param("after", "query", "a command's token: wait until that write is visible")),
                (400, 503)), user_reviews),
     (Operation("GET", "/v1/users/{user_id}/history", "Audit trail: every event about the user's reviews", 200,
                HistoryPage, None,
-               (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", {"type": "integer"}),
+               (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
                 Param("cursor", "query", "next_cursor of the previous page"),
                 Param("as_of", "query", "RFC 3339 time: only events recorded by then, plus the reviews "
                       "as they stood", {"type": "string", "format": "date-time"})),
@@ -86,7 +94,7 @@ OPERATIONS = [
                (Param("q", "query", f"words of the title, or their starts: case and accents do not matter "
                       f"(1 to {MAX_QUERY} characters)", {"type": "string", "minLength": 1, "maxLength": MAX_QUERY},
                       required=True),
-                Param("limit", "query", f"page size, 1 to {MAX_SEARCH_LIMIT} (10)", {"type": "integer"}),
+                Param("limit", "query", f"page size, 1 to {MAX_SEARCH_LIMIT} (10)", bounded(1, MAX_SEARCH_LIMIT)),
                 Param("cursor", "query", "next_cursor of the previous page")),
                (400,), "Whole titles first, then titles that begin with the query, then titles holding each "
                "word whole, then the rest. A one-letter word matches only that word. Served from the catalogue "
@@ -104,10 +112,10 @@ OPERATIONS = [
                 Param("strategy", "query", "how the members' utilities combine (see the description)",
                       {"type": "string", "enum": list(matching.STRATEGIES), "default": matching.DEFAULT_STRATEGY}),
                 Param("weights", "query", "one positive weight per user, comma-separated (strategy=average)"),
-                Param("limit", "query", f"movies, 1 to {MAX_MATCH_LIMIT} (10)", {"type": "integer"}),
+                Param("limit", "query", f"movies, 1 to {MAX_MATCH_LIMIT} (10)", bounded(1, MAX_MATCH_LIMIT)),
                 Param("genres", "query", "only movies with one of these genres, comma-separated"),
-                Param("year_from", "query", "only movies released in or after this year", {"type": "integer"}),
-                Param("year_to", "query", "only movies released in or before this year", {"type": "integer"}),
+                Param("year_from", "query", "only movies released in or after this year", bounded(*YEARS)),
+                Param("year_to", "query", "only movies released in or before this year", bounded(*YEARS)),
                 Param("exclude", "query", f"movie ids to leave out, comma-separated (at most {MAX_EXCLUDE})"),
                 Param("include_seen", "query", "also movies a member has reviewed",
                       {"type": "boolean", "default": False})),
@@ -122,7 +130,8 @@ OPERATIONS = [
     (Operation("GET", "/readyz", "Readiness: broker and store reachable", 200, Health, None, (), (503,)),
      readyz),
 ]
-OPENAPI = msgspec.json.encode(document([op for op, _ in OPERATIONS], "moviEharmony", "1"))
+OPENAPI = msgspec.json.encode(document([replace(op, operation_id=handler.__name__) for op, handler in OPERATIONS],
+                                       "moviEharmony", "1"))
 
 
 async def openapi(request: Request) -> Response:

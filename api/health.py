@@ -30,7 +30,10 @@ async def readyz(request: Request) -> Response:
     except Exception as error:  # noqa: BLE001 - any failure means not ready
         checks["store"] = f"error: {error}"
     ready = all(v == "ok" for v in checks.values())
-    return json_response(Health("ready" if ready else "not ready", checks), 200 if ready else 503)
+    response = json_response(Health("ready" if ready else "not ready", checks), 200 if ready else 503)
+    if not ready:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 def lag(request: Request) -> Response:  # plain def: Starlette runs it in its thread pool

@@ -10,6 +10,9 @@ import msgspec
 from api.problems import MEDIA_TYPE, Problem
 
 
+RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer", "minimum": 0}}
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -30,6 +33,7 @@ class Operation:
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     description: str = ""
+    operation_id: str = ""
 
 
 def document(operations: list[Operation], title: str, version: str) -> dict:
@@ -39,6 +43,8 @@ def document(operations: list[Operation], title: str, version: str) -> dict:
     paths: dict[str, dict] = {}
     for op in operations:
         entry: dict[str, Any] = {"summary": op.summary, "responses": {}}
+        if op.operation_id:
+            entry["operationId"] = op.operation_id
         if op.description:
             entry["description"] = op.description
         if op.params:
@@ -57,6 +63,7 @@ def document(operations: list[Operation], title: str, version: str) -> dict:
             entry["responses"][str(status)] = {
                 "description": "problem details (RFC 9457)",
                 "content": {MEDIA_TYPE: {"schema": ref[Problem]}},
+                **({"headers": {"Retry-After": RETRY_AFTER}} if status == 503 else {}),
             }
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {

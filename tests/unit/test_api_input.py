@@ -72,3 +72,20 @@ def test_the_openapi_document_bounds_the_key_and_describes_the_ids(world):
     assert key["schema"]["maxLength"] == 255
     submit = spec["components"]["schemas"]["SubmitReview"]["properties"]
     assert submit["user_id"]["pattern"] and submit["movie_id"]["maxLength"] == 128
+
+
+def test_the_openapi_document_names_operations_bounds_pages_and_says_when_to_retry(world):
+    client, log, _ = world
+    spec = client.get("/openapi.json").json()
+    operations = [op for path in spec["paths"].values() for op in path.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) == len(operations)
+    for op in operations:
+        for param in op.get("parameters", []):
+            if param["name"] == "limit":
+                assert param["schema"]["minimum"] == 1 and param["schema"]["maximum"] >= 10
+        if "503" in op["responses"]:
+            assert "Retry-After" in op["responses"]["503"]["headers"]
+    log.down = True  # every 503 the document promises a Retry-After for carries one
+    assert client.get("/readyz").headers["retry-after"] == "1"
+    assert client.post("/v1/reviews", json={"user_id": "a", "movie_id": "m", "rating": 3}).headers["retry-after"]
