@@ -40,9 +40,9 @@ HEADERS = {
 }
 
 
-def stars(rating: float) -> str:
+def stars(value: float) -> str:
     """4.5 -> '★★★★½'."""
-    return "★" * int(rating) + ("½" if rating % 1 else "")
+    return "★" * int(value) + ("½" if value % 1 else "")
 
 
 def rating(value: float) -> str:
