@@ -184,8 +184,22 @@ class MemoryBucket:
         self.objects[f"{Bucket}/{Key}"] = bytes(Body)
 
 
-def _partition(key: str) -> int:
+def partition_of(key: str) -> int:
     return zlib.crc32(key.encode()) % PARTITIONS
+
+
+def project(store, records: list, label: str) -> float:
+    """Apply `records` to `store` in batches of APPLY_BATCH, with a progress bar; answers the seconds taken."""
+    from projections.projector import apply_records
+
+    projected = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task(f"{label}project {len(records):,} events", total=len(records), info="")
+        for start in range(0, len(records), APPLY_BATCH):
+            apply_records(store, records[start:start + APPLY_BATCH])
+            done = min(start + APPLY_BATCH, len(records))
+            bar.update(task, completed=done, info=f"{done / (time.perf_counter() - projected):,.0f}/s")
+    return time.perf_counter() - projected
 
 
 def build_store(scenario: Scenario, path: Path, seed: int) -> dict:
@@ -196,7 +210,6 @@ def build_store(scenario: Scenario, path: Path, seed: int) -> dict:
     from ml import registry
     from ml.factors import FactorModel
     from projections.fold import Record
-    from projections.projector import apply_records
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -241,7 +254,7 @@ def build_store(scenario: Scenario, path: Path, seed: int) -> dict:
     records: list[Record] = []
 
     def add(key: str, event) -> None:
-        partition = _partition(key)
+        partition = partition_of(key)
         records.append(Record(partition, offsets[partition], event))
         offsets[partition] += 1
 
@@ -259,7 +272,7 @@ def build_store(scenario: Scenario, path: Path, seed: int) -> dict:
         raw = (mu + user_bias[u] + item_bias[movies] + item_factors[movies] @ user_factors[u]
                + rng.normal(0, 0.8, len(movies)))
         user = str(user_ids[u])
-        partition = _partition(user)
+        partition = partition_of(user)
         offset = offsets[partition]
         for movie, rating in zip(movies.tolist(), np.clip(np.rint(raw), 1, 5).tolist()):
             at = reviews_from + timedelta(seconds=total)
@@ -273,14 +286,7 @@ def build_store(scenario: Scenario, path: Path, seed: int) -> dict:
 
     store = sqlite_store(path)
     try:
-        projected = time.perf_counter()
-        with progress() as bar:
-            task = bar.add_task(f"{scenario.name}: project {len(records):,} events", total=len(records), info="")
-            for start in range(0, len(records), APPLY_BATCH):
-                apply_records(store, records[start:start + APPLY_BATCH])
-                done = min(start + APPLY_BATCH, len(records))
-                bar.update(task, completed=done, info=f"{done / (time.perf_counter() - projected):,.0f}/s")
-        projected_s = time.perf_counter() - projected
+        projected_s = project(store, records, f"{scenario.name}: ")
         info = registry.publish(store, MemoryBucket(), "bench", "models/", model,
                                 trained_at=datetime.now(timezone.utc), watermark={}, metrics={})
     finally:

@@ -46,9 +46,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bench.common import (
-    Child, base_parser, child_env, console, free_port, percentile, progress, rss_mib, run_benchmark, sqlite_store,
+    Child, base_parser, child_env, console, free_port, percentile, rss_mib, run_benchmark, sqlite_store,
 )
-from bench.match_bench import APPLY_BATCH, GENRES, PARTITIONS, _partition, load, ratio, wait_answering
+from bench.match_bench import GENRES, PARTITIONS, load, partition_of, project, ratio, wait_answering
 
 COMMON_WORDS = """the a of and in to my love night day man woman last first house city war star wars story
 life death dark light king queen lost blood fire ice moon sun world time heart girl boy return rise fall
@@ -199,7 +199,6 @@ def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
     """The catalogue and `users` users' reviews (10-40 each), projected into a SQLite store at `path`."""
     from events.types import MovieCatalogued, ReviewSubmitted
     from projections.fold import Record
-    from projections.projector import apply_records
 
     started = time.perf_counter()
     rng = random.Random(seed + 2)
@@ -208,7 +207,7 @@ def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
     records = []
 
     def add(key: str, event) -> None:
-        partition = _partition(key)
+        partition = partition_of(key)
         records.append(Record(partition, offsets[partition], event))
         offsets[partition] += 1
 
@@ -230,13 +229,7 @@ def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
 
     store = sqlite_store(path)
     try:
-        projected = time.perf_counter()
-        with progress() as bar:
-            task = bar.add_task(f"project {len(records):,} events", total=len(records), info="")
-            for start in range(0, len(records), APPLY_BATCH):
-                apply_records(store, records[start:start + APPLY_BATCH])
-                done = min(start + APPLY_BATCH, len(records))
-                bar.update(task, completed=done, info=f"{done / (time.perf_counter() - projected):,.0f}/s")
+        project(store, records, "")
     finally:
         store.close()
     return {"movies": len(entries), "users": users, "reviews": reviews,
