@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import replace
 import gc
 import logging
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 import msgspec
 from starlette.applications import Starlette
@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from api.auth import AccessToken, Auth, issue_token, open_account
 from api.bodies import (
     CatalogueEntries, Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies,
 )
@@ -35,6 +36,7 @@ from api.openapi import Operation, Param, document
 from api.problems import HANDLERS
 from api.reviews import retract_review, submit_review, user_reviews
 from api.wire import MAX_KEY, MAX_LIMIT
+from commands.accounts import AccountOpenedView, Credentials, OpenAccount
 from commands.handlers import ReviewCommands
 from commands.types import Receipt, SubmitReview
 from events.types import UserId, max_length
@@ -73,10 +75,20 @@ def bounded(low: int, high: int) -> dict:
 KEY = Param("Idempotency-Key", "header", f"makes a retried request have exactly one effect (1 to {MAX_KEY} "
             "visible ASCII characters)", {"type": "string", "minLength": 1, "maxLength": MAX_KEY})
 OPERATIONS = [
+    (Operation("POST", "/v1/accounts", "Open an account for a user id", 201, AccountOpenedView, OpenAccount, (),
+               (400, 409, 413, 415, 422, 503),
+               "The user id must not have an account yet (imported users have none until one is opened). "
+               "Then get a token from POST /v1/tokens."), open_account),
+    (Operation("POST", "/v1/tokens", "Sign in: an access token for writing as the user", 200, AccessToken,
+               Credentials, (), (400, 401, 413, 415, 422, 429),
+               "Send the token as `Authorization: Bearer <access_token>`. Failed sign-ins slow further ones "
+               "down (429 with Retry-After), per user id and per client."), issue_token),
     (Operation("POST", "/v1/reviews", "Submit or replace a review", 202, Receipt, SubmitReview, (KEY,),
-               (400, 409, 413, 415, 422, 503)), submit_review),
+               (400, 409, 413, 415, 422, 503), "Needs a token for the review's user.", signed_in=True),
+     submit_review),
     (Operation("DELETE", "/v1/users/{user_id}/reviews/{movie_id}", "Retract a review", 202, Receipt, None,
-               (USER, FILM, KEY), (409, 422, 503)), retract_review),
+               (USER, FILM, KEY), (400, 409, 422, 503), "Needs a token for the user.", signed_in=True),
+     retract_review),
     (Operation("GET", "/v1/users/{user_id}/reviews", "A user's current reviews, newest first", 200,
                ReviewsPage, None,
                (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
@@ -130,12 +142,17 @@ OPERATIONS = [
     (Operation("GET", "/readyz", "Readiness: broker and store reachable", 200, Health, None, (), (503,)),
      readyz),
 ]
-OPENAPI = msgspec.json.encode(document([replace(op, operation_id=handler.__name__) for op, handler in OPERATIONS],
-                                       "moviEharmony", "1"))
+
+
+def openapi_document(private_history: bool) -> bytes:
+    operations = [replace(op, operation_id=handler.__name__,
+                          signed_in=op.signed_in or (private_history and handler is user_history))
+                  for op, handler in OPERATIONS]
+    return msgspec.json.encode(document(operations, "moviEharmony", "1"))
 
 
 async def openapi(request: Request) -> Response:
-    return Response(OPENAPI, media_type="application/json")
+    return Response(request.app.state.openapi, media_type="application/json")
 
 
 ROUTES = [Route(op.path, handler, methods=[op.method]) for op, handler in OPERATIONS]
@@ -147,11 +164,14 @@ async def lifespan(app: Starlette):
     # What exists at start-up lives as long as the process: keep it out of the garbage
     # collector's full passes, which otherwise stall every request in flight (the p99).
     gc.freeze()
-    connecting = asyncio.create_task(keep_connecting(app.state.event_log))
+    running = [asyncio.create_task(keep_connecting(app.state.event_log))]
+    running += [asyncio.create_task(task()) for task in app.state.tasks]
     try:
         yield
     finally:
-        connecting.cancel()
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         await app.state.event_log.stop()
 
 
@@ -166,16 +186,21 @@ async def keep_connecting(event_log: EventLogConnection) -> None:
             await asyncio.sleep(RECONNECT_EVERY)
 
 
-def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: ReviewCommands,
-               site: list[BaseRoute] = (), not_found: ASGIApp | None = None) -> Starlette:
+def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: ReviewCommands, auth: Auth, *,
+               tasks: list[Callable[[], Awaitable[None]]] = (), site: list[BaseRoute] = (),
+               not_found: ASGIApp | None = None) -> Starlette:
     """The API, and the `site` routes (the website, a client of the API) beside it if given;
-    `not_found` answers addresses no route matches (by default a 404 problem)."""
+    `tasks` run as long as the app (following the accounts topic); `not_found` answers addresses
+    no route matches (by default a 404 problem)."""
     app = Starlette(routes=ROUTES + list(site), exception_handlers=HANDLERS, lifespan=lifespan)
     if not_found is not None:
         app.router.default = not_found
     app.state.store = store
     app.state.event_log = event_log
     app.state.commands = commands
+    app.state.auth = auth
+    app.state.tasks = list(tasks)
+    app.state.openapi = openapi_document(auth.private_history)
     app.state.items = ItemsCache()  # the current model's item side, shared by /v1/match requests
     app.state.titles = TitleCache()  # the catalogue's title index, shared by searches
     return app

@@ -6,6 +6,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.auth import authorize
 from api.bodies import HistoryEvent, HistoryPage
 from api.problems import ProblemError
 from api.wire import MAX_LIMIT, Offset, decode_cursor, encode_cursor, in_utc, int_param, json_response
@@ -20,6 +21,8 @@ HistoryCursor = tuple[Offset, Offset]  # the last row's (partition, offset)
 def user_history(request: Request) -> Response:  # plain def: Starlette runs it in its thread pool
     store: ProjectionStore = request.app.state.store
     user_id = request.path_params["user_id"]
+    if request.app.state.auth.private_history:
+        authorize(request, user_id)
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     before = decode_cursor(cursor, HistoryCursor) if cursor is not None else None

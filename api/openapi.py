@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -11,6 +12,13 @@ from api.problems import MEDIA_TYPE, Problem
 
 
 RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer", "minimum": 0}}
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "the Bearer challenge (RFC 6750)", "schema": {"type": "string"}}},
+    429: {"Retry-After": RETRY_AFTER},
+    503: {"Retry-After": RETRY_AFTER},
+}
+BEARER = {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                     "description": "an access_token from POST /v1/tokens"}}
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     description: str = ""
     operation_id: str = ""
+    signed_in: bool = False  # needs a bearer token (401 without, 403 for another user's data)
 
 
 def document(operations: list[Operation], title: str, version: str) -> dict:
@@ -55,20 +64,22 @@ def document(operations: list[Operation], title: str, version: str) -> dict:
             ]
         if op.request is not None:
             entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[op.request]}}}
-        ok: dict[str, Any] = {"description": "OK" if op.status == 200 else "Accepted"}
+        if op.signed_in:
+            entry["security"] = [{"bearer": []}]
+        ok: dict[str, Any] = {"description": HTTPStatus(op.status).phrase}
         if op.response is not None:
             ok["content"] = {"application/json": {"schema": ref[op.response]}}
         entry["responses"][str(op.status)] = ok
-        for status in op.errors:
+        for status in sorted({*op.errors, *((401, 403) if op.signed_in else ())}):
             entry["responses"][str(status)] = {
                 "description": "problem details (RFC 9457)",
                 "content": {MEDIA_TYPE: {"schema": ref[Problem]}},
-                **({"headers": {"Retry-After": RETRY_AFTER}} if status == 503 else {}),
+                **({"headers": ERROR_HEADERS[status]} if status in ERROR_HEADERS else {}),
             }
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": BEARER},
     }

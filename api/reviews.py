@@ -12,12 +12,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.auth import authorize
 from api.bodies import ReviewsPage
 from api.problems import ProblemError
 from api.wire import (
     MAX_LIMIT, decode_cursor, encode_cursor, idempotency_key, int_param, invalid, json_response, read_json,
 )
-from commands.handlers import IdempotencyConflict, InvalidCommand
+from commands.handlers import IdempotencyConflict, InvalidCommand, Lookup, Recorded
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.log import LogUnavailable
 from events.position import Position
@@ -46,17 +47,32 @@ async def run_command(action, command, request: Request) -> Response:
     return json_response(receipt, 202)
 
 
-# The commands await the producer and read no projection: they stay on the event loop.
+# The commands await the producer: they stay on the event loop.
 async def submit_review(request: Request) -> Response:
-    return await run_command(request.app.state.commands.submit, await read_json(request, SubmitReview), request)
+    command = await read_json(request, SubmitReview)
+    authorize(request, command.user_id)
+    return await run_command(request.app.state.commands.submit, command, request)
 
 
 async def retract_review(request: Request) -> Response:
+    authorize(request, request.path_params["user_id"])
     try:
         command = msgspec.convert(dict(request.path_params), RetractReview)
     except msgspec.ValidationError as error:
         raise invalid(str(error)) from None
     return await run_command(request.app.state.commands.retract, command, request)
+
+
+def recorded_in(store: ProjectionStore) -> Lookup:
+    """How the commands find a retried request's first sending: in the projection, off the event loop."""
+
+    async def recorded(user_id: str, event_id: str) -> Recorded | None:
+        row = await run_in_threadpool(store.user_event, user_id, event_id)
+        if row is None:
+            return None
+        return Recorded(Position(row.partition, row.offset), row.recorded_at, row.payload.get("request_digest"))
+
+    return recorded
 
 
 async def wait_for(store: ProjectionStore, token: str) -> None:

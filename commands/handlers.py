@@ -1,9 +1,12 @@
 """Command handlers: a valid command becomes one event appended to the log.
 
-Handlers never read projections: what they decide, they decide from the command.
-An `Idempotency-Key` makes the event id deterministic, so a retried request
-carries the same event and projectors apply it once; within one process a
-retry also gets the first answer back without appending again.
+Handlers decide from the command alone. An `Idempotency-Key` (scoped to the user and the kind
+of command) makes the event id deterministic, so a retried request carries the same event and
+projectors apply it once, and the event records the digest of its request. A retry then gets the
+first answer back without appending again: from this process's memory while the first is in
+flight or recent, else from the projection once the first is applied (after a restart too); the
+same key with another request is a conflict. A key expires KEY_LIFETIME after its first use: the
+next use of it is a new request, whose event id derives from the key and the expired event's id.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import hashlib
 import uuid
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, NamedTuple, Protocol
 
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.errors import HarmonyError
@@ -23,6 +26,7 @@ from events.types import Event, ReviewRetracted, ReviewSubmitted
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c4b8e-2a4e-4f57-9d1e-6d0e8a9b2c11")
 EARLIEST_REVIEW = datetime(1900, 1, 1, tzinfo=timezone.utc)
 CLOCK_SKEW = timedelta(days=1)
+KEY_LIFETIME = timedelta(hours=24)
 
 
 class EventAppender(Protocol):
@@ -45,17 +49,35 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class Recorded(NamedTuple):
+    """An event the projection has applied, as idempotency needs it."""
+
+    position: Position
+    recorded_at: datetime
+    request_digest: str | None
+
+
+# (user id, event id) -> the applied event, or None (not applied yet, or never written).
+Lookup = Callable[[str, str], Awaitable[Recorded | None]]
+
+
+async def nothing_recorded(user_id: str, event_id: str) -> None:
+    return None
+
+
 class ReviewCommands:
     def __init__(
         self,
         log: EventAppender,
+        recorded: Lookup = nothing_recorded,
         clock: Callable[[], datetime] = utcnow,
         remembered_keys: int = 10_000,
     ):
         self._log = log
+        self._recorded = recorded
         self._clock = clock
         self._limit = remembered_keys
-        self._answers: OrderedDict[str, tuple[str, asyncio.Future[Receipt]]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[str, datetime, asyncio.Future[Receipt]]] = OrderedDict()
 
     async def submit(self, command: SubmitReview, idempotency_key: str | None = None) -> Receipt:
         now = self._clock()
@@ -63,11 +85,11 @@ class ReviewCommands:
         if not EARLIEST_REVIEW <= reviewed_at <= now + CLOCK_SKEW:
             raise InvalidCommand(f"reviewed_at {reviewed_at.isoformat()} is not between 1900 and now", "reviewed_at")
 
-        def event(event_id: str) -> Event:
+        def event(event_id: str, digest: str | None) -> Event:
             return ReviewSubmitted(
                 event_id=event_id, occurred_at=reviewed_at, recorded_at=now,
                 user_id=command.user_id, movie_id=command.movie_id, rating=command.rating,
-                summary=command.summary, text=command.text, reviewed_at=reviewed_at,
+                summary=command.summary, text=command.text, reviewed_at=reviewed_at, request_digest=digest,
             )
 
         return await self._append("submit", command, idempotency_key, event)
@@ -75,10 +97,10 @@ class ReviewCommands:
     async def retract(self, command: RetractReview, idempotency_key: str | None = None) -> Receipt:
         now = self._clock()
 
-        def event(event_id: str) -> Event:
+        def event(event_id: str, digest: str | None) -> Event:
             return ReviewRetracted(
                 event_id=event_id, occurred_at=now, recorded_at=now,
-                user_id=command.user_id, movie_id=command.movie_id,
+                user_id=command.user_id, movie_id=command.movie_id, request_digest=digest,
             )
 
         return await self._append("retract", command, idempotency_key, event)
@@ -88,27 +110,37 @@ class ReviewCommands:
         kind: str,
         command: SubmitReview | RetractReview,
         key: str | None,
-        make_event: Callable[[str], Event],
+        make_event: Callable[[str, str | None], Event],
     ) -> Receipt:
         if key is None:
-            return await self._write(make_event(str(uuid.uuid4())))
+            return await self._write(make_event(str(uuid.uuid4()), None))
         scope = f"{kind}\x1f{command.user_id}\x1f{key}"
-        fingerprint = hashlib.sha256(repr(command).encode()).hexdigest()
+        digest = hashlib.sha256(repr(command).encode()).hexdigest()
+        now = self._clock()
         remembered = self._answers.get(scope)
-        if remembered is not None:
-            if remembered[0] != fingerprint:
+        if remembered is not None and now - remembered[1] <= KEY_LIFETIME:
+            if remembered[0] != digest:
                 raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
             try:
-                return await asyncio.shield(remembered[1])
+                return await asyncio.shield(remembered[2])
             except Exception:
                 pass  # the first attempt failed: this retry writes the same event again
-        event = make_event(str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, scope)))
-        answer = asyncio.ensure_future(self._write(event))
-        self._remember(scope, fingerprint, answer)
+        event_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, scope))
+        # Not in memory (another process, a restart, or long ago): ask the projection, following
+        # the key's expired uses to its current one.
+        while (first := await self._recorded(command.user_id, event_id)) is not None:
+            if now - first.recorded_at > KEY_LIFETIME:
+                event_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{scope}\x1f{event_id}"))
+                continue
+            if first.request_digest != digest:
+                raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+            return Receipt(event_id=event_id, position=first.position, token=first.position.token())
+        answer = asyncio.ensure_future(self._write(make_event(event_id, digest)))
+        self._remember(scope, digest, now, answer)
         return await asyncio.shield(answer)
 
-    def _remember(self, scope: str, fingerprint: str, answer: asyncio.Future[Receipt]) -> None:
-        self._answers[scope] = (fingerprint, answer)
+    def _remember(self, scope: str, digest: str, now: datetime, answer: asyncio.Future[Receipt]) -> None:
+        self._answers[scope] = (digest, now, answer)
         self._answers.move_to_end(scope)
         while len(self._answers) > self._limit:
             self._answers.popitem(last=False)
@@ -116,4 +148,3 @@ class ReviewCommands:
     async def _write(self, event: Event) -> Receipt:
         position = await self._log.append(event)
         return Receipt(event_id=event.event_id, position=position, token=position.token())
-

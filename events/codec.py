@@ -12,13 +12,14 @@ from typing import Callable
 import msgspec
 
 from events.errors import HarmonyError
-from events.types import EVENT_TYPES, SCHEMA_VERSIONS, AnyEvent, Event
+from events.types import EVENT_TYPES, SCHEMA_VERSIONS, AccountOpened, AnyEvent, Event
 
 Upcaster = Callable[[dict], dict]
 
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyEvent)
+_account_decoder = msgspec.json.Decoder(AccountOpened)
 
 
 class _Header(msgspec.Struct):
@@ -74,3 +75,11 @@ def decode(data: bytes) -> AnyEvent:
         raise DecodeError(f"invalid event: {error}") from None
     except msgspec.DecodeError as error:
         raise DecodeError(f"undecodable record: {error}") from None
+
+
+def decode_account(data: bytes) -> AccountOpened:
+    """Decode one record of the accounts topic, or raise DecodeError with the reason."""
+    try:
+        return _account_decoder.decode(data)
+    except msgspec.DecodeError as error:  # ValidationError is one
+        raise DecodeError(f"invalid account event: {error}") from None

@@ -14,7 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from events.codec import encode
 from events.errors import HarmonyError
 from events.position import Position
-from events.topic import deadletter_topic, review_topics
+from events.topic import accounts_topic, deadletter_topic, review_topics
 from events.types import Event
 
 
@@ -34,6 +34,10 @@ class LogConfig:
     @property
     def deadletter_topic(self) -> str:
         return deadletter_topic(self.topic)
+
+    @property
+    def accounts_topic(self) -> str:
+        return accounts_topic(self.topic)
 
     @property
     def topics(self):
@@ -96,14 +100,14 @@ class KafkaEventLog:
         except (TimeoutError, KafkaError, OSError) as error:
             raise LogUnavailable(f"broker unreachable: {error!r}") from error
 
-    async def append(self, event: Event) -> Position:
-        """Send one event and wait for its acknowledgement (or LogUnavailable)."""
+    async def append(self, event: Event, topic: str | None = None) -> Position:
+        """Send one event (to the review log, or `topic`) and wait for its acknowledgement (or LogUnavailable)."""
         if self._producer is None:
             raise LogUnavailable("not connected to the broker")
         try:
             async with asyncio.timeout(self.timeout):
                 # The default partitioner (murmur2 of the key, as Faust's) keeps a user's events in one partition.
-                sent = await self._producer.send(self.topic, encode(event), key=event.key.encode())
+                sent = await self._producer.send(topic or self.topic, encode(event), key=event.key.encode())
                 record = await sent
         except (TimeoutError, KafkaError) as error:
             raise LogUnavailable(f"broker did not acknowledge: {error!r}") from error

@@ -22,9 +22,19 @@ def deadletter_topic(topic: str) -> str:
     return f"{topic}.deadletter"
 
 
+def accounts_topic(topic: str) -> str:
+    """Where the accounts of the users writing to `topic` are opened."""
+    return f"{topic}.accounts"
+
+
 def review_topics(topic: str, partitions: int) -> list[TopicSpec]:
-    """The review log (keyed by user id) and its dead-letter topic."""
-    return [TopicSpec(topic, partitions), TopicSpec(deadletter_topic(topic), 1)]
+    """The review log (keyed by user id), its dead-letter topic and the accounts topic.
+
+    Accounts: one partition, so one order decides who opened an id first. Not compacted:
+    compaction keeps the last record of a key, which would hand an id to the loser of a race.
+    """
+    return [TopicSpec(topic, partitions), TopicSpec(deadletter_topic(topic), 1),
+            TopicSpec(accounts_topic(topic), 1)]
 
 
 async def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> dict[str, int]:

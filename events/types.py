@@ -53,10 +53,16 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class ReviewEvent(Event, frozen=True, kw_only=True):
-    """An event about one user's review of one movie."""
+    """An event about one user's review of one movie.
+
+    `request_digest` is the digest of the request that asked for it when that request carried an
+    Idempotency-Key (the event id then derives from the key): a retry is recognised by its event
+    id, and told apart from another request under the same key by the digest.
+    """
 
     user_id: UserId
     movie_id: MovieId
+    request_digest: str | None = None
 
     @property
     def key(self) -> str:
@@ -89,6 +95,19 @@ class MovieCatalogued(Event, frozen=True, kw_only=True, tag="MovieCatalogued"):
     @property
     def key(self) -> str:
         return f"movie:{self.movie_id}"
+
+
+class AccountOpened(Event, frozen=True, kw_only=True, tag="AccountOpened"):
+    """A user opened an account: who may write as `user_id` from now on. Kept on its own topic
+    (events/topic.py), never in the review log or its archive; the first one for a user id in
+    that topic's order holds it."""
+
+    user_id: UserId
+    password_hash: str  # argon2id, with its parameters and salt (PHC string)
+
+    @property
+    def key(self) -> str:
+        return self.user_id
 
 
 AnyEvent = Union[ReviewSubmitted, ReviewRetracted, MovieCatalogued]

@@ -8,6 +8,11 @@ adapter.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+import time
+
 from events.errors import HarmonyError
 from events.log import KafkaEventLog, LogConfig
 from harmony.settings import Settings
@@ -91,14 +96,76 @@ def training_params(settings: Settings):
     return Params(rank=settings.als_rank, reg=settings.als_reg, max_iter=settings.als_max_iter)
 
 
+def token_key(settings: Settings) -> bytes:
+    """HARMONY_TOKEN_KEY, or the key generated once into the state dir (readable by its owner only)."""
+    from api.tokens import MIN_KEY
+
+    if settings.token_key:
+        if len(settings.token_key) < MIN_KEY:
+            raise HarmonyError(f"HARMONY_TOKEN_KEY must have at least {MIN_KEY} characters")
+        return settings.token_key.encode()
+    path = settings.state_dir / "token.key"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    try:  # exclusive create: of two processes starting at once, one writes and both read its key
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+    for _ in range(50):  # the other process may be between its create and its write
+        if key := path.read_text().strip():
+            return key.encode()
+        time.sleep(0.1)
+    raise HarmonyError(f"{path} is empty: delete it to have a new key generated")
+
+
+def token_signer(settings: Settings):
+    from api.tokens import TokenSigner
+
+    return TokenSigner(token_key(settings), settings.token_lifetime)
+
+
+def accounts(settings: Settings, log: KafkaEventLog):
+    """The accounts, and the follower of the accounts topic that keeps their view (run it alongside)."""
+    from commands.accounts import Accounts, Passwords
+    from events.follow import LogFollower
+    from projections.accounts import AccountsView
+
+    config = log_config(settings)
+    follower = LogFollower(config.bootstrap, config.accounts_topic, lambda records: view.apply(records))
+    view = AccountsView(follower.ends)
+    return Accounts(log, config.accounts_topic, view, Passwords()), follower
+
+
+async def open_account(settings: Settings, command) -> None:
+    """`harmony accounts add`: open an account as the API does, from here."""
+    log = event_log(settings)
+    service, follower = accounts(settings, log)
+    await log.start()
+    following = asyncio.create_task(follower.run())
+    try:
+        await service.open(command)
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await log.stop()
+
+
 def api(settings: Settings):
-    """The API app with its store, producer and command handlers, and the website beside it."""
+    """The API app with its store, producer, command handlers and accounts, and the website beside it."""
     from api.app import create_app
+    from api.auth import Auth
+    from api.reviews import recorded_in
     from commands.handlers import ReviewCommands
     from web import pages
 
     log = event_log(settings)
-    return create_app(store(settings), log, ReviewCommands(log), site=pages.routes(), not_found=pages.not_found)
+    projection_store = store(settings)
+    service, follower = accounts(settings, log)
+    auth = Auth(service, token_signer(settings), private_history=settings.private_history)
+    return create_app(projection_store, log, ReviewCommands(log, recorded_in(projection_store)), auth,
+                      tasks=[follower.run], site=pages.routes(), not_found=pages.not_found)
 
 
 def run_worker(settings: Settings) -> None:

@@ -72,6 +72,29 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     return run_train(settings, settings.train_tune and not args.no_tune, args.json)
 
 
+def cmd_accounts(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    import msgspec
+
+    from commands.accounts import OpenAccount
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.user_id}: ")
+        if getpass.getpass("the same again: ") != password:
+            raise HarmonyError("the two passwords differ")
+    try:
+        command = msgspec.convert({"user_id": args.user_id, "password": password}, OpenAccount)
+    except msgspec.ValidationError as error:  # names the field, never echoes the value
+        raise HarmonyError(str(error)) from None
+    asyncio.run(bootstrap.open_account(settings, command))
+    print(f"opened an account for {args.user_id}: POST /v1/tokens with its user id and password gives a token")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.demo import run
 
@@ -156,6 +179,13 @@ def parser() -> argparse.ArgumentParser:
     for kind in (folds, pairs):
         kind.add_argument("--no-tune", action="store_true", help="skip the inner tuning; use default parameters")
         kind.add_argument("--json", action="store_true", help="print one JSON object")
+
+    accounts = sub.add_parser("accounts", help="open user accounts (imported users have none)")
+    actions = accounts.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="open an account for a user id, asking for its password")
+    add.add_argument("user_id")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.set_defaults(run=cmd_accounts)
 
     demo = sub.add_parser("demo", help="stack + worker + API with demo data; Ctrl-C stops it all")
     demo.add_argument("--host", default="127.0.0.1")

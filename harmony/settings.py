@@ -14,6 +14,9 @@
 | `HARMONY_KAFKA_HEAP` | `512m`: the JVM heap of each local Kafka broker (`-Xms`/`-Xmx`) |
 | `HARMONY_CASSANDRA_HEAP` | `512m`: the JVM heap of each local Cassandra node (`harmony stack up --cassandra`) |
 | `HARMONY_APPEND_TIMEOUT` | `3.0` seconds before a command answers 503 |
+| `HARMONY_TOKEN_KEY` | the key access tokens are signed with (at least 32 characters); unset: a random key generated once into `<state dir>/token.key` (mode 600). Every API process of a deployment needs the same one |
+| `HARMONY_TOKEN_LIFETIME` | `3600` seconds an access token is valid |
+| `HARMONY_PRIVATE_HISTORY` | `0`: anyone may read a user's history; `1`: only with that user's token |
 | `HARMONY_LOG_FORMAT` | `json` (or `console`) |
 | `HARMONY_CATCH_UP_LAG` | `20000` records behind the log end (in a partition) before the projection worker reads the log directly |
 | `HARMONY_ARCHIVE_SEGMENT_RECORDS` | `100000` records per archive segment at most |
@@ -64,6 +67,9 @@ class Settings:
     kafka_heap: str
     cassandra_heap: str
     append_timeout: float
+    token_key: str
+    token_lifetime: int
+    private_history: bool
     log_format: str
     catch_up_lag: int
     archive_segment_records: int
@@ -106,6 +112,9 @@ def load() -> Settings:
         kafka_heap=env.get("HARMONY_KAFKA_HEAP", DEFAULT_KAFKA_HEAP),
         cassandra_heap=env.get("HARMONY_CASSANDRA_HEAP", DEFAULT_CASSANDRA_HEAP),
         append_timeout=_number(env, "HARMONY_APPEND_TIMEOUT", 3.0, float, 0.1),
+        token_key=env.get("HARMONY_TOKEN_KEY", ""),
+        token_lifetime=_number(env, "HARMONY_TOKEN_LIFETIME", 3600, int, 1),
+        private_history=_number(env, "HARMONY_PRIVATE_HISTORY", 0, int, 0) != 0,
         log_format=env.get("HARMONY_LOG_FORMAT", "json"),
         catch_up_lag=_number(env, "HARMONY_CATCH_UP_LAG", 20_000, int, 0),
         archive_segment_records=_number(env, "HARMONY_ARCHIVE_SEGMENT_RECORDS", 100_000, int, 1),

@@ -109,6 +109,12 @@ def from_micros(value: int) -> datetime:
     return EPOCH + value * MICROSECOND
 
 
+def _history_row(row) -> HistoryRow:
+    user_id, event_id, type, occurred, recorded, partition, offset, payload = row
+    return HistoryRow(user_id, event_id, type, from_micros(occurred), from_micros(recorded), partition, offset,
+                      json.loads(payload))
+
+
 def factor_bucket(id: str) -> int:
     return zlib.crc32(id.encode()) % FACTOR_BUCKETS
 
@@ -378,13 +384,21 @@ class CassandraStore:
                 self._statement(cql + " AND (log_partition, log_offset) < (?, ?)", **self._views()),
                 (user_id, *before))
         rows: list[HistoryRow] = []
-        for u, e, t, occurred, recorded, p, o, payload in result:  # pages are fetched as iterated
-            if as_of is not None and from_micros(recorded) > as_of:
+        for row in map(_history_row, result):  # pages are fetched as iterated
+            if as_of is not None and row.recorded_at > as_of:
                 continue
-            rows.append(HistoryRow(u, e, t, from_micros(occurred), from_micros(recorded), p, o, json.loads(payload)))
+            rows.append(row)
             if limit and len(rows) == limit:
                 break
         return rows
+
+    def user_event(self, user_id: str, event_id: str) -> HistoryRow | None:
+        # Filtering within one user's partition: the ids are not a key of it.
+        row = self._session.execute(self._statement(
+            "SELECT user_id, event_id, type, occurred_at, recorded_at, log_partition, log_offset, payload "
+            "FROM {history}.history_by_user WHERE user_id = ? AND event_id = ? ALLOW FILTERING",
+            **self._views()), (user_id, event_id)).one()
+        return _history_row(row) if row else None
 
     def lag(self) -> list[PartitionLag]:
         rows = self._session.execute(self._statement("SELECT partition, checkpoint, high_watermark FROM {base}.lag"))

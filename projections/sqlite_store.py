@@ -77,6 +77,11 @@ CHECKPOINT = 'SELECT partition, "offset" FROM main.checkpoints'
 _CHUNK = 500
 
 
+def _history_row(user_id, event_id, type, occurred, recorded, partition, offset, payload) -> HistoryRow:
+    return HistoryRow(user_id, event_id, type, _parse_time(occurred), _parse_time(recorded), partition, offset,
+                      msgspec.json.decode(payload))
+
+
 def sortable_time(moment: datetime) -> str:
     """UTC, fixed width: text order is time order."""
     if moment.utcoffset():
@@ -253,10 +258,14 @@ class SQLiteStore:
             params.append(limit)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        return [
-            HistoryRow(u, e, t, _parse_time(occurred), _parse_time(recorded), p, o, msgspec.json.decode(payload))
-            for u, e, t, occurred, recorded, p, o, payload in rows
-        ]
+        return [_history_row(*row) for row in rows]
+
+    def user_event(self, user_id: str, event_id: str) -> HistoryRow | None:
+        with self._lock:
+            row = self._db.execute(
+                'SELECT user_id, event_id, type, occurred_at, recorded_at, partition, "offset", payload '
+                "FROM history WHERE event_id = ? AND user_id = ?", (event_id, user_id)).fetchone()
+        return _history_row(*row) if row else None
 
     def lag(self) -> list[PartitionLag]:
         with self._lock:

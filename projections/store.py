@@ -151,6 +151,9 @@ class ReadModels(Protocol):
         """The user's review events, newest first (by log position); `before` is the last row's
         (partition, offset); `as_of` keeps events recorded at or before it; limit 0 means all."""
 
+    def user_event(self, user_id: str, event_id: str) -> HistoryRow | None:
+        """The user's review event with this id, if applied (how a retried command finds its first sending)."""
+
     def lag(self) -> list[PartitionLag]: ...
 
     def ping(self) -> None:

@@ -175,6 +175,14 @@ class StoreContract:
         assert [r.event_id for r in store.user_history("u", 2, (page[-1].partition, page[-1].offset), None)] == ["a"]
         assert [r.event_id for r in store.user_history("u", 0, None, T0 + timedelta(minutes=1))] == ["b", "a"]
 
+    def test_an_applied_event_is_found_by_its_user_and_id(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0), ret("b", "u", "m", minutes=1), sub("c", "v", "m", 1.0)))
+        found = store.user_event("u", "b")
+        assert (found.event_id, found.type, found.offset, found.recorded_at) == (
+            "b", "ReviewRetracted", 1, T0 + timedelta(minutes=1))
+        assert store.user_event("u", "c") is None  # another user's
+        assert store.user_event("u", "zzz") is None
+
     def test_ping_answers(self, store):
         store.ping()
 

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import io
 
+from argon2 import PasswordHasher
+
+from api.auth import Auth
+from api.tokens import TokenSigner
+from commands.accounts import Accounts, Passwords
+from events.codec import encode
 from events.log import LogUnavailable
 from events.position import Position
+from events.reader import LogRecord
 from events.types import Event
+from projections.accounts import AccountsView
+
+ACCOUNTS = "accounts"  # the accounts topic of a MemoryLog
+TOKEN_KEY = b"unit-tests-token-key-of-32-bytes!"
 
 
 class MemoryLog:
@@ -14,6 +25,8 @@ class MemoryLog:
 
     def __init__(self, partitions: int = 2):
         self.partitions: list[list[Event]] = [[] for _ in range(partitions)]
+        self.topics: dict[str, list[Event]] = {}  # other topics, one partition each
+        self.followers: dict[str, list] = {}  # topic -> functions fed every record appended to it
         self.connected = True
         self.down = False
 
@@ -27,9 +40,15 @@ class MemoryLog:
         if self.down:
             raise LogUnavailable("broker unreachable")
 
-    async def append(self, event: Event) -> Position:
+    async def append(self, event: Event, topic: str | None = None) -> Position:
         if self.down:
             raise LogUnavailable("broker did not acknowledge")
+        if topic is not None:
+            records = self.topics.setdefault(topic, [])
+            records.append(event)
+            for follow in self.followers.get(topic, []):
+                follow([LogRecord(0, len(records) - 1, event.key.encode(), encode(event))])
+            return Position(0, len(records) - 1)
         partition = hash(event.key) % len(self.partitions)
         self.partitions[partition].append(event)
         return Position(partition, len(self.partitions[partition]) - 1)
@@ -37,6 +56,23 @@ class MemoryLog:
     @property
     def events(self) -> list[Event]:
         return [e for p in self.partitions for e in p]
+
+
+def memory_auth(log: MemoryLog, **options) -> Auth:
+    """Accounts on the log's ACCOUNTS topic, a cheap password hasher, and tokens signed with TOKEN_KEY."""
+
+    async def ends() -> dict[int, int]:
+        return {0: len(log.topics.get(ACCOUNTS, []))}
+
+    view = AccountsView(ends, wait=1.0)
+    log.followers.setdefault(ACCOUNTS, []).append(view.apply)
+    passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    return Auth(Accounts(log, ACCOUNTS, view, passwords), TokenSigner(TOKEN_KEY, 3600), **options)
+
+
+def bearer(user_id: str) -> dict[str, str]:
+    """Headers that let a request act as `user_id` in an app with memory_auth."""
+    return {"Authorization": f"Bearer {TokenSigner(TOKEN_KEY, 3600).issue(user_id)}"}
 
 
 class MemoryBucket:

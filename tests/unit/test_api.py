@@ -8,7 +8,7 @@ from api import reviews as api_reviews
 from projections.fold import Record
 from projections.projector import apply_records
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryLog
+from tests.unit.fakes import MemoryLog, bearer
 
 
 def project(log: MemoryLog, store: SQLiteStore) -> None:
@@ -26,7 +26,7 @@ def is_problem(response, status):
 
 def test_submit_then_read_your_write(world):
     client, log, store = world
-    receipt = client.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m1", "rating": 4.5})
+    receipt = client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m1", "rating": 4.5})
     assert receipt.status_code == 202
     assert set(receipt.json()) == {"event_id", "position", "token"}
     project(log, store)
@@ -37,7 +37,7 @@ def test_submit_then_read_your_write(world):
 def test_after_token_not_yet_projected_answers_503_after_waiting(world, monkeypatch):
     client, _, _ = world
     monkeypatch.setattr(api_reviews, "READ_WAIT", 0.2)
-    receipt = client.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m1", "rating": 4.5}).json()
+    receipt = client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m1", "rating": 4.5}).json()
     response = client.get("/v1/users/ana/reviews", params={"after": receipt["token"]})
     is_problem(response, 503)
     assert response.headers["retry-after"] == "1"
@@ -46,8 +46,8 @@ def test_after_token_not_yet_projected_answers_503_after_waiting(world, monkeypa
 def test_broker_down_answers_503_and_not_ready(world):
     client, log, _ = world
     log.down = True
-    is_problem(client.post("/v1/reviews", json={"user_id": "a", "movie_id": "m", "rating": 3}), 503)
-    is_problem(client.delete("/v1/users/a/reviews/m"), 503)
+    is_problem(client.post("/v1/reviews", headers=bearer("a"), json={"user_id": "a", "movie_id": "m", "rating": 3}), 503)
+    is_problem(client.delete("/v1/users/a/reviews/m", headers=bearer("a")), 503)
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
 
@@ -55,7 +55,7 @@ def test_broker_down_answers_503_and_not_ready(world):
 def test_pagination_walks_every_review_once(world):
     client, log, store = world
     for i in range(23):
-        client.post("/v1/reviews", json={"user_id": "ana", "movie_id": f"m{i:02}", "rating": 3,
+        client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": f"m{i:02}", "rating": 3,
                                          "reviewed_at": f"2024-01-{1 + i % 5:02}T00:00:00Z"})
     project(log, store)
     seen, cursor = [], None
@@ -96,8 +96,8 @@ def test_chunked_body_over_the_limit_is_413(world):
 def test_idempotency_conflict_is_409(world):
     client, _, _ = world
     body = {"user_id": "a", "movie_id": "m", "rating": 3}
-    assert client.post("/v1/reviews", json=body, headers={"Idempotency-Key": "k"}).status_code == 202
-    is_problem(client.post("/v1/reviews", json={**body, "rating": 4}, headers={"Idempotency-Key": "k"}), 409)
+    assert client.post("/v1/reviews", json=body, headers={**bearer("a"), "Idempotency-Key": "k"}).status_code == 202
+    is_problem(client.post("/v1/reviews", json={**body, "rating": 4}, headers={**bearer("a"), "Idempotency-Key": "k"}), 409)
 
 
 def test_openapi_documents_every_route_with_schemas(world):

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tests.unit.fakes import bearer
 from tests.unit.test_api import is_problem
 
 OFF_THE_CALENDAR = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
@@ -45,17 +46,17 @@ def test_an_idempotency_key_is_1_to_255_visible_ascii_characters(world):
     client, log, _ = world
     body = {"user_id": "ana", "movie_id": "m", "rating": 4}
     for key in ("k" * 256, "", "two words\t"):
-        is_problem(client.post("/v1/reviews", json=body, headers={"Idempotency-Key": key}), 400)
-        is_problem(client.delete("/v1/users/ana/reviews/m", headers={"Idempotency-Key": key}), 400)
+        is_problem(client.post("/v1/reviews", json=body, headers={**bearer("ana"), "Idempotency-Key": key}), 400)
+        is_problem(client.delete("/v1/users/ana/reviews/m", headers={**bearer("ana"), "Idempotency-Key": key}), 400)
     assert log.events == []
-    assert client.post("/v1/reviews", json=body, headers={"Idempotency-Key": "k" * 255}).status_code == 202
+    assert client.post("/v1/reviews", json=body, headers={**bearer("ana"), "Idempotency-Key": "k" * 255}).status_code == 202
 
 
 @pytest.mark.parametrize("field, value", [("user_id", "a/b"), ("user_id", "   "), ("user_id", "ana\n"),
                                           ("movie_id", "m\x07"), ("movie_id", "\u0085"), ("movie_id", "/")])
 def test_an_id_that_could_not_be_read_back_or_shown_is_a_422(world, field, value):
     client, log, _ = world
-    body = is_problem(client.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 4,
+    body = is_problem(client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 4,
                                                       field: value}), 422)
     assert [e["pointer"] for e in body["errors"]] == [f"#/{field}"]
     assert log.events == []
@@ -63,7 +64,7 @@ def test_an_id_that_could_not_be_read_back_or_shown_is_a_422(world, field, value
 
 def test_ids_with_spaces_and_accents_inside_are_fine(world):
     client = world[0]
-    assert client.post("/v1/reviews", json={"user_id": "Zoë K", "movie_id": " m 1 ", "rating": 4}).status_code == 202
+    assert client.post("/v1/reviews", headers=bearer("Zoë K"), json={"user_id": "Zoë K", "movie_id": " m 1 ", "rating": 4}).status_code == 202
 
 
 def test_the_openapi_document_bounds_the_key_and_describes_the_ids(world):
@@ -88,4 +89,4 @@ def test_the_openapi_document_names_operations_bounds_pages_and_says_when_to_ret
             assert "Retry-After" in op["responses"]["503"]["headers"]
     log.down = True  # every 503 the document promises a Retry-After for carries one
     assert client.get("/readyz").headers["retry-after"] == "1"
-    assert client.post("/v1/reviews", json={"user_id": "a", "movie_id": "m", "rating": 3}).headers["retry-after"]
+    assert client.post("/v1/reviews", headers=bearer("a"), json={"user_id": "a", "movie_id": "m", "rating": 3}).headers["retry-after"]

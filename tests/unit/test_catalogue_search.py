@@ -10,6 +10,7 @@ import pytest
 from api import movies as api_movies
 from projections.store import CatalogueEntry
 from projections.titles import TitleIndex, folded_words
+from tests.unit.fakes import bearer
 from tests.unit.test_api import is_problem
 from tests.unit.test_match import catalogue
 
@@ -160,10 +161,10 @@ def test_strategies_name_the_default_and_describe_each(world):
 
 def test_a_422_names_the_field_at_fault(world):
     client = world[0]
-    body = is_problem(client.post("/v1/reviews", json={"user_id": "a", "movie_id": "m", "rating": 7}), 422)
+    body = is_problem(client.post("/v1/reviews", headers=bearer("a"), json={"user_id": "a", "movie_id": "m", "rating": 7}), 422)
     assert body["errors"] == [{"pointer": "#/rating", "detail": "Expected `float` <= 5.0"}]
-    body = is_problem(client.post("/v1/reviews", json={"user_id": "a", "rating": 3}), 422)
+    body = is_problem(client.post("/v1/reviews", headers=bearer("a"), json={"user_id": "a", "rating": 3}), 422)
     assert body["errors"] == [{"pointer": "#/movie_id", "detail": "movie_id is required"}]
-    body = is_problem(client.post("/v1/reviews", json={"user_id": "a", "movie_id": "m", "rating": 3,
+    body = is_problem(client.post("/v1/reviews", headers=bearer("a"), json={"user_id": "a", "movie_id": "m", "rating": 3,
                                                       "reviewed_at": "1800-01-01T00:00:00Z"}), 422)
     assert [e["pointer"] for e in body["errors"]] == ["#/reviewed_at"]

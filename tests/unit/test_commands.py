@@ -102,3 +102,46 @@ def test_a_failed_append_can_be_retried_with_the_same_key():
 
     receipt = asyncio.run(run())
     assert [e.event_id for e in log.events] == [receipt.event_id]
+
+
+def restarted_api(log, store, clock=lambda: NOW):
+    """Command handlers with nothing in memory (a new API process) that find applied events in the store."""
+    from api.reviews import recorded_in
+
+    return ReviewCommands(log, recorded_in(store), clock=clock)
+
+
+def test_a_retry_after_a_restart_answers_the_first_receipt_without_appending(tmp_path):
+    from projections.sqlite_store import SQLiteStore
+    from tests.unit.test_api import project
+
+    log, store = MemoryLog(), SQLiteStore(tmp_path / "p.db")
+    first = asyncio.run(restarted_api(log, store).submit(SubmitReview("ana", "m", 4.0), "key-1"))
+    project(log, store)
+    again = asyncio.run(restarted_api(log, store).submit(SubmitReview("ana", "m", 4.0), "key-1"))
+    assert again == first and len(log.events) == 1
+    with pytest.raises(IdempotencyConflict):
+        asyncio.run(restarted_api(log, store).submit(SubmitReview("ana", "m", 2.0), "key-1"))
+    # Scoped per user and per kind of command: the same key elsewhere is another request.
+    asyncio.run(restarted_api(log, store).submit(SubmitReview("ben", "m", 2.0), "key-1"))
+    asyncio.run(restarted_api(log, store).retract(RetractReview("ana", "m"), "key-1"))
+    assert len(log.events) == 3
+    store.close()
+
+
+def test_a_key_expires_after_its_lifetime_and_then_makes_a_new_event(tmp_path):
+    from commands.handlers import KEY_LIFETIME
+    from projections.sqlite_store import SQLiteStore
+    from tests.unit.test_api import project
+
+    log, store = MemoryLog(), SQLiteStore(tmp_path / "p.db")
+    first = asyncio.run(restarted_api(log, store).submit(SubmitReview("ana", "m", 4.0), "k"))
+    project(log, store)
+    later = NOW + KEY_LIFETIME + timedelta(seconds=1)
+    second = asyncio.run(restarted_api(log, store, clock=lambda: later).submit(SubmitReview("ana", "m", 2.0), "k"))
+    assert second.event_id != first.event_id and len(log.events) == 2
+    project(log, store)
+    # A retry of the second use finds it, after another restart, by following the key's uses.
+    again = asyncio.run(restarted_api(log, store, clock=lambda: later).submit(SubmitReview("ana", "m", 2.0), "k"))
+    assert again == second and len(log.events) == 2
+    store.close()

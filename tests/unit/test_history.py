@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryLog
+from tests.unit.fakes import MemoryLog, bearer, memory_auth
 from tests.unit.test_api import project
 
 T1 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -21,7 +21,7 @@ def client(tmp_path):
     clock = {"now": T1}
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
-    with TestClient(create_app(store, log, ReviewCommands(log, clock=lambda: clock["now"]))) as http:
+    with TestClient(create_app(store, log, ReviewCommands(log, clock=lambda: clock["now"]), memory_auth(log))) as http:
         def at(moment, method, *args, **kwargs):
             clock["now"] = moment
             response = getattr(http, method)(*args, **kwargs)
@@ -37,9 +37,9 @@ def iso(moment):
 
 def test_history_keeps_replaced_and_retracted_reviews_newest_first(client):
     http, at = client
-    at(T1, "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 2})
-    at(T1 + timedelta(hours=1), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 4})
-    at(T1 + timedelta(hours=2), "delete", "/v1/users/ana/reviews/m")
+    at(T1, "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 2})
+    at(T1 + timedelta(hours=1), "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 4})
+    at(T1 + timedelta(hours=2), "delete", "/v1/users/ana/reviews/m", headers=bearer("ana"))
     page = http.get("/v1/users/ana/history").json()
     assert [e["type"] for e in page["events"]] == ["ReviewRetracted", "ReviewSubmitted", "ReviewSubmitted"]
     assert [e["payload"].get("rating") for e in page["events"]] == [None, 4.0, 2.0]
@@ -51,11 +51,11 @@ def test_history_keeps_replaced_and_retracted_reviews_newest_first(client):
 
 def test_what_an_event_changed_holds_across_pages(client):
     http, at = client
-    at(T1, "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 2})
-    at(T1 + timedelta(hours=1), "delete", "/v1/users/ana/reviews/m")
-    at(T1 + timedelta(hours=2), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 3})
-    at(T1 + timedelta(hours=3), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 4})
-    at(T1 + timedelta(hours=4), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "n", "rating": 4})
+    at(T1, "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 2})
+    at(T1 + timedelta(hours=1), "delete", "/v1/users/ana/reviews/m", headers=bearer("ana"))
+    at(T1 + timedelta(hours=2), "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 3})
+    at(T1 + timedelta(hours=3), "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 4})
+    at(T1 + timedelta(hours=4), "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "n", "rating": 4})
     done, cursor = [], None
     while True:
         page = http.get("/v1/users/ana/history", params={"limit": 1, **({"cursor": cursor} if cursor else {})}).json()
@@ -67,10 +67,10 @@ def test_what_an_event_changed_holds_across_pages(client):
 
 def test_as_of_answers_the_reviews_as_they_stood(client):
     http, at = client
-    at(T1, "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 2})
-    at(T1, "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "other", "rating": 5})
-    at(T1 + timedelta(hours=1), "post", "/v1/reviews", json={"user_id": "ana", "movie_id": "m", "rating": 4})
-    at(T1 + timedelta(hours=2), "delete", "/v1/users/ana/reviews/m")
+    at(T1, "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 2})
+    at(T1, "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "other", "rating": 5})
+    at(T1 + timedelta(hours=1), "post", "/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 4})
+    at(T1 + timedelta(hours=2), "delete", "/v1/users/ana/reviews/m", headers=bearer("ana"))
 
     def stood(moment):
         page = http.get("/v1/users/ana/history", params={"as_of": iso(moment)}).json()
@@ -87,7 +87,7 @@ def test_as_of_answers_the_reviews_as_they_stood(client):
 def test_history_pages_with_a_cursor(client):
     http, at = client
     for i in range(7):
-        at(T1, "post", "/v1/reviews", json={"user_id": "ben", "movie_id": f"m{i}", "rating": 3})
+        at(T1, "post", "/v1/reviews", headers=bearer("ben"), json={"user_id": "ben", "movie_id": f"m{i}", "rating": 3})
     seen, cursor = [], None
     while True:
         page = http.get("/v1/users/ben/history", params={"limit": 3, **({"cursor": cursor} if cursor else {})}).json()

@@ -27,7 +27,7 @@ from ml import matching, registry
 from ml.factors import FactorModel
 from projections.fold import Record
 from projections.projector import apply_records
-from tests.unit.fakes import MemoryBucket
+from tests.unit.fakes import MemoryBucket, bearer
 
 T0 = datetime(2026, 11, 25, tzinfo=timezone.utc)
 MOVIES = [f"m{k}" for k in range(30)]
@@ -63,12 +63,12 @@ def project(log, store) -> None:
 
 
 def review(client, log, store, user, movie, rating):
-    assert client.post("/v1/reviews", json={"user_id": user, "movie_id": movie, "rating": rating}).status_code == 202
+    assert client.post("/v1/reviews", headers=bearer(user), json={"user_id": user, "movie_id": movie, "rating": rating}).status_code == 202
     project(log, store)
 
 
 def retract(client, log, store, user, movie):
-    assert client.delete(f"/v1/users/{user}/reviews/{movie}").status_code == 202
+    assert client.delete(f"/v1/users/{user}/reviews/{movie}", headers=bearer(user)).status_code == 202
     project(log, store)
 
 

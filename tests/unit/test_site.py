@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryLog
+from tests.unit.fakes import MemoryLog, bearer, memory_auth
 from tests.unit.test_api import project
 from tests.unit.test_match import catalogue, publish
 from web import pages
@@ -26,7 +26,7 @@ def site(tmp_path):
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
     catalogue(log, store, MOVIES)
-    app = create_app(store, log, ReviewCommands(log), site=pages.routes(), not_found=pages.not_found)
+    app = create_app(store, log, ReviewCommands(log), memory_auth(log), site=pages.routes(), not_found=pages.not_found)
     with TestClient(app) as client:
         yield client, log, store
     store.close()
@@ -68,7 +68,7 @@ def test_a_search_without_a_model_or_with_unknown_users_says_so(site):
 def test_a_member_the_model_cannot_use_gets_popular_movies_and_is_told_so(site):
     client, log, store = site
     publish(store)  # knows ana and ben, and movies m00..
-    client.post("/v1/reviews", json={"user_id": "cy", "movie_id": "h", "rating": 4})  # a movie it does not know
+    client.post("/v1/reviews", headers=bearer("cy"), json={"user_id": "cy", "movie_id": "h", "rating": 4})  # a movie it does not know
     project(log, store)
     readable(client.get("/", params={"user": ["ana", "cy"]}), 200, "For ana, cy",
              "cy has no reviews the model can use yet")
@@ -135,10 +135,10 @@ def test_the_finder_lists_matching_movies_to_choose_from_without_javascript(site
 def test_a_users_reviews_page_through_and_the_history_goes_back_in_time(site):
     client, log, store = site
     for n, (movie, day) in enumerate([("sw", "2024-01-01"), ("am", "2024-02-01"), ("h", "2024-03-01")] * 4):
-        client.post("/v1/reviews", json={"user_id": "ana", "movie_id": movie, "rating": 1 + n % 5,
+        client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": movie, "rating": 1 + n % 5,
                                          "reviewed_at": f"{day}T00:00:00Z"})
     for n in range(12):
-        client.post("/v1/reviews", json={"user_id": "ana", "movie_id": f"x{n:02}", "rating": 3})
+        client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": f"x{n:02}", "rating": 3})
     project(log, store)
     first = client.get("/users/ana")
     readable(first, 200, "Current reviews, newest first")
@@ -153,7 +153,7 @@ def test_unknown_users_and_bad_dates_are_readable_pages(site):
     client = site[0]
     readable(client.get("/users/nobody"), 404, "We have no reviews by “nobody”")
     readable(client.get("/users/nobody/history"), 404, "never reviewed anything")
-    client.post("/v1/reviews", json={"user_id": "ana", "movie_id": "h", "rating": 2})
+    client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "h", "rating": 2})
     readable(client.get("/users/ana/history", params={"on": "yesterday"}), 400, "is not a date")
 
 
