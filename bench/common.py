@@ -177,6 +177,16 @@ class Child:
             return ""
 
 
+TOKEN_KEY = "the-benchmarks-token-key-not-a-secret"  # the API children's: benchmarks sign their own tokens
+
+
+def authorization(user_id: str) -> str:
+    """The Authorization header value that lets a benchmark write as `user_id` to a child API."""
+    from api.tokens import TokenSigner
+
+    return f"Bearer {TokenSigner(TOKEN_KEY.encode(), 24 * 3600).issue(user_id)}"
+
+
 def child_env(state_dir: Path, topic: str, partitions: int, store_path: Path) -> dict[str, str]:
     env = {
         **os.environ,
@@ -185,6 +195,7 @@ def child_env(state_dir: Path, topic: str, partitions: int, store_path: Path) ->
         "HARMONY_PARTITIONS": str(partitions),
         "HARMONY_STORE": f"sqlite:///{store_path}",
         "HARMONY_LOG_FORMAT": "json",
+        "HARMONY_TOKEN_KEY": TOKEN_KEY,
     }
     for name in ("HARMONY_KAFKA_BOOTSTRAP", "HARMONY_S3_ENDPOINT"):  # use the bench stack, nothing else
         env.pop(name, None)

@@ -36,7 +36,7 @@ from pathlib import Path
 import msgspec
 
 from bench.common import (
-    Child, CpuMeter, Population, PySpy, base_parser, child_env, console, create_topic, fresh_topic,
+    Child, CpuMeter, Population, PySpy, authorization, base_parser, child_env, console, create_topic, fresh_topic,
     free_port, local_stack, percentile, print_profile, produce_batched, progress, run_benchmark,
     review_events, service_pids, summarise_stacks,
 )
@@ -86,15 +86,17 @@ def parser():
 
 def build_requests(host: str, population: Population, n: int) -> list[bytes]:
     """Pre-encoded requests (without a port in Host, so the same bytes go to the API and the bare endpoint)."""
-    out = []
+    out, tokens = [], {}
     for i, (user, movie) in enumerate(population.pairs(n)):
+        if user not in tokens:
+            tokens[user] = authorization(user)
         body = msgspec.json.encode({
             "user_id": user, "movie_id": movie, "rating": population.rating(),
             "summary": f"summary {i}", "text": f"A benchmark review, number {i}, of {movie} by {user}.",
         })
         head = (
             f"POST /v1/reviews HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"Authorization: {tokens[user]}\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         out.append(head + body)
     return out

@@ -25,6 +25,7 @@ class LogFollower:
         self.bootstrap, self.topic, self.apply = bootstrap, topic, apply
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
+        self._following = asyncio.Event()  # set while the consumer is assigned
 
     async def run(self) -> None:
         """Follow until cancelled, reconnecting after a broker outage where the view left off."""
@@ -36,6 +37,7 @@ class LogFollower:
                 log.warning("following %s failed, retrying", self.topic, extra={"error": repr(error)})
                 await asyncio.sleep(RETRY_EVERY)
             finally:
+                self._following.clear()
                 consumer, self._consumer = self._consumer, None
                 if consumer is not None:
                     await stop_consumer(consumer)
@@ -51,6 +53,7 @@ class LogFollower:
         consumer.assign(self._partitions)
         for tp in self._partitions:
             consumer.seek(tp, positions.get(tp, 0))
+        self._following.set()
         while True:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=5000)
             records = [LogRecord(tp.partition, m.offset, m.key, m.value)
@@ -61,8 +64,7 @@ class LogFollower:
                     positions[tp] = messages[-1].offset + 1
 
     async def ends(self) -> dict[int, int]:
-        """partition -> the offset the next record will get (raises KafkaError while disconnected)."""
-        if self._consumer is None or not self._partitions:
-            raise KafkaError("not following yet")
+        """partition -> the offset the next record will get; waits until following (time it out)."""
+        await self._following.wait()
         ends = await self._consumer.end_offsets(self._partitions)
         return {tp.partition: offset for tp, offset in ends.items()}

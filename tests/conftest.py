@@ -154,6 +154,16 @@ def settings(env):
 
 
 @pytest.fixture
+def bearer(settings):
+    """user id -> headers that let a request to the test's API write as that user: a token signed
+    with the stack's key, like the one POST /v1/tokens gives the user's account."""
+    from harmony import bootstrap
+
+    signer = bootstrap.token_signer(settings)
+    return lambda user_id: {"Authorization": f"Bearer {signer.issue(user_id)}"}
+
+
+@pytest.fixture
 def live_store(settings):
     """The test's projection store, opened as the services open it."""
     from harmony import bootstrap

@@ -19,10 +19,12 @@ async def count_log(bootstrap: str, topic: str) -> int:
     return sum([len(batch) async for batch in read_log(bootstrap, topic)])
 
 
-def test_events_and_views_survive_a_full_stack_restart(settings, api, start_worker, stack_dir):
+def test_events_and_views_survive_a_full_stack_restart(settings, api, start_worker, stack_dir, bearer):
+    carla = bearer("carla")
     start_worker()
     receipts = [
-        api.post("/v1/reviews", json={"user_id": "carla", "movie_id": f"m{i}", "rating": 1 + i / 2}).json()
+        api.post("/v1/reviews", json={"user_id": "carla", "movie_id": f"m{i}", "rating": 1 + i / 2},
+                 headers=carla).json()
         for i in range(8)
     ]
     before = api.get("/v1/users/carla/reviews", params={"after": receipts[-1]["token"]}).json()
@@ -35,7 +37,7 @@ def test_events_and_views_survive_a_full_stack_restart(settings, api, start_work
     launcher.down(stack_dir)
     started = time.monotonic()
     late = {"user_id": "carla", "movie_id": "late", "rating": 3}
-    refused = api.post("/v1/reviews", json=late, headers={"Idempotency-Key": "late-1"})
+    refused = api.post("/v1/reviews", json=late, headers={**carla, "Idempotency-Key": "late-1"})
     assert refused.status_code == 503 and time.monotonic() - started < 6
     assert refused.headers["content-type"] == "application/problem+json"
     assert api.get("/readyz").status_code == 503
@@ -54,9 +56,9 @@ def test_events_and_views_survive_a_full_stack_restart(settings, api, start_work
 
     # The API reconnects by itself; the retry with the same key is applied once whatever happened.
     wait_until(lambda: api.get("/readyz").status_code == 200, 60, "API reconnected to the broker")
-    retried = api.post("/v1/reviews", json=late, headers={"Idempotency-Key": "late-1"})
+    retried = api.post("/v1/reviews", json=late, headers={**carla, "Idempotency-Key": "late-1"})
     assert retried.status_code == 202
-    after = api.post("/v1/reviews", json={"user_id": "carla", "movie_id": "m-new", "rating": 5})
+    after = api.post("/v1/reviews", json={"user_id": "carla", "movie_id": "m-new", "rating": 5}, headers=carla)
     assert after.status_code == 202
     # The worker (killed with the broker gone or not) projects new writes.
     page = api.get("/v1/users/carla/reviews", params={"after": after.json()["token"], "limit": 100})

@@ -58,8 +58,8 @@ def describe(bootstrap: str, topic: str) -> tuple[list[int], list[dict]]:
 class Load:
     """POSTs with unique reviews and Idempotency-Keys from a few threads, each answer recorded."""
 
-    def __init__(self, base_url: str, threads: int = 6):
-        self.base_url, self.threads = base_url, threads
+    def __init__(self, base_url: str, bearer, threads: int = 6):
+        self.base_url, self.bearer, self.threads = base_url, bearer, threads
         self.answers: list[dict] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -71,7 +71,8 @@ class Load:
     def post(self, client: httpx.Client, key: str, body: dict) -> dict:
         started = time.monotonic()
         try:
-            response = client.post("/v1/reviews", json=body, headers={"Idempotency-Key": key})
+            response = client.post("/v1/reviews", json=body,
+                                   headers={**self.bearer(body["user_id"]), "Idempotency-Key": key})
             status, answer = response.status_code, response.json()
             retry_after = response.headers.get("retry-after")
         except httpx.HTTPError as error:
@@ -101,11 +102,12 @@ class Load:
                 worker.join()
 
 
-def test_killing_the_busiest_leader_loses_nothing(settings, api, start_worker, services, stack_dir, tmp_path):
+def test_killing_the_busiest_leader_loses_nothing(settings, api, start_worker, services, stack_dir, tmp_path,
+                                                  bearer):
     start_worker()
     archiver = services("archiver")
     wait_until(lambda: "archiver lag" in archiver.log(), 60, f"archiver started: {archiver.log()[-1500:]}")
-    load = Load(str(api.base_url))
+    load = Load(str(api.base_url), bearer)
     killed: dict = {}
 
     def kill_busiest_leader():

@@ -25,18 +25,18 @@ def all_reviews(client: httpx.Client, user: str) -> dict[str, dict]:
             return found
 
 
-async def post_all(base_url: str, bodies: list[dict], concurrency: int = 16) -> list[httpx.Response]:
+async def post_all(base_url: str, bodies: list[dict], bearer, concurrency: int = 16) -> list[httpx.Response]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         async def post(body):
             async with limit:
-                return await client.post("/v1/reviews", json=body)
+                return await client.post("/v1/reviews", json=body, headers=bearer(body["user_id"]))
 
         return await asyncio.gather(*(post(b) for b in bodies))
 
 
 @BOTH_STORES
-def test_thousand_reviews_appear_with_right_values(api, start_worker):
+def test_thousand_reviews_appear_with_right_values(api, start_worker, bearer):
     start_worker()
     rng = random.Random(7)
     users = [f"user-{i}" for i in range(50)]
@@ -45,7 +45,7 @@ def test_thousand_reviews_appear_with_right_values(api, start_worker):
          "rating": rng.randrange(1, 11) / 2, "summary": f"s{i}", "text": f"review number {i}"}
         for i in range(1000)
     ]
-    responses = asyncio.run(post_all(str(api.base_url), bodies))
+    responses = asyncio.run(post_all(str(api.base_url), bodies, bearer))
     assert [r.status_code for r in responses] == [202] * 1000
     # The log order of one user's events is their acknowledgement order: the later offset wins.
     expected: dict[tuple[str, str], dict] = {}
@@ -75,11 +75,11 @@ def test_thousand_reviews_appear_with_right_values(api, start_worker):
 
 
 @BOTH_STORES
-def test_resubmission_replaces_and_retraction_removes(api, start_worker):
+def test_resubmission_replaces_and_retraction_removes(api, start_worker, bearer):
     start_worker()
-    first = api.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m1", "rating": 2.0}).json()
-    second = api.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m1", "rating": 4.5, "summary": "better"})
-    api.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m2", "rating": 3.0})
+    first = api.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m1", "rating": 2.0}).json()
+    second = api.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m1", "rating": 4.5, "summary": "better"})
+    api.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m2", "rating": 3.0})
     assert second.status_code == 202
     page = api.get("/v1/users/ana/reviews", params={"after": second.json()["token"]}).json()
     by_movie = {r["movie_id"]: r for r in page["reviews"]}
@@ -87,7 +87,7 @@ def test_resubmission_replaces_and_retraction_removes(api, start_worker):
     assert by_movie["m1"]["event_id"] != first["event_id"]
     assert api.get("/v1/movies/m1").json()["review_count"] == 1
 
-    retracted = api.delete("/v1/users/ana/reviews/m1")
+    retracted = api.delete("/v1/users/ana/reviews/m1", headers=bearer("ana"))
     assert retracted.status_code == 202
     page = api.get("/v1/users/ana/reviews", params={"after": retracted.json()["token"]}).json()
     assert [r["movie_id"] for r in page["reviews"]] == ["m2"]
@@ -96,14 +96,15 @@ def test_resubmission_replaces_and_retraction_removes(api, start_worker):
 
 
 @BOTH_STORES
-def test_same_idempotency_key_three_times_has_one_effect(api, start_worker):
+def test_same_idempotency_key_three_times_has_one_effect(api, start_worker, bearer):
     start_worker()
     body = {"user_id": "ben", "movie_id": "m9", "rating": 5.0}
-    answers = [api.post("/v1/reviews", json=body, headers={"Idempotency-Key": "k-1"}) for _ in range(3)]
+    headers = {**bearer("ben"), "Idempotency-Key": "k-1"}
+    answers = [api.post("/v1/reviews", json=body, headers=headers) for _ in range(3)]
     assert {a.status_code for a in answers} == {202}
     assert len({a.json()["event_id"] for a in answers}) == 1
     # A different rating under the same key is a conflict, not a silent second effect.
-    clash = api.post("/v1/reviews", json={**body, "rating": 1.0}, headers={"Idempotency-Key": "k-1"})
+    clash = api.post("/v1/reviews", json={**body, "rating": 1.0}, headers=headers)
     assert clash.status_code == 409
     assert clash.headers["content-type"] == "application/problem+json"
     page = api.get("/v1/users/ben/reviews", params={"after": answers[-1].json()["token"]}).json()
@@ -112,12 +113,12 @@ def test_same_idempotency_key_three_times_has_one_effect(api, start_worker):
 
 
 @BOTH_STORES
-def test_history_lists_every_event_and_as_of_shows_the_reviews_as_they_stood(api, start_worker):
+def test_history_lists_every_event_and_as_of_shows_the_reviews_as_they_stood(api, start_worker, bearer):
     start_worker()
-    first = api.post("/v1/reviews", json={"user_id": "cy", "movie_id": "m1", "rating": 2.0}).json()
-    api.post("/v1/reviews", json={"user_id": "cy", "movie_id": "m2", "rating": 3.5})
-    api.post("/v1/reviews", json={"user_id": "cy", "movie_id": "m1", "rating": 4.5})
-    last = api.delete("/v1/users/cy/reviews/m2").json()
+    first = api.post("/v1/reviews", headers=bearer("cy"), json={"user_id": "cy", "movie_id": "m1", "rating": 2.0}).json()
+    api.post("/v1/reviews", headers=bearer("cy"), json={"user_id": "cy", "movie_id": "m2", "rating": 3.5})
+    api.post("/v1/reviews", headers=bearer("cy"), json={"user_id": "cy", "movie_id": "m1", "rating": 4.5})
+    last = api.delete("/v1/users/cy/reviews/m2", headers=bearer("cy")).json()
     api.get("/v1/users/cy/reviews", params={"after": last["token"]})  # waits until the retraction is visible
     history = api.get("/v1/users/cy/history").json()
     assert [(e["type"], e["payload"]["movie_id"]) for e in history["events"]] == [
@@ -151,8 +152,9 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize("name,request_args", BAD_REQUESTS, ids=[n for n, _ in BAD_REQUESTS])
-def test_bad_requests_get_problem_json_4xx(api, name, request_args):
-    response = api.post("/v1/reviews", **request_args)
+def test_bad_requests_get_problem_json_4xx(api, bearer, name, request_args):
+    headers = {**bearer("u"), **request_args.pop("headers", {})}
+    response = api.post("/v1/reviews", headers=headers, **request_args)
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()

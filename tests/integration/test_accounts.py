@@ -1,0 +1,86 @@
+"""Accounts and durable idempotency against the real broker and store, across API processes and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from events.reader import read_log
+from tests.conftest import _ready, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "a long enough password"
+
+
+def start_api(services):
+    port = free_port()
+    service = services("api", "--port", str(port))
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15)
+    wait_until(lambda: _ready(client), 30, f"API not ready: {service.log()[-2000:]}")
+    return service, client
+
+
+def token_headers(client: httpx.Client, user_id: str, password: str = PASSWORD) -> dict[str, str]:
+    answer = client.post("/v1/tokens", json={"user_id": user_id, "password": password})
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+def test_an_account_opened_on_one_api_process_signs_in_on_another(services, start_worker):
+    start_worker()
+    _, first = start_api(services)
+    _, second = start_api(services)
+    assert first.post("/v1/accounts", json={"user_id": "ana", "password": PASSWORD}).status_code == 201
+    # The other process follows the accounts topic: it knows the account (and that the id is taken).
+    headers = token_headers(second, "ana")
+    assert second.post("/v1/accounts", json={"user_id": "ana", "password": "someone else's"}).status_code == 409
+    written = second.post("/v1/reviews", json={"user_id": "ana", "movie_id": "m1", "rating": 4}, headers=headers)
+    assert written.status_code == 202
+    refused = second.post("/v1/reviews", json={"user_id": "ben", "movie_id": "m1", "rating": 4}, headers=headers)
+    assert refused.status_code == 403
+
+
+def test_harmony_accounts_add_opens_an_account_the_api_signs_in(env, api, settings):
+    opened = subprocess.run([sys.executable, "-m", "harmony", "accounts", "add", "cli-user", "--password-stdin"],
+                            input=PASSWORD + "\n", env=env, capture_output=True, text=True, timeout=60)
+    assert opened.returncode == 0, opened.stderr
+    assert PASSWORD not in opened.stdout + opened.stderr
+    token_headers(api, "cli-user")
+    again = subprocess.run([sys.executable, "-m", "harmony", "accounts", "add", "cli-user", "--password-stdin"],
+                           input=PASSWORD + "\n", env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "already has an account" in again.stderr
+    short = subprocess.run([sys.executable, "-m", "harmony", "accounts", "add", "x", "--password-stdin"],
+                           input="short\n", env=env, capture_output=True, text=True, timeout=60)
+    assert short.returncode == 1 and "password" in short.stderr and "short" not in short.stderr.split("password")[0]
+    # The password is in no record of the accounts topic (its argon2id hash is).
+    async def records():
+        return [r async for batch in read_log(settings.kafka_bootstrap, f"{settings.topic}.accounts") for r in batch]
+
+    values = [r.value for r in asyncio.run(records())]
+    assert len(values) == 1 and PASSWORD.encode() not in values[0] and b"$argon2id$" in values[0]
+
+
+def test_a_retry_after_an_api_restart_answers_the_first_receipt_once_projected(services, start_worker, settings,
+                                                                              bearer):
+    start_worker()
+    api_process, api = start_api(services)
+    headers = {**bearer("dora"), "Idempotency-Key": "restart-1"}
+    body = {"user_id": "dora", "movie_id": "m1", "rating": 3.5}
+    first = api.post("/v1/reviews", json=body, headers=headers).json()
+    api.get("/v1/users/dora/reviews", params={"after": first["token"]})  # projected
+    api_process.stop()
+    _, api = start_api(services)
+    again = api.post("/v1/reviews", json=body, headers=headers)
+    assert again.status_code == 202 and again.json() == first
+    clash = api.post("/v1/reviews", json={**body, "rating": 1.0}, headers=headers)
+    assert clash.status_code == 409 and clash.headers["content-type"] == "application/problem+json"
+
+    async def count():
+        return sum([len(batch) async for batch in read_log(settings.kafka_bootstrap, settings.topic)])
+
+    assert asyncio.run(count()) == 1  # no duplicate reached the log
