@@ -21,7 +21,7 @@ from bench.common import PROJECT_ROOT, console, install_sigterm, print_table, sa
 IN_PROCESS = {"ingest": ingest, "catchup": catchup, "stack": stack_bench}
 CHILD = {"import": "bench.import_bench", "archive": "bench.archive_bench", "rebuild": "bench.rebuild_bench",
          "train": "bench.train_bench", "stores": "bench.store_bench", "match": "bench.match_bench",
-         "site": "bench.site_bench"}
+         "site": "bench.site_bench", "metrics": "bench.metrics_bench"}
 
 
 def run_child(module: str) -> dict:

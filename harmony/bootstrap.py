@@ -156,6 +156,7 @@ def api(settings: Settings):
     """The API app with its store, producer, command handlers and accounts, and the website beside it."""
     from api.app import create_app
     from api.auth import Auth
+    from api.metrics import InstrumentedLog, install
     from api.reviews import recorded_in
     from commands.handlers import ReviewCommands
     from web import pages
@@ -164,8 +165,25 @@ def api(settings: Settings):
     projection_store = store(settings)
     service, follower = accounts(settings, log)
     auth = Auth(service, token_signer(settings), private_history=settings.private_history)
-    return create_app(projection_store, log, ReviewCommands(log, recorded_in(projection_store)), auth,
-                      tasks=[follower.run], site=pages.routes(), not_found=pages.not_found)
+    appends = InstrumentedLog(log)
+    app = create_app(projection_store, log, ReviewCommands(appends, recorded_in(projection_store)), auth,
+                     tasks=[follower.run], site=pages.routes(), not_found=pages.not_found)
+    install(app, appends, archive_progress(settings))
+    return app
+
+
+def archive_progress(settings: Settings):
+    """What /metrics reads the archive's last offsets with; None without an S3 server."""
+    from archive.progress import ArchiveProgress
+    from archive.segments import s3_client
+
+    if not settings.s3_endpoint:
+        return None
+    # Short timeouts: a scrape must not wait long on S3 (an unreadable archive is reported as such).
+    # Not s3(): its bucket check would make the API's start depend on S3.
+    client = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key,
+                       settings.aws_region, retries=1, connect_timeout=1, read_timeout=2)
+    return ArchiveProgress(client, settings.s3_bucket, settings.topic).archived
 
 
 def run_worker(settings: Settings) -> None:
