@@ -1,9 +1,9 @@
 """Run every benchmark in sequence with its default sizes: `python -m bench [--json] [--only NAME]`.
 
-ingest, catchup and stack run in this process; import, archive, rebuild, train, stores, match and site
-(bench.*_bench) run as child processes with --json. Each prints its figures as it finishes (not with
+ingest, catchup and stack run in this process; import, archive, rebuild, train, stores, match, site and
+metrics (bench.*_bench) run as child processes with --json. Each prints its figures as it finishes (not with
 --json); the last line on stdout is one JSON object with every benchmark's figures, keyed by name. Each
-benchmark starts and stops its own local stack (match and site need none: they serve a synthetic SQLite
+benchmark starts and stops its own local stack (match, site and metrics need none: they serve a synthetic SQLite
 store without a broker).
 """
 
