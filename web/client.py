@@ -1,9 +1,11 @@
 """The site's way to the API: HTTP calls to the same app, in process, so that the pages use nothing
-but what the API offers (its validation and problems, its read-your-writes tokens)."""
+but what the API offers (its validation and problems, its read-your-writes tokens, its accounts).
+The calls come from the browser's address, as the API sees it, and carry the signed-in visitor's
+access token."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import httpx
@@ -19,6 +21,7 @@ def segment(value: str) -> str:
 class Answer:
     status: int
     body: dict
+    headers: httpx.Headers = field(default_factory=httpx.Headers)
 
     @property
     def ok(self) -> bool:
@@ -37,10 +40,15 @@ class Answer:
 class Api:
     """An HTTP client of the app serving `request`; use it in `async with`."""
 
-    def __init__(self, request: Request):
+    def __init__(self, request: Request, token: str | None = None):
+        # The browser's address as the server took it from the connection, not ASGITransport's fixed
+        # one: the API throttles failed sign-ins per client address. No header the browser sends
+        # reaches these calls, so none can name another address.
+        client = {"client": (request.client.host, request.client.port)} if request.client else {}
         # A failing endpoint still answers (500 problem) rather than raising into the page.
-        transport = httpx.ASGITransport(app=request.app, raise_app_exceptions=False)
-        self._client = httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30)
+        transport = httpx.ASGITransport(app=request.app, raise_app_exceptions=False, **client)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers, timeout=30)
 
     async def __aenter__(self) -> "Api":
         return self
@@ -53,7 +61,7 @@ class Api:
         headers = {"Idempotency-Key": key} if key else {}
         params = {name: value for name, value in (params or {}).items() if value not in (None, "")}
         response = await self._client.request(method, path, params=params, json=json, headers=headers)
-        return Answer(response.status_code, response.json() if response.content else {})
+        return Answer(response.status_code, response.json() if response.content else {}, response.headers)
 
     async def get(self, path: str, **params) -> Answer:
         return await self.call("GET", path, params)

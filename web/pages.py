@@ -1,107 +1,34 @@
 """The pages: finding movies for two (the home page), a user's reviews and their audit trail, and
-writing a review. Each page asks the API (`web.client`) and renders what it answers; the forms work
-without JavaScript, which only adds suggestions as you type and character counts."""
+writing a review (signed in: web/signin.py). Each page asks the API (`web.client`) and renders what
+it answers; the forms work without JavaScript, which only adds suggestions as you type and
+character counts."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
-from datetime import date, datetime
-from functools import wraps
-from pathlib import Path
-from urllib.parse import parse_qsl, urlencode
+from datetime import date
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
-from starlette.templating import Jinja2Templates
 
+from web import signin
 from web.client import Answer, Api, segment
-from web.static import CachedStatic, static_url
+from web.limits import input_limits
+from web.rendering import HERE, PageError, page, posted_form, render, this_page
+from web.session import session_of, token_of
+from web.static import CachedStatic
 
-log = logging.getLogger(__name__)
-
-HERE = Path(__file__).parent
 REVIEWS_PER_PAGE = 10
 EVENTS_PER_PAGE = 20
 SUGGESTIONS = 8
 IDS_PER_REQUEST = 100  # the most GET /v1/catalogue takes
-MAX_FORM = 64 * 1024  # bytes of a posted form
 API_PREFIX = "/v1/"  # addresses left to the API's 404 (a problem+json)
-HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-cache",
-}
-
-
-def stars(value: float) -> str:
-    """4.5 -> '★★★★½'."""
-    return "★" * int(value) + ("½" if value % 1 else "")
-
-
-def rating(value: float) -> str:
-    """3.0 -> '3', 3.5 -> '3.5'."""
-    return f"{value:g}"
-
-
-def when(value: str) -> str:
-    """An RFC 3339 time as people read it, to the minute, in UTC."""
-    return datetime.fromisoformat(value).strftime("%-d %b %Y, %H:%M UTC")
-
-
-def day(value: str) -> str:
-    return datetime.fromisoformat(value).strftime("%-d %b %Y")
-
-
-templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.auto_reload = False  # templates ship with the code: no look at the disk on every render
-templates.env.globals.update(static_url=static_url)
-templates.env.filters.update(stars=stars, rating=rating, when=when, day=day, segment=segment)
-
-
-def render(request: Request, name: str, status: int = 200, **context) -> Response:
-    return templates.TemplateResponse(request, name, context, status_code=status, headers=HEADERS)
-
-
-class PageError(Exception):
-    """A page that cannot be shown: its status and a message for people."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def page(endpoint):
-    """Show a PageError, or any failure, as a readable page: never a stack trace."""
-
-    @wraps(endpoint)
-    async def shown(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except PageError as error:
-            return render(request, "error.html", error.status, message=error.message)
-        except Exception:  # noqa: BLE001 - the page says sorry, the log has the details
-            log.exception("page failed", extra={"path": request.url.path})
-            return render(request, "error.html", 500, message="Something went wrong on our side. It has been "
-                                                               "logged; please try again in a moment.")
-
-    return shown
-
-
-async def form_of(request: Request) -> dict[str, str]:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FORM:
-            raise PageError(413, "That form was too large to accept.")
-        chunks.append(chunk)
-    return dict(parse_qsl(b"".join(chunks).decode("utf-8", "replace"), keep_blank_values=True))
+REVIEW_FIELDS = ("q", "movie_id", "rating", "summary", "text", "key")  # what the review form carries back
 
 
 # -- MovieSearch ---------------------------------------------------------------------------------
@@ -113,7 +40,7 @@ async def home(request: Request) -> Response:
     more = query.get("more", "")
     users = [u for u in people + [u.strip() for u in more.split(",")] if u]
     chosen = query.getlist("genre")
-    async with Api(request) as api:
+    async with Api(request, token_of(request)) as api:
         strategies, genres = await asyncio.gather(api.get("/v1/strategies"), api.get("/v1/genres"))
         strategy = query.get("strategy") or strategies.body["default"]
         result = None
@@ -155,7 +82,9 @@ async def titles(api: Api, movie_ids: list[str]) -> dict[str, dict]:
 async def user_reviews(request: Request) -> Response:
     user = request.path_params["user_id"]
     query = request.query_params
-    async with Api(request) as api:
+    visitor = session_of(request)
+    mine = visitor is not None and visitor.user == user
+    async with Api(request, token_of(request)) as api:
         answer = await api.get(f"/v1/users/{segment(user)}/reviews", limit=REVIEWS_PER_PAGE,
                                cursor=query.get("cursor"), after=query.get("after"))
         if answer.status == 503 and query.get("after"):
@@ -168,10 +97,10 @@ async def user_reviews(request: Request) -> Response:
         if not answer.ok:
             raise PageError(answer.status, answer.detail)
         reviews = answer.body["reviews"]
-        if not reviews and not query.get("cursor") and not await known(api, user):
+        if not reviews and not query.get("cursor") and not mine and not await known(api, user):
             raise PageError(404, f"We have no reviews by “{user}”. Check the user id, or write their first review.")
         movies = await titles(api, [r["movie_id"] for r in reviews])
-    return render(request, "user.html", user=user, reviews=reviews, movies=movies, notice=notice,
+    return render(request, "user.html", user=user, mine=mine, reviews=reviews, movies=movies, notice=notice,
                   next_cursor=answer.body["next_cursor"], first_page=not query.get("cursor"))
 
 
@@ -188,9 +117,13 @@ async def user_history(request: Request) -> Response:
     user = request.path_params["user_id"]
     query = request.query_params
     on = query.get("on", "")
-    async with Api(request) as api:
+    async with Api(request, token_of(request)) as api:
         answer = await api.get(f"/v1/users/{segment(user)}/history", limit=EVENTS_PER_PAGE,
                                cursor=query.get("cursor"), as_of=end_of(on) if on else None)
+        if answer.status == 401:  # histories are private (HARMONY_PRIVATE_HISTORY=1): the owner's only
+            return signin.sign_in_first(request, this_page(request), "private")
+        if answer.status == 403:
+            raise PageError(403, f"Only {user} can see the history of their reviews.")
         if not answer.ok:
             raise PageError(answer.status, answer.detail)
         events, stood = answer.body["events"], answer.body.get("reviews")
@@ -204,28 +137,9 @@ async def user_history(request: Request) -> Response:
 
 # -- EnterReview ---------------------------------------------------------------------------------
 
-_limits: dict = {}  # the API's document does not change while the process runs: read it once
-
-
-async def review_limits(api: Api) -> dict:
-    """The review's field limits, as the API's OpenAPI document declares them."""
-    if not _limits:
-        _limits.update(read_limits((await api.get("/openapi.json")).body))
-    return _limits
-
-
-def read_limits(spec: dict) -> dict:
-    body = spec["paths"]["/v1/reviews"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    fields = spec["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["properties"]
-    rating = fields["rating"]
-    steps = round((rating["maximum"] - rating["minimum"]) / rating["multipleOf"])
-    return {"ratings": [rating["minimum"] + n * rating["multipleOf"] for n in range(steps + 1)],
-            "summary": fields["summary"]["maxLength"], "text": fields["text"]["maxLength"]}
-
-
 async def review_form(request: Request, api: Api, values: dict[str, str], status: int = 200,
                       errors: dict[str, str] | None = None, message: str | None = None) -> Response:
-    limits = await review_limits(api)
+    limits = await input_limits(api)
     found, q = [], values.get("q", "").strip()
     if q:
         answer = await api.get("/v1/movies", q=q, limit=SUGGESTIONS)
@@ -243,25 +157,32 @@ async def review_form(request: Request, api: Api, values: dict[str, str], status
 
 @page
 async def new_review(request: Request) -> Response:
-    async with Api(request) as api:
+    if session_of(request) is None:
+        return signin.sign_in_first(request, this_page(request), "write")
+    async with Api(request, token_of(request)) as api:
         return await review_form(request, api, dict(request.query_params))
 
 
 @page
 async def submit_review(request: Request) -> Response:
-    values = await form_of(request)
-    body: dict = {"user_id": values.get("user_id", "").strip(), "movie_id": values.get("movie_id", ""),
+    values = await posted_form(request)
+    visitor = session_of(request)
+    again = "/review?" + urlencode({name: values[name] for name in REVIEW_FIELDS if values.get(name)})
+    if visitor is None:  # the session ended (its cookie with it) since the form was shown
+        return signin.sign_in_first(request, again, "expired")
+    body: dict = {"user_id": visitor.user, "movie_id": values.get("movie_id", ""),
                   "summary": values.get("summary", ""), "text": values.get("text", "")}
     if rating := values.get("rating"):
         try:
             body["rating"] = float(rating)
         except ValueError:
             body["rating"] = rating  # the API says what is wrong with it
-    body = {name: value for name, value in body.items() if value != ""}  # missing: the API says so
-    async with Api(request) as api:
-        answer = await api.call("POST", "/v1/reviews", json=body, key=values.get("key"))
+    async with Api(request, visitor.token) as api:
+        answer = await api.call("POST", "/v1/reviews", json=signin.filled(body), key=values.get("key"))
+        if answer.status == 401:
+            return signin.sign_in_first(request, again, "expired")
         if answer.ok:
-            return RedirectResponse(after_write(body["user_id"], answer, "submitted"), 303)
+            return RedirectResponse(after_write(visitor.user, answer, "submitted"), 303)
         errors = answer.field_errors()
         message = (None if errors else answer.detail) if answer.status == 422 else unavailable(answer)
         return await review_form(request, api, values, answer.status, errors, message)
@@ -281,10 +202,12 @@ def after_write(user: str, receipt: Answer, done: str) -> str:
 @page
 async def retract_review(request: Request) -> Response:
     user, movie = request.path_params["user_id"], request.path_params["movie_id"]
-    values = await form_of(request)
-    async with Api(request) as api:
+    values = await posted_form(request)
+    async with Api(request, token_of(request)) as api:
         answer = await api.call("DELETE", f"/v1/users/{segment(user)}/reviews/{segment(movie)}",
                                 key=values.get("key"))
+    if answer.status == 401:  # no session, or one the API no longer takes
+        return signin.sign_in_first(request, f"/users/{segment(user)}", "expired")
     if not answer.ok:
         raise PageError(answer.status, unavailable(answer) if answer.status == 503 else answer.detail)
     return RedirectResponse(after_write(user, answer, "retracted"), 303)
@@ -308,5 +231,10 @@ def routes() -> list[BaseRoute]:
         Route("/users/{user_id}/reviews/{movie_id}/retract", retract_review, methods=["POST"]),
         Route("/review", new_review, methods=["GET"]),
         Route("/review", submit_review, methods=["POST"]),
+        Route("/signin", signin.sign_in_form, methods=["GET"]),
+        Route("/signin", signin.sign_in, methods=["POST"]),
+        Route("/signup", signin.sign_up_form, methods=["GET"]),
+        Route("/signup", signin.sign_up, methods=["POST"]),
+        Route("/signout", signin.sign_out, methods=["POST"]),
         Mount("/static", CachedStatic(directory=HERE / "static"), name="static"),
     ]

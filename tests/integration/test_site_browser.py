@@ -1,4 +1,4 @@
-"""The website's three flows end to end, in real headless Chromium (Debian's, driven by Playwright),
+"""The website's three flows and its accounts end to end, in real headless Chromium (Debian's, driven by Playwright),
 against the real stack: Apache Kafka and SeaweedFS, the projection worker, the archiver, the API
 serving the site, and a model trained by `harmony train` on a small MovieLens-format import.
 
@@ -16,6 +16,7 @@ import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -41,6 +42,8 @@ TITLES += [(f"Film Number {n} ({1960 + n})", GENRES[1 + n % 18]) for n in range(
 USERS = 30
 HISTORY_USER = "diarist"  # reviews recorded day by day in March 2024
 MARCH = datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
+WRITERS = ("web-writer", "nojs-writer", "careful-writer", "outage-writer")  # accounts the fixture opens
+PASSWORD = "a long browser passphrase"
 
 
 def movielens_folder(path: Path) -> Path:
@@ -129,6 +132,9 @@ def site(stack_dir, tmp_path_factory):
             harmony(env, "train", "--no-tune")
             api, url = start_api(env, folder / "api.log")
             services.append(api)
+            for user in WRITERS:
+                opened = httpx.post(f"{url}/v1/accounts", json={"user_id": user, "password": PASSWORD}, timeout=30)
+                assert opened.status_code == 201, opened.text
             yield {"url": url, "env": env, "folder": folder}
         finally:
             for service in services:
@@ -161,6 +167,19 @@ def page(browser, site):
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, user: str, then: str = "/review") -> None:
+    """Sign in through the sign-in page, as a person does, and come back to `then`."""
+    page.goto(f"/signin?next={quote(then, safe='')}")
+    fill_sign_in(page, user, PASSWORD)
+    page.wait_for_url(f"**{then}")
+
+
+def fill_sign_in(page, user: str, password: str) -> None:
+    page.get_by_label("User id").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
 
 
 def test_movie_search_for_two_users_shows_titled_movies_with_each_ones_prediction(page):
@@ -238,10 +257,47 @@ def test_query_user_pages_through_reviews_then_sees_the_history_as_of_an_earlier
     shot(page, "07-user-history-as-of")
 
 
-def test_enter_review_finds_a_movie_by_typing_submits_sees_it_listed_then_retracts_it(page):
-    user = f"web-{uuid.uuid4().hex[:6]}"
+def test_sign_up_signs_the_new_user_in_and_sign_out_signs_them_out(page):
+    user = f"new-{uuid.uuid4().hex[:6]}"
+    page.goto("/users")
+    page.get_by_role("link", name="Sign up").click()
+    page.get_by_label("User id").fill(user)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD[::-1])
+    page.get_by_role("button", name="Sign up").click()
+    assert "The two passwords differ" in page.locator("#password_again-error").inner_text()
+    assert page.get_by_label("Password again").get_attribute("aria-invalid") == "true"
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    shot(page, "08-sign-up")
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url("**/users")  # back where the visitor came from
+    account = page.get_by_role("navigation", name="Account")
+    assert re.sub(r"\s+", " ", account.inner_text()).strip() == f"Signed in as {user} · Sign out"
+    account.get_by_role("link", name=user).click()
+    page.wait_for_url(f"**/users/{user}")
+    assert f"{user} has no current reviews" in page.inner_text("main")
+    shot(page, "09-signed-up")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/$"))
+    assert "Sign in" in page.get_by_role("navigation", name="Account").inner_text()
     page.goto("/review")
-    page.get_by_label("Your user id").fill(user)
+    page.wait_for_url(re.compile(r"/signin\?next=%2Freview"))
+
+
+def test_enter_review_finds_a_movie_by_typing_submits_sees_it_listed_then_retracts_it(page):
+    user = "web-writer"
+    page.goto("/review")  # not signed in: to the sign-in page, and back
+    page.wait_for_url(re.compile(r"/signin\?next=%2Freview"))
+    assert "Sign in to write" in page.get_by_role("status").inner_text()
+    shot(page, "10-sign-in")
+    fill_sign_in(page, user, "not the password")
+    assert "Wrong user id or password." in page.get_by_role("alert").inner_text()
+    assert page.get_by_label("Password").get_attribute("aria-invalid") == "true"
+    assert page.get_by_label("User id").input_value() == user
+    shot(page, "11-sign-in-wrong-password")
+    fill_sign_in(page, user, PASSWORD)
+    page.wait_for_url("**/review")
     page.get_by_label("Find it by title").press_sequentially("amel", delay=40)
     suggestion = page.get_by_label("Amélie (2001)")
     suggestion.wait_for()
@@ -249,27 +305,26 @@ def test_enter_review_finds_a_movie_by_typing_submits_sees_it_listed_then_retrac
     page.get_by_role("radio", name="4.5 of 5", exact=True).check()
     page.get_by_label(re.compile("^Summary")).fill("Paris, lovingly")
     assert page.locator("#summary-count").inner_text() == "15 of 300 characters"
-    shot(page, "08-enter-review-form")
+    shot(page, "12-enter-review-form")
     page.get_by_role("button", name="Save review").click()
     page.wait_for_url(f"**/users/{user}?after=*")
     assert "Your review was saved." in page.get_by_role("status").inner_text()
     row = page.locator("table.reviews tbody tr")
     assert row.count() == 1 and "Amélie" in row.inner_text() and "Paris, lovingly" in row.inner_text()
     assert row.locator(".stars").inner_text() == "★★★★½"
-    shot(page, "09-enter-review-listed")
+    shot(page, "13-enter-review-listed")
     page.get_by_role("button", name="Retract the review of Amélie").click()
     page.wait_for_url(re.compile("done=retracted"))
     assert "Your review was retracted." in page.get_by_role("status").inner_text()
     assert page.locator("table.reviews").count() == 0 and f"{user} has no current reviews" in page.inner_text("main")
-    shot(page, "10-enter-review-retracted")
+    shot(page, "14-enter-review-retracted")
 
 
 def test_enter_review_works_without_javascript(browser, site):
     context = browser.new_context(base_url=site["url"], java_script_enabled=False)
     page = context.new_page()
-    user = f"nojs-{uuid.uuid4().hex[:6]}"
-    page.goto("/review")
-    page.get_by_label("Your user id").fill(user)
+    user = "nojs-writer"
+    sign_in(page, user)
     page.get_by_label("Find it by title").fill("cinema para")
     page.get_by_role("button", name="Find", exact=True).click()
     assert page.get_by_label("Cinéma Paradiso (1988)").is_checked()  # the only match
@@ -277,35 +332,39 @@ def test_enter_review_works_without_javascript(browser, site):
     page.get_by_role("button", name="Save review").click()
     page.wait_for_url(f"**/users/{user}?after=*")
     assert "Cinéma Paradiso" in page.locator("table.reviews").inner_text()
+    page.goto(f"/users/{HISTORY_USER}")  # someone else's reviews: nothing to retract
+    assert page.locator("table.reviews tbody tr").count() == 10
+    assert page.get_by_role("button", name=re.compile("^Retract")).count() == 0
     context.close()
 
 
 def test_a_validation_error_shows_next_to_its_field(page):
-    page.goto("/review?q=heat")
-    page.get_by_label("Your user id").fill("someone")
+    sign_in(page, "careful-writer", "/review?q=heat")
     page.get_by_role("button", name="Save review").click()  # Heat is chosen, no rating
     error = page.locator("#rating-error")
     assert "rating" in error.inner_text()
     assert page.get_by_label("Heat (1995)").is_checked()
-    shot(page, "11-enter-review-validation-error")
+    shot(page, "15-enter-review-validation-error")
 
 
 def test_unknown_user_and_broker_down_are_readable_pages(page, site):
     response = page.goto("/users/nobody-at-all")
     assert response.status == 404
     assert "We have no reviews by “nobody-at-all”" in page.get_by_role("alert").inner_text()
-    shot(page, "12-unknown-user")
-    # the same product with its broker unreachable: nothing listens on that port
+    shot(page, "16-unknown-user")
+    # the same product with its broker unreachable: nothing listens on that port. The session
+    # from the first API holds there too (a cookie is the host's, whatever the port; one token key).
+    sign_in(page, "outage-writer")
     env = {**site["env"], "HARMONY_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     api, url = start_api(env, site["folder"] / "api-without-broker.log")
     try:
-        page.goto(f"{url}/review?q=fargo&user_id=someone")
+        page.goto(f"{url}/review?q=fargo")
         page.get_by_role("radio", name="4 of 5", exact=True).check()
         page.get_by_role("button", name="Save review").click()
         alert = page.get_by_role("alert")
         assert "could not save your review just now" in alert.inner_text()
         assert "Traceback" not in page.content()
         assert page.get_by_label("Fargo (1996)").is_checked()  # the form is kept for another try
-        shot(page, "13-enter-review-broker-down")
+        shot(page, "17-enter-review-broker-down")
     finally:
         api.stop()

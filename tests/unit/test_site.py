@@ -3,15 +3,19 @@ flows against the real stack are in tests/integration/test_site_browser.py)."""
 
 from __future__ import annotations
 
+import html
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.auth import Throttle
+from api.tokens import TokenSigner
 from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryLog, bearer, memory_auth
+from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth
 from tests.unit.test_api import project
 from tests.unit.test_match import catalogue, publish
 from web import pages
@@ -19,14 +23,21 @@ from web.static import static_url
 
 MOVIES = {"sw": ("Star Wars", 1977, ("Action", "Sci-Fi")), "am": ("Amélie", 2001, ("Comedy",)),
           "h": ("Heat", 1995, ("Crime",))}
+PASSWORD = "correct horse battery"
+
+
+def site_app(tmp_path, **auth_options):
+    log = MemoryLog()
+    store = SQLiteStore(tmp_path / "p.db")
+    catalogue(log, store, MOVIES)
+    app = create_app(store, log, ReviewCommands(log), memory_auth(log, **auth_options), site=pages.routes(),
+                     not_found=pages.not_found)
+    return app, log, store
 
 
 @pytest.fixture
 def site(tmp_path):
-    log = MemoryLog()
-    store = SQLiteStore(tmp_path / "p.db")
-    catalogue(log, store, MOVIES)
-    app = create_app(store, log, ReviewCommands(log), memory_auth(log), site=pages.routes(), not_found=pages.not_found)
+    app, log, store = site_app(tmp_path)
     with TestClient(app) as client:
         yield client, log, store
     store.close()
@@ -47,9 +58,40 @@ def readable(response, status: int, *phrases: str) -> str:
     return shown
 
 
-def submit(client, **form):
-    return client.post("/review", data={"key": form.pop("key", None) or "k-" + "-".join(map(str, form.values())),
-                                        **form}, follow_redirects=False)
+def hidden(response, action: str) -> dict[str, str]:
+    """The hidden fields of the page's form that posts to `action`."""
+    form = re.search(rf'<form [^>]*action="{re.escape(action)}".*?</form>', response.text, re.S)
+    assert form, f"no form posts to {action}: {response.text}"
+    return {name: html.unescape(value)
+            for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(0))}
+
+
+def sign_up(client, user: str, password: str = PASSWORD, again: str | None = None, next: str | None = None):
+    form = hidden(client.get("/signup", params={"next": next} if next else None), "/signup")
+    return client.post("/signup", data={**form, "user_id": user, "password": password,
+                                        "password_again": password if again is None else again},
+                       follow_redirects=False)
+
+
+def sign_in(client, user: str, password: str = PASSWORD, next: str | None = None):
+    form = hidden(client.get("/signin", params={"next": next} if next else None), "/signin")
+    return client.post("/signin", data={**form, "user_id": user, "password": password}, follow_redirects=False)
+
+
+def signed_in(client, user: str) -> None:
+    """`client` signed in as `user`, with an account opened for them."""
+    assert sign_up(client, user).status_code == 303
+
+
+def submit(client, **fields):
+    """Send the review form as the page gives it (its CSRF token and key), with these fields."""
+    form = hidden(client.get("/review"), "/review")
+    return client.post("/review", data={**form, **fields}, follow_redirects=False)
+
+
+def cookies(response) -> dict[str, str]:
+    """The Set-Cookie headers of a response, by cookie name."""
+    return {line.split("=", 1)[0]: line for line in response.headers.get_list("set-cookie")}
 
 
 def test_the_home_page_offers_the_strategies_and_the_catalogues_genres(site):
@@ -87,17 +129,27 @@ def test_any_other_address_is_a_page_and_api_addresses_keep_their_problems(site)
         assert response.headers["content-type"] == "application/problem+json"
 
 
-def test_writing_a_review_shows_it_in_the_users_list_then_retracting_removes_it(site):
+def test_signing_up_signs_in_then_the_user_writes_a_review_and_retracts_it(site):
     client, log, store = site
-    response = submit(client, user_id="ana", movie_id="am", rating="4.5", summary="Lovely", text="So Parisian.")
+    readable(client.get("/"), 200, "Sign in · Sign up")
+    response = sign_up(client, "ana")
+    assert response.status_code == 303 and response.headers["location"] == "/users/ana"
+    session = cookies(response)["session"]
+    assert session.startswith("session=ana:")
+    for flag in ("HttpOnly", "Max-Age=3600", "Path=/", "SameSite=lax"):
+        assert flag in session, session
+    assert "Secure" not in session  # the site was asked over http
+    shown = readable(client.get("/users/ana"), 200, "Signed in as ana · Sign out", "ana has no current reviews")
+    assert "Sign up" not in shown
+    response = submit(client, movie_id="am", rating="4.5", summary="Lovely", text="So Parisian.")
     assert response.status_code == 303
     assert response.headers["location"].startswith("/users/ana?after=")
     project(log, store)
-    shown = readable(client.get(response.headers["location"]), 200, "Your review was saved.", "Amélie (2001)",
-                     "★★★★½", "Lovely")
-    retract = re.search(r'action="(/users/ana/reviews/am/retract)".*?name="key" value="([^"]+)"',
-                        client.get("/users/ana").text, re.S)
-    response = client.post(retract.group(1), data={"key": retract.group(2)}, follow_redirects=False)
+    readable(client.get(response.headers["location"]), 200, "Your review was saved.", "Amélie (2001)", "★★★★½",
+             "Lovely")
+    own = client.get("/users/ana")
+    response = client.post("/users/ana/reviews/am/retract", data=hidden(own, "/users/ana/reviews/am/retract"),
+                           follow_redirects=False)
     assert response.status_code == 303
     project(log, store)
     shown = readable(client.get(response.headers["location"]), 200, "Your review was retracted.")
@@ -105,31 +157,193 @@ def test_writing_a_review_shows_it_in_the_users_list_then_retracting_removes_it(
     assert store.user_ratings("ana") == {}
 
 
+def test_over_https_the_cookies_are_secure_and_host_only(tmp_path):
+    app, log, store = site_app(tmp_path)
+    client = TestClient(app, base_url="https://testserver")
+    response = sign_up(client, "ana")
+    assert response.status_code == 303
+    set = cookies(response)
+    assert set["__Host-session"].endswith("Secure") and "Path=/" in set["__Host-session"]
+    assert "csrf" not in set  # given with the sign-up page, as __Host-csrf
+    assert "__Host-csrf" in client.cookies and "csrf" not in client.cookies
+    readable(client.get("/users/ana"), 200, "Signed in as ana")
+    store.close()
+
+
+def test_signing_out_ends_the_session(site):
+    client, log, store = site
+    signed_in(client, "ana")
+    page = client.get("/users/ana")
+    response = client.post("/signout", data=hidden(page, "/signout"), follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert 'session=""; ' in cookies(response)["session"] and "Max-Age=0" in cookies(response)["session"]
+    readable(client.get("/"), 200, "Sign in · Sign up")
+    assert client.get("/review", follow_redirects=False).status_code == 303
+
+
+def test_a_wrong_password_shows_the_apis_message_beside_the_form(site):
+    client, log, store = site
+    signed_in(client, "ana")
+    client.cookies.clear()
+    response = sign_in(client, "ana", "not the password")
+    shown = readable(response, 403, "Wrong user id or password.")
+    assert '<p class="problem" role="alert" id="problem">' in response.text
+    for field in ("user_id", "password"):
+        assert re.search(rf'id="{field}"[^>]*aria-describedby="problem" aria-invalid="true"', response.text)
+    assert 'value="ana"' in response.text and "not the password" not in response.text
+    assert "session" not in cookies(response) and "Sign in · Sign up" in shown
+    assert sign_in(client, "ana").headers["location"] == "/users/ana"
+
+
+def test_sign_up_shows_a_taken_id_a_short_password_and_differing_passwords_beside_their_fields(site):
+    client, log, store = site
+    signed_in(client, "ana")
+    client.cookies.clear()
+    response = sign_up(client, "ana")
+    readable(response, 409, "Please correct what is marked below", "already has an account")
+    assert re.search(r'id="user_id"[^>]*aria-describedby="user_id-error user_id-help" aria-invalid="true"',
+                     response.text)
+    response = sign_up(client, "bea", "short")
+    readable(response, 422, "8 to 1024 characters")  # the API's limits, from its OpenAPI document
+    assert re.search(r'<span class="error" id="password-error">[^<]*8', response.text)
+    response = sign_up(client, "bea", again="something else entirely")
+    readable(response, 422, "The two passwords differ")
+    assert 'id="password_again-error"' in response.text and 'value="bea"' in response.text
+    assert [e.user_id for e in log.topics[ACCOUNTS]] == ["ana"]
+
+
 def test_validation_errors_show_next_to_their_fields_and_keep_what_was_typed(site):
     client = site[0]
-    response = submit(client, user_id="ana", movie_id="am", summary="Kept")
+    signed_in(client, "ana")
+    response = submit(client, movie_id="am", summary="Kept")
     readable(response, 422, "Please correct what is marked below", "rating is required")
     assert re.search(r'<span class="error" id="rating-error">', response.text)
+    assert re.search(r'<fieldset class="rating" aria-describedby="rating-error" aria-invalid="true">', response.text)
     assert 'value="Kept"' in response.text and 'value="am" checked' in response.text
-    response = submit(client, user_id="", movie_id="am", rating="3")
-    assert 'id="user_id-error"' in response.text and 'aria-invalid="true"' in response.text
 
 
 def test_a_broker_outage_on_submit_is_a_readable_503_with_the_form_kept(site):
     client, log, _ = site
+    signed_in(client, "ana")
     log.down = True
-    response = submit(client, user_id="ana", movie_id="h", rating="2", summary="Long")
+    response = submit(client, movie_id="h", rating="2", summary="Long", key="k-1")
     readable(response, 503, "could not save your review just now", "Nothing was saved")
-    assert 'value="Long"' in response.text and 'name="key" value="k-ana-h-2-Long"' in response.text
+    assert 'value="Long"' in response.text and 'name="key" value="k-1"' in response.text
 
 
-def test_the_finder_lists_matching_movies_to_choose_from_without_javascript(site):
+def test_the_review_form_sends_a_visitor_who_is_not_signed_in_to_sign_in_and_back(site):
     client = site[0]
-    response = client.get("/review", params={"q": "AMEL", "user_id": "ana"})
-    readable(response, 200, "Amélie (2001)")
-    assert 'name="movie_id" value="am" checked' in response.text  # the only match is chosen
-    readable(client.get("/review", params={"q": "zzz"}), 200, "No movie matches “zzz”")
-    readable(client.get("/review", params={"q": "x" * 101}), 200, "1 to 100 characters")
+    response = client.get("/review", params={"q": "heat"}, follow_redirects=False)
+    assert response.status_code == 303
+    assert parse_qs(urlsplit(response.headers["location"]).query) == {"next": ["/review?q=heat"], "why": ["write"]}
+    readable(client.get(response.headers["location"]), 200, "Sign in to write or retract your reviews")
+    signed_in(client, "ana")
+    client.post("/signout", data=hidden(client.get("/"), "/signout"))
+    response = sign_in(client, "ana", next="/review?q=heat")
+    assert response.headers["location"] == "/review?q=heat"
+    readable(client.get(response.headers["location"]), 200, "As ana", "Heat (1995)")
+
+
+def test_the_address_to_come_back_to_is_always_a_page_of_this_site(site):
+    client = site[0]
+    signed_in(client, "ana")
+    for elsewhere in ("//evil.example", "https://evil.example/", "/\\evil.example", "/\t/evil.example",
+                      "evil.example", "javascript:alert(1)", " //evil.example"):
+        assert sign_in(client, "ana", next=elsewhere).headers["location"] == "/users/ana", elsewhere
+        assert 'name="next"' not in client.get("/signin", params={"next": elsewhere}).text
+    assert sign_in(client, "ana", next="/users/ana/history?on=2024-01-01").headers["location"] == \
+        "/users/ana/history?on=2024-01-01"
+    assert sign_up(client, "bea", next="//evil.example").headers["location"] == "/users/bea"
+
+
+@pytest.mark.parametrize("action", ["/review", "/users/ana/reviews/am/retract", "/signin", "/signup", "/signout"])
+def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(site, action):
+    client, log, store = site
+    signed_in(client, "ana")
+    assert submit(client, movie_id="am", rating="4").status_code == 303
+    project(log, store)
+    events, accounts = len(log.events), len(log.topics[ACCOUNTS])
+    fields = {"movie_id": "h", "rating": "2", "user_id": "bea", "password": PASSWORD, "password_again": PASSWORD}
+    for token in (None, "x" * 43, client.cookies["csrf"][:-1]):
+        form = fields if token is None else {**fields, "csrf": token}
+        readable(client.post(action, data=form, follow_redirects=False), 403, "Nothing was changed")
+    assert len(log.events) == events and len(log.topics[ACCOUNTS]) == accounts
+    readable(client.get("/users/ana"), 200, "Signed in as ana", "Amélie")  # still signed in, review kept
+    # the same form with the token from another visitor's page is refused too
+    other = TestClient(client.app)
+    readable(other.post(action, data={**fields, "csrf": client.cookies["csrf"]}), 403, "Nothing was changed")
+
+
+def test_only_the_signed_in_users_own_page_has_retract_buttons(site):
+    client, log, store = site
+    signed_in(client, "ana")
+    assert submit(client, movie_id="am", rating="4").status_code == 303
+    project(log, store)
+    assert "Retract" in client.get("/users/ana").text
+    client.cookies.clear()
+    shown = readable(client.get("/users/ana"), 200, "Amélie")
+    assert "Retract" not in shown and "/retract" not in client.get("/users/ana").text
+    signed_in(client, "bea")
+    page = client.get("/users/ana")
+    assert "/retract" not in page.text
+    # a retract sent anyway, as bea, with her CSRF token: the API refuses it, nothing is appended
+    events = len(log.events)
+    response = client.post("/users/ana/reviews/am/retract", data={"csrf": client.cookies["csrf"], "key": "k"})
+    readable(response, 403, "another user")
+    assert len(log.events) == events
+
+
+def test_an_expired_session_sends_the_user_to_sign_in_again_keeping_the_review(site):
+    client, log, store = site
+    signed_in(client, "ana")
+    form, events = hidden(client.get("/review"), "/review"), len(log.events)
+    expired = TokenSigner(TOKEN_KEY, 60, clock=lambda: 1_000_000).issue("ana")
+    client.cookies.set("session", f"ana:{expired}")
+    response = client.post("/review", data={**form, "movie_id": "h", "rating": "3", "summary": "Tense"},
+                           follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"].startswith("/signin?")
+    assert "Max-Age=0" in cookies(response)["session"]
+    then = parse_qs(urlsplit(response.headers["location"]).query)["next"][0]
+    readable(client.get(response.headers["location"]), 200, "Your session has ended: sign in again")
+    response = sign_in(client, "ana", next=then)
+    assert response.headers["location"] == then
+    again = client.get(then)
+    assert 'value="Tense"' in again.text and 'value="h" checked' in again.text
+    assert hidden(again, "/review")["key"] == form["key"]  # sending it again is the same request
+    assert len(log.events) == events
+
+
+def test_private_histories_are_shown_to_their_owner_only(tmp_path):
+    app, log, store = site_app(tmp_path, private_history=True)
+    client = TestClient(app)
+    signed_in(client, "ana")
+    assert submit(client, movie_id="am", rating="4").status_code == 303
+    project(log, store)
+    readable(client.get("/users/ana/history"), 200, "Reviewed Amélie")
+    signed_in(client, "bea")
+    readable(client.get("/users/ana/history"), 403, "Only ana can see the history of their reviews")
+    client.cookies.clear()
+    response = client.get("/users/ana/history", follow_redirects=False)
+    assert parse_qs(urlsplit(response.headers["location"]).query) == {"next": ["/users/ana/history"],
+                                                                      "why": ["private"]}
+    store.close()
+
+
+def test_failed_sign_ins_count_against_the_browsers_address_which_no_header_changes(tmp_path):
+    app, log, store = site_app(tmp_path, per_client=Throttle(free=3))
+    with TestClient(app, client=("198.51.100.7", 40000)) as first:
+        signed_in(first, "ana")
+        first.cookies.clear()
+        for n in range(3):
+            readable(sign_in(first, f"guess-{n}", "wrong password"), 403, "Wrong user id or password")
+        response = sign_in(first, "ana")
+        readable(response, 429, "Too many failed sign-ins", "Try again in 1 second.")
+        assert response.headers["retry-after"] == "1"
+        first.headers["X-Forwarded-For"] = "203.0.113.9"
+        assert sign_in(first, "ana").status_code == 429
+        second = TestClient(app, client=("203.0.113.9", 40000))
+        assert sign_in(second, "ana").headers["location"] == "/users/ana"  # another browser is not held up
+    store.close()
 
 
 def test_a_users_reviews_page_through_and_the_history_goes_back_in_time(site):
@@ -163,7 +377,8 @@ def test_a_failure_inside_a_page_is_a_readable_500(site, monkeypatch):
     async def broken(api):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(pages, "review_limits", broken)
+    signed_in(client, "ana")
+    monkeypatch.setattr(pages, "input_limits", broken)
     shown = readable(client.get("/review"), 500, "Something went wrong on our side")
     assert "boom" not in shown
 
