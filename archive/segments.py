@@ -24,7 +24,9 @@ Decoding gives back `events.reader.LogRecord`s whose key and value bytes equal t
 Invariants the archiver keeps: a partition's segments form a chain without holes; each segment's
 records have increasing offsets from `first` to `last` (the review log has no transaction markers
 and no compaction, so they are consecutive). Two writers can overlap only briefly (a rebalance):
-readers here skip records already read from an earlier, overlapping segment.
+readers here skip records already read from an earlier, overlapping segment. Whether a chain
+starts where the log does, and whether every partition with records has one, only the log's
+offsets tell: readers that must not miss a record pass them (`plan_archive`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ _KEY_PATTERN = re.compile(r"^(?P<topic>.+)/p(?P<partition>\d{4,})/(?P<first>\d{1
 
 
 class ArchiveError(HarmonyError):
-    """The archive cannot be used: S3 does not answer, a hole between segments, a corrupt segment."""
+    """The archive cannot be used: S3 does not answer, a hole in it, a corrupt segment."""
 
 
 class Segment(NamedTuple):
@@ -290,7 +292,8 @@ def get_segment(s3, bucket: str, segment: Segment) -> list[LogRecord]:
 
 def plan(segments: list[Segment], strict: bool = True) -> list[Segment]:
     """The fewest segments that cover one partition's archive, in order (overlaps are left out
-    where another segment covers them). With strict, a hole between segments raises ArchiveError.
+    where another segment covers them). With strict, a hole between segments raises ArchiveError
+    (a hole before the first segment only `plan_archive` can see: it knows where the log starts).
     """
     ordered = sorted(segments, key=lambda s: (s.first, s.last))
     chosen: list[Segment] = []
@@ -316,18 +319,45 @@ def plan(segments: list[Segment], strict: bool = True) -> list[Segment]:
     return chosen
 
 
+def plan_archive(found: dict[int, list[Segment]], log: dict[int, range] | None) -> list[list[Segment]]:
+    """Each partition's plan (see `plan`), in partition order, leaving out partitions with nothing archived.
+
+    Given `log`, the offsets each partition's log holds (`events.reader.log_offsets`), the plans
+    are strict: each partition must be archived from its log start on (0 for a partition the log
+    does not name) without a hole, else ArchiveError; so must a partition whose log holds records
+    but which has no segment. The archive may end before the log end (the archiver has not got
+    there yet) and begin before the log start (the broker deleted records the archive keeps).
+    Without `log`, holes are skipped: for callers that name them by comparing with the log.
+    """
+    chains = []
+    for partition in sorted(found.keys() | (log or {}).keys()):
+        chain = plan(found.get(partition, []), strict=log is not None)
+        if log is not None:
+            offsets = log.get(partition, range(0))
+            if offsets and not chain:
+                raise ArchiveError(f"partition {partition} is not archived, though its log holds offsets "
+                                   f"{offsets.start}..{offsets.stop - 1} (is `harmony archiver` running?)")
+            if chain and chain[0].first > offsets.start:
+                raise ArchiveError(f"hole in the archive of partition {partition}: offsets "
+                                   f"{offsets.start}..{chain[0].first - 1} (the log starts at {offsets.start})")
+        if chain:
+            chains.append(chain)
+    return chains
+
+
 def read_archive(
     s3, bucket: str, topic: str, partitions: Iterable[int] | None = None, *,
-    prefetch: int = 4, strict: bool = True,
+    log: dict[int, range] | None = None, prefetch: int = 4,
 ) -> Iterator[list[LogRecord]]:
     """Yield the archived records, one list per segment, partition after partition in offset order.
 
     Up to `prefetch` segments are fetched ahead by a thread pool (the boto3 client is shared;
     boto3 clients are thread-safe). Overlapping segments are trimmed, so no offset is yielded twice.
-    With strict, a hole between a partition's segments raises ArchiveError before anything is read.
+    Given `log` (the offsets of the partitions read, see `plan_archive`), a hole raises
+    ArchiveError before anything is read; without it, holes are skipped.
     """
-    order = [segment for segments in list_segments(s3, bucket, topic, partitions).values()
-             for segment in plan(segments, strict)]
+    order = [segment for chain in plan_archive(list_segments(s3, bucket, topic, partitions), log)
+             for segment in chain]
     if not order:
         return
     pool = ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="archive-read")

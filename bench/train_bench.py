@@ -256,7 +256,7 @@ def spark_path(spark, source, params, exclude: set[int]) -> tuple[dict, object, 
     gc_before = jvm_gc_seconds(spark)
     with PeakRss(tree=True, exclude=exclude) as memory:
         started = time.perf_counter()
-        replayed = replay(spark, source, progress=console.log)
+        replayed = replay(spark, source, {}, progress=console.log)
         count = replayed.ratings.count()
         replayed_at = time.perf_counter()
         with time_inside(training, "_fit_als", inside):

@@ -2,7 +2,8 @@
 
 `read_log` reads a bounded range once: for rebuilds, verification, gap filling and benchmarks.
 `LogTail` keeps one consumer open between reads, and a range can end at the log end as it
-grows: the archiver's catch-ups.
+grows: the archiver's catch-ups. `log_offsets` tells where each partition's log starts and ends:
+what a complete archive must cover.
 """
 
 from __future__ import annotations
@@ -143,6 +144,21 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
     has no metadata for any topic, so this asks the cluster."""
     cluster = await consumer._client.fetch_all_metadata()
     return sorted(cluster.partitions_for_topic(topic) or ())
+
+
+async def log_offsets(bootstrap: str, topic: str) -> dict[int, range]:
+    """The offsets each partition of the topic holds now: from the log start offset (0 unless the
+    broker deleted records) up to, not including, the log end. {} if the topic does not exist."""
+    consumer = await _start_consumer(bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
+        if not partitions:
+            return {}
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+        return {tp.partition: range(starts[tp], ends[tp]) for tp in partitions}
+    finally:
+        await stop_consumer(consumer)
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:

@@ -9,6 +9,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from events.reader import log_offsets
 from harmony import bootstrap
 from harmony.settings import Settings
 from projections import rebuild as rebuilding
@@ -18,10 +19,11 @@ from projections.store import REBUILDABLE
 console = Console(stderr=True, log_path=False)
 
 
-def _archive(settings: Settings, strict: bool):
+def _archive(settings: Settings, log: dict[int, range] | None):
+    """The archive's records; given the log's offsets, a hole in the archive raises ArchiveError."""
     from archive.segments import read_archive
 
-    return read_archive(bootstrap.s3(settings), settings.s3_bucket, settings.topic, strict=strict)
+    return read_archive(bootstrap.s3(settings), settings.s3_bucket, settings.topic, log=log)
 
 
 def _progress() -> Progress:
@@ -34,11 +36,12 @@ def run_rebuild(settings: Settings, name: str, from_archive: bool, as_json: bool
     live = bootstrap.store(settings)
     views = list(REBUILDABLE) if name == "all" else [name]
     total = sum(offset + 1 for offset in live.checkpoint().values())
+    # Never fold over a hole: the archive must hold the log from its start on.
+    archive = _archive(settings, asyncio.run(log_offsets(log.bootstrap, log.topic))) if from_archive else None
     with _progress() as progress:
         task = progress.add_task(f"rebuilding {', '.join(views)}", total=total or None)
         result = asyncio.run(rebuilding.rebuild(
-            live, log.bootstrap, log.topic, views,
-            archive=_archive(settings, strict=True) if from_archive else None,  # never fold over a hole
+            live, log.bootstrap, log.topic, views, archive=archive,
             progress=lambda n: progress.advance(task, n),
         ))
     live.close()
@@ -56,8 +59,8 @@ def run_verify(settings: Settings, as_json: bool) -> int:
     with console.status("folding the log and comparing the projection ..."):
         projection = asyncio.run(verifying.verify_projection(log.bootstrap, log.topic, live))
     with console.status("comparing the S3 archive with the log ..."):
-        archive = asyncio.run(  # not strict: a hole is a difference to name, not an error
-            verifying.verify_archive(log.bootstrap, log.topic, _archive(settings, strict=False)))
+        archive = asyncio.run(  # no log offsets: a hole is a difference to name, not an error
+            verifying.verify_archive(log.bootstrap, log.topic, _archive(settings, None)))
     live.close()
     result = {"ok": projection["difference"] is None and archive["difference"] is None,
               "projection": projection, "archive": archive}
@@ -72,14 +75,16 @@ def run_verify(settings: Settings, as_json: bool) -> int:
 def run_train(settings: Settings, tune: bool, as_json: bool) -> int:
     from ml.retrain import retrain
 
-    client = bootstrap.s3(settings)  # no archiver run yet: an empty archive, not an error
+    client = bootstrap.s3(settings)  # the bucket is created if missing (no archiver run yet)
+    log = bootstrap.log_config(settings)
+    offsets = asyncio.run(log_offsets(log.bootstrap, log.topic))  # what the archive must cover
     live = bootstrap.store(settings)
     with console.status("starting Spark ...") as status:
         def progress(message: str) -> None:
             console.log(message)
             status.update(message)
 
-        info = retrain(bootstrap.spark(settings), bootstrap.archive_source(settings), live, client,
+        info = retrain(bootstrap.spark(settings), bootstrap.archive_source(settings), live, client, log=offsets,
                        prefix=settings.model_prefix, params=bootstrap.training_params(settings), tune=tune,
                        holdout=settings.train_holdout, progress=progress)
     live.close()

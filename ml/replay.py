@@ -1,7 +1,9 @@
 """Replay of the S3 event archive into Spark: the training data of the rating model.
 
 The driver lists the archive's segments (boto3, no data read) and plans each partition's chain
-(a hole is an error: training on part of a user's history would be silently wrong). One Spark
+against the log's offsets: a hole (before the first segment too) or a partition with records but
+no segment is an error, since training on part of a user's history would be silently wrong; an
+archive that ends before the log end is not (training learns up to the watermark). One Spark
 task per log partition fetches that partition's segments in offset order with boto3 (s3a is not
 available from PyPI), decodes them with the shared event types and folds them in log order with
 the projector's fold (``events.fold.ReviewFold``: segments may overlap after a rebalance, a retried
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from archive.segments import Segment, list_segments, plan, s3_client
+from archive.segments import Segment, list_segments, plan_archive, s3_client
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,13 @@ def _arrow_batches(source: ArchiveSource, chains: list[list[Segment]], tasks):
                     names=["user", "item", "rating"])
 
 
-def replay(spark, source: ArchiveSource, *, progress: Callable[[str], None] | None = None) -> Replayed:
-    """The latest rating per (user, movie) over the whole archive, as a cached Spark DataFrame."""
+def replay(spark, source: ArchiveSource, log: dict[int, range], *,
+           progress: Callable[[str], None] | None = None) -> Replayed:
+    """The latest rating per (user, movie) over the whole archive, as a cached Spark DataFrame.
+    `log`: the offsets each partition's log holds (`events.reader.log_offsets`), which the
+    archive must cover from the log start on."""
     say = progress or (lambda message: None)
-    chains = [plan(segments, strict=True)
-              for segments in list_segments(source.client(), source.bucket, source.topic).values()]
-    chains = [chain for chain in chains if chain]
+    chains = plan_archive(list_segments(source.client(), source.bucket, source.topic), log)
     watermark = {chain[0].partition: chain[-1].last for chain in chains}
     segments = sum(len(chain) for chain in chains)
     records = sum(s.count for chain in chains for s in chain)

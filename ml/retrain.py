@@ -47,14 +47,15 @@ def fit_for_publication(spark, frame: pd.DataFrame, params: training.Params, *, 
     return training.fit(spark, frame, params, tune_params=tune, progress=say), metrics
 
 
-def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, prefix: str,
+def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, log: dict[int, range], prefix: str,
             params: training.Params, tune: bool = False, holdout: float, seed: int = 42,
             progress: Callable[[str], None] | None = None) -> ModelInfo:
-    """Train on the archive and publish a new current version; with ``tune``, ``params`` are
-    where the tuning (on the training data only) starts."""
+    """Train on the archive and publish a new current version; ``log`` is the offsets each partition's
+    log holds (the archive must cover them, see ``ml.replay``); with ``tune``, ``params`` are where
+    the tuning (on the training data only) starts."""
     say = progress or (lambda message: None)
     trained_at = datetime.now(timezone.utc)
-    replayed = replay(spark, source, progress=say)
+    replayed = replay(spark, source, log, progress=say)
     frame = replayed.ratings.toPandas()
     replayed.ratings.unpersist()
     if frame.empty:

@@ -109,3 +109,27 @@ def test_archiver_killed_mid_stream_then_verify_passes_and_rebuilds_match(settin
         figures = json.loads(rebuilt.stdout)
         assert (figures["from_archive"] if flags else figures["from_log"]) == len(events)
         assert store.contents() == live, f"rebuild {flags or 'from the log'} differs from the live store"
+
+
+def test_rebuild_from_an_archive_that_lost_its_first_segment_refuses(settings, env, services):
+    from archive.segments import archived_until, ensure_bucket, list_segments, s3_client
+
+    s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
+    ensure_bucket(s3, settings.s3_bucket)
+    events = review_stream(2_000, seed=31)
+    produce_events(settings.kafka_bootstrap, settings.topic, events)
+    env["HARMONY_ARCHIVE_SEGMENT_RECORDS"] = "100"  # several segments per partition
+    archiver = services("archiver")
+    wait_until(lambda: sum(o + 1 for o in archived_until(s3, settings.s3_bucket, settings.topic).values())
+               == len(events), 120, f"archiver reached the log end: {archiver.log()[-1500:]}")
+    first, *rest = list_segments(s3, settings.s3_bucket, settings.topic)[0]
+    assert first.first == 0 and rest
+    s3.delete_object(Bucket=settings.s3_bucket, Key=first.key)  # lost: the archive now starts after the log
+
+    rebuilt = harmony(env, "rebuild", "all", "--from-archive", "--json")
+    assert rebuilt.returncode == 1 and rebuilt.stdout == ""
+    assert f"hole in the archive of partition 0: offsets 0..{first.last}" in rebuilt.stderr
+    # verify is not strict: it names the hole as a difference from the log.
+    checked = harmony(env, "verify", "--json")
+    assert checked.returncode == 1
+    assert json.loads(checked.stdout)["archive"]["difference"].startswith("partition 0, record 0:")

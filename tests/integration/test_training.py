@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from archive.segments import ArchiveError, ensure_bucket, list_segments, put_segment, s3_client
-from events.reader import read_log
+from events.reader import log_offsets, read_log
 from events.types import ReviewRetracted, ReviewSubmitted
 from ml import registry, training
 from ml.replay import ArchiveSource, replay
@@ -62,6 +62,11 @@ def archive_log(settings, s3) -> dict[int, int]:
     return {partition: records[-1].offset for partition, records in by_partition.items()}
 
 
+def offsets_of(settings) -> dict[int, range]:
+    """The offsets each partition of the test topic's log holds now."""
+    return asyncio.run(log_offsets(settings.kafka_bootstrap, settings.topic))
+
+
 def archive_of(settings) -> tuple[ArchiveSource, object]:
     """The test topic's archive in the session's S3 server, and a client of it."""
     s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
@@ -81,7 +86,7 @@ def archived(settings, tmp_path):
 
 def test_replay_equals_a_direct_fold_of_the_log(spark, settings, archived, live_store):
     source, _, ends = archived
-    replayed = replay(spark, source)
+    replayed = replay(spark, source, offsets_of(settings))
     ratings = {(row.user, row.item): row.rating for row in replayed.ratings.collect()}
     with fold_of_log(settings.kafka_bootstrap, settings.topic, live_store) as folded:
         expected = {(user, movie): rating for user, movie, rating, *_ in folded.contents()["reviews"]}
@@ -92,9 +97,31 @@ def test_replay_equals_a_direct_fold_of_the_log(spark, settings, archived, live_
     assert len(replayed.ratings.collect()) == len(ratings)  # one row per (user, movie)
 
 
+def test_replay_refuses_an_archive_that_misses_the_start_of_the_log(spark, settings, archived):
+    source, s3, ends = archived
+    # An archive behind the log end is no error: the replay learns up to the watermark.
+    produce_events(settings.kafka_bootstrap, settings.topic, review_stream(200, seed=5))
+    log = offsets_of(settings)
+    assert sum(map(len, log.values())) == sum(o + 1 for o in ends.values()) + 200
+    assert replay(spark, source, log).watermark == ends
+
+    # A partition whose log holds records but which has no segment.
+    for segment in list_segments(s3, settings.s3_bucket, settings.topic)[1]:
+        s3.delete_object(Bucket=settings.s3_bucket, Key=segment.key)
+    with pytest.raises(ArchiveError, match=f"partition 1 is not archived, though its log holds offsets "
+                                           f"0..{log[1].stop - 1}"):
+        replay(spark, source, log)
+    # A partition whose first segment is lost: its chain now starts after the log start.
+    first, *rest = list_segments(s3, settings.s3_bucket, settings.topic)[0]
+    assert first.first == 0
+    s3.delete_object(Bucket=settings.s3_bucket, Key=first.key)
+    with pytest.raises(ArchiveError, match=f"partition 0: offsets 0..{min(s.first for s in rest) - 1} "):
+        replay(spark, source, log)
+
+
 def test_published_factors_reproduce_the_model(spark, settings, archived, live_store):
     source, s3, _ = archived
-    frame = replay(spark, source).ratings.toPandas()
+    frame = replay(spark, source, offsets_of(settings)).ratings.toPandas()
     model = training.fit(spark, frame, SMALL)
     info = registry.publish(live_store, s3, settings.s3_bucket, f"models/{settings.topic}/", model,
                             trained_at=EPOCH, watermark={0: 1}, metrics={})
@@ -111,7 +138,8 @@ def test_published_factors_reproduce_the_model(spark, settings, archived, live_s
 def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, settings, archived, live_store):
     source, s3, ends = archived
     prefix = f"models/{settings.topic}/"
-    first = retrain(spark, source, live_store, s3, prefix=prefix, params=SMALL, holdout=0.1)
+    log = offsets_of(settings)
+    first = retrain(spark, source, live_store, s3, log=log, prefix=prefix, params=SMALL, holdout=0.1)
     assert live_store.model() == first
     assert first.watermark == ends
     assert first.metrics["ratings"] > 0 and 0 < first.metrics["holdout"]["rmse"] < 2
@@ -123,7 +151,7 @@ def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, s
         if segment.first in (SEGMENT // 2, SEGMENT):  # the second segment and the one overlapping it
             s3.delete_object(Bucket=settings.s3_bucket, Key=segment.key)
     with pytest.raises(ArchiveError):
-        retrain(spark, source, live_store, s3, prefix=prefix, params=SMALL, holdout=0.1)
+        retrain(spark, source, live_store, s3, log=log, prefix=prefix, params=SMALL, holdout=0.1)
     assert live_store.model() == first
     after = registry.load(live_store)[1]
     users = np.repeat(before.user_ids, len(before.item_ids))
@@ -134,7 +162,8 @@ def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, s
 def test_retrain_on_an_empty_archive_is_a_clear_error(spark, settings, live_store):
     source, s3 = archive_of(settings)
     with pytest.raises(TrainingError, match="no ratings"):
-        retrain(spark, source, live_store, s3, prefix="models/", params=SMALL, holdout=0.1)
+        retrain(spark, source, live_store, s3, log=offsets_of(settings), prefix="models/", params=SMALL,
+                holdout=0.1)
     assert live_store.model() is None
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from archive.segments import (
     ArchiveError, Segment, archived_until, decode_segment, encode_segment, list_segments,
-    parse_segment_key, plan, put_segment, read_archive, segment_key,
+    parse_segment_key, plan, plan_archive, put_segment, read_archive, segment_key,
 )
 from events.codec import encode
 from events.reader import LogRecord
@@ -148,6 +148,46 @@ def test_plan_drops_overlaps_and_finds_holes():
     assert plan([seg(0, 9), seg(20, 29)], strict=False) == [seg(0, 9), seg(20, 29)]
 
 
+def segment_of(partition, first, last):
+    return Segment(partition, first, last, segment_key("t", partition, first, last))
+
+
+def test_a_strict_plan_covers_each_partition_from_its_log_start():
+    # The first segment starts after the log start: offsets 0..399 would be lost.
+    with pytest.raises(ArchiveError, match=r"partition 0: offsets 0\.\.399"):
+        plan_archive({0: [segment_of(0, 400, 499)]}, {0: range(0, 500)})
+    # A partition whose log holds records has no segment at all, listed or not.
+    with pytest.raises(ArchiveError, match=r"partition 1 is not archived.* 0\.\.4 "):
+        plan_archive({0: [segment_of(0, 0, 9)], 1: []}, {0: range(0, 10), 1: range(0, 5)})
+    with pytest.raises(ArchiveError, match=r"partition 1 is not archived.* 3\.\.4 "):
+        plan_archive({0: [segment_of(0, 0, 9)]}, {0: range(0, 10), 1: range(3, 5)})
+    # A partition the log does not name is held to offset 0.
+    with pytest.raises(ArchiveError, match=r"partition 2: offsets 0\.\.4"):
+        plan_archive({2: [segment_of(2, 5, 9)]}, {})
+    # A hole between segments is still one.
+    with pytest.raises(ArchiveError, match=r"10\.\.19"):
+        plan_archive({0: [segment_of(0, 0, 9), segment_of(0, 20, 29)]}, {0: range(0, 30)})
+
+
+def test_a_strict_plan_allows_a_later_log_start_and_an_archive_behind_the_log_end():
+    # The broker deleted offsets 0..399: the archive need not hold them.
+    assert plan_archive({0: [segment_of(0, 400, 499)]}, {0: range(400, 500)}) == [[segment_of(0, 400, 499)]]
+    # ... and when it still does, they are read.
+    kept = [segment_of(0, 0, 399), segment_of(0, 400, 499)]
+    assert plan_archive({0: kept}, {0: range(450, 900)}) == [kept]
+    # The archiver has not written the newest records yet; a partition with no records has no segment.
+    assert plan_archive({0: [segment_of(0, 0, 9)], 1: [segment_of(1, 0, 4), segment_of(1, 0, 2)]},
+                        {0: range(0, 1000), 1: range(0, 50), 2: range(0), 3: range(7, 7)}) == \
+        [[segment_of(0, 0, 9)], [segment_of(1, 0, 4)]]
+    assert plan_archive({}, {0: range(0), 1: range(0)}) == []
+
+
+def test_a_plan_without_the_log_skips_holes():
+    # For verification, which names the holes by comparing with the log.
+    holed = [segment_of(0, 400, 499), segment_of(0, 600, 699)]
+    assert plan_archive({0: holed, 1: [], 2: [segment_of(2, 0, 9)]}, None) == [holed, [segment_of(2, 0, 9)]]
+
+
 # -- on S3 (the session stack's SeaweedFS) ---------------------------------------------------------
 
 
@@ -189,7 +229,7 @@ def test_list_read_and_archived_until_on_s3(s3_bucket):
     assert archived_until(s3, bucket, topic, [1, 5]) == {1: 8999, 5: -1}
 
     read = {0: [], 1: []}
-    for batch in read_archive(s3, bucket, topic, prefetch=8):
+    for batch in read_archive(s3, bucket, topic, log={0: range(0, 1200), 1: range(0, 9000)}, prefetch=8):
         read[batch[0].partition] += batch
     assert read == written
     assert [r for b in read_archive(s3, bucket, topic, [1]) for r in b] == written[1]
@@ -205,8 +245,14 @@ def test_list_read_and_archived_until_on_s3(s3_bucket):
     assert [r for b in read_archive(s3, bucket, topic, [1]) for r in b] == written[1]
     put_segment(s3, bucket, topic, records(1, 10_000, 10), LEVEL)
     with pytest.raises(ArchiveError, match="9000..9999"):
-        list(read_archive(s3, bucket, topic, [1]))
-    assert sum(len(b) for b in read_archive(s3, bucket, topic, [1], strict=False)) == 9010
+        list(read_archive(s3, bucket, topic, [1], log={1: range(0, 10_010)}))
+    assert sum(len(b) for b in read_archive(s3, bucket, topic, [1])) == 9010  # without the log: skipped
+    # A lost first segment is a hole when the log starts before it; a log start after it is not.
+    s3.delete_object(Bucket=bucket, Key=segment_key(topic, 1, 10_000, 10_009))
+    s3.delete_object(Bucket=bucket, Key=segment_key(topic, 1, 0, 2999))
+    with pytest.raises(ArchiveError, match=r"partition 1: offsets 0\.\.2999"):
+        list(read_archive(s3, bucket, topic, [1], log={1: range(0, 9000)}))
+    assert sum(len(b) for b in read_archive(s3, bucket, topic, [1], log={1: range(3000, 9000)})) == 6000
 
 
 @pytest.mark.integration
