@@ -46,7 +46,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bench.common import (
-    Child, base_parser, child_env, console, free_port, percentile, rss_mib, run_benchmark, sqlite_store,
+    Child, authorization, base_parser, child_env, console, free_port, percentile, rss_mib, run_benchmark, sqlite_store,
 )
 from bench.match_bench import GENRES, PARTITIONS, load, partition_of, project, ratio, wait_answering
 
@@ -237,20 +237,23 @@ def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
             "db_mib": round(sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 2**20, 1)}
 
 
-def get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+def get(path: str, cookie: str = "") -> bytes:
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    return (head + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n").encode()
 
 
 def targets(entries: list, queries: list[str], users: int, seed: int) -> dict[str, tuple[str, list[bytes]]]:
     """The measured endpoints in the order they run: name -> (what is asked, pre-encoded requests)."""
     rng = random.Random(seed + 3)
     movies = [entry.movie_id for entry in rng.sample(entries, 2000)]
+    signed_in = authorization("user-000").removeprefix("Bearer ")
     return {
         "movie": ("GET /v1/movies/<id> (baseline: one store read)", [get(f"/v1/movies/{m}") for m in movies]),
         "user_page": ("GET /users/<id> (website: reviews page)", [get(f"/users/user-{u:03d}") for u in range(users)]),
         "search": ("GET /v1/movies?q=<query>&limit=10", [get(f"/v1/movies?q={quote(q)}&limit=10") for q in queries]),
+        # The form is for a signed-in visitor: the session cookie the sign-in page would set.
         "review_page": ("GET /review?q=<query> (website: review form, finder's matches)",
-                        [get(f"/review?q={quote(q)}") for q in queries]),
+                        [get(f"/review?q={quote(q)}", f"session=user-000:{signed_in}") for q in queries]),
     }
 
 
