@@ -48,9 +48,14 @@ class ProblemError(Exception):
 
 def problem(status: int, detail: str, instance: str = "", headers: dict[str, str] | None = None,
             errors: list[FieldProblem] | None = None) -> Response:
-    body = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, instance=instance,
-                   errors=errors or [])
-    return Response(msgspec.json.encode(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+    return Response(problem_body(status, detail, instance, errors), status_code=status, media_type=MEDIA_TYPE,
+                    headers=headers)
+
+
+def problem_body(status: int, detail: str, instance: str = "", errors: list[FieldProblem] | None = None) -> bytes:
+    """A problem's JSON (also for answers written below Starlette, by the HTTP server itself)."""
+    return msgspec.json.encode(Problem(title=HTTPStatus(status).phrase, status=status, detail=detail,
+                                       instance=instance, errors=errors or []))
 
 
 async def on_problem(request: Request, error: ProblemError) -> Response:

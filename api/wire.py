@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import re
 from datetime import datetime, timezone
 from typing import Annotated
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from api.problems import FieldProblem, ProblemError
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 MAX_LIMIT = 100
@@ -36,17 +40,39 @@ async def read_json(request: Request, into: type):
     if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY):
         raise ProblemError(413, f"body larger than {MAX_BODY} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ProblemError(413, f"body larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
     try:
-        return msgspec.json.decode(b"".join(chunks), type=into)
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ProblemError(413, f"body larger than {MAX_BODY} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Routine (a closed tab, a lost network, the server's body deadline), and nobody is left to answer.
+        log.info("the connection closed before the body was whole", extra={"path": request.url.path})
+        raise ProblemError(400, "the body ended early") from None
+    body = b"".join(chunks)
+    try:
+        command = msgspec.json.decode(body, type=into)
     except msgspec.ValidationError as error:
         raise invalid(str(error)) from None
     except msgspec.DecodeError as error:
         raise ProblemError(400, f"invalid JSON: {error}") from None
+    # msgspec keeps a repeated key's last value. Checked once the body is valid, so on a command's few
+    # fields: about 6 µs a review, on top of msgspec's 3.
+    json.loads(body, object_pairs_hook=_unique)
+    return command
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict:
+    """json's object_pairs_hook: a key repeated in an object is a 400, not "the last one wins"."""
+    fields = dict(pairs)
+    if len(fields) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ProblemError(400, f"duplicate key {json.dumps(key)} in the body")
+            seen.add(key)
+    return fields
 
 
 def invalid(detail: str, field: str | None = None) -> ProblemError:
