@@ -133,6 +133,10 @@ def store_metrics(store: ProjectionStore) -> list[Metric]:
     for row in store.lag():
         lag.add_metric([str(row.partition)], row.lag)
     families: list[Metric] = [lag]
+    reported_at = store.lag_reported_at()
+    if reported_at is not None:  # `time() - this` growing past a few seconds: the projector stopped
+        families.append(GaugeMetricFamily("harmony_projector_lag_reported_timestamp_seconds",
+                                          "When the projector last recorded its lag", value=reported_at.timestamp()))
     model = store.model()
     if model is not None:
         families.append(InfoMetricFamily("harmony_model", "The model version the API serves",

@@ -3,7 +3,8 @@
 A partition's buffer becomes one segment (archive/segments.py) when it holds enough records or
 bytes, or when its first record is old enough. Segment PUTs run in threads with the shared boto3
 client; a partition's segments are written strictly one after another, so what S3 holds is always
-a chain without holes.
+a chain without holes. S3 away (down, not answering, a 5xx) is waited out: its calls are retried
+with backoff, and the buffers meanwhile hold up the feeder (back-pressure), not memory.
 
 Crash safety does not rest on the feeder's committed offsets (the Faust app, archive/process.py,
 acks records long before they reach S3). S3 is the checkpoint: when a partition's first record
@@ -23,8 +24,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as S3ConnectionError
+
 from archive.segments import Segment, archived_until, put_segment
 from events.reader import LogRecord, LogTail, read_log
+from events.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ class Archiver:
         self.s3, self.bucket, self.bootstrap, self.topic = s3, bucket, bootstrap, topic
         self.policy = policy
         self.on_written = on_written  # called with each segment S3 holds
-        self.on_failure = on_failure  # called once if an upload fails (else the next call raises)
+        self.on_failure = on_failure  # called once if an upload fails for good (else the next call raises)
         self.archived: dict[int, int] = {}  # last offset S3 holds, per partition (known ones)
         self._accepted: dict[int, int] = {}  # last offset buffered, being uploaded or archived
         self._buffers: dict[int, list[LogRecord]] = {}
@@ -88,8 +93,9 @@ class Archiver:
         """Read archived_until from S3 for partitions (default: all archived ones) not known yet;
         answer what S3 holds."""
         async with self._lock:
-            found = await asyncio.to_thread(archived_until, self.s3, self.bucket, self.topic,
-                                            None if partitions is None else list(partitions))
+            found = await retrying(s3_unavailable, "reading the archive's position", asyncio.to_thread,
+                                   archived_until, self.s3, self.bucket, self.topic,
+                                   None if partitions is None else list(partitions))
             for partition, offset in found.items():
                 if partition not in self._accepted:
                     self._know(partition, offset)
@@ -191,7 +197,8 @@ class Archiver:
     async def _ensure_known(self, partition: int) -> None:
         if partition in self._accepted:
             return
-        found = await asyncio.to_thread(archived_until, self.s3, self.bucket, self.topic, [partition])
+        found = await retrying(s3_unavailable, "reading the archive's position", asyncio.to_thread,
+                               archived_until, self.s3, self.bucket, self.topic, [partition])
         self._know(partition, found[partition])
         log.info("archive position", extra={"partition": partition, "archived_until": found[partition]})
 
@@ -284,8 +291,8 @@ class Archiver:
             await previous  # a partition's segments in order: a failed one stops the ones after it
         started = time.monotonic()
         async with self._upload_slots:
-            segment = await asyncio.to_thread(
-                put_segment, self.s3, self.bucket, self.topic, records, self.policy.gzip_level)
+            segment = await retrying(s3_unavailable, "writing a segment", asyncio.to_thread,
+                                     put_segment, self.s3, self.bucket, self.topic, records, self.policy.gzip_level)
         self.archived[partition] = max(self.archived.get(partition, -1), segment.last)
         self.segments_written += 1
         self.records_written += len(records)
@@ -313,6 +320,13 @@ class Archiver:
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise RuntimeError(f"a segment upload failed: {self.failure!r}") from self.failure
+
+
+def s3_unavailable(error: BaseException) -> bool:
+    """True for failures that mean S3 is away for now: no connection, no answer in time, a 5xx."""
+    if isinstance(error, ClientError):
+        return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+    return isinstance(error, (S3ConnectionError, HTTPClientError))
 
 
 def _runs(records: list[LogRecord]) -> list[list[LogRecord]]:

@@ -12,6 +12,10 @@ path for a trickle and owns the partition assignment. When the log is quiet but 
 behind (Faust's group offsets ahead of S3, nothing delivered), a timer catches up from the log the
 same way. bench/archive_bench.py measures it against an import-speed producer.
 
+Outages: a broker away is waited out around each batch and each read from the log (events/retry.py),
+S3 away inside the buffer; both go on from what S3 holds, so a retry neither loses nor repeats a record.
+Any other failure ends the process (crash-only): a restart goes on from S3 the same way.
+
 Settings: the HARMONY_ARCHIVE_* variables in harmony/settings.py.
 """
 
@@ -30,6 +34,7 @@ from archive.segments import archived_until
 from events.lag import PartitionLag
 from events.log import LogConfig
 from events.reader import LogRecord
+from events.retry import broker_unavailable, retrying
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ class ArchiverConfig(SegmentPolicy):
 
 
 def create_app(config: ArchiverConfig, s3):
-    from events.faust_apps import crash_on_failure, faust_app, skip_to
+    from events.faust_apps import crash_on_failure, faust_app, run_beside, skip_to
 
     bootstrap, topic = config.log.bootstrap, config.log.topic
     app = faust_app(f"harmony-archiver.{topic}", bootstrap, config.faust_dir, BATCH_SIZE, 2)  # its own group
@@ -81,11 +86,12 @@ def create_app(config: ArchiverConfig, s3):
                     continue
                 for record in records:
                     delivered[mine[record.partition]] = record.offset
-                await archiver.add(records)
+                await retrying(broker_unavailable, "archiving a batch", archiver.add, records)
                 # The fast lane: far behind the log end, read straight from the log to its end.
                 behind = far_behind(mine)
                 if behind:
-                    await archiver.catch_up(dict.fromkeys(behind), max_seconds=FAST_LANE_SECONDS)
+                    await retrying(broker_unavailable, "reading the backlog", archiver.catch_up,
+                                   dict.fromkeys(behind), FAST_LANE_SECONDS)
                 # Faust far behind what is archived (after a catch-up, or re-delivering after a
                 # restart): move it forward instead of having it deliver records only to skip them.
                 forward = {tp: archiver.next_offset(p) for p, tp in mine.items()
@@ -107,7 +113,8 @@ def create_app(config: ArchiverConfig, s3):
     async def catch_up(until: dict[int, None]) -> None:
         async with crash_on_failure("archiving"):
             log.info("catching up from the log", extra={"until": until})
-            await archiver.catch_up(until, max_seconds=FAST_LANE_SECONDS)
+            await retrying(broker_unavailable, "catching up from the log", archiver.catch_up, until,
+                           FAST_LANE_SECONDS)
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():
@@ -128,10 +135,8 @@ def create_app(config: ArchiverConfig, s3):
                 if expected is not None and high > expected and stalled.get(partition) == (high, expected):
                     behind[partition] = None  # to the log end
                 stalled[partition] = (high, expected)
-            if behind and not catching_up:  # in the background: the timer stays short
-                task = asyncio.create_task(catch_up(behind))
-                catching_up.add(task)
-                task.add_done_callback(catching_up.discard)
+            if behind and not catching_up:  # beside the timer: it stays short
+                run_beside(catching_up, catch_up(behind))
             what = (lags, archiver.segments_written)
             if lags and (what != reported["what"] or time.monotonic() - reported["at"] > 60):
                 reported.update(at=time.monotonic(), what=what)

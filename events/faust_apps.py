@@ -1,6 +1,7 @@
 """The Faust glue shared by the projection worker and the archiver.
 
-`faust_app` gives both the same settings: no Faust state, offsets committed often.
+`faust_app` gives both the same settings: no Faust state, offsets committed often. `run_beside`
+lets a timer start long work and still come round every interval.
 
 `skip_to` moves a Faust consumer past records handled without it. The worker and the archiver
 read a large backlog straight from the log (far faster than Faust's per-event stream), then move
@@ -23,7 +24,7 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Coroutine, Mapping
 
 import faust
 from faust.types import TP
@@ -62,6 +63,14 @@ async def crash_on_failure(what: str):
     except Exception:
         log.critical(f"{what} failed; exiting", exc_info=True)
         os._exit(70)
+
+
+def run_beside(tasks: set[asyncio.Task], coroutine: Coroutine) -> None:
+    """Run `coroutine` as a task of its own, kept in `tasks` while it runs: how a Faust timer starts
+    long work (reading the log, waiting out an outage) and still comes round every interval."""
+    task = asyncio.create_task(coroutine)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 async def skip_to(app: faust.App, positions: Mapping[TP, int]) -> None:

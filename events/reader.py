@@ -129,7 +129,11 @@ async def _start_consumer(bootstrap: str) -> AIOKafkaConsumer:
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:  # a consumer whose start failed still holds a client: close it
+        await stop_consumer(consumer)
+        raise
     return consumer
 
 

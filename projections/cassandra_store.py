@@ -404,6 +404,10 @@ class CassandraStore:
         rows = self._session.execute(self._statement("SELECT partition, checkpoint, high_watermark FROM {base}.lag"))
         return [PartitionLag.of(p, c, h) for p, c, h in sorted(rows)]
 
+    def lag_reported_at(self) -> datetime | None:
+        rows = self._session.execute(self._statement("SELECT updated_at FROM {base}.lag"))
+        return max((from_micros(at) for (at,) in rows), default=None)
+
     def ping(self) -> None:
         self._session.execute("SELECT release_version FROM system.local")
 

@@ -274,6 +274,11 @@ class SQLiteStore:
             ).fetchall()
         return [PartitionLag.of(p, c, h) for p, c, h in rows]
 
+    def lag_reported_at(self) -> datetime | None:
+        with self._lock:
+            (newest,) = self._db.execute("SELECT max(updated_at) FROM lag").fetchone()
+        return None if newest is None else _parse_time(newest)
+
     # -- model side ---------------------------------------------------------------------
 
     def put_factors(self, version: str, kind: str, rows: list[FactorRow]) -> None:

@@ -156,6 +156,9 @@ class ReadModels(Protocol):
 
     def lag(self) -> list[PartitionLag]: ...
 
+    def lag_reported_at(self) -> datetime | None:
+        """When the projector last recorded its lag (the newest `record_lag`); None if it never did."""
+
     def ping(self) -> None:
         """Raise if the store cannot answer."""
 

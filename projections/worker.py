@@ -2,6 +2,8 @@
 
 At-least-once delivery from the broker; the store's checkpoint and event-id
 check make it exactly-once in effect. No Faust tables: state lives in the store.
+A broker away is waited out (events/retry.py): a retry goes on from the store's
+checkpoint. Any other failure ends the process (crash-only): a restart does the same.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import faust
 import uvloop
 from faust.types import TP
 
-from events.faust_apps import crash_on_failure, faust_app, skip_to
+from events.faust_apps import crash_on_failure, faust_app, run_beside, skip_to
 from events.log import LogConfig
 from events.reader import LogRecord
+from events.retry import broker_unavailable, retrying
 from events.topic import ensure_topics
 from projections.projector import DeadLetter, LogProjector
 from projections.store import PartitionLag, ProjectionStore
@@ -61,10 +64,11 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
     @app.agent(reviews, concurrency=1)
     async def project(stream):
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
+            records = [LogRecord(e.message.partition, e.message.offset, e.message.key, e.message.value)
+                       for e in batch]
             async with crash_on_failure("projection"):
-                await projector.project(
-                    [LogRecord(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in batch]
-                )
+                # A retry goes on from the store's checkpoint: nothing is applied twice.
+                await retrying(broker_unavailable, "projecting a batch", projector.project, records)
                 # Far behind the log end: Faust's per-event stream (~100 us an event) would take
                 # long, so read the backlog straight from the log in big batches, then skip it.
                 behind = {lag.partition: lag.high_watermark
@@ -72,10 +76,16 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
                           if lag.lag > config.catch_up_lag}
                 if behind:
                     log.info("reading the backlog straight from the log", extra={"until": behind})
-                    await projector.catch_up(behind)
+                    await retrying(broker_unavailable, "reading the backlog", projector.catch_up, behind)
                     await skip_to(app, {TP(topic, partition): high for partition, high in behind.items()})
 
     stalled: dict[int, PartitionLag] = {}
+    catching_up: set[asyncio.Task] = set()
+
+    async def catch_up(until: dict[int, int]) -> None:
+        async with crash_on_failure("projection"):
+            log.info("catching up from the log", extra={"until": until})
+            await retrying(broker_unavailable, "catching up from the log", projector.catch_up, until)
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():
@@ -89,9 +99,10 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
                       if lag.lag and stalled.get(lag.partition) == lag}
             stalled.clear()
             stalled.update({lag.partition: lag for lag in lags})
-            if behind:
-                log.info("catching up from the log", extra={"until": behind})
-                await projector.catch_up(behind)
+            # Beside the timer: the report goes on every interval, however long reading the log takes
+            # (a broker away, a big backlog), so a report that stops means a projector that stopped.
+            if behind and not catching_up:
+                run_beside(catching_up, catch_up(behind))
             if lags:
                 await asyncio.to_thread(store.record_lag, lags)
                 log.info("projector lag", extra={"lag": {lag.partition: lag.lag for lag in lags},

@@ -154,6 +154,15 @@ class StoreContract:
         store.record_lag([PartitionLag.of(0, 5, 10), PartitionLag.of(1, -1, 0)])
         assert store.lag() == [PartitionLag(0, 5, 10, 4), PartitionLag(1, -1, 0, 0)]
 
+    def test_lag_reported_at_is_the_newest_report(self, store):
+        assert store.lag_reported_at() is None
+        before = datetime.now(timezone.utc)
+        store.record_lag([PartitionLag.of(0, 5, 10)])
+        first = store.lag_reported_at()
+        store.record_lag([PartitionLag.of(1, 2, 3)])  # another partition: the newest row counts
+        after = datetime.now(timezone.utc)
+        assert before <= first <= store.lag_reported_at() <= after
+
     # -- the read side ---------------------------------------------------------------------
 
     def test_pages_are_newest_first_and_a_cursor_continues(self, store):

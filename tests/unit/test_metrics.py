@@ -122,14 +122,17 @@ def test_appends_are_timed_and_failures_counted(client, log):
 def test_the_projectors_lag_and_the_current_model_are_read_from_the_store(client, store):
     samples = scrape(client)
     assert value(samples, "harmony_metrics_source_up", source="store") == 1
-    assert not any(name.startswith("harmony_model") or name == "harmony_projector_lag" for name, _ in samples)
+    assert not any(name.startswith(("harmony_model", "harmony_projector_lag")) for name, _ in samples)
 
+    before = datetime.now(timezone.utc).timestamp()
     store.record_lag([PartitionLag.of(0, 5, 10), PartitionLag.of(1, -1, 0)])
+    after = datetime.now(timezone.utc).timestamp()
     trained_at = datetime(2025, 3, 1, 12, tzinfo=timezone.utc)
     store.publish_model(ModelInfo("v7", trained_at, {0: 5}, {}, {}, 3.5, 8, "s3://b/models/v7"))
     samples = scrape(client)
     assert value(samples, "harmony_projector_lag", partition="0") == 4
     assert value(samples, "harmony_projector_lag", partition="1") == 0
+    assert before <= value(samples, "harmony_projector_lag_reported_timestamp_seconds") <= after
     assert value(samples, "harmony_model_info", version="v7") == 1
     assert value(samples, "harmony_model_trained_timestamp_seconds") == trained_at.timestamp()
 
