@@ -27,12 +27,12 @@ from api.bodies import (
 )
 from api.health import healthz, lag, readyz
 from api.history import user_history
-from api.match import MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, YEARS, ItemsCache, match, strategies
+from api.match import DECIMAL, MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, YEARS, ItemsCache, match, strategies
 from api.models import current_model, model_version
 from api.movies import (
     MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, REFRESH_EVERY, TitleCache, catalogue_entries, genres, movie, search_movies,
 )
-from api.openapi import Operation, Param, document
+from api.openapi import Link, Operation, Param, document
 from api.problems import HANDLERS
 from api.reviews import retract_review, submit_review, user_reviews
 from api.wire import MAX_KEY, MAX_LIMIT
@@ -64,55 +64,93 @@ MATCH_DESCRIPTION = (
     "reviewed, are left out. A member with no usable reviews gets popular, well-rated movies (`fallback`); "
     "users with no reviews at all who are not in the model are a 404. Strategies:\n\n"
     + "\n".join(f"* `{name}`: {line}" for name, line in matching.STRATEGIES.items()))
-ID = {"type": "string", "minLength": 1, "maxLength": max_length(UserId)}
-USER = Param("user_id", "path", "opaque user id", ID)
-FILM = Param("movie_id", "path", "opaque movie id", ID)
+# A path segment: no '/', and not '.' or '..', which clients resolve away before sending.
+SEGMENT = r"^(?!\.{1,2}$)[^/]+$"
+ID = {"type": "string", "minLength": 1, "maxLength": max_length(UserId), "pattern": SEGMENT}
+USER = Param("user_id", "path", "opaque user id (not '.' or '..', no '/')", ID)
+FILM = Param("movie_id", "path", "opaque movie id (not '.' or '..', no '/')", ID)
 
 
 def bounded(low: int, high: int) -> dict:
     return {"type": "integer", "minimum": low, "maximum": high}
 
+
+def listed(low: int, high: int, item: str = "[^,]+") -> dict:
+    """A comma-separated list of `low` to `high` items."""
+    return {"type": "string", "pattern": f"^{item}(?:,{item}){{{low - 1},{high - 1}}}$"}
+
+
+def cursor(description: str) -> Param:
+    return Param("cursor", "query", description, {"type": "string", "minLength": 1})
+
+
 KEY = Param("Idempotency-Key", "header", f"makes a retried request have exactly one effect (1 to {MAX_KEY} "
-            "visible ASCII characters)", {"type": "string", "minLength": 1, "maxLength": MAX_KEY})
+            "visible ASCII characters)", {"type": "string", "minLength": 1, "maxLength": MAX_KEY,
+                                          "pattern": "^[ -~]+$"})
 OPERATIONS = [
     (Operation("POST", "/v1/accounts", "Open an account for a user id", 201, AccountOpenedView, OpenAccount, (),
                (400, 409, 413, 415, 422, 503),
                "The user id must not have an account yet (imported users have none until one is opened). "
-               "Then get a token from POST /v1/tokens."), open_account),
+               "Then get a token from POST /v1/tokens.",
+               links=(Link("SignIn", "issue_token", "sign in with the new account", body="$request.body"),)),
+     open_account),
     (Operation("POST", "/v1/tokens", "Sign in: an access token for writing as the user", 200, AccessToken,
                Credentials, (), (400, 401, 413, 415, 422, 429),
                "Send the token as `Authorization: Bearer <access_token>`. Failed sign-ins slow further ones "
-               "down (429 with Retry-After), per user id and per client."), issue_token),
+               "down (429 with Retry-After), per user id and per client.",
+               links=(Link("SubmitReview", "submit_review", "write a review as the user, with the token",
+                           body={"user_id": "$request.body#/user_id"}),)), issue_token),
     (Operation("POST", "/v1/reviews", "Submit or replace a review", 202, Receipt, SubmitReview, (KEY,),
-               (400, 409, 413, 415, 422, 503), "Needs a token for the review's user.", signed_in=True),
+               (400, 409, 413, 415, 422, 503), "Needs a token for the review's user.", signed_in=True,
+               links=(Link("ReadReviews", "user_reviews", "the user's reviews, once this one is among them",
+                           {"user_id": "$request.body#/user_id", "after": "$response.body#/token"}),
+                      Link("Retract", "retract_review", "retract the review",
+                           {"user_id": "$request.body#/user_id", "movie_id": "$request.body#/movie_id"}),
+                      Link("Movie", "movie", "the movie's statistics", {"movie_id": "$request.body#/movie_id"}),
+                      Link("History", "user_history", "the user's audit trail",
+                           {"user_id": "$request.body#/user_id"}))),
      submit_review),
     (Operation("DELETE", "/v1/users/{user_id}/reviews/{movie_id}", "Retract a review", 202, Receipt, None,
-               (USER, FILM, KEY), (400, 409, 422, 503), "Needs a token for the user.", signed_in=True),
+               (USER, FILM, KEY), (400, 409, 422, 503), "Needs a token for the user.", signed_in=True,
+               links=(Link("ReadReviews", "user_reviews", "the user's reviews, once the retraction shows",
+                           {"user_id": "$request.path.user_id", "after": "$response.body#/token"}),)),
      retract_review),
     (Operation("GET", "/v1/users/{user_id}/reviews", "A user's current reviews, newest first", 200,
                ReviewsPage, None,
                (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
-                Param("cursor", "query", "next_cursor of the previous page"),
-                Param("after", "query", "a command's token: wait until that write is visible")),
-               (400, 503)), user_reviews),
+                cursor("next_cursor of the previous page"),
+                Param("after", "query", "a command's token: wait until that write is visible",
+                      {"type": "string", "minLength": 1})),
+               (400, 503),
+               links=(Link("NextPage", "user_reviews", "the next page",
+                           {"user_id": "$request.path.user_id", "cursor": "$response.body#/next_cursor"}),)),
+     user_reviews),
     (Operation("GET", "/v1/users/{user_id}/history", "Audit trail: every event about the user's reviews", 200,
                HistoryPage, None,
                (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
-                Param("cursor", "query", "next_cursor of the previous page"),
+                cursor("next_cursor of the previous page"),
                 Param("as_of", "query", "RFC 3339 time: only events recorded by then, plus the reviews "
                       "as they stood", {"type": "string", "format": "date-time"})),
-               (400,)), user_history),
+               (400,),
+               links=(Link("NextPage", "user_history", "the next page",
+                           {"user_id": "$request.path.user_id", "cursor": "$response.body#/next_cursor"}),)),
+     user_history),
     (Operation("GET", "/v1/movies", "Find movies by title", 200, MoviesPage, None,
                (Param("q", "query", f"words of the title, or their starts: case and accents do not matter "
                       f"(1 to {MAX_QUERY} characters)", {"type": "string", "minLength": 1, "maxLength": MAX_QUERY},
                       required=True),
                 Param("limit", "query", f"page size, 1 to {MAX_SEARCH_LIMIT} (10)", bounded(1, MAX_SEARCH_LIMIT)),
-                Param("cursor", "query", "next_cursor of the previous page")),
+                cursor("next_cursor of the previous page (with the same q)")),
                (400,), "Whole titles first, then titles that begin with the query, then titles holding each "
                "word whole, then the rest. A one-letter word matches only that word. Served from the catalogue "
-               f"projection; a newly catalogued movie is found within about {REFRESH_EVERY:.0f} s."), search_movies),
+               f"projection; a newly catalogued movie is found within about {REFRESH_EVERY:.0f} s.",
+               links=(Link("NextPage", "search_movies", "the next page",
+                           {"q": "$request.query.q", "cursor": "$response.body#/next_cursor"}),
+                      Link("Movie", "movie", "the first movie's statistics",
+                           {"movie_id": "$response.body#/movies/0/movie_id"}))), search_movies),
     (Operation("GET", "/v1/catalogue", "Catalogue entries by movie id", 200, CatalogueEntries, None,
-               (Param("ids", "query", f"1 to {MAX_IDS} movie ids, comma-separated", required=True),), (400,),
+               (Param("ids", "query", f"1 to {MAX_IDS} movie ids, comma-separated", listed(1, MAX_IDS),
+                      required=True),), (400,),
                "From the same catalogue index as the title search, as fresh."), catalogue_entries),
     (Operation("GET", "/v1/genres", "Every genre in the catalogue", 200, Genres), genres),
     (Operation("GET", "/v1/movies/{movie_id}", "A movie's catalogue entry and review statistics", 200,
@@ -120,10 +158,12 @@ OPERATIONS = [
     (Operation("GET", "/v1/projections/lag", "Events the projector is behind the log, per partition", 200,
                LagReport), lag),
     (Operation("GET", "/v1/match", "Movies the users may like to watch together", 200, Match, None,
-               (Param("users", "query", f"2 to {MAX_GROUP} different user ids, comma-separated", required=True),
+               (Param("users", "query", f"2 to {MAX_GROUP} different user ids, comma-separated", listed(2, MAX_GROUP),
+                      required=True),
                 Param("strategy", "query", "how the members' utilities combine (see the description)",
                       {"type": "string", "enum": list(matching.STRATEGIES), "default": matching.DEFAULT_STRATEGY}),
-                Param("weights", "query", "one positive weight per user, comma-separated (strategy=average)"),
+                Param("weights", "query", "one positive weight per user, comma-separated (strategy=average)",
+                      listed(2, MAX_GROUP, f"(?:{DECIMAL})")),
                 Param("limit", "query", f"movies, 1 to {MAX_MATCH_LIMIT} (10)", bounded(1, MAX_MATCH_LIMIT)),
                 Param("genres", "query", "only movies with one of these genres, comma-separated"),
                 Param("year_from", "query", "only movies released in or after this year", bounded(*YEARS)),
@@ -137,9 +177,11 @@ OPERATIONS = [
     (Operation("GET", "/v1/models/current", "The model the API serves", 200, ModelView, None, (), (404,)),
      current_model),
     (Operation("GET", "/v1/models/{version}", "A published model version, current or not", 200, ModelView, None,
-               (Param("version", "path", "a model version"),), (404,)), model_version),
+               (Param("version", "path", "a model version", {"type": "string", "minLength": 1, "pattern": SEGMENT}),),
+               (404,)), model_version),
     (Operation("GET", "/healthz", "Liveness", 200, Health), healthz),
-    (Operation("GET", "/readyz", "Readiness: broker and store reachable", 200, Health, None, (), (503,)),
+    (Operation("GET", "/readyz", "Readiness: broker and store reachable, projector alive (lag reported within 30 s)",
+               200, Health, plain_errors=(503,)),
      readyz),
 ]
 

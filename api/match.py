@@ -22,7 +22,7 @@ MAX_MATCH_LIMIT = 50  # movies in one answer
 MAX_EXCLUDE = 100  # movie ids in `exclude`
 YEARS = (1800, 2200)  # what a year filter may say
 REFRESH_EVERY = 1.0  # seconds between looks at which model is current
-_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?|\.[0-9]+")
+DECIMAL = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"  # a weight: float() would take "1_0", " 2", "inf"
 
 
 STRATEGIES = Strategies(matching.DEFAULT_STRATEGY, [Strategy(n, line) for n, line in matching.STRATEGIES.items()])
@@ -95,7 +95,7 @@ def _weights(request: Request, strategy: str, users: list[str]) -> list[float] |
     raw = request.query_params.get("weights")
     if raw is None:
         return None
-    if not all(_DECIMAL.fullmatch(w) for w in raw.split(",")):  # float() would take "1_0", " 2", "inf"
+    if not all(re.fullmatch(DECIMAL, w) for w in raw.split(",")):
         raise ProblemError(400, "weights: numbers, comma-separated")
     weights = [float(w) for w in raw.split(",")]
     if strategy != "average" or len(weights) != len(users) or not all(0 < w < float("inf") for w in weights):

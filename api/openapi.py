@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Iterator
 
 import msgspec
+import msgspec.inspect as types_of
 
 from api.problems import MEDIA_TYPE, Problem
 
 
-RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer", "minimum": 0}}
+RETRY_AFTER = {"description": "seconds to wait before trying again", "required": True,
+               "schema": {"type": "integer", "minimum": 0}}
 ERROR_HEADERS = {
-    401: {"WWW-Authenticate": {"description": "the Bearer challenge (RFC 6750)", "schema": {"type": "string"}}},
+    401: {"WWW-Authenticate": {"description": "the Bearer challenge (RFC 6750)", "required": True,
+                               "schema": {"type": "string"}}},
     429: {"Retry-After": RETRY_AFTER},
     503: {"Retry-After": RETRY_AFTER},
 }
@@ -31,6 +34,18 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Link:
+    """Where a success can lead (an OpenAPI link): the operation, and its inputs as runtime
+    expressions ("$request.body#/user_id", "$response.body#/token")."""
+
+    name: str
+    operation_id: str
+    description: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+@dataclass(frozen=True)
 class Operation:
     method: str
     path: str
@@ -43,11 +58,14 @@ class Operation:
     description: str = ""
     operation_id: str = ""
     signed_in: bool = False  # needs a bearer token (401 without, 403 for another user's data)
+    links: tuple[Link, ...] = ()
+    plain_errors: tuple[int, ...] = ()  # error statuses answered with the `response` body, not a problem
 
 
 def document(operations: list[Operation], title: str, version: str) -> dict:
     types = [Problem] + list(dict.fromkeys(t for op in operations for t in (op.response, op.request) if t is not None))
     refs, components = msgspec.json.schema_components(list(types), ref_template="#/components/schemas/{name}")
+    date_times(types, components)
     ref = dict(zip(types, refs))
     paths: dict[str, dict] = {}
     for op in operations:
@@ -66,14 +84,14 @@ def document(operations: list[Operation], title: str, version: str) -> dict:
             entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[op.request]}}}
         if op.signed_in:
             entry["security"] = [{"bearer": []}]
-        ok: dict[str, Any] = {"description": HTTPStatus(op.status).phrase}
-        if op.response is not None:
-            ok["content"] = {"application/json": {"schema": ref[op.response]}}
-        entry["responses"][str(op.status)] = ok
-        for status in sorted({*op.errors, *((401, 403) if op.signed_in else ())}):
+        body = {"content": {"application/json": {"schema": ref[op.response]}}} if op.response is not None else {}
+        entry["responses"][str(op.status)] = {"description": HTTPStatus(op.status).phrase, **body}
+        if op.links:
+            entry["responses"][str(op.status)]["links"] = {link.name: link_object(link) for link in op.links}
+        for status in sorted({*op.errors, *op.plain_errors, *((401, 403) if op.signed_in else ())}):
             entry["responses"][str(status)] = {
-                "description": "problem details (RFC 9457)",
-                "content": {MEDIA_TYPE: {"schema": ref[Problem]}},
+                **({"description": HTTPStatus(status).phrase, **body} if status in op.plain_errors else
+                   {"description": "problem details (RFC 9457)", "content": {MEDIA_TYPE: {"schema": ref[Problem]}}}),
                 **({"headers": ERROR_HEADERS[status]} if status in ERROR_HEADERS else {}),
             }
         paths.setdefault(op.path, {})[op.method.lower()] = entry
@@ -83,3 +101,37 @@ def document(operations: list[Operation], title: str, version: str) -> dict:
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": BEARER},
     }
+
+
+def link_object(link: Link) -> dict:
+    return {"operationId": link.operation_id, "description": link.description,
+            **({"parameters": link.parameters} if link.parameters else {}),
+            **({"requestBody": link.body} if link.body is not None else {})}
+
+
+def date_times(types: list, components: dict) -> None:
+    """Say `format: date-time` of every datetime field: msgspec says it only of those declared with
+    `tz=True`, while the API sends every time as RFC 3339 with its zone."""
+    seen: set = set()
+    for struct in (s for info in types_of.multi_type_info(types) for s in structs(info, seen)):
+        properties = components[struct.cls.__name__]["properties"]
+        for f in struct.fields:
+            if any(isinstance(t, types_of.DateTimeType) for t in getattr(f.type, "types", (f.type,))):
+                for schema in properties[f.encode_name].get("anyOf", [properties[f.encode_name]]):
+                    if schema.get("type") == "string":
+                        schema["format"] = "date-time"
+
+
+def structs(info: types_of.Type, seen: set) -> Iterator[types_of.StructType]:
+    """The struct types `info` is or holds, each once."""
+    if isinstance(info, types_of.StructType):
+        if info.cls in seen:
+            return
+        seen.add(info.cls)
+        yield info
+        held = [f.type for f in info.fields]
+    else:  # a container's item, key and value types, a tuple's items, a union's alternatives
+        held = [getattr(info, name) for name in ("item_type", "key_type", "value_type") if hasattr(info, name)]
+        held += [*getattr(info, "item_types", ()), *getattr(info, "types", ())]
+    for inner in held:
+        yield from structs(inner, seen)
