@@ -125,19 +125,29 @@ class ReviewCommands:
                 return await asyncio.shield(remembered[2])
             except Exception:
                 pass  # the first attempt failed: this retry writes the same event again
+        # Remembered before anything is awaited, so a concurrent retry in this process waits on this one.
+        answer = asyncio.ensure_future(self._first_or_write(command.user_id, scope, digest, now, make_event))
+        self._remember(scope, digest, now, answer)
+        try:
+            return await asyncio.shield(answer)
+        except IdempotencyConflict:
+            if self._answers.get(scope, (None, None, None))[2] is answer:
+                del self._answers[scope]  # the key belongs to the first request, not to this one
+            raise
+
+    async def _first_or_write(self, user_id: str, scope: str, digest: str, now: datetime,
+                              make_event: Callable[[str, str | None], Event]) -> Receipt:
+        """The key's first answer if the projection has applied it (another process, a restart),
+        following the key's expired uses to its current one; else a write of the event."""
         event_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, scope))
-        # Not in memory (another process, a restart, or long ago): ask the projection, following
-        # the key's expired uses to its current one.
-        while (first := await self._recorded(command.user_id, event_id)) is not None:
+        while (first := await self._recorded(user_id, event_id)) is not None:
             if now - first.recorded_at > KEY_LIFETIME:
                 event_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{scope}\x1f{event_id}"))
                 continue
             if first.request_digest != digest:
                 raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
             return Receipt(event_id=event_id, position=first.position, token=first.position.token())
-        answer = asyncio.ensure_future(self._write(make_event(event_id, digest)))
-        self._remember(scope, digest, now, answer)
-        return await asyncio.shield(answer)
+        return await self._write(make_event(event_id, digest))
 
     def _remember(self, scope: str, digest: str, now: datetime, answer: asyncio.Future[Receipt]) -> None:
         self._answers[scope] = (digest, now, answer)

@@ -145,3 +145,35 @@ def test_a_key_expires_after_its_lifetime_and_then_makes_a_new_event(tmp_path):
     again = asyncio.run(restarted_api(log, store, clock=lambda: later).submit(SubmitReview("ana", "m", 2.0), "k"))
     assert again == second and len(log.events) == 2
     store.close()
+
+
+def test_concurrent_retries_in_one_process_append_once_while_the_projection_is_asked(tmp_path):
+    from projections.sqlite_store import SQLiteStore
+
+    log, store = MemoryLog(), SQLiteStore(tmp_path / "p.db")
+    commands = restarted_api(log, store)
+
+    async def both():
+        return await asyncio.gather(*(commands.submit(SubmitReview("ana", "m", 4.0), "k") for _ in range(2)))
+
+    first, second = asyncio.run(both())
+    assert first == second and len(log.events) == 1
+    store.close()
+
+
+def test_a_conflicting_request_after_a_restart_leaves_the_key_to_the_first(tmp_path):
+    from projections.sqlite_store import SQLiteStore
+    from tests.unit.test_api import project
+
+    log, store = MemoryLog(), SQLiteStore(tmp_path / "p.db")
+    first = asyncio.run(restarted_api(log, store).submit(SubmitReview("ana", "m", 4.0), "k"))
+    project(log, store)
+    commands = restarted_api(log, store)
+
+    async def conflict_then_retry():
+        with pytest.raises(IdempotencyConflict):
+            await commands.submit(SubmitReview("ana", "m", 1.0), "k")
+        return await commands.submit(SubmitReview("ana", "m", 4.0), "k")
+
+    assert asyncio.run(conflict_then_retry()) == first and len(log.events) == 1
+    store.close()
