@@ -15,6 +15,7 @@ import time
 from functools import partial
 from typing import Callable, Iterable, Iterator
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
@@ -173,3 +174,13 @@ def install(app: Starlette, appends: InstrumentedLog | None = None, archived: Ar
     app.state.metrics = registry
     app.add_middleware(RequestMetrics, requests=requests)
     app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
+    app.state.openapi = with_metrics(app.state.openapi)
+
+
+def with_metrics(document: bytes) -> bytes:
+    """The app's OpenAPI document with GET /metrics in it (not JSON, so not one of its operations)."""
+    spec = msgspec.json.decode(document)
+    spec["paths"]["/metrics"] = {"get": {
+        "summary": "Prometheus metrics: requests, appends, projector lag, model, archive", "operationId": "metrics",
+        "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+    return msgspec.json.encode(spec)

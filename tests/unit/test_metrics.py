@@ -207,3 +207,11 @@ def test_with_a_multiprocess_directory_a_scrape_adds_up_every_worker(tmp_path):
     assert requests(samples, "/v1/reviews", "POST", "202") == 3
     assert value(samples, "harmony_event_append_duration_seconds_count") == 3
     assert value(samples, "harmony_metrics_source_up", source="store") == 1
+
+
+def test_the_openapi_document_lists_metrics_as_text(client):
+    spec = client.get("/openapi.json").json()
+    answer = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(answer) == ["text/plain"]
+    assert "/v1/reviews" in spec["paths"]  # the rest of the document is still there
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")
