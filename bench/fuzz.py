@@ -451,20 +451,21 @@ def rows(figures: dict) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.common import install_sigterm, report
+    from bench.common import run_benchmark
 
-    args = parser().parse_args(argv)
-    install_sigterm()
-    try:
+    failures: list[dict] = []
+
+    def fuzz(args) -> dict:
         figures = run(args)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]: the stack was taken down")
-        return 130
-    report("fuzz", "fuzz: Schemathesis against the served /openapi.json", rows(figures), figures, args.json)
-    for failure in figures["failures"]:
+        failures.extend(figures["failures"])
+        return figures
+
+    code = run_benchmark("fuzz", "fuzz: Schemathesis against the served /openapi.json", parser().parse_args(argv),
+                         fuzz, rows)
+    for failure in failures:
         console.print(f"[red]{failure['operation']}[/red] {failure['failure']} ({failure['status']}), "
                       f"×{failure['count']}:\n{failure['example']}")
-    return 1 if figures["failures"] else 0
+    return code or (1 if failures else 0)
 
 
 if __name__ == "__main__":
