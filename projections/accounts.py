@@ -54,9 +54,6 @@ class AccountsView:
     def account(self, user_id: str) -> Account | None:
         return self._accounts.get(user_id)
 
-    def __len__(self) -> int:
-        return len(self._accounts)
-
     async def wait_for(self, position: Position) -> bool:
         return await self._until({position.partition: position.offset + 1})
 
