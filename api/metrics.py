@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -131,9 +131,13 @@ class ReadAtScrape:
 def store_metrics(store: ProjectionStore) -> list[Metric]:
     lag = GaugeMetricFamily("harmony_projector_lag", "Records the projector is behind the log, as of its last report",
                             labels=["partition"])
+    refused = CounterMetricFamily(
+        "harmony_projector_refused_commits", "Commits of a partition the store refused (another worker or a "
+        "rebuild's swap moved its checkpoint first), as counted by the worker that owns it", labels=["partition"])
     for row in store.lag():
         lag.add_metric([str(row.partition)], row.lag)
-    families: list[Metric] = [lag]
+        refused.add_metric([str(row.partition)], row.refused)
+    families: list[Metric] = [lag, refused]
     reported_at = store.lag_reported_at()
     if reported_at is not None:  # `time() - this` growing past a few seconds: the projector stopped
         families.append(GaugeMetricFamily("harmony_projector_lag_reported_timestamp_seconds",

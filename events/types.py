@@ -45,11 +45,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         raise NotImplementedError
 
     def payload(self) -> dict:
-        return {
-            name: getattr(self, name)
-            for name in self.__struct_fields__
-            if name not in ENVELOPE_FIELDS
-        }
+        fields = msgspec.structs.asdict(self)
+        for name in ENVELOPE_FIELDS:
+            fields.pop(name, None)
+        return fields
 
 
 class ReviewEvent(Event, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ def changes(events_newest_first: list[HistoryRow]) -> list[str]:
     for row in reversed(events_newest_first):
         event = history_event(row)
         stood = (event.user_id, event.movie_id) in reviews.current()
+        reviews.take(row.partition, row.offset)
         reviews.apply(event)
         done.append("retracted" if not isinstance(event, ReviewSubmitted) else "replaced" if stood else "submitted")
     return done[::-1]
@@ -36,5 +37,6 @@ def reviews_at(events_newest_first: list[HistoryRow]) -> list[dict]:
     """Fold a user's history (oldest first) into their current reviews, newest review first."""
     reviews = ReviewFold(review_payload)
     for row in reversed(events_newest_first):
+        reviews.take(row.partition, row.offset)
         reviews.apply(history_event(row))
     return list(reversed(reviews.current().values()))

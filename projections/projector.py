@@ -11,7 +11,7 @@ from typing import Awaitable, Callable, NamedTuple
 
 from events.codec import DecodeError, decode
 from events.reader import LogRecord, read_log
-from projections.fold import Record, fold
+from projections.fold import LogGap, Record, after_checkpoint, fold
 from projections.store import ProjectionWriter
 
 
@@ -36,22 +36,28 @@ def decode_batch(raw: list[LogRecord]) -> tuple[list[Record], list[DeadLetter]]:
     return records, dead
 
 
+def commit(store: ProjectionWriter, records: list[Record]) -> bool:
+    """Fold one batch and commit it with its checkpoint; False when the store refused it (the
+    checkpoint moved meanwhile: a rebalance overlap, a rebuild's swap)."""
+    changes = fold(store, records)
+    return not changes.checkpoint or store.apply(changes)
+
+
 def apply_records(store: ProjectionWriter, records: list[Record]) -> None:
-    """Fold one batch and commit it with its checkpoint (nothing to write if all were seen); fold
-    it again if the checkpoint moved meanwhile (a rebalance overlap, a rebuild's swap)."""
-    while True:
-        changes = fold(store, records)
-        if not changes.checkpoint or store.apply(changes):
-            return
+    """Fold one batch and commit it, folding again while the store refuses it (a store no other
+    process moves back: a scratch store, a test's)."""
+    while not commit(store, records):
+        pass
 
 
 class LogProjector:
     """Projects batches handed over by a consumer, one at a time, never leaving a hole.
 
     Faust resumes from its group's committed offsets, which can be ahead of the store (a fresh
-    store; a batch acked as Faust shut down before it was written). Whatever lies between the
-    store's checkpoint and a batch is read straight from the log first, so the checkpoint only
-    ever moves over records that were applied or dead-lettered.
+    store; a batch acked as Faust shut down before it was written; a rebuild's swap moved the
+    checkpoint back). Whatever lies between the store's checkpoint and a batch is read straight
+    from the log first, so the checkpoint only ever moves over records that were applied or
+    dead-lettered; a hole the log itself has stops the projector (`LogGap`).
     """
 
     def __init__(
@@ -60,18 +66,11 @@ class LogProjector:
     ):
         self.bootstrap, self.topic, self.store = bootstrap, topic, store
         self.dead_letter = dead_letter
+        self.refused: dict[int, int] = {}  # partition -> commits the store refused
         self._one_at_a_time = asyncio.Lock()
 
     async def project(self, batch: list[LogRecord]) -> None:
         async with self._one_at_a_time:
-            done = await asyncio.to_thread(self.store.checkpoint)
-            holes: dict[int, tuple[int, int]] = {}
-            for record in batch:
-                if record.partition not in holes:
-                    holes[record.partition] = (done.get(record.partition, -1) + 1, record.offset)
-            holes = {p: hole for p, hole in holes.items() if hole[0] < hole[1]}
-            if holes:
-                await self._read_and_apply({p: a for p, (a, _) in holes.items()}, {p: b for p, (_, b) in holes.items()})
             await self._apply(batch)
 
     async def catch_up(self, until: dict[int, int]) -> None:
@@ -81,12 +80,43 @@ class LogProjector:
             await self._read_and_apply({p: done.get(p, -1) + 1 for p in until}, until)
 
     async def _read_and_apply(self, start: dict[int, int], end: dict[int, int]) -> None:
+        """Apply the log from `start` to `end`, which must hold every offset in between."""
+        read = {p: o - 1 for p, o in start.items()}
         async for chunk in read_log(self.bootstrap, self.topic, start=start, end=end):
+            after_checkpoint(read, [Record(r.partition, r.offset, None) for r in chunk])  # the log's own holes
+            read.update((r.partition, r.offset) for r in chunk)
             await self._apply(chunk)
+        for partition, offset in end.items():
+            if read.get(partition, -1) < offset - 1:
+                raise LogGap(partition, read.get(partition, -1), offset)
 
     async def _apply(self, batch: list[LogRecord]) -> None:
-        records, dead = decode_batch(batch)
-        # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
-        for letter in dead:
-            await self.dead_letter(letter)
-        await asyncio.to_thread(apply_records, self.store, records)
+        """Apply a batch on the store's checkpoint. It may start after the checkpoint (the hole is
+        read from the log first) or jump inside (the part after the jump goes on its own, so its
+        hole is read from the log: one the log has too stops the projector)."""
+        while True:
+            done = await asyncio.to_thread(self.store.checkpoint)
+            try:
+                after_checkpoint(done, [Record(r.partition, r.offset, None) for r in batch])
+            except LogGap as gap:
+                if gap.after == done.get(gap.partition, -1):
+                    await self._read_and_apply({gap.partition: gap.after + 1}, {gap.partition: gap.got})
+                else:
+                    cut = next(i for i, r in enumerate(batch) if r.partition == gap.partition and r.offset == gap.got)
+                    await self._apply(batch[:cut])
+                    batch = batch[cut:]
+                continue
+            # Only what the store has not applied is decoded: a replay dead-letters nothing again.
+            records, dead = decode_batch([r for r in batch if r.offset > done.get(r.partition, -1)])
+            if not records:
+                return
+            # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
+            for letter in dead:
+                await self.dead_letter(letter)
+            try:
+                if await asyncio.to_thread(commit, self.store, records):
+                    return
+            except LogGap:  # the checkpoint moved back between the two reads (a swap): read the hole
+                continue
+            for partition in {r.partition for r in records}:
+                self.refused[partition] = self.refused.get(partition, 0) + 1

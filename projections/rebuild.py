@@ -1,21 +1,21 @@
 """Rebuild projections from the log (or the S3 archive) into a fresh store, then swap them in.
 
-The fresh store (the live store's `scratch`) is folded up to the live store's checkpoint and
-swapped in at once if the live checkpoint has not moved meanwhile (`swap_in` is a
-compare-and-set); if it has, the fresh store catches up and tries again. The API serves the old
-views until then, and the projector never waits.
+Under the store's maintenance lease, the fresh store (the live store's `scratch`) is folded up to
+the live store's checkpoint, then once more up to where the projector has got meanwhile, and
+swapped in. The projector never waits: whatever it applied after that last look (under a second
+of the log on a busy store) it applies again from the swapped-in checkpoint. The API serves the
+old views until the swap.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from events.errors import HarmonyError
 from events.reader import LogRecord, read_log
+from projections.maintenance import lease
 from projections.projector import apply_records, decode_batch
 from projections.store import ProjectionStore
 
-SWAP_ATTEMPTS = 100
 Progress = Callable[[int], None]  # called with the number of records just read
 
 
@@ -61,20 +61,18 @@ async def rebuild(
     progress: Progress = lambda n: None,
 ) -> dict:
     """Rebuild `views` of `live` from offset 0 (of the archive when given, else of the log)."""
-    fresh = live.scratch("rebuild")
-    try:
-        target = live.checkpoint()
-        from_archive = fold_batches(fresh, archive, ends_after(target), progress) if archive is not None else 0
-        from_log = 0
-        for _ in range(SWAP_ATTEMPTS):
-            from_log += await fold_log(bootstrap, topic, fresh, ends_after(target), progress)
-            if live.swap_in(fresh, views, target):
-                break
-            target = live.checkpoint()  # the projector moved on meanwhile: catch up, try again
-        else:
-            raise HarmonyError(f"the projector kept moving: no swap in {SWAP_ATTEMPTS} attempts; try again")
-        return {"views": views, "from_archive": from_archive, "from_log": from_log,
-                "checkpoint": {str(p): o for p, o in sorted(fresh.checkpoint().items())}}
-    finally:
-        fresh.close()
-
+    with lease(live, f"rebuild {'+'.join(views)}") as held:
+        fresh = live.scratch("rebuild")
+        try:
+            target = ends_after(live.checkpoint())
+            from_archive = fold_batches(fresh, archive, target, progress) if archive is not None else 0
+            from_log = await fold_log(bootstrap, topic, fresh, target, progress)
+            # The projector went on while the whole log was folded: catch up with where it is now,
+            # which takes a moment, so the swap sets it back by at most that moment's events.
+            from_log += await fold_log(bootstrap, topic, fresh, ends_after(live.checkpoint()), progress)
+            held.check()
+            live.swap_in(fresh, views)
+            return {"views": views, "from_archive": from_archive, "from_log": from_log,
+                    "checkpoint": {str(p): o for p, o in sorted(fresh.checkpoint().items())}}
+        finally:
+            fresh.close()

@@ -10,23 +10,26 @@ import json
 import logging
 import sqlite3
 import threading
+import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
 
+from projections.timestamps import from_micros, micros
 from projections.store import CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
 
 log = logging.getLogger(__name__)
 
 # Raised when the views' tables change: an older file's views are dropped and projected again
 # from the log (the model registry's tables are kept).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reviews (
     user_id TEXT NOT NULL, movie_id TEXT NOT NULL, rating REAL NOT NULL,
-    summary TEXT NOT NULL, text TEXT NOT NULL, reviewed_at TEXT NOT NULL, event_id TEXT NOT NULL,
+    summary TEXT NOT NULL, text TEXT NOT NULL, reviewed_at INTEGER NOT NULL, event_id TEXT NOT NULL,
     PRIMARY KEY (user_id, movie_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reviews_newest ON reviews (user_id, reviewed_at DESC, movie_id DESC);
@@ -37,11 +40,13 @@ CREATE TABLE IF NOT EXISTS movies (
     image_url TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
-    event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, type TEXT NOT NULL,
-    occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    event_id TEXT NOT NULL, user_id TEXT NOT NULL, type TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL, recorded_at INTEGER NOT NULL,
     partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, payload TEXT NOT NULL
 );  -- rowid order is arrival order: appends stay at the end of the table
-CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, partition, "offset" DESC);
+CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, partition, "offset");
+-- Where an event id was first applied (first_applied, user_event); one row per id.
+CREATE UNIQUE INDEX IF NOT EXISTS history_by_event ON history (event_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
     partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL
 );
@@ -54,9 +59,12 @@ CREATE TABLE IF NOT EXISTS models (
     version TEXT PRIMARY KEY, info TEXT NOT NULL, current INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS models_current ON models (current) WHERE current = 1;
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS lag (
     partition INTEGER PRIMARY KEY, checkpoint INTEGER NOT NULL, high_watermark INTEGER NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at INTEGER NOT NULL, refused INTEGER NOT NULL
 );
 """
 
@@ -78,19 +86,8 @@ _CHUNK = 500
 
 
 def _history_row(user_id, event_id, type, occurred, recorded, partition, offset, payload) -> HistoryRow:
-    return HistoryRow(user_id, event_id, type, _parse_time(occurred), _parse_time(recorded), partition, offset,
+    return HistoryRow(user_id, event_id, type, from_micros(occurred), from_micros(recorded), partition, offset,
                       msgspec.json.decode(payload))
-
-
-def sortable_time(moment: datetime) -> str:
-    """UTC, fixed width: text order is time order."""
-    if moment.utcoffset():
-        moment = moment.astimezone(timezone.utc)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 def _chunks(items: list, size: int = _CHUNK):
@@ -105,7 +102,7 @@ class SQLiteStore:
         self.path = Path(path)
         self._scratch = scratch
         if scratch:
-            self._remove_files()  # a rebuild that died before left its scratch store behind
+            _open_scratch.add(str(self.path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Shared by the API's threads; the lock keeps one statement sequence at a time.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -143,15 +140,15 @@ class SQLiteStore:
         with self._lock:
             return dict(self._db.execute(CHECKPOINT))
 
-    def seen_event_ids(self, events: list[tuple[str, str]]) -> set[str]:
+    def first_applied(self, events: list[tuple[str, str]]) -> dict[str, tuple[int, int]]:
         event_ids = [event_id for _, event_id in events]
-        seen: set[str] = set()
+        first: dict[str, tuple[int, int]] = {}
         with self._lock:
             for chunk in _chunks(event_ids):
                 marks = ",".join("?" * len(chunk))
-                seen.update(r[0] for r in self._db.execute(
-                    f"SELECT event_id FROM history WHERE event_id IN ({marks})", chunk))
-        return seen
+                first.update((e, (p, o)) for e, p, o in self._db.execute(
+                    f'SELECT event_id, partition, "offset" FROM history WHERE event_id IN ({marks})', chunk))
+        return first
 
     def apply(self, changes: Changes) -> bool:
         db = self._db
@@ -165,7 +162,7 @@ class SQLiteStore:
                 # Folded on the stored checkpoint, so every change is newer than the row it replaces.
                 db.executemany(
                     "INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?,?)",
-                    [(user, movie, r.rating, r.summary, r.text, sortable_time(r.reviewed_at), r.event_id)
+                    [(user, movie, r.rating, r.summary, r.text, micros(r.reviewed_at), r.event_id)
                      for (user, movie), (_, r) in changes.reviews.items() if r is not None],
                 )
                 db.executemany(
@@ -180,8 +177,8 @@ class SQLiteStore:
                 db.executemany(
                     "INSERT OR IGNORE INTO history VALUES (?,?,?,?,?,?,?,?)",
                     [
-                        (h.event_id, h.user_id, h.type, sortable_time(h.occurred_at),
-                         sortable_time(h.recorded_at), h.partition, h.offset, msgspec.json.encode(h.payload).decode())
+                        (h.event_id, h.user_id, h.type, micros(h.occurred_at),
+                         micros(h.recorded_at), h.partition, h.offset, msgspec.json.encode(h.payload).decode())
                         for h in changes.history
                     ],
                 )
@@ -196,11 +193,11 @@ class SQLiteStore:
         return True
 
     def record_lag(self, lags: list[PartitionLag]) -> None:
-        now = sortable_time(datetime.now(timezone.utc))
+        now = micros(datetime.now(timezone.utc))
         with self._lock:
             self._db.executemany(
-                "INSERT OR REPLACE INTO lag VALUES (?,?,?,?)",
-                [(lag.partition, lag.checkpoint, lag.high_watermark, now) for lag in lags],
+                "INSERT OR REPLACE INTO lag VALUES (?,?,?,?,?)",
+                [(lag.partition, lag.checkpoint, lag.high_watermark, now, lag.refused) for lag in lags],
             )
 
     # -- read side ----------------------------------------------------------------------
@@ -211,12 +208,12 @@ class SQLiteStore:
         params: list = [user_id]
         if after is not None:
             query += " AND (reviewed_at, movie_id) < (?, ?)"
-            params += [sortable_time(after[0]), after[1]]
+            params += [micros(after[0]), after[1]]
         query += " ORDER BY reviewed_at DESC, movie_id DESC LIMIT ?"
         params.append(limit)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        return [ReviewRow(m, r, s, t, _parse_time(at), e, user_id=u) for u, m, r, s, t, at, e in rows]
+        return [ReviewRow(m, r, s, t, from_micros(at), e, user_id=u) for u, m, r, s, t, at, e in rows]
 
     def user_ratings(self, user_id: str) -> dict[str, float]:
         with self._lock:
@@ -251,7 +248,7 @@ class SQLiteStore:
             params += list(before)
         if as_of is not None:
             query += " AND recorded_at <= ?"
-            params.append(sortable_time(as_of))
+            params.append(micros(as_of))
         query += ' ORDER BY partition DESC, "offset" DESC'
         if limit:
             query += " LIMIT ?"
@@ -270,14 +267,14 @@ class SQLiteStore:
     def lag(self) -> list[PartitionLag]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT partition, checkpoint, high_watermark FROM lag ORDER BY partition"
+                "SELECT partition, checkpoint, high_watermark, refused FROM lag ORDER BY partition"
             ).fetchall()
-        return [PartitionLag.of(p, c, h) for p, c, h in rows]
+        return [PartitionLag.of(p, c, h, r) for p, c, h, r in rows]
 
     def lag_reported_at(self) -> datetime | None:
         with self._lock:
             (newest,) = self._db.execute("SELECT max(updated_at) FROM lag").fetchone()
-        return None if newest is None else _parse_time(newest)
+        return None if newest is None else from_micros(newest)
 
     # -- model side ---------------------------------------------------------------------
 
@@ -333,11 +330,9 @@ class SQLiteStore:
             finally:
                 self._db.execute("COMMIT")
 
-    def swap_in(self, fresh: "SQLiteStore", views: list[str], checkpoint: dict[int, int]) -> bool:
-        """Copy `views` over from `fresh` in one transaction, if the live checkpoint is still
-        `checkpoint`; readers keep their snapshot and see the old views until the commit."""
-        if fresh.checkpoint() != checkpoint:
-            raise RuntimeError(f"fresh store at {fresh.checkpoint()}, not at {checkpoint}")
+    def swap_in(self, fresh: "SQLiteStore", views: list[str]) -> None:
+        """Copy `views` and the checkpoint over from `fresh` in one transaction; readers keep their
+        snapshot and see the old views until the commit."""
         with self._lock:
             self._db.execute("ATTACH DATABASE ? AS fresh", (str(fresh.path),))  # not allowed inside a transaction
             try:
@@ -345,35 +340,55 @@ class SQLiteStore:
                 # attached fresh one.
                 self._db.execute("BEGIN")
                 try:
-                    self._db.execute("DELETE FROM main.checkpoints WHERE 0")
-                    if dict(self._db.execute(CHECKPOINT)) != checkpoint:
-                        self._db.execute("ROLLBACK")
-                        return False
-                    for view in views:
-                        self._db.execute(f"DELETE FROM main.{view}")
-                        self._db.execute(f"INSERT INTO main.{view} SELECT * FROM fresh.{view}")
+                    for table in [*views, "checkpoints"]:
+                        self._db.execute(f"DELETE FROM main.{table}")
+                        self._db.execute(f"INSERT INTO main.{table} SELECT * FROM fresh.{table}")
                     self._db.execute("COMMIT")
-                    return True
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
             finally:
                 self._db.execute("DETACH DATABASE fresh")
 
+    def take_lease(self, holder: str, seconds: float) -> tuple[str, datetime] | None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT holder, expires_at FROM leases WHERE name = 'maintenance'").fetchone()
+                if row is not None and row[0] != holder and row[1] > now:
+                    return row[0], datetime.fromtimestamp(row[1], timezone.utc)
+                self._db.execute("INSERT OR REPLACE INTO leases VALUES ('maintenance', ?, ?)", (holder, now + seconds))
+                return None
+            finally:
+                self._db.execute("COMMIT")
+
+    def release_lease(self, holder: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM leases WHERE name = 'maintenance' AND holder = ?", (holder,))
+
     def ping(self) -> None:
         with self._lock:
             self._db.execute("SELECT 1").fetchone()
 
     def scratch(self, name: str) -> "SQLiteStore":
-        return SQLiteStore(f"{self.path}.{name}", scratch=True)
+        prefix = f"{self.path.name}.{name}-"
+        for leftover in self.path.parent.glob(f"{prefix}*"):
+            if not leftover.name.endswith(("-wal", "-shm")) and str(leftover) not in _open_scratch:
+                SQLiteStore._remove(leftover)
+        return SQLiteStore(self.path.parent / f"{prefix}{uuid.uuid4().hex[:12]}", scratch=True)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
         if self._scratch:
-            self._remove_files()
+            _open_scratch.discard(str(self.path))
+            self._remove(self.path)
 
-    def _remove_files(self) -> None:
-        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-            path.unlink(missing_ok=True)
+    @staticmethod
+    def _remove(path: Path) -> None:
+        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            file.unlink(missing_ok=True)
 
+
+_open_scratch: set[str] = set()  # scratch stores this process has open: not leftovers

@@ -81,7 +81,7 @@ class Changes(msgspec.Struct):
     version of each row, so a refused batch's rows change nothing either.
     """
 
-    since: dict[int, int] = {}  # the whole checkpoint the batch was folded on
+    since: dict[int, int] = {}  # the checkpoint the batch was folded on
     reviews: dict[ReviewKey, tuple[int, ReviewRow | None]] = {}  # (version, row); None: retracted
     catalogue: dict[str, tuple[int, CatalogueEntry]] = {}  # movie_id -> (version, entry)
     history: list[HistoryRow] = []
@@ -117,15 +117,19 @@ class ProjectionWriter(Protocol):
     def checkpoint(self) -> dict[int, int]:
         """partition -> last offset applied."""
 
-    def seen_event_ids(self, events: list[tuple[str, str]]) -> set[str]:
-        """Which of these (key, event id) were already applied (a retried command, a re-import).
+    def first_applied(self, events: list[tuple[str, str]]) -> dict[str, tuple[int, int]]:
+        """Where each of these (key, event id) was first applied, as (partition, offset), for those
+        applied at all. An event id counts once, at its first position in the log: a later copy (a
+        retried command, a re-import) is skipped, and the same record applied again is not a copy.
         A re-sent event has its first sending's key, so a store may look an id up by key."""
 
     def apply(self, changes: Changes) -> bool:
-        """Commit the changes and move the checkpoint forward to cover them, if the checkpoint of
-        each partition they cover is still `changes.since`'s (a store may also refuse when another
-        one moved). Answer False, with nothing changed that readers see, if not: fold again.
-        The checkpoint is written after the rows it covers (or with them)."""
+        """Commit the changes and move the checkpoint forward to cover them, compared-and-set per
+        log partition: each partition the batch covers commits only if its stored offset is still
+        `changes.since`'s. Answer True if every partition committed; False if any was refused (a
+        store may commit the others: partitions share no rows), with nothing changed that readers
+        see for a refused one: fold again. The checkpoint is written after the rows it covers (or
+        with them)."""
 
     def record_lag(self, lags: list[PartitionLag]) -> None: ...
 
@@ -181,19 +185,34 @@ class ModelRegistry(Protocol):
 
 
 class Maintenance(Protocol):
-    """What rebuild and verify need."""
+    """What rebuild and verify need. A maintenance command holds the store's lease while it runs
+    (`projections.maintenance.lease`), so there is at most one scratch store and one swap at a time."""
 
     def contents(self) -> dict[str, list[tuple]]:
-        """Every view's rows in a stable order, to compare two stores (verify, rebuild checks)."""
+        """Every view's rows and the checkpoint in a stable order, to compare two stores (verify,
+        rebuild checks). Rows of `history` hold (partition, offset) at positions 5 and 6; rows of
+        `reviews` start with (user id, movie id), rows of `movies` with the movie id. A store that
+        cannot read them at one moment may include changes beyond the checkpoint it answers."""
 
     def scratch(self, name: str) -> "ProjectionStore":
-        """A new, empty throw-away store of the same kind, removed when it is closed; `name`
-        tells a rebuild's apart from a verification's."""
+        """A new, empty throw-away store of the same kind, named `name` plus a random part, removed
+        when it is closed. Leftovers of maintenance that died (scratch stores no view lives in) are
+        removed first: call it only while holding the lease."""
 
-    def swap_in(self, fresh: "ProjectionStore", views: list[str], checkpoint: dict[int, int]) -> bool:
-        """Replace `views` with those of `fresh`, a scratch store folded exactly to `checkpoint`,
-        at once, if the live checkpoint is still `checkpoint` (compare-and-set); answer whether it
-        did. Readers see the new views within a second; the projector goes on from `checkpoint`."""
+    def swap_in(self, fresh: "ProjectionStore", views: list[str]) -> None:
+        """Replace `views` with those of `fresh`, a scratch store, and the live checkpoint with
+        fresh's, at once. The checkpoint may move back (the projector went on while `fresh` was
+        folded): batches folded on the old one are refused, and the projector applies the log again
+        from fresh's checkpoint, which changes nothing in the views not replaced (every change is
+        the state its event leaves, and an event id counts at its first position). Readers see
+        the new views within a second."""
+
+    def take_lease(self, holder: str, seconds: float) -> tuple[str, datetime] | None:
+        """Take the maintenance lease for `seconds` from now, or renew it if `holder` has it.
+        None: `holder` has it now; otherwise who has it and until when (an expired lease is free)."""
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease back, if `holder` has it."""
 
 
 class ProjectionStore(ProjectionWriter, ReadModels, ModelRegistry, Maintenance, Protocol):

@@ -92,7 +92,7 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
         # Every store call inside crash_on_failure: an exception escaping a Faust timer crashes the app
         # without always ending the process, and a supervisor restarts only a process that exited.
         async with crash_on_failure("projection"):
-            lags = partition_lag(app, topic, await asyncio.to_thread(store.checkpoint))
+            lags = partition_lag(app, topic, await asyncio.to_thread(store.checkpoint), projector.refused)
             # Lag that did not move for a whole interval while Faust delivers nothing (its group offsets
             # are ahead of this store): read it straight from the log.
             behind = {lag.partition: lag.high_watermark for lag in lags
@@ -111,9 +111,10 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
     return app
 
 
-def partition_lag(app: faust.App, topic: str, done: dict[int, int]) -> list[PartitionLag]:
+def partition_lag(app: faust.App, topic: str, done: dict[int, int],
+                  refused: dict[int, int] | None = None) -> list[PartitionLag]:
     """Lag behind the store's checkpoint `done`, from the high watermark of the consumer's latest
-    fetch (no extra request to the broker)."""
+    fetch (no extra request to the broker), with the commits refused per partition."""
     lags = []
     for tp in sorted(app.consumer.assignment()):
         if tp.topic != topic:
@@ -122,7 +123,7 @@ def partition_lag(app: faust.App, topic: str, done: dict[int, int]) -> list[Part
         if high is None:
             continue
         checkpoint = done.get(tp.partition, -1)
-        lags.append(PartitionLag.of(tp.partition, checkpoint, high))
+        lags.append(PartitionLag.of(tp.partition, checkpoint, high, (refused or {}).get(tp.partition, 0)))
     return lags
 
 

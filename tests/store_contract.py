@@ -15,7 +15,7 @@ import pytest
 from events.types import MovieCatalogued, ReviewRetracted, ReviewSubmitted
 from ml import registry
 from ml.factors import FactorModel
-from projections.fold import Record, fold
+from projections.fold import LogGap, Record, fold
 from projections.projector import apply_records
 from projections.store import CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore
 from tests.conftest import wait_until
@@ -102,7 +102,7 @@ class StoreContract:
     def test_an_event_seen_before_at_another_offset_is_not_applied_again(self, store):
         first = sub("a", "u", "m", 2.0)
         apply_records(store, records(first, sub("b", "u", "m", 4.0)))
-        assert store.seen_event_ids([("u", "a"), ("u", "b"), ("u", "z")]) == {"a", "b"}
+        assert store.first_applied([("u", "a"), ("u", "b"), ("u", "z")]) == {"a": (0, 0), "b": (0, 1)}
         apply_records(store, records(first, start=2))  # a re-sent retry of "a" must not undo "b"
         assert store.user_reviews("u", 10, None)[0].rating == 4.0
         assert store.checkpoint() == {0: 2}
@@ -126,7 +126,7 @@ class StoreContract:
         movie = store.movie("m")
         assert (movie.title, movie.year, movie.genres, movie.review_count, movie.mean_rating) == (
             "Heat", 1995, ["Crime", "Drama"], 0, None)
-        newer = fold(store, records(catalogued("y", "m", "Heat (1995)", 1995), start=2))
+        newer = fold(store, records(catalogued("z", "m", "Hea"), catalogued("y", "m", "Heat (1995)", 1995), start=1))
         older = fold(store, records(catalogued("z", "m", "Hea"), start=1))
         assert store.apply(newer)
         assert not store.apply(older)
@@ -141,14 +141,22 @@ class StoreContract:
         assert sorted(store.catalogue(), key=lambda entry: entry.movie_id) == [
             CatalogueEntry("k", "Ran", None, [], None), CatalogueEntry("m", "Heat", 1995, ["Crime", "Drama"], None)]
 
-    def test_checkpoints_are_per_partition_and_never_move_back(self, store):
-        apply_records(store, records(sub("a", "u", "m", 2.0), partition=0, start=5)
-                      + records(sub("b", "w", "m", 3.0), partition=3, start=9))
-        assert store.checkpoint() == {0: 5, 3: 9}
+    def test_checkpoints_are_per_partition_and_never_move_back_in_a_commit(self, store):
+        apply_records(store, records(*[sub(f"a{i}", "u", f"m{i}", 2.0) for i in range(6)], partition=0)
+                      + records(sub("b", "w", "m", 3.0), partition=3))
+        assert store.checkpoint() == {0: 5, 3: 0}
         backwards = fold(store, [])
         backwards.checkpoint = {0: 1}
         store.apply(backwards)
-        assert store.checkpoint() == {0: 5, 3: 9}
+        assert store.checkpoint() == {0: 5, 3: 0}
+
+    def test_a_batch_that_jumps_over_offsets_is_refused_naming_them(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0)))
+        with pytest.raises(LogGap, match="partition 0: offsets 1 to 2 are missing"):
+            apply_records(store, records(sub("b", "u", "n", 2.0), start=3))
+        with pytest.raises(LogGap, match="partition 0: offsets 2 to 2 are missing"):
+            apply_records(store, records(sub("b", "u", "n", 2.0), start=1) + records(sub("c", "u", "k", 2.0), start=3))
+        assert store.checkpoint() == {0: 0}
 
     def test_lag_is_recorded_and_read_back(self, store):
         store.record_lag([PartitionLag.of(0, 5, 10), PartitionLag.of(1, -1, 0)])
@@ -224,16 +232,15 @@ class StoreContract:
 
     # -- rebuild and verify ------------------------------------------------------------------
 
-    def test_swap_in_replaces_views_when_the_checkpoint_has_not_moved(self, store):
+    def test_swap_in_replaces_views_and_the_checkpoint(self, store):
         apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
         reader = self.other_handle(store)
         assert reader.movie("m").mean_rating == 3.0
         fresh = store.scratch("test")
         try:
-            checkpoint = store.checkpoint()
             apply_records(fresh, records(sub("a", "u", "m", 2.0), sub("c", "v", "m", 5.0)))
             assert reader.movie("m").mean_rating == 3.0, "readers see the old views until the swap"
-            assert store.swap_in(fresh, ["reviews", "movies", "history"], checkpoint)
+            store.swap_in(fresh, ["reviews", "movies", "history"])
             wait_until(lambda: reader.movie("m").mean_rating == 3.5, 5, "the reader sees the new views")
             assert [r.event_id for r in reader.user_reviews("v", 10, None)] == ["c"]
         finally:
@@ -242,30 +249,82 @@ class StoreContract:
         assert (store.movie("m").review_count, store.checkpoint()) == (3, {0: 2})
         assert [r.event_id for r in store.user_history("v", 0, None, None)] == ["c"]
 
-    def test_swap_in_refuses_when_the_live_checkpoint_moved(self, store):
-        apply_records(store, records(sub("a", "u", "m", 2.0)))
+    def test_a_swap_behind_the_projector_moves_the_checkpoint_back_and_a_batch_folded_before_is_refused(self, store):
+        log = records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0), ret("c", "u", "m"), sub("d", "w", "n", 1.0))
+        apply_records(store, log[:1])
         fresh = store.scratch("test")
         try:
-            checkpoint = store.checkpoint()
-            apply_records(fresh, records(sub("a", "u", "m", 2.0)))
-            apply_records(store, records(sub("b", "v", "m", 4.0), start=1))  # the projector moved on meanwhile
-            before = store.contents()
-            assert not store.swap_in(fresh, ["reviews"], checkpoint)
-            assert store.contents() == before
+            apply_records(fresh, log[:1])
+            apply_records(store, log[1:3])  # the projector moved on while the rebuild folded
+            pending = fold(store, log[3:])  # and folded its next batch on checkpoint 2
+            store.swap_in(fresh, ["reviews", "movies", "history"])
+            assert store.checkpoint() == {0: 0}
+            assert not store.apply(pending), "folded on a checkpoint the swap replaced"
         finally:
             fresh.close()
+        apply_records(store, log[1:])  # the projector reads the log again from the swapped-in checkpoint
+        reference = store.scratch("reference")
+        try:
+            apply_records(reference, log)
+            assert store.contents() == reference.contents()
+        finally:
+            reference.close()
 
-    def test_swap_in_refuses_a_fresh_store_at_another_checkpoint(self, store):
-        apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
-        before = store.contents()
-        fresh = store.scratch("test")
+    def test_a_swap_of_one_view_behind_the_projector_loses_nothing_in_any_view(self, store):
+        """Issue 21: the applied event ids lived beside the reviews view, so after a history-only
+        swap the history of the events applied again was never written."""
+        log = records(sub("a", "u", "m", 2.0), sub("b", "u", "n", 4.0), ret("c", "u", "m"),
+                      catalogued("d", "n", "Ran"), sub("a", "u", "m", 2.0))  # "a" again: a re-sent copy
+        apply_records(store, log[:1])
+        for view in ("history", "reviews", "movies"):
+            fresh = store.scratch("test")
+            try:
+                apply_records(fresh, log[:1])
+                apply_records(store, log[1:])
+                store.swap_in(fresh, [view])
+            finally:
+                fresh.close()
+            apply_records(store, log[1:])
+            reference = store.scratch("reference")
+            try:
+                apply_records(reference, log)
+                assert store.contents() == reference.contents(), f"after a swap of {view}"
+            finally:
+                reference.close()
+
+    def test_partitions_commit_independently(self, store):
+        """Workers owning different partitions never refuse each other's commits."""
+        zero = fold(store, records(sub("a", "u", "m", 2.0), partition=0))
+        one = fold(store, records(sub("b", "v", "m", 4.0), partition=1))
+        assert store.apply(zero) and store.apply(one)
+        assert store.checkpoint() == {0: 0, 1: 0}
+        both = fold(store, records(sub("c", "u", "n", 1.0), partition=0, start=1)
+                    + records(sub("d", "v", "n", 1.0), partition=1, start=1))
+        assert store.apply(fold(store, records(sub("e", "v", "k", 3.0), partition=1, start=1)))
+        assert not store.apply(both), "partition 1 moved since the fold"
+        apply_records(store, records(sub("c", "u", "n", 1.0), partition=0, start=1))
+        assert store.checkpoint() == {0: 1, 1: 1}
+        assert store.user_ratings("v") == {"m": 4.0, "k": 3.0}
+
+    def test_the_maintenance_lease_has_one_holder_until_it_expires_or_is_released(self, store):
+        assert store.take_lease("rebuild 1", 30) is None
+        assert store.take_lease("rebuild 1", 30) is None  # renewed by its holder
+        holder, until = self.other_handle(store).take_lease("rebuild 2", 30)
+        assert holder == "rebuild 1" and until > datetime.now(timezone.utc)
+        store.release_lease("rebuild 2")  # not the holder's: nothing happens
+        assert store.take_lease("rebuild 2", 30)[0] == "rebuild 1"
+        store.release_lease("rebuild 1")
+        assert store.take_lease("rebuild 2", 1) is None
+        wait_until(lambda: store.take_lease("rebuild 3", 30) is None, 10, "an expired lease is free")
+
+    def test_scratch_stores_have_names_of_their_own(self, store):
+        first, second = store.scratch("rebuild"), store.scratch("rebuild")
         try:
-            apply_records(fresh, records(sub("a", "u", "m", 2.0)))
-            with pytest.raises(RuntimeError, match="fresh store at"):
-                store.swap_in(fresh, ["reviews"], store.checkpoint())
+            apply_records(first, records(sub("a", "u", "m", 2.0)))
+            assert second.checkpoint() == {} and first.checkpoint() == {0: 0}
         finally:
-            fresh.close()
-        assert store.contents() == before
+            first.close()
+            second.close()
 
     def test_a_scratch_store_starts_empty_and_equal_folds_have_equal_contents(self, store):
         batch = records(sub("a", "u", "m", 2.0), ret("b", "u", "m"), sub("c", "v", "n", 4.5),

@@ -54,4 +54,42 @@ def test_review_fold_takes_a_position_and_an_event_id_once():
     assert taken == [False, True, False, False, True, True]
     assert reviews.checkpoint == {0: 5, 1: 2}
     assert reviews.current() == {("u", "n"): 4.0}
-    assert reviews.reviews == {("u", "n"): 4.0, ("u", "m"): None}  # in the order of the last change
+    assert reviews.reviews == {("u", "n"): (1, 4.0), ("u", "m"): (2, None)}  # in the order of the last change
+    assert list(reviews.reviews) == [("u", "n"), ("u", "m")]
+
+
+def test_an_event_id_counts_at_its_first_position_so_the_same_record_again_is_applied():
+    from events.fold import ReviewFold
+
+    reviews = ReviewFold(lambda event: event.rating, first={"a": (0, 3), "b": (0, 1)})
+    steps = [(0, 2, sub("b", "u", "m", 2.0)), (0, 3, sub("a", "u", "n", 1.0))]
+    assert [reviews.take(p, o) and reviews.apply(e) for p, o, e in steps] == [False, True]
+    assert reviews.current() == {("u", "n"): 1.0}
+
+
+def test_catalogue_entries_are_states_the_newest_by_position_wins_whatever_the_event_id():
+    from events.fold import ReviewFold
+    from tests.store_contract import catalogued
+
+    reviews = ReviewFold(lambda event: event.rating)
+    steps = [(0, 0, catalogued("x", "m", "Heat")), (0, 1, catalogued("x", "m", "Heat (1995)"))]
+    assert [reviews.take(p, o) and reviews.apply(e) for p, o, e in steps] == [True, True]
+
+
+def test_a_replay_dead_letters_only_records_past_the_checkpoint(store):
+    import asyncio
+
+    from projections.projector import LogProjector
+
+    bad = LogRecord(0, 1, b"u", b"nonsense")
+    batch = [LogRecord(0, 0, b"u", encode(sub("a", "u", "m", 3.0))), bad]
+    letters = []
+
+    async def dead_letter(letter):
+        letters.append(letter.record.offset)
+
+    projector = LogProjector("unused:9092", "reviews", store, dead_letter)
+    asyncio.run(projector.project(batch))
+    asyncio.run(projector.project(batch + [LogRecord(0, 2, b"u", encode(sub("b", "u", "n", 3.0)))]))
+    assert letters == [1], "the replayed bad record is dead-lettered once"
+    assert store.checkpoint() == {0: 2}
