@@ -41,9 +41,9 @@ def review_row(event: ReviewSubmitted) -> ReviewRow:
                      event.event_id, user_id=event.user_id)
 
 
-def after_checkpoint(done: dict[int, int], records: list[Record]) -> list[Record]:
-    """The records a store at checkpoint `done` has not applied, checked to go on from it without a
-    jump (raises `LogGap`)."""
+def after_checkpoint(done: dict[int, int], records: list) -> list:
+    """The records (anything with a partition and an offset) a store at checkpoint `done` has not
+    applied, checked to go on from it without a jump (raises `LogGap`)."""
     last = dict(done)
     fresh = []
     for record in records:

@@ -80,34 +80,58 @@ class LogProjector:
             await self._read_and_apply({p: done.get(p, -1) + 1 for p in until}, until)
 
     async def _read_and_apply(self, start: dict[int, int], end: dict[int, int]) -> None:
-        """Apply the log from `start` to `end`, which must hold every offset in between."""
+        """Apply the log from `start` to `end`, which must hold every offset in between. The next
+        chunk is read and decoded while the store writes the last one (it works outside the GIL)."""
         read = {p: o - 1 for p, o in start.items()}
-        async for chunk in read_log(self.bootstrap, self.topic, start=start, end=end):
-            after_checkpoint(read, [Record(r.partition, r.offset, None) for r in chunk])  # the log's own holes
-            read.update((r.partition, r.offset) for r in chunk)
-            await self._apply(chunk)
+        chunks: asyncio.Queue = asyncio.Queue(maxsize=1)
+
+        async def read_ahead() -> None:
+            try:
+                async for chunk in read_log(self.bootstrap, self.topic, start=start, end=end):
+                    after_checkpoint(read, chunk)  # the log's own holes
+                    read.update((r.partition, r.offset) for r in chunk)
+                    await chunks.put((chunk, decode_batch(chunk)))
+            except Exception:
+                await chunks.put(None)  # the applying side stops at it, then meets the error
+                raise
+            await chunks.put(None)
+
+        reader = asyncio.create_task(read_ahead())
+        try:
+            while (item := await chunks.get()) is not None:
+                await self._apply(*item)
+            await reader
+        finally:
+            reader.cancel()
         for partition, offset in end.items():
             if read.get(partition, -1) < offset - 1:
                 raise LogGap(partition, read.get(partition, -1), offset)
 
-    async def _apply(self, batch: list[LogRecord]) -> None:
-        """Apply a batch on the store's checkpoint. It may start after the checkpoint (the hole is
-        read from the log first) or jump inside (the part after the jump goes on its own, so its
-        hole is read from the log: one the log has too stops the projector)."""
+    async def _apply(self, batch: list[LogRecord],
+                     decoded: tuple[list[Record], list[DeadLetter]] | None = None) -> None:
+        """Apply a batch (`decoded` already, or not) on the store's checkpoint. It may start after
+        the checkpoint (the hole is read from the log first) or jump inside (the part after the
+        jump goes on its own, so its hole is read from the log: one the log has too stops the
+        projector)."""
         while True:
             done = await asyncio.to_thread(self.store.checkpoint)
             try:
-                after_checkpoint(done, [Record(r.partition, r.offset, None) for r in batch])
+                after_checkpoint(done, batch)
             except LogGap as gap:
                 if gap.after == done.get(gap.partition, -1):
                     await self._read_and_apply({gap.partition: gap.after + 1}, {gap.partition: gap.got})
                 else:
                     cut = next(i for i, r in enumerate(batch) if r.partition == gap.partition and r.offset == gap.got)
                     await self._apply(batch[:cut])
-                    batch = batch[cut:]
+                    batch, decoded = batch[cut:], None
                 continue
-            # Only what the store has not applied is decoded: a replay dead-letters nothing again.
-            records, dead = decode_batch([r for r in batch if r.offset > done.get(r.partition, -1)])
+            # Only what the store has not applied is decoded (or dead-lettered): a replay sends no
+            # dead letter again.
+            if decoded is None:
+                records, dead = decode_batch([r for r in batch if r.offset > done.get(r.partition, -1)])
+            else:
+                records = [r for r in decoded[0] if r.offset > done.get(r.partition, -1)]
+                dead = [d for d in decoded[1] if d.record.offset > done.get(d.record.partition, -1)]
             if not records:
                 return
             # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
