@@ -36,9 +36,10 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
                                     f"not {raw!r}") from None
     rows = store.user_history(user_id, limit + 1, before, as_of)
     page, more = rows[:limit], len(rows) > limit
-    # what an event changed depends on the user's events before it: read them once
-    older = store.user_history(user_id, 0, (page[-1].partition, page[-1].offset), as_of) if more else []
-    done = changes(page + older)
+    # What an event changed depends on the movie's event before it: one look per movie of the page.
+    prior = store.review_events_before(user_id, list({r.payload["movie_id"] for r in page}),
+                                       (page[-1].partition, page[-1].offset), as_of) if more else {}
+    done = changes(page, prior)
     reviews = None
     if as_of is not None:
         stood = reviews_at(store.user_history(user_id, 0, None, as_of))

@@ -20,16 +20,20 @@ def review_payload(event: ReviewSubmitted) -> dict:
     return {**event.payload(), "event_id": event.event_id}
 
 
-def changes(events_newest_first: list[HistoryRow]) -> list[str]:
+def changes(events_newest_first: list[HistoryRow], before: dict[str, str]) -> list[str]:
     """What each event did to the user's reviews, newest first: "submitted" (a first review of the
-    movie, or one after a retraction), "replaced" (a review stood just before) or "retracted"."""
-    reviews, done = ReviewFold(lambda event: True), []
+    movie, or one after a retraction), "replaced" (a review stood just before) or "retracted".
+    `before`: the type of the newest event of each movie before these (movies with none left out)."""
+    standing = {movie for movie, type in before.items() if type == ReviewSubmitted.__name__}
+    done = []
     for row in reversed(events_newest_first):
-        event = history_event(row)
-        stood = (event.user_id, event.movie_id) in reviews.current()
-        reviews.take(row.partition, row.offset)
-        reviews.apply(event)
-        done.append("retracted" if not isinstance(event, ReviewSubmitted) else "replaced" if stood else "submitted")
+        movie = row.payload["movie_id"]
+        if row.type == ReviewSubmitted.__name__:
+            done.append("replaced" if movie in standing else "submitted")
+            standing.add(movie)
+        else:
+            done.append("retracted")
+            standing.discard(movie)
     return done[::-1]
 
 

@@ -42,9 +42,10 @@ CREATE TABLE IF NOT EXISTS movies (
 CREATE TABLE IF NOT EXISTS history (
     event_id TEXT NOT NULL, user_id TEXT NOT NULL, type TEXT NOT NULL,
     occurred_at INTEGER NOT NULL, recorded_at INTEGER NOT NULL,
-    partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, payload TEXT NOT NULL
+    partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, payload TEXT NOT NULL, movie_id TEXT NOT NULL
 );  -- rowid order is arrival order: appends stay at the end of the table
 CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, partition, "offset");
+CREATE INDEX IF NOT EXISTS history_by_review ON history (user_id, movie_id, partition, "offset");
 -- Where an event id was first applied (first_applied, user_event); one row per id.
 CREATE UNIQUE INDEX IF NOT EXISTS history_by_event ON history (event_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS lag (
 VIEWS = {
     "reviews": "SELECT * FROM reviews ORDER BY user_id, movie_id",
     "movies": "SELECT movie_id, title, year, genres, image_url FROM movies ORDER BY movie_id",
-    "history": "SELECT * FROM history ORDER BY event_id",
+    "history": "SELECT event_id, user_id, type, occurred_at, recorded_at, partition, \"offset\", payload "
+               "FROM history ORDER BY event_id",
     "checkpoints": "SELECT * FROM checkpoints ORDER BY partition",
 }
 # Dropped and projected again when SCHEMA_VERSION rises.
@@ -175,10 +177,10 @@ class SQLiteStore:
                      for _, c in changes.catalogue.values()],
                 )
                 db.executemany(
-                    "INSERT OR IGNORE INTO history VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO history VALUES (?,?,?,?,?,?,?,?,?)",
                     [
-                        (h.event_id, h.user_id, h.type, micros(h.occurred_at),
-                         micros(h.recorded_at), h.partition, h.offset, msgspec.json.encode(h.payload).decode())
+                        (h.event_id, h.user_id, h.type, micros(h.occurred_at), micros(h.recorded_at),
+                         h.partition, h.offset, msgspec.json.encode(h.payload).decode(), h.payload["movie_id"])
                         for h in changes.history
                     ],
                 )
@@ -256,6 +258,19 @@ class SQLiteStore:
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
         return [_history_row(*row) for row in rows]
+
+    def review_events_before(self, user_id: str, movie_ids: list[str], before: tuple[int, int],
+                             as_of: datetime | None) -> dict[str, str]:
+        query = ('SELECT type FROM history WHERE user_id = ? AND movie_id = ? AND (partition, "offset") < (?, ?)'
+                 + (" AND recorded_at <= ?" if as_of is not None else "")
+                 + ' ORDER BY partition DESC, "offset" DESC LIMIT 1')
+        found = {}
+        with self._lock:
+            for movie_id in movie_ids:
+                params = (user_id, movie_id, *before) + ((micros(as_of),) if as_of is not None else ())
+                if (row := self._db.execute(query, params).fetchone()) is not None:
+                    found[movie_id] = row[0]
+        return found
 
     def user_event(self, user_id: str, event_id: str) -> HistoryRow | None:
         with self._lock:

@@ -155,6 +155,12 @@ class ReadModels(Protocol):
         """The user's review events, newest first (by log position); `before` is the last row's
         (partition, offset); `as_of` keeps events recorded at or before it; limit 0 means all."""
 
+    def review_events_before(self, user_id: str, movie_ids: list[str], before: tuple[int, int],
+                             as_of: datetime | None) -> dict[str, str]:
+        """For each of these movies, the type of the user's newest review event of it before the log
+        position `before` (recorded at or before `as_of`), for those with one: what a page of the
+        audit trail needs to tell a replacement from a first review without reading older pages."""
+
     def user_event(self, user_id: str, event_id: str) -> HistoryRow | None:
         """The user's review event with this id, if applied (how a retried command finds its first sending)."""
 

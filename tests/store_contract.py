@@ -159,8 +159,8 @@ class StoreContract:
         assert store.checkpoint() == {0: 0}
 
     def test_lag_is_recorded_and_read_back(self, store):
-        store.record_lag([PartitionLag.of(0, 5, 10), PartitionLag.of(1, -1, 0)])
-        assert store.lag() == [PartitionLag(0, 5, 10, 4), PartitionLag(1, -1, 0, 0)]
+        store.record_lag([PartitionLag.of(0, 5, 10, refused=3), PartitionLag.of(1, -1, 0)])
+        assert store.lag() == [PartitionLag(0, 5, 10, 4, 3), PartitionLag(1, -1, 0, 0, 0)]
 
     def test_lag_reported_at_is_the_newest_report(self, store):
         assert store.lag_reported_at() is None
@@ -191,6 +191,16 @@ class StoreContract:
         assert [r.event_id for r in page] == ["c", "b"]
         assert [r.event_id for r in store.user_history("u", 2, (page[-1].partition, page[-1].offset), None)] == ["a"]
         assert [r.event_id for r in store.user_history("u", 0, None, T0 + timedelta(minutes=1))] == ["b", "a"]
+
+    def test_the_newest_event_of_each_movie_before_a_position_tells_a_page_what_stood(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0, minutes=0), sub("b", "u", "n", 3.0, minutes=1),
+                                     ret("c", "u", "m", minutes=2), sub("d", "v", "m", 1.0, minutes=3),
+                                     sub("e", "u", "n", 4.0, minutes=4)))
+        assert store.review_events_before("u", ["m", "n", "k"], (0, 4), None) == {
+            "m": "ReviewRetracted", "n": "ReviewSubmitted"}
+        assert store.review_events_before("u", ["m", "n"], (0, 2), None) == {"m": "ReviewSubmitted", "n": "ReviewSubmitted"}
+        assert store.review_events_before("u", ["m"], (0, 0), None) == {}
+        assert store.review_events_before("u", ["m", "n"], (0, 4), T0 + timedelta(seconds=30)) == {"m": "ReviewSubmitted"}
 
     def test_an_applied_event_is_found_by_its_user_and_id(self, store):
         apply_records(store, records(sub("a", "u", "m", 2.0), ret("b", "u", "m", minutes=1), sub("c", "v", "m", 1.0)))
