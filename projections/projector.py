@@ -7,7 +7,7 @@ may be a network away): the projector calls it from a worker thread, never on th
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, NamedTuple
+from typing import AsyncIterator, Awaitable, Callable, NamedTuple
 
 from events.codec import DecodeError, decode
 from events.reader import LogRecord, read_log
@@ -20,7 +20,10 @@ class DeadLetter(NamedTuple):
     reason: str
 
 
-def decode_batch(raw: list[LogRecord]) -> tuple[list[Record], list[DeadLetter]]:
+Decoded = tuple[list[Record], list[DeadLetter]]
+
+
+def decode_batch(raw: list[LogRecord]) -> Decoded:
     records: list[Record] = []
     dead: list[DeadLetter] = []
     for item in raw:
@@ -34,6 +37,29 @@ def decode_batch(raw: list[LogRecord]) -> tuple[list[Record], list[DeadLetter]]:
         else:
             records.append(Record(item.partition, item.offset, event))
     return records, dead
+
+
+async def read_ahead(chunks: AsyncIterator[list[LogRecord]]) -> AsyncIterator[tuple[list[LogRecord], Decoded]]:
+    """Each chunk with its decoding; the next one is read and decoded while the caller works on the
+    last (a store writes outside the GIL, in a worker thread)."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+
+    async def fill() -> None:
+        try:
+            async for chunk in chunks:
+                await queue.put((chunk, decode_batch(chunk)))
+        except Exception:
+            await queue.put(None)  # the consuming side stops at it, then meets the error
+            raise
+        await queue.put(None)
+
+    filling = asyncio.create_task(fill())
+    try:
+        while (item := await queue.get()) is not None:
+            yield item
+        await filling
+    finally:
+        filling.cancel()
 
 
 def commit(store: ProjectionWriter, records: list[Record]) -> bool:
@@ -80,35 +106,22 @@ class LogProjector:
             await self._read_and_apply({p: done.get(p, -1) + 1 for p in until}, until)
 
     async def _read_and_apply(self, start: dict[int, int], end: dict[int, int]) -> None:
-        """Apply the log from `start` to `end`, which must hold every offset in between. The next
-        chunk is read and decoded while the store writes the last one (it works outside the GIL)."""
+        """Apply the log from `start` to `end`, which must hold every offset in between."""
         read = {p: o - 1 for p, o in start.items()}
-        chunks: asyncio.Queue = asyncio.Queue(maxsize=1)
 
-        async def read_ahead() -> None:
-            try:
-                async for chunk in read_log(self.bootstrap, self.topic, start=start, end=end):
-                    after_checkpoint(read, chunk)  # the log's own holes
-                    read.update((r.partition, r.offset) for r in chunk)
-                    await chunks.put((chunk, decode_batch(chunk)))
-            except Exception:
-                await chunks.put(None)  # the applying side stops at it, then meets the error
-                raise
-            await chunks.put(None)
+        async def checked():
+            async for chunk in read_log(self.bootstrap, self.topic, start=start, end=end):
+                after_checkpoint(read, chunk)  # the log's own holes
+                read.update((r.partition, r.offset) for r in chunk)
+                yield chunk
 
-        reader = asyncio.create_task(read_ahead())
-        try:
-            while (item := await chunks.get()) is not None:
-                await self._apply(*item)
-            await reader
-        finally:
-            reader.cancel()
+        async for chunk, decoded in read_ahead(checked()):
+            await self._apply(chunk, decoded)
         for partition, offset in end.items():
             if read.get(partition, -1) < offset - 1:
                 raise LogGap(partition, read.get(partition, -1), offset)
 
-    async def _apply(self, batch: list[LogRecord],
-                     decoded: tuple[list[Record], list[DeadLetter]] | None = None) -> None:
+    async def _apply(self, batch: list[LogRecord], decoded: Decoded | None = None) -> None:
         """Apply a batch (`decoded` already, or not) on the store's checkpoint. It may start after
         the checkpoint (the hole is read from the log first) or jump inside (the part after the
         jump goes on its own, so its hole is read from the log: one the log has too stops the

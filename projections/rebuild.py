@@ -9,11 +9,12 @@ old views until the swap.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Callable, Iterable
 
 from events.reader import LogRecord, read_log
 from projections.maintenance import lease
-from projections.projector import apply_records, decode_batch
+from projections.projector import apply_records, decode_batch, read_ahead
 from projections.store import ProjectionStore
 
 Progress = Callable[[int], None]  # called with the number of records just read
@@ -27,9 +28,9 @@ async def fold_log(
     Dead letters are only skipped here; the live worker already sent them. Answer the count read."""
     done = store.checkpoint()
     count = 0
-    async for batch in read_log(bootstrap, topic, start={p: o + 1 for p, o in done.items()}, end=end):
-        records, _ = decode_batch(batch)
-        apply_records(store, records)
+    async for batch, (records, _) in read_ahead(
+            read_log(bootstrap, topic, start={p: o + 1 for p, o in done.items()}, end=end)):
+        await asyncio.to_thread(apply_records, store, records)
         count += len(batch)
         progress(len(batch))
     return count
