@@ -18,7 +18,7 @@
 | `HARMONY_TOKEN_LIFETIME` | `3600` seconds an access token is valid |
 | `HARMONY_PRIVATE_HISTORY` | `0`: anyone may read a user's history; `1`: only with that user's token |
 | `HARMONY_LOG_FORMAT` | `json` (or `console`) |
-| `HARMONY_CATCH_UP_LAG` | `20000` records behind the log end (in a partition) before the projection worker reads the log directly |
+| `HARMONY_CATCH_UP_LAG` | `5000` records behind the log end (over the partitions it owns) before the projection worker reads the log directly |
 | `HARMONY_ARCHIVE_SEGMENT_RECORDS` | `100000` records per archive segment at most |
 | `HARMONY_ARCHIVE_SEGMENT_BYTES` | `16777216` bytes of keys and values per segment (about) |
 | `HARMONY_ARCHIVE_SEGMENT_AGE` | `5.0` seconds a record waits at most before its segment is written |
@@ -116,7 +116,7 @@ def load() -> Settings:
         token_lifetime=_number(env, "HARMONY_TOKEN_LIFETIME", 3600, int, 1),
         private_history=_number(env, "HARMONY_PRIVATE_HISTORY", 0, int, 0) != 0,
         log_format=env.get("HARMONY_LOG_FORMAT", "json"),
-        catch_up_lag=_number(env, "HARMONY_CATCH_UP_LAG", 20_000, int, 0),
+        catch_up_lag=_number(env, "HARMONY_CATCH_UP_LAG", 5_000, int, 0),
         archive_segment_records=_number(env, "HARMONY_ARCHIVE_SEGMENT_RECORDS", 100_000, int, 1),
         archive_segment_bytes=_number(env, "HARMONY_ARCHIVE_SEGMENT_BYTES", 16 << 20, int, 1),
         archive_segment_age=_number(env, "HARMONY_ARCHIVE_SEGMENT_AGE", 5.0, float, 0.001),

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS history (
 );  -- rowid order is arrival order: appends stay at the end of the table
 CREATE INDEX IF NOT EXISTS history_by_user ON history (user_id, partition, "offset");
 CREATE INDEX IF NOT EXISTS history_by_review ON history (user_id, movie_id, partition, "offset");
--- Where an event id was first applied (first_applied, user_event); one row per id.
+-- Where an event id was first applied (first_applied, user_event): one row per id.
 CREATE UNIQUE INDEX IF NOT EXISTS history_by_event ON history (event_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
     partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL
@@ -123,18 +123,27 @@ class SQLiteStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version < SCHEMA_VERSION:
-            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone():
-                log.warning("projection schema changed: dropping the views; the worker projects them "
-                            "again from the log", extra={"path": str(self.path), "from": version})
-            for table in _PROJECTED_TABLES:
-                self._db.execute(f"DROP TABLE IF EXISTS {table}")
-        self._db.executescript(SCHEMA)
-        columns = {name for _, name, *_ in self._db.execute("PRAGMA table_info(factors)")}
-        if "count" not in columns:  # a registry from before factor rows had counts: keep it
-            self._db.execute("ALTER TABLE factors ADD COLUMN count INTEGER NOT NULL DEFAULT 0")
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # In one write transaction: processes opening a new file at once (several workers, an API)
+        # must not drop the tables another has just made.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            if version < SCHEMA_VERSION:
+                if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone():
+                    log.warning("projection schema changed: dropping the views; the worker projects them "
+                                "again from the log", extra={"path": str(self.path), "from": version})
+                for table in _PROJECTED_TABLES:
+                    self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                self._db.execute(statement)
+            columns = {name for _, name, *_ in self._db.execute("PRAGMA table_info(factors)")}
+            if "count" not in columns:  # a registry from before factor rows had counts: keep it
+                self._db.execute("ALTER TABLE factors ADD COLUMN count INTEGER NOT NULL DEFAULT 0")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     # -- projector side ---------------------------------------------------------------
 

@@ -36,7 +36,7 @@ LAG_INTERVAL = 2.0
 @dataclass(frozen=True)
 class WorkerConfig:
     log: LogConfig
-    catch_up_lag: int  # records behind the log end (in a partition) before reading the log directly
+    catch_up_lag: int  # records behind the log end (over its partitions) before reading the log directly
     faust_dir: Path  # Faust writes a folder per app here
 
 
@@ -71,10 +71,9 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
                 await retrying(broker_unavailable, "projecting a batch", projector.project, records)
                 # Far behind the log end: Faust's per-event stream (~100 us an event) would take
                 # long, so read the backlog straight from the log in big batches, then skip it.
-                behind = {lag.partition: lag.high_watermark
-                          for lag in partition_lag(app, topic, await asyncio.to_thread(store.checkpoint))
-                          if lag.lag > config.catch_up_lag}
-                if behind:
+                lags = partition_lag(app, topic, await asyncio.to_thread(store.checkpoint))
+                behind = {lag.partition: lag.high_watermark for lag in lags if lag.lag}
+                if sum(lag.lag for lag in lags) > config.catch_up_lag:
                     log.info("reading the backlog straight from the log", extra={"until": behind})
                     await retrying(broker_unavailable, "reading the backlog", projector.catch_up, behind)
                     await skip_to(app, {TP(topic, partition): high for partition, high in behind.items()})
