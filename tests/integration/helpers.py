@@ -1,43 +1,69 @@
-"""Helpers for integration tests: write events straight into the log, fold the log for comparison."""
+"""Helpers for integration tests: generate events and write them straight into the log; fold the log
+with the reference fold (tests/reference_fold.py) to compare a store with."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from events.codec import encode
-from events.reader import stop_consumer, topic_partitions
-from events.types import Event, ReviewRetracted, ReviewSubmitted
-from projections.rebuild import fold_log
+from events.codec import DecodeError, decode, encode
+from events.reader import LogRecord, read_log, stop_consumer, topic_partitions
+from events.types import AnyEvent, Event, MovieCatalogued, ReviewRetracted, ReviewSubmitted
 from projections.store import ProjectionStore
+from tests.reference_fold import Views, assert_same, reference_fold
 
 EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
+GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
 
 
-def review_stream(count: int, seed: int = 1, users: int = 200, movies: int = 500) -> list[Event]:
-    """Submissions, replacements, retractions and re-sent duplicates, in a plausible mix."""
+def review_stream(count: int, seed: int = 1, users: int = 200, movies: int = 500,
+                  catalogue: float = 0.0) -> list[Event]:
+    """Submissions, replacements, retractions and re-sent duplicates, in a plausible mix; the same
+    seed gives the same events (event ids included). A `catalogue` share of them are
+    `MovieCatalogued`: a movie's first import, then renames (a new event id) and re-imports of a
+    changed title under the movie's first event id (as the importer gives them). A re-sent copy
+    may be of any earlier event, a catalogue one too (a copy is newer by log position)."""
     rng = random.Random(seed)
+
+    def new_id() -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
     events: list[Event] = []
+    submitted: list[tuple[str, str]] = []  # (user, movie) pairs given a review, for retractions
+    imported: dict[str, str] = {}  # movie -> the event id of its first import
     for i in range(count):
         user, movie = f"u{rng.randrange(users)}", f"m{rng.randrange(movies)}"
         at = EPOCH + timedelta(minutes=i)
         roll = rng.random()
         if roll < 0.05 and events:
             events.append(rng.choice(events))  # a retried append: same event id again
-        elif roll < 0.15:
-            events.append(ReviewRetracted(event_id=str(uuid.uuid4()), occurred_at=at, recorded_at=at,
+        elif roll < 0.05 + catalogue:
+            if movie not in imported:
+                event_id = imported[movie] = new_id()
+            elif rng.random() < 0.5:
+                event_id = new_id()  # renamed by hand: a new event
+            else:
+                event_id = imported[movie]  # imported again from a changed file: the same event id
+            events.append(MovieCatalogued(
+                event_id=event_id, occurred_at=at, recorded_at=at, movie_id=movie,
+                title=f"Movie {movie} take {i}", year=rng.choice([None, 1950 + rng.randrange(75)]),
+                genres=tuple(rng.sample(GENRES, rng.randrange(3))),
+                image_url=rng.choice([None, f"https://images.example/{movie}/{i}.jpg"])))
+        elif roll < 0.15 + catalogue:
+            if submitted and rng.random() < 0.5:
+                user, movie = rng.choice(submitted)  # retract a review that was given
+            events.append(ReviewRetracted(event_id=new_id(), occurred_at=at, recorded_at=at,
                                           user_id=user, movie_id=movie))
         else:
-            events.append(ReviewSubmitted(event_id=str(uuid.uuid4()), occurred_at=at, recorded_at=at,
+            submitted.append((user, movie))
+            events.append(ReviewSubmitted(event_id=new_id(), occurred_at=at, recorded_at=at,
                                           user_id=user, movie_id=movie, rating=rng.randrange(1, 11) / 2,
-                                          summary=f"s{i}", reviewed_at=at))
+                                          summary=f"s{i}", text=rng.choice(["", f"text {i}"]), reviewed_at=at))
     return events
 
 
@@ -56,16 +82,34 @@ def produce_events(bootstrap: str, topic: str, events: list[Event]) -> None:
     asyncio.run(produce(bootstrap, topic, [(e.key.encode(), encode(e)) for e in events]))
 
 
-@contextlib.contextmanager
-def fold_of_log(bootstrap: str, topic: str, like: ProjectionStore) -> Iterator[ProjectionStore]:
-    """A fresh store of `like`'s kind holding the fold of the whole log: what every live projection
-    must equal. Removed afterwards."""
-    store = like.scratch("reference")
-    try:
-        asyncio.run(fold_log(bootstrap, topic, store))
-        yield store
-    finally:
-        store.close()
+async def _read_whole_log(bootstrap: str, topic: str) -> list[LogRecord]:
+    return [record async for batch in read_log(bootstrap, topic) for record in batch]
+
+
+def log_records(bootstrap: str, topic: str) -> list[tuple[int, int, AnyEvent | None]]:
+    """The whole log as (partition, offset, event), None for a record that does not decode (what
+    the projector dead-letters)."""
+
+    def event(value: bytes | None) -> AnyEvent | None:
+        try:
+            return None if value is None else decode(value)
+        except DecodeError:
+            return None
+
+    return [(r.partition, r.offset, event(r.value)) for r in asyncio.run(_read_whole_log(bootstrap, topic))]
+
+
+def fold_of_log(bootstrap: str, topic: str) -> Views:
+    """The reference fold (tests/reference_fold.py) of the whole log: what every projection must equal."""
+    return reference_fold(log_records(bootstrap, topic))
+
+
+def assert_store_equals_log(bootstrap: str, topic: str, store: ProjectionStore) -> Views:
+    """Assert the store's views and checkpoint equal the reference fold of the whole log (naming the
+    first difference); answer that fold."""
+    expected = fold_of_log(bootstrap, topic)
+    assert_same(store.contents(), expected)
+    return expected
 
 
 def applied(store: ProjectionStore) -> int:

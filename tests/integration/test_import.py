@@ -22,6 +22,7 @@ from events.reader import read_log
 from events.types import ReviewSubmitted
 from projections.sqlite_store import SQLiteStore
 from tests.conftest import wait_until
+from tests.integration.helpers import assert_store_equals_log
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +170,8 @@ def test_import_movielens_and_amazon_then_reimport_changes_nothing(env, settings
         assert after["checkpoints"] != before["checkpoints"]  # the projector did read the new records
         for view in ("reviews", "movies", "history"):
             assert after[view] == before[view], view
+        # And they are what the reference fold of the whole log (both imports, twice) leaves.
+        assert_store_equals_log(settings.kafka_bootstrap, settings.topic, store)
     finally:
         store.close()
 

@@ -19,7 +19,7 @@ import pytest
 from archive.segments import archived_until, s3_client
 from harmony import stack as launcher
 from tests.conftest import PARTITIONS, Service, wait_until
-from tests.integration.helpers import applied, fold_of_log, log_end, produce_events, review_stream
+from tests.integration.helpers import applied, assert_store_equals_log, log_end, produce_events, review_stream
 from tests.integration.test_archiver import assert_archive_is_the_log
 
 pytestmark = pytest.mark.integration
@@ -75,13 +75,12 @@ def assert_all_projected_once_and_archived(settings, store, services: list[Servi
     wait_until(lambda: sum(o + 1 for o in archived_until(s3, settings.s3_bucket, settings.topic).values()) == total,
                120, f"the archiver went on: {services[1].log()[-2000:]}", 0.2)
     assert_alive(*services)
-    with fold_of_log(settings.kafka_bootstrap, settings.topic, store) as reference:
-        assert store.contents() == reference.contents(), "the views differ from a fold of the whole log"
+    assert_store_equals_log(settings.kafka_bootstrap, settings.topic, store)
     assert_archive_is_the_log(s3, settings.s3_bucket, settings)
 
 
 def test_the_worker_and_the_archiver_ride_out_a_broker_outage(settings, live_store, running, stack_dir):
-    events = review_stream(BUSY + LATER, seed=13)
+    events = review_stream(BUSY + LATER, seed=13, catalogue=0.05)
     produce_events(settings.kafka_bootstrap, settings.topic, events[:BUSY])
     with away(stack_dir, settings, "kafka-1"):
         assert applied(live_store) < BUSY, "the worker finished before the broker went: make the stream longer"
@@ -95,7 +94,7 @@ def test_the_worker_and_the_archiver_ride_out_a_broker_outage(settings, live_sto
 
 
 def test_the_archiver_rides_out_an_s3_outage(settings, live_store, running, stack_dir):
-    events = review_stream(BUSY + LATER, seed=17)
+    events = review_stream(BUSY + LATER, seed=17, catalogue=0.05)
     produce_events(settings.kafka_bootstrap, settings.topic, events[:BUSY])
     with away(stack_dir, settings, "s3"):
         produce_events(settings.kafka_bootstrap, settings.topic, events[BUSY:])

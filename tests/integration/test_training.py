@@ -84,12 +84,12 @@ def archived(settings, tmp_path):
     return source, s3, archive_log(settings, s3)
 
 
-def test_replay_equals_a_direct_fold_of_the_log(spark, settings, archived, live_store):
+def test_replay_equals_a_direct_fold_of_the_log(spark, settings, archived):
     source, _, ends = archived
     replayed = replay(spark, source, offsets_of(settings))
     ratings = {(row.user, row.item): row.rating for row in replayed.ratings.collect()}
-    with fold_of_log(settings.kafka_bootstrap, settings.topic, live_store) as folded:
-        expected = {(user, movie): rating for user, movie, rating, *_ in folded.contents()["reviews"]}
+    folded = fold_of_log(settings.kafka_bootstrap, settings.topic)
+    expected = {key: rating for key, (rating, *_) in folded.reviews.items()}
     assert ratings == expected
     assert replayed.watermark == ends
     assert ("u1", "gone") not in ratings  # retracted after it was given

@@ -8,10 +8,13 @@ import pytest
 
 from projections.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from projections.projector import apply_records
+from tests.fold_contract import FoldContract
 from tests.store_contract import StoreContract, records, sub
 
 
-class TestSQLiteStore(StoreContract):
+class TestSQLiteStore(StoreContract, FoldContract):
+    fold_log_records = 12_000  # batches of 2,000 and 10,000 split it
+
     @pytest.fixture
     def store(self, tmp_path):
         store = SQLiteStore(tmp_path / "p.db")
