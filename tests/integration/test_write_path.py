@@ -151,9 +151,32 @@ BAD_REQUESTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def one_api(stack_dir, tmp_path_factory):
+    """One API process for the tests that only send it requests it refuses, and a token for "u"."""
+    from harmony import bootstrap
+    from harmony.settings import load
+    from tests.conftest import Service, _ready, free_port, use_environment
+
+    folder = tmp_path_factory.mktemp("one-api")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        env = use_environment(monkeypatch, stack_dir, f"sqlite:///{folder / 'projections.db'}")
+        token = bootstrap.token_signer(load()).issue("u")
+        port = free_port()
+        service = Service(["api", "--port", str(port)], env, folder / "api.log").start()
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15)
+        try:
+            wait_until(lambda: _ready(client), 30, f"API not ready: {service.log()[-2000:]}")
+            yield client, {"Authorization": f"Bearer {token}"}
+        finally:
+            client.close()
+            service.stop()
+
+
 @pytest.mark.parametrize("name,request_args", BAD_REQUESTS, ids=[n for n, _ in BAD_REQUESTS])
-def test_bad_requests_get_problem_json_4xx(api, bearer, name, request_args):
-    headers = {**bearer("u"), **request_args.pop("headers", {})}
+def test_bad_requests_get_problem_json_4xx(one_api, name, request_args):
+    api, authorization = one_api
+    headers = {**authorization, **request_args.pop("headers", {})}
     response = api.post("/v1/reviews", headers=headers, **request_args)
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"] == "application/problem+json"
