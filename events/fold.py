@@ -13,7 +13,7 @@ on the rules:
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Callable, Generic, TypeVar
 
 from events.types import Event, MovieCatalogued, ReviewEvent, ReviewSubmitted
 

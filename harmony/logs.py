@@ -39,5 +39,5 @@ def configure(log_format: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Chatty libraries: keep their warnings, drop their info noise.
-    for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3", "uvicorn.access", "httpx"):
+    for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3", "uvicorn.access", "httpx", "cassandra"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

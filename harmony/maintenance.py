@@ -38,13 +38,21 @@ def run_rebuild(settings: Settings, name: str, from_archive: bool, as_json: bool
     total = sum(offset + 1 for offset in live.checkpoint().values())
     # Never fold over a hole: the archive must hold the log from its start on.
     archive = _archive(settings, asyncio.run(log_offsets(log.bootstrap, log.topic))) if from_archive else None
-    with _progress() as progress:
-        task = progress.add_task(f"rebuilding {', '.join(views)}", total=total or None)
-        result = asyncio.run(rebuilding.rebuild(
-            live, log.bootstrap, log.topic, views, archive=archive,
-            progress=lambda n: progress.advance(task, n),
-        ))
-    live.close()
+    progress, task = _progress(), None
+
+    def advance(records: int) -> None:
+        nonlocal task
+        if task is None:  # shown once the rebuild has the lease and reads: a refusal is one line
+            progress.start()
+            task = progress.add_task(f"rebuilding {', '.join(views)}", total=total or None)
+        progress.advance(task, records)
+
+    try:
+        result = asyncio.run(rebuilding.rebuild(live, log.bootstrap, log.topic, views, archive=archive,
+                                                progress=advance))
+    finally:
+        progress.stop()
+        live.close()
     if as_json:
         print(json.dumps(result))
     else:

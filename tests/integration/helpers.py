@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -15,6 +17,7 @@ from events.codec import DecodeError, decode, encode
 from events.reader import LogRecord, read_log, stop_consumer, topic_partitions
 from events.types import AnyEvent, Event, MovieCatalogued, ReviewRetracted, ReviewSubmitted
 from projections.store import ProjectionStore
+from tests.conftest import Service, wait_until
 from tests.reference_fold import Views, assert_same, reference_fold
 
 EPOCH = datetime(2020, 1, 1, tzinfo=timezone.utc)
@@ -153,3 +156,70 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+STEADY_RATE = 400  # events a second a SteadyWriter appends
+
+
+class SteadyWriter:
+    """Appends events to the log at a steady rate from a thread of its own (acks=all), until stopped.
+    `written` counts the records the broker acknowledged."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: int = STEADY_RATE, seed: int = 7, tick: float = 0.05):
+        self.bootstrap, self.topic, self.rate, self.tick = bootstrap, topic, rate, tick
+        self.events = review_stream(rate * 120, seed=seed, catalogue=0.05)  # two minutes' worth: plenty
+        self.written = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="steady-writer", daemon=True)
+
+    def __enter__(self) -> "SteadyWriter":
+        self._thread.start()
+        wait_until(lambda: self.written or self.error, 30, "the writer wrote nothing")
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.stop()
+        else:  # the test failed: stop writing, keep its error
+            self._stop.set()
+            self._thread.join()
+
+    def stop(self) -> int:
+        """Stop writing; answer the records written."""
+        self._stop.set()
+        self._thread.join()
+        if self.error is not None:
+            raise AssertionError(f"the steady writer failed: {self.error!r}")
+        return self.written
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._write())
+        except BaseException as error:  # noqa: BLE001 - reported by stop()
+            self.error = error
+
+    async def _write(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            started = time.monotonic()
+            while not self._stop.is_set():
+                due = int((time.monotonic() - started) * self.rate) + 1
+                if due > len(self.events):
+                    raise AssertionError("the steady writer ran out of events")
+                batch = self.events[self.written:due]
+                futures = [await producer.send(self.topic, encode(e), key=e.key.encode()) for e in batch]
+                await asyncio.gather(*futures)
+                self.written = due
+                await asyncio.sleep(self.tick)
+        finally:
+            await producer.stop()
+
+
+def wait_for(predicate, timeout: float, what: str, workers: list[Service], interval: float = 0.5):
+    """wait_until, naming the end of each worker's log when it times out (read then, not before)."""
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except AssertionError as error:
+        raise AssertionError(f"{error}: " + " | ".join(w.log()[-1500:] for w in workers)) from None
