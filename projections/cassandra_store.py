@@ -1,41 +1,29 @@
 """The scale-out projection store: Apache Cassandra, through cassandra-driver.
 
-Query-first tables, one per question the port asks (docs/cassandra.md gives the reasoning):
+Query-first tables, one per question the port asks; docs/cassandra.md lists them and gives the
+reasoning. The views (`user_reviews`, `review_events`, `movie_ratings`, `catalogue`, `user_events`)
+live in the keyspaces the current generation names; the checkpoint, where events were first applied,
+the lease, the lag and the model registry in the store's own keyspace.
 
-| table | partition key | clustering | answers |
-|---|---|---|---|
-| `reviews_by_user` | user_id | movie_id | a user's current reviews |
-| `reviews_by_movie` | movie_id | user_id | a movie's review count and mean (derived, never counted up) |
-| `movies` | movie_id | | the catalogue entry |
-| `history_by_user` | user_id | log_partition DESC, log_offset DESC | the audit trail, newest first |
-| `applied_events` | key (the user) | event_id | which events were applied (retried commands) |
-| `projection` | name | | where the projector is, and where each view lives |
-| `lag` | partition | | the projector's last lag report |
-| `factors` | (version, kind, bucket) | id | a model's factors, in bounded partitions |
-| `models`, `current_model` | version / name | | the registry and its current pointer |
-
-A batch's rows go out as one unlogged batch per partition key (a user's reviews and history, a
-movie's ratings), those batches concurrently, each row with its version (the log offset of the
-event behind it) as the write timestamp (`USING TIMESTAMP`): Cassandra keeps the newest write per
-cell, so a stale or repeated batch's rows change nothing. Then which events they applied, per
-user. Then the batch commits by moving the checkpoint with a lightweight transaction
-(compare-and-set) on the one `projection` row, which also names the keyspace each view lives in:
-a rebuild folds fresh views into a keyspace of its own and swaps them in by pointing the row at
-it, in the same kind of transaction. A batch that loses the race is folded again. All statements
-are prepared; the token-aware policy sends each to a replica.
+A batch's rows go out first, as unlogged batches of many partitions, each row versioned by the log
+offset of the event behind it (`USING TIMESTAMP`): Cassandra keeps the newest write per cell, so a
+stale or repeated batch's rows change nothing. Then the batch commits with one lightweight
+transaction (compare-and-set) per log partition it covers, on that partition's checkpoint row of the
+generation it was folded on. A rebuild swaps views and checkpoint in by pointing the `generation` row
+at a new generation. All statements are prepared.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 import uuid
 import zlib
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from functools import partial
-from typing import Iterable
-from datetime import datetime, timedelta, timezone
+from typing import Iterable, Iterator
 
 import msgspec
 from cassandra import ConsistencyLevel, WriteTimeout, WriteType
@@ -43,40 +31,61 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, N
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
 from cassandra.protocol import ErrorMessage
-from cassandra.query import BatchStatement, BatchType, ValueSequence
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, ValueSequence, tuple_factory
 
 from events.errors import HarmonyError
-from projections.store import REBUILDABLE, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
+from projections.store import (
+    REBUILDABLE, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
+)
+from projections.timestamps import from_micros, micros
 
 log = logging.getLogger(__name__)
 
 FACTOR_BUCKETS = 16  # a model's factors of one kind spread over this many partitions
+BUCKETS = 256  # partitions of `applied_at` and `review_events`: a batch reads at most this many of each
 CONCURRENCY = 64  # requests in flight at once for one batch
-BATCH_ROWS = 100  # rows per unlogged batch, and
-BATCH_BYTES = 32_000  # about this much text: under Cassandra's default batch size limit (50 KiB)
-IN_CHUNK = 100  # keys per `IN` query
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+BATCH_BYTES = 40_000  # rows per request, estimated: under Cassandra's limit for a multi-partition batch (50 KiB)
+ROW_BYTES = 150  # a row's size as Cassandra counts it toward that limit, without its JSON (measured: at most ~150)
+IN_CHUNK = 200  # keys per `IN` query
 WHERE_TTL = 1.0  # seconds a reader trusts where the views live before reading it again
+LEASE = "maintenance"
+
+# Tables are renamed when their layout or meaning changes, so a keyspace of an older layout is
+# projected again from the log; the first store to open it drops these, its older views.
+LEGACY_TABLES = ("reviews_by_user", "reviews_by_movie", "movies", "history_by_user", "applied_events", "projection")
+
+ADDED_COLUMNS = (("factors", "count", "int"), ("lag", "refused", "bigint"))
 
 TABLES = """
-CREATE TABLE IF NOT EXISTS reviews_by_user (
-    user_id text, movie_id text, rating double, summary text, text text, reviewed_at bigint, event_id text,
-    PRIMARY KEY ((user_id), movie_id));
-CREATE TABLE IF NOT EXISTS reviews_by_movie (
+-- review: the ReviewRow as JSON, one cell (the node's cost of a row grows with its cells).
+CREATE TABLE IF NOT EXISTS user_reviews (
+    user_id text, reviewed_at bigint, movie_id text, rating double, review blob,
+    PRIMARY KEY ((user_id), reviewed_at, movie_id)) WITH CLUSTERING ORDER BY (reviewed_at DESC, movie_id DESC);
+-- Every review event of a user by movie, newest first (reviewed_at null: a retraction).
+CREATE TABLE IF NOT EXISTS review_events (
+    bucket int, user_id text, movie_id text, log_partition int, log_offset bigint, type text, recorded_at bigint,
+    reviewed_at bigint, PRIMARY KEY ((bucket), user_id, movie_id, log_partition, log_offset))
+    WITH CLUSTERING ORDER BY (user_id ASC, movie_id ASC, log_partition DESC, log_offset DESC);
+CREATE TABLE IF NOT EXISTS movie_ratings (
     movie_id text, user_id text, rating double, PRIMARY KEY ((movie_id), user_id));
 -- genres frozen: a whole value, so writing it leaves no tombstone for an older list.
-CREATE TABLE IF NOT EXISTS movies (
+CREATE TABLE IF NOT EXISTS catalogue (
     movie_id text PRIMARY KEY, title text, year int, genres frozen<list<text>>, image_url text);
-CREATE TABLE IF NOT EXISTS history_by_user (
-    user_id text, log_partition int, log_offset bigint, event_id text, type text,
-    occurred_at bigint, recorded_at bigint, payload text,
+-- event: the HistoryRow as JSON.
+CREATE TABLE IF NOT EXISTS user_events (
+    user_id text, log_partition int, log_offset bigint, event blob,
     PRIMARY KEY ((user_id), log_partition, log_offset))
     WITH CLUSTERING ORDER BY (log_partition DESC, log_offset DESC);
-CREATE TABLE IF NOT EXISTS applied_events (key text, event_id text, PRIMARY KEY ((key), event_id));
-CREATE TABLE IF NOT EXISTS projection (
-    name text PRIMARY KEY, checkpoint text, reviews text, movies text, history text);
+CREATE TABLE IF NOT EXISTS generation (name text PRIMARY KEY, id text, reviews text, movies text, history text);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    generation text, partition int, log_offset bigint, PRIMARY KEY ((generation, partition)));
+CREATE TABLE IF NOT EXISTS generation_partitions (
+    generation text, partition int, PRIMARY KEY ((generation), partition));
+CREATE TABLE IF NOT EXISTS applied_at (
+    bucket int, key text, event_id text, log_partition int, log_offset bigint, PRIMARY KEY ((bucket), key, event_id));
+CREATE TABLE IF NOT EXISTS leases (name text PRIMARY KEY, holder text, expires bigint);
 CREATE TABLE IF NOT EXISTS lag (
-    partition int PRIMARY KEY, checkpoint bigint, high_watermark bigint, updated_at bigint);
+    partition int PRIMARY KEY, checkpoint bigint, high_watermark bigint, refused bigint, updated_at bigint);
 CREATE TABLE IF NOT EXISTS factors (
     version text, kind text, bucket int, id text, bias double, vector blob, count int,
     PRIMARY KEY ((version, kind, bucket), id));
@@ -84,7 +93,10 @@ CREATE TABLE IF NOT EXISTS models (version text PRIMARY KEY, info text);
 CREATE TABLE IF NOT EXISTS current_model (name text PRIMARY KEY, version text);
 """
 
-STATE = "SELECT checkpoint, reviews, movies, history FROM {base}.projection WHERE name = 'views'"
+GENERATION = "SELECT id, reviews, movies, history FROM {base}.generation WHERE name = 'current'"
+HISTORY = "SELECT event FROM {history}.user_events WHERE user_id = ?"
+
+_open_scratch: set[str] = set()  # scratch keyspaces this process has open: not leftovers
 
 
 @dataclass(frozen=True)
@@ -97,62 +109,84 @@ class CassandraConfig:
     connect_timeout: float  # seconds to reach the cluster before giving up
 
 
-MICROSECOND = timedelta(microseconds=1)
+class Checkpoint(dict):
+    """partition -> last applied offset, as read from one generation, with where that generation's
+    views live: a batch folded on it (`Changes.since`) writes there and commits against that
+    generation's checkpoint rows, never a newer generation's."""
+
+    def __init__(self, offsets: dict[int, int], generation: str, views: dict[str, str]):
+        super().__init__(offsets)
+        self.generation, self.views = generation, views
 
 
-def micros(moment: datetime) -> int:
-    """Microseconds since the epoch: Cassandra's `timestamp` keeps only milliseconds."""
-    return (moment - EPOCH) // MICROSECOND
+_encode = msgspec.json.Encoder().encode
+_history_row = msgspec.json.Decoder(HistoryRow).decode
+_review_row = msgspec.json.Decoder(ReviewRow).decode
 
 
-def from_micros(value: int) -> datetime:
-    return EPOCH + value * MICROSECOND
-
-
-def _history_row(row) -> HistoryRow:
-    user_id, event_id, type, occurred, recorded, partition, offset, payload = row
-    return HistoryRow(user_id, event_id, type, from_micros(occurred), from_micros(recorded), partition, offset,
-                      json.loads(payload))
+def _reviewed_at(event: HistoryRow):
+    """A submission's reviewed_at; left unset (no cell) for a retraction."""
+    reviewed_at = event.payload.get("reviewed_at")
+    return UNSET_VALUE if reviewed_at is None else micros(reviewed_at)
 
 
 def factor_bucket(id: str) -> int:
     return zlib.crc32(id.encode()) % FACTOR_BUCKETS
 
 
-def in_chunks(pairs: Iterable[tuple[object, str]]) -> list[tuple[object, ValueSequence]]:
+def bucket(user_id: str) -> int:
+    return zlib.crc32(user_id.encode()) % BUCKETS
+
+
+def in_chunks(pairs: Iterable[tuple[object, object]]) -> list[tuple[object, ValueSequence]]:
     """(partition key, value) pairs as (partition key, up to IN_CHUNK of its values) for `IN ?`:
     each query reads one partition."""
-    by_key: dict[object, list[str]] = {}
+    by_key: dict[object, list] = {}
     for key, value in pairs:
         by_key.setdefault(key, []).append(value)
     return [(key, ValueSequence(values[i:i + IN_CHUNK])) for key, values in by_key.items()
             for i in range(0, len(values), IN_CHUNK)]
 
 
-def encode_checkpoint(checkpoint: dict[int, int]) -> str:
-    """One canonical text per checkpoint, so a lightweight transaction can compare it."""
-    return json.dumps(sorted(checkpoint.items()))
-
-
-def decode_checkpoint(text: str) -> dict[int, int]:
-    return {partition: offset for partition, offset in json.loads(text)}
-
-
-class PartitionBatches:
-    """Statements grouped into unlogged batches by partition key: one request writes a user's rows
-    (Cassandra applies a partition's batch at once), and no batch grows past Cassandra's size limit."""
+class Writes:
+    """Statements grouped by the partition they write, packed into unlogged batches of many partitions:
+    one request carries hundreds of rows, and a partition's rows stay in one batch (one mutation,
+    applied at once). A partition bigger than a batch goes alone: Cassandra limits only the size of
+    batches spanning partitions."""
 
     def __init__(self):
-        self.batches: list[BatchStatement] = []
-        self._open: dict[str, tuple[BatchStatement, int]] = {}  # key -> (its batch, text in it)
+        self._rows: dict[tuple, list] = {}  # (table, key) -> [(statement, values)]
+        self._bytes: dict[tuple, int] = {}
 
-    def add(self, key: str, statement, values: tuple, size: int = 0) -> None:
-        batch, held = self._open.get(key, (None, 0))
-        if batch is None or len(batch) >= BATCH_ROWS or held + size > BATCH_BYTES:
-            batch, held = BatchStatement(BatchType.UNLOGGED), 0
-            self.batches.append(batch)
-        batch.add(statement, values)
-        self._open[key] = (batch, held + size)
+    def add(self, partition: tuple, statement, values: tuple, blob: bytes = b"") -> None:
+        self._rows.setdefault(partition, []).append((statement, values))
+        self._bytes[partition] = self._bytes.get(partition, 0) + ROW_BYTES + len(blob)
+
+    def batches(self) -> Iterator[BatchStatement]:
+        """Each batch bound as it is asked for: the first go out while the others are bound."""
+        batch, held = BatchStatement(BatchType.UNLOGGED), 0
+        for partition, rows in self._rows.items():
+            size = self._bytes[partition]
+            if held and held + size > BATCH_BYTES:
+                yield batch
+                batch, held = BatchStatement(BatchType.UNLOGGED), 0
+            for statement, values in rows:
+                batch.add(statement, values)
+            held += size
+        if held:
+            yield batch
+
+
+class _QuietBatchWarnings(logging.Filter):
+    """The batches here span partitions on purpose (one request, many rows); Cassandra warns about
+    every one, and the driver logs each warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "Server warning: %s" and record.args
+                    and str(record.args[0]).startswith(("Unlogged batch covering", "Batch for")))
+
+
+logging.getLogger("cassandra.protocol").addFilter(_QuietBatchWarnings())
 
 
 class RetryIdempotentWrites(RetryPolicy):
@@ -175,7 +209,7 @@ def _cas_unknown(error: Exception) -> bool:
 class CassandraStore:
     def __init__(self, config: CassandraConfig, scratch: bool = False):
         """`scratch`: a throw-away keyspace (rebuilds, verification), dropped when closed unless
-        a swap made its views live."""
+        a swap made views of it live."""
         self.config, self._scratch = config, scratch
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
@@ -183,6 +217,7 @@ class CassandraStore:
             serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
             retry_policy=RetryIdempotentWrites(),
             request_timeout=10.0,
+            row_factory=tuple_factory,  # a named tuple factory makes a class per result
         )
         self._cluster = Cluster(list(config.contact_points), port=config.port, protocol_version=5,
                                 execution_profiles={EXEC_PROFILE_DEFAULT: profile},
@@ -192,24 +227,25 @@ class CassandraStore:
         self._prepared: dict[str, object] = {}
         keyspace = config.keyspace
         if scratch:
-            self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+            _open_scratch.add(keyspace)
         self._session.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
             f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
         for statement in filter(str.strip, TABLES.split(";")):
             self._session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ",
                                                     f"CREATE TABLE IF NOT EXISTS {keyspace}."))
-        if self._session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND "
-                                 "table_name = 'factors' AND column_name = 'count'", (keyspace,)).one() is None:
-            self._session.execute(f"ALTER TABLE {keyspace}.factors ADD count int")  # a registry from before counts
+        for table, column, type in ADDED_COLUMNS:  # to tables of an older store, kept
+            if self._session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND "
+                                     "table_name = %s AND column_name = %s", (keyspace, table, column)).one() is None:
+                self._session.execute(f"ALTER TABLE {keyspace}.{table} ADD {column} {type}")
         self._where: dict[str, str] = {}
         self._where_read = float("-inf")
-        if self._session.execute(self._statement(STATE)).one() is None:
+        if self._session.execute(self._statement(GENERATION)).one() is None:
             # A new store keeps its views in its own keyspace, from no checkpoint.
-            self._session.execute(self._statement(
-                "INSERT INTO {base}.projection (name, checkpoint, reviews, movies, history) "
-                "VALUES ('views', '[]', ?, ?, ?) IF NOT EXISTS"), (keyspace,) * 3)
-        self._state()
+            if self._session.execute(self._statement(
+                    "INSERT INTO {base}.generation (name, id, reviews, movies, history) "
+                    "VALUES ('current', ?, ?, ?, ?) IF NOT EXISTS"), (uuid.uuid4().hex, *(keyspace,) * 3)).was_applied:
+                self._drop_legacy_tables()
 
     def _connect(self):
         where = f"{','.join(self.config.contact_points)}:{self.config.port}"
@@ -225,6 +261,17 @@ class CassandraStore:
         finally:
             driver_log.setLevel(level)
 
+    def _drop_legacy_tables(self) -> None:
+        keyspace = self.config.keyspace
+        tables = self._session.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+                                       (keyspace,))
+        old = [name for (name,) in tables if name in LEGACY_TABLES]
+        if old:
+            log.warning("projection schema changed: dropping the old views; the worker projects them again "
+                        "from the log", extra={"keyspace": keyspace, "tables": old})
+        for name in old:
+            self._session.execute(f"DROP TABLE IF EXISTS {keyspace}.{name}")
+
     def _statement(self, cql: str, **views: str):
         """The prepared statement of `cql`, whose `{base}` is this store's keyspace and whose
         `{reviews}`, `{movies}`, `{history}` are the keyspaces those views live in."""
@@ -234,25 +281,29 @@ class CassandraStore:
             statement = self._prepared[text] = self._session.prepare(text)
         return statement
 
-    def _state(self) -> tuple[dict[int, int], dict[str, str]]:
-        """The checkpoint and where each view lives, read at the store's consistency, not through Paxos: every
-        commit is a compare-and-set, so a stale read only makes one commit fail and its batch fold again. A
-        serial read is a Paxos round of its own and contends with every commit (and every other reader)."""
-        row = self._session.execute(self._statement(STATE)).one()
-        self._where = {view: getattr(row, view) for view in REBUILDABLE}
+    def _generation(self) -> tuple[str, dict[str, str]]:
+        """The current generation and where its views live, read at the store's consistency, not
+        through Paxos: a stale read only makes a commit fail and its batch fold again, while a serial
+        read is a Paxos round of its own, contending with the commits."""
+        generation, *places = self._session.execute(self._statement(GENERATION)).one()
+        self._where = dict(zip(REBUILDABLE, places))
         self._where_read = time.monotonic()
-        return decode_checkpoint(row.checkpoint), self._where
+        return generation, self._where
 
     def _views(self) -> dict[str, str]:
-        """Where each view lives, as read within the last second (a swap is seen that late)."""
+        """Where each view lives, as read within the last second (readers see a swap that late)."""
         if time.monotonic() - self._where_read > WHERE_TTL:
-            self._state()
+            self._generation()
         return self._where
 
     def _write_all(self, statement, rows: list[tuple]) -> None:
         if rows:
             execute_concurrent_with_args(self._session, statement, rows, concurrency=CONCURRENCY,
                                          raise_on_first_error=True)
+
+    def _send(self, writes: Writes) -> None:
+        execute_concurrent(self._session, ((batch, None) for batch in writes.batches()), concurrency=CONCURRENCY,
+                           raise_on_first_error=True)
 
     def _read_all(self, statement, rows: list[tuple]) -> list:
         results = execute_concurrent_with_args(self._session, statement, rows, concurrency=CONCURRENCY,
@@ -261,111 +312,170 @@ class CassandraStore:
 
     # -- projector side ---------------------------------------------------------------
 
-    def checkpoint(self) -> dict[int, int]:
-        return self._state()[0]
+    def checkpoint(self) -> Checkpoint:
+        generation, views = self._generation()
+        partitions = [p for (p,) in self._session.execute(self._statement(
+            "SELECT partition FROM {base}.generation_partitions WHERE generation = ?"), (generation,))]
+        offsets = dict(self._session.execute(self._statement(
+            "SELECT partition, log_offset FROM {base}.checkpoints WHERE generation = ? AND partition IN ?"),
+            (generation, ValueSequence(partitions)))) if partitions else {}
+        return Checkpoint(offsets, generation, dict(views))
 
-    def seen_event_ids(self, events: list[tuple[str, str]]) -> set[str]:
-        statement = self._statement("SELECT event_id FROM {reviews}.applied_events WHERE key = ? AND event_id IN ?",
-                                    **self._views())
-        queries = in_chunks(events)
-        return {row.event_id for row in self._read_all(statement, queries)} if queries else set()
+    def first_applied(self, events: list[tuple[str, str]]) -> dict[str, tuple[int, int]]:
+        statement = self._statement("SELECT event_id, log_partition, log_offset FROM {base}.applied_at "
+                                    "WHERE bucket = ? AND (key, event_id) IN ?")
+        queries = in_chunks((bucket(key), (key, event_id)) for key, event_id in events)
+        return {event_id: (partition, offset) for event_id, partition, offset in self._read_all(statement, queries)}
 
     def apply(self, changes: Changes) -> bool:
-        # The rows first, then which events they applied, then the commit: a failure part-way leaves
-        # the checkpoint behind (and no event marked applied without its rows), and the batch is
-        # applied again after a restart. Rows written for a commit that then loses its
-        # compare-and-set are older versions, or sit in views no longer live: harmless.
-        where = self._views()
-        q = partial(self._statement, **where)
-        put_review = q("INSERT INTO {reviews}.reviews_by_user (user_id, movie_id, rating, summary, text, "
-                       "reviewed_at, event_id) VALUES (?,?,?,?,?,?,?) USING TIMESTAMP ?")
-        delete_review = q("DELETE FROM {reviews}.reviews_by_user USING TIMESTAMP ? WHERE user_id = ? AND movie_id = ?")
-        put_rating = q("INSERT INTO {reviews}.reviews_by_movie (movie_id, user_id, rating) VALUES (?,?,?) "
+        since = changes.since
+        if not isinstance(since, Checkpoint):
+            raise TypeError("Changes.since must be the Checkpoint this store's checkpoint() answered")
+        if not self._unmoved(since, list(changes.checkpoint)):
+            return False  # known refused before writing anything: fold again
+        # Rows first, then the commit: a failure part-way leaves the checkpoint behind, and the batch
+        # is applied again after a restart. Rows written for a commit that then fails are older
+        # versions, or the same ones a fold again writes, or sit in views no longer live: harmless.
+        q = partial(self._statement, **since.views)
+        rows = Writes()
+        # History rows, a user's review events by movie and where events were first applied are keyed
+        # by the log position they record: writing them again writes the same thing. A copy of an
+        # event is never written (the fold skips it).
+        put_event = q("INSERT INTO {history}.user_events (user_id, log_partition, log_offset, event) VALUES (?,?,?,?)")
+        put_review_event = q("INSERT INTO {reviews}.review_events (bucket, user_id, movie_id, log_partition, "
+                             "log_offset, type, recorded_at, reviewed_at) VALUES (?,?,?,?,?,?,?,?)")
+        put_applied = q("INSERT INTO {base}.applied_at (bucket, key, event_id, log_partition, log_offset) "
+                        "VALUES (?,?,?,?,?)")
+        for h in changes.history:
+            user, movie, b = h.user_id, h.payload["movie_id"], bucket(h.user_id)
+            event = _encode(h)
+            rows.add(("h", user), put_event, (user, h.partition, h.offset, event), event)
+            rows.add(("e", b), put_review_event, (b, user, movie, h.partition, h.offset, h.type,
+                                                  micros(h.recorded_at), _reviewed_at(h)))
+            rows.add(("a", b), put_applied, (b, user, h.event_id, h.partition, h.offset))
+        put_rating = q("INSERT INTO {reviews}.movie_ratings (movie_id, user_id, rating) VALUES (?,?,?) "
                        "USING TIMESTAMP ?")
-        delete_rating = q("DELETE FROM {reviews}.reviews_by_movie USING TIMESTAMP ? WHERE movie_id = ? AND user_id = ?")
-        put_movie = q("INSERT INTO {movies}.movies (movie_id, title, year, genres, image_url) VALUES (?,?,?,?,?) "
-                      "USING TIMESTAMP ?")
-        put_history = q("INSERT INTO {history}.history_by_user (user_id, log_partition, log_offset, event_id, type, "
-                        "occurred_at, recorded_at, payload) VALUES (?,?,?,?,?,?,?,?)")
-        put_applied = q("INSERT INTO {reviews}.applied_events (key, event_id) VALUES (?,?)")
-
-        rows = PartitionBatches()
+        delete_rating = q("DELETE FROM {reviews}.movie_ratings USING TIMESTAMP ? WHERE movie_id = ? AND user_id = ?")
         for (user, movie), (version, r) in changes.reviews.items():
             if r is None:
-                rows.add(user, delete_review, (version, user, movie))
-                rows.add(f"movie:{movie}", delete_rating, (version, movie, user))
+                rows.add(("r", movie), delete_rating, (version, movie, user))
             else:
-                rows.add(user, put_review, (user, movie, r.rating, r.summary, r.text, micros(r.reviewed_at),
-                                            r.event_id, version), len(r.summary) + len(r.text))
-                rows.add(f"movie:{movie}", put_rating, (movie, user, r.rating, version))
+                rows.add(("r", movie), put_rating, (movie, user, r.rating, version))
+        put_movie = q("INSERT INTO {movies}.catalogue (movie_id, title, year, genres, image_url) VALUES (?,?,?,?,?) "
+                      "USING TIMESTAMP ?")
         for version, c in changes.catalogue.values():
-            rows.add(f"movie:{c.movie_id}", put_movie, (c.movie_id, c.title, c.year, c.genres, c.image_url, version))
-        applied = PartitionBatches()
-        for h in changes.history:
-            payload = msgspec.json.encode(h.payload).decode()
-            rows.add(h.user_id, put_history, (h.user_id, h.partition, h.offset, h.event_id, h.type,
-                                              micros(h.occurred_at), micros(h.recorded_at), payload), len(payload))
-            applied.add(h.user_id, put_applied, (h.user_id, h.event_id))
-        for phase in (rows, applied):
-            if phase.batches:
-                execute_concurrent(self._session, [(batch, None) for batch in phase.batches],
-                                   concurrency=CONCURRENCY, raise_on_first_error=True)
+            rows.add(("c", c.movie_id), put_movie, (c.movie_id, c.title, c.year, c.genres, c.image_url, version))
+        self._send(rows)
+        if changes.reviews:
+            self._send(self._page_rows(changes, q))
+        return self._commit(since, changes.checkpoint)
 
-        moved = {p: max(o, changes.since.get(p, -1)) for p, o in changes.checkpoint.items()}
-        try:
-            committed = self._session.execute(self._statement(
-                "UPDATE {base}.projection SET checkpoint = ? WHERE name = 'views' "
-                "IF checkpoint = ? AND reviews = ? AND movies = ? AND history = ?"), (
-                encode_checkpoint({**changes.since, **moved}), encode_checkpoint(changes.since),
-                where["reviews"], where["movies"], where["history"])).was_applied
-        except (WriteTimeout, ErrorMessage) as error:
-            # Contention, or a proposal accepted by fewer than a quorum: the commit may or may not have
-            # happened. Either way folding again is right: the next commit's Paxos round finishes (or
-            # drops) this one first, and a batch already committed folds to nothing.
-            if not _cas_unknown(error):
-                raise
-            log.warning("checkpoint commit outcome unknown; folding again", extra={"error": str(error)})
-            committed = False
-        if not committed:
-            self._state()  # the fold goes again, on what is there now
+    def _unmoved(self, since: Checkpoint, partitions: list[int]) -> bool:
+        """Whether the generation the batch was folded on is still current and its partitions still
+        where the fold found them: a batch that lost a race folds again without writing (one that
+        loses after this check writes rows that change nothing)."""
+        current = self._session.execute_async(self._statement(GENERATION))
+        stored = self._session.execute_async(self._statement(
+            "SELECT partition, log_offset FROM {base}.checkpoints WHERE generation = ? AND partition IN ?"),
+            (since.generation, ValueSequence(partitions)))
+        return (current.result().one()[0] == since.generation
+                and dict(stored.result()) == {p: since[p] for p in partitions if p in since})
+
+    def _page_rows(self, changes: Changes, q) -> Writes:
+        """The `user_reviews` rows of the batch's review changes and the removal of those they replace.
+
+        A row's key holds its reviewed_at, so replacing it needs the old one: `review_events` has every
+        review event of a (user, movie) with its reviewed_at. The batch wrote its own before this reads
+        them, so of two changes racing (a stale batch of an overlapping worker) at least one sees the
+        other: the newer removes the older's row, or the older, seeing a newer event, writes none.
+        Offsets order a user's events, as they order the versions (one log partition)."""
+        statement = q("SELECT user_id, movie_id, log_offset, reviewed_at FROM {reviews}.review_events "
+                      "WHERE bucket = ? AND (user_id, movie_id) IN ?")
+        events: dict[tuple[str, str], list[tuple[int, int | None]]] = {}
+        for user, movie, offset, reviewed_at in self._read_all(
+                statement, in_chunks((bucket(user), (user, movie)) for user, movie in changes.reviews)):
+            events.setdefault((user, movie), []).append((offset, reviewed_at))
+        put_review = q("INSERT INTO {reviews}.user_reviews (user_id, reviewed_at, movie_id, rating, review) "
+                       "VALUES (?,?,?,?,?) USING TIMESTAMP ?")
+        delete_review = q("DELETE FROM {reviews}.user_reviews USING TIMESTAMP ? "
+                          "WHERE user_id = ? AND reviewed_at = ? AND movie_id = ?")
+        rows = Writes()
+        for (user, movie), (version, r) in changes.reviews.items():
+            written = events.get((user, movie), [])
+            if any(offset > version for offset, _ in written):
+                continue  # a newer change stands
+            at = None if r is None else micros(r.reviewed_at)
+            older = {older_at for offset, older_at in written if offset < version}
+            for older_at in older - {None, at}:  # a retraction has no row; the row under `at` is overwritten
+                rows.add(("u", user), delete_review, (version, user, older_at, movie))
+            if r is not None:
+                review = _encode(r)
+                rows.add(("u", user), put_review, (user, at, movie, r.rating, review, version), review)
+        return rows
+
+    def _commit(self, since: Checkpoint, checkpoint: dict[int, int]) -> bool:
+        """One compare-and-set per log partition, each on a row of its own (workers owning different
+        partitions never contend), concurrently; True if all committed."""
+        new = [p for p in checkpoint if p not in since]
+        self._write_all(self._statement(
+            "INSERT INTO {base}.generation_partitions (generation, partition) VALUES (?, ?)"),
+            [(since.generation, p) for p in new])  # before its row: a reader finds every committed one
+        move = self._statement("UPDATE {base}.checkpoints SET log_offset = ? WHERE generation = ? AND partition = ? "
+                               "IF log_offset = ?")
+        start = self._statement("INSERT INTO {base}.checkpoints (generation, partition, log_offset) VALUES (?,?,?) "
+                                "IF NOT EXISTS")
+        futures = [self._session.execute_async(move, (max(offset, since[p]), since.generation, p, since[p]))
+                   if p in since else self._session.execute_async(start, (since.generation, p, offset))
+                   for p, offset in checkpoint.items()]
+        committed = True
+        for future in futures:
+            try:
+                committed &= future.result().was_applied
+            except (WriteTimeout, ErrorMessage) as error:
+                # Contention, or a proposal accepted by fewer than a quorum: the commit may or may not
+                # have happened. Either way folding again is right: the next round on that row finishes
+                # (or drops) this one first, and a batch already committed folds to nothing.
+                if not _cas_unknown(error):
+                    raise
+                log.warning("checkpoint commit outcome unknown; folding again", extra={"error": str(error)})
+                committed = False
         return committed
 
     def record_lag(self, lags: list[PartitionLag]) -> None:
         now = micros(datetime.now(timezone.utc))
         self._write_all(self._statement(
-            "INSERT INTO {base}.lag (partition, checkpoint, high_watermark, updated_at) VALUES (?,?,?,?)"),
-            [(lag.partition, lag.checkpoint, lag.high_watermark, now) for lag in lags])
+            "INSERT INTO {base}.lag (partition, checkpoint, high_watermark, refused, updated_at) VALUES (?,?,?,?,?)"),
+            [(lag.partition, lag.checkpoint, lag.high_watermark, lag.refused, now) for lag in lags])
 
     # -- read side ----------------------------------------------------------------------
 
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
-        # The user's partition is read whole and ordered here: a partition holds one user's reviews.
-        statement = self._statement(
-            "SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM {reviews}.reviews_by_user "
-            "WHERE user_id = ?", **self._views())
-        rows = [ReviewRow(m, r, s, t, from_micros(at), e, user_id=u)
-                for u, m, r, s, t, at, e in self._session.execute(statement, (user_id,))]
-        rows.sort(key=lambda row: (row.reviewed_at, row.movie_id), reverse=True)
-        if after is not None:
-            rows = [row for row in rows if (row.reviewed_at, row.movie_id) < after]
-        return rows[:limit]
+        # Only the page: the partition is clustered newest first, and the cursor is a clustering bound.
+        cql = "SELECT review FROM {reviews}.user_reviews WHERE user_id = ?"
+        if after is None:
+            rows = self._session.execute(self._statement(cql + " LIMIT ?", **self._views()), (user_id, limit))
+        else:
+            rows = self._session.execute(
+                self._statement(cql + " AND (reviewed_at, movie_id) < (?, ?) LIMIT ?", **self._views()),
+                (user_id, micros(after[0]), after[1], limit))
+        return [_review_row(review) for (review,) in rows]
 
     def user_ratings(self, user_id: str) -> dict[str, float]:
         return dict(self._session.execute(self._statement(
-            "SELECT movie_id, rating FROM {reviews}.reviews_by_user WHERE user_id = ?", **self._views()),
+            "SELECT movie_id, rating FROM {reviews}.user_reviews WHERE user_id = ?", **self._views()),
             (user_id,)))
 
     def catalogue(self) -> list[CatalogueEntry]:
         rows = self._session.execute(self._statement(
-            "SELECT movie_id, title, year, genres, image_url FROM {movies}.movies", **self._views()))
+            "SELECT movie_id, title, year, genres, image_url FROM {movies}.catalogue", **self._views()))
         return [CatalogueEntry(m, t, y, list(g or []), i) for m, t, y, g, i in rows]  # pages fetched as iterated
 
     def movie(self, movie_id: str) -> Movie | None:
         where = self._views()
         entry = self._session.execute(self._statement(
-            "SELECT title, year, genres FROM {movies}.movies WHERE movie_id = ?", **where), (movie_id,)).one()
+            "SELECT title, year, genres FROM {movies}.catalogue WHERE movie_id = ?", **where), (movie_id,)).one()
         count, total = self._session.execute(self._statement(
-            "SELECT count(rating), sum(rating) FROM {reviews}.reviews_by_movie WHERE movie_id = ?", **where),
+            "SELECT count(rating), sum(rating) FROM {reviews}.movie_ratings WHERE movie_id = ?", **where),
             (movie_id,)).one()
         if entry is None and not count:
             return None
@@ -375,16 +485,16 @@ class CassandraStore:
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
     ) -> list[HistoryRow]:
-        cql = ("SELECT user_id, event_id, type, occurred_at, recorded_at, log_partition, log_offset, payload "
-               "FROM {history}.history_by_user WHERE user_id = ?")
-        if before is None:
-            result = self._session.execute(self._statement(cql, **self._views()), (user_id,))
-        else:
-            result = self._session.execute(
-                self._statement(cql + " AND (log_partition, log_offset) < (?, ?)", **self._views()),
-                (user_id, *before))
+        cql, values = HISTORY, (user_id,)
+        if before is not None:
+            cql, values = cql + " AND (log_partition, log_offset) < (?, ?)", (*values, *before)
+        if limit and as_of is None:
+            cql, values = cql + " LIMIT ?", (*values, limit)
+        query = self._statement(cql, **self._views()).bind(values)
+        if limit and as_of is not None:
+            query.fetch_size = limit  # `as_of` filters here: fetch a page at a time, and stop at `limit`
         rows: list[HistoryRow] = []
-        for row in map(_history_row, result):  # pages are fetched as iterated
+        for row in (_history_row(event) for (event,) in self._session.execute(query)):  # pages fetched as iterated
             if as_of is not None and row.recorded_at > as_of:
                 continue
             rows.append(row)
@@ -392,17 +502,37 @@ class CassandraStore:
                 break
         return rows
 
+    def review_events_before(self, user_id: str, movie_ids: list[str], before: tuple[int, int],
+                             as_of: datetime | None) -> dict[str, str]:
+        if not movie_ids:
+            return {}
+        cql = ("SELECT movie_id, type, recorded_at FROM {reviews}.review_events WHERE bucket = ? AND user_id = ? "
+               "AND movie_id IN ? AND (log_partition, log_offset) < (?, ?)")
+        # Newest first within each movie: the first row of each (GROUP BY) unless `as_of` skips some.
+        rows = self._session.execute(self._statement(
+            cql if as_of is not None else cql + " GROUP BY bucket, user_id, movie_id", **self._views()),
+            (bucket(user_id), user_id, ValueSequence(movie_ids), *before))
+        found: dict[str, str] = {}
+        for movie_id, type, recorded_at in rows:
+            if as_of is None or recorded_at <= micros(as_of):
+                found.setdefault(movie_id, type)
+        return found
+
     def user_event(self, user_id: str, event_id: str) -> HistoryRow | None:
-        # Filtering within one user's partition: the ids are not a key of it.
-        row = self._session.execute(self._statement(
-            "SELECT user_id, event_id, type, occurred_at, recorded_at, log_partition, log_offset, payload "
-            "FROM {history}.history_by_user WHERE user_id = ? AND event_id = ? ALLOW FILTERING",
-            **self._views()), (user_id, event_id)).one()
-        return _history_row(row) if row else None
+        # Where it was first applied, then that history row.
+        applied = self._session.execute(self._statement(
+            "SELECT log_partition, log_offset FROM {base}.applied_at WHERE bucket = ? AND key = ? AND event_id = ?"),
+            (bucket(user_id), user_id, event_id)).one()
+        if applied is None:
+            return None
+        row = self._session.execute(self._statement(HISTORY + " AND log_partition = ? AND log_offset = ?",
+                                                    **self._views()), (user_id, *applied)).one()
+        return _history_row(row[0]) if row else None
 
     def lag(self) -> list[PartitionLag]:
-        rows = self._session.execute(self._statement("SELECT partition, checkpoint, high_watermark FROM {base}.lag"))
-        return [PartitionLag.of(p, c, h) for p, c, h in sorted(rows)]
+        rows = self._session.execute(self._statement(
+            "SELECT partition, checkpoint, high_watermark, refused FROM {base}.lag"))
+        return [PartitionLag.of(p, c, h, r or 0) for p, c, h, r in sorted(rows)]
 
     def lag_reported_at(self) -> datetime | None:
         rows = self._session.execute(self._statement("SELECT updated_at FROM {base}.lag"))
@@ -431,10 +561,10 @@ class CassandraStore:
                 "SELECT version FROM {base}.current_model WHERE name = 'current'")).one()
             if current is None:
                 return None
-            version = current.version
+            (version,) = current
         row = self._session.execute(self._statement("SELECT info FROM {base}.models WHERE version = ?"),
                                     (version,)).one()
-        return None if row is None else msgspec.json.decode(row.info, type=ModelInfo)
+        return None if row is None else msgspec.json.decode(row[0], type=ModelInfo)
 
     def factors(self, version: str, kind: str, ids: list[str] | None = None) -> list[FactorRow]:
         cql = "SELECT id, bias, vector, count FROM {base}.factors WHERE version = ? AND kind = ? AND bucket = ?"
@@ -450,50 +580,90 @@ class CassandraStore:
 
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows in a stable order. Reads whole tables: for verification and tests."""
-        checkpoint, where = self._state()
+        checkpoint = self.checkpoint()
 
         def table(cql: str) -> list[tuple]:
-            return sorted(tuple(row) for row in self._session.execute(cql.format(**where)))
+            return list(self._session.execute(cql.format(**checkpoint.views)))
 
+        reviews = (_review_row(review) for (review,) in table("SELECT review FROM {reviews}.user_reviews"))
+        history = (_history_row(event) for (event,) in table("SELECT event FROM {history}.user_events"))
         return {
-            "reviews": table("SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id "
-                             "FROM {reviews}.reviews_by_user"),
-            "movies": table("SELECT movie_id, title, year, genres, image_url FROM {movies}.movies"),
-            "history": table("SELECT event_id, user_id, type, occurred_at, recorded_at, log_partition, "
-                             "log_offset, payload FROM {history}.history_by_user"),
+            "reviews": sorted((r.user_id, r.movie_id, r.rating, r.summary, r.text, micros(r.reviewed_at), r.event_id)
+                              for r in reviews),
+            "movies": sorted(table("SELECT movie_id, title, year, genres, image_url FROM {movies}.catalogue")),
+            "history": sorted((h.event_id, h.user_id, h.type, h.occurred_at, h.recorded_at, h.partition, h.offset,
+                               h.payload) for h in history),
             "checkpoints": sorted(checkpoint.items()),
         }
 
-    def scratch(self, name: str) -> "CassandraStore":
-        """A fresh keyspace named after this one (`<keyspace>__<name>_<random>`). A rebuild's
-        keyspaces that no view points at any more (replaced by a later rebuild, or left by one
-        that died) are dropped first: readers have long moved off them."""
-        prefix = f"{self.config.keyspace}__"
-        live = set(self._state()[1].values())
-        for (keyspace,) in self._session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
-            if keyspace.startswith(prefix + "rebuild_") and keyspace not in live:
-                self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
-        return CassandraStore(replace(self.config, keyspace=f"{prefix}{name}_{uuid.uuid4().hex[:8]}"), scratch=True)
+    def _keyspaces(self) -> list[str]:
+        return [name for (name,) in self._session.execute("SELECT keyspace_name FROM system_schema.keyspaces")]
 
-    def swap_in(self, fresh: "CassandraStore", views: list[str], checkpoint: dict[int, int]) -> bool:
-        if fresh.checkpoint() != checkpoint:
-            raise RuntimeError(f"fresh store at {fresh.checkpoint()}, not at {checkpoint}")
-        _, where = self._state()
-        moved = {**where, **{view: fresh.config.keyspace for view in views}}
-        swapped = self._session.execute(self._statement(
-            "UPDATE {base}.projection SET reviews = ?, movies = ?, history = ? WHERE name = 'views' "
-            "IF checkpoint = ? AND reviews = ? AND movies = ? AND history = ?"), (
-            moved["reviews"], moved["movies"], moved["history"], encode_checkpoint(checkpoint),
-            where["reviews"], where["movies"], where["history"])).was_applied
-        if swapped:
-            fresh._scratch = False  # its keyspace holds live views now
-        self._state()
-        return swapped
+    def scratch(self, name: str) -> "CassandraStore":
+        """A fresh keyspace, `<keyspace>__<name>_<random>`. Leftovers of the same name (a generation
+        a later swap replaced, or the scratch store of a maintenance run that died) are dropped
+        first: those no view lives in and this process has not open. Other names' are another
+        command's (a verification may run beside a rebuild)."""
+        prefix = f"{self.config.keyspace}__{name}_"
+        live = set(self._generation()[1].values())
+        for keyspace in self._keyspaces():
+            if (keyspace.startswith(prefix) and keyspace[len(prefix):].isalnum()
+                    and keyspace not in live and keyspace not in _open_scratch):
+                self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        return CassandraStore(replace(self.config, keyspace=f"{prefix}{uuid.uuid4().hex[:8]}"), scratch=True)
+
+    def swap_in(self, fresh: "CassandraStore", views: list[str]) -> None:
+        """A new generation: fresh's checkpoint under a new id, then the generation row pointing at it
+        and at fresh's views in one compare-and-set. A projector's batch folded on the generation
+        before commits (if at all) only there: its next checkpoint() reads the new one."""
+        target = fresh.checkpoint()
+        generation, where = self._generation()
+        new = uuid.uuid4().hex
+        self._write_all(self._statement(
+            "INSERT INTO {base}.generation_partitions (generation, partition) VALUES (?, ?)"),
+            [(new, p) for p in target])
+        # Compare-and-set like every later write of these rows: a plain write's timestamp (the client's
+        # clock) could be later than a Paxos round's and hide its write.
+        self._write_all(self._statement(
+            "INSERT INTO {base}.checkpoints (generation, partition, log_offset) VALUES (?,?,?) IF NOT EXISTS"),
+            [(new, p, offset) for p, offset in target.items()])
+        moved = {**where, **{view: target.views[view] for view in views}}
+        if not self._session.execute(self._statement(
+                "UPDATE {base}.generation SET id = ?, reviews = ?, movies = ?, history = ? WHERE name = 'current' "
+                "IF id = ?"), (new, moved["reviews"], moved["movies"], moved["history"], generation)).was_applied:
+            raise HarmonyError("another swap came first (is a maintenance command running without the lease?)")
+        fresh._scratch = False  # views of its keyspace are live now
+        self._generation()
+
+    def take_lease(self, holder: str, seconds: float) -> tuple[str, datetime] | None:
+        """The lease row lives `seconds` (its TTL, whole seconds): an expired lease is no row."""
+        ttl = max(1, math.ceil(seconds))
+        expires = micros(datetime.now(timezone.utc)) + round(seconds * 1e6)
+        taken = self._session.execute(self._statement(
+            "INSERT INTO {base}.leases (name, holder, expires) VALUES (?, ?, ?) IF NOT EXISTS USING TTL ?"),
+            (LEASE, holder, expires, ttl))
+        if taken.was_applied:
+            return None
+        current = dict(zip(taken.column_names, taken.one()))
+        if current["holder"] != holder:
+            return current["holder"], from_micros(current["expires"])
+        if self._session.execute(self._statement(
+                "UPDATE {base}.leases USING TTL ? SET holder = ?, expires = ? WHERE name = ? IF holder = ?"),
+                (ttl, holder, expires, LEASE, holder)).was_applied:
+            return None
+        return self.take_lease(holder, seconds)  # it expired and changed hands meanwhile: ask again
+
+    def release_lease(self, holder: str) -> None:
+        self._session.execute(self._statement("DELETE FROM {base}.leases WHERE name = ? IF holder = ?"),
+                              (LEASE, holder))
 
     def close(self) -> None:
         try:
-            if self._scratch:  # with the keyspaces its views were swapped in from
-                for keyspace in {self.config.keyspace, *self._state()[1].values()}:
-                    self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+            if self._scratch:  # with the keyspaces its views live in and its own leftovers
+                keyspace = self.config.keyspace
+                for name in {keyspace, *self._generation()[1].values(),
+                             *(k for k in self._keyspaces() if k.startswith(f"{keyspace}__"))}:
+                    self._session.execute(f"DROP KEYSPACE IF EXISTS {name}")
         finally:
+            _open_scratch.discard(self.config.keyspace)
             self._cluster.shutdown()

@@ -81,7 +81,7 @@ class Changes(msgspec.Struct):
     version of each row, so a refused batch's rows change nothing either.
     """
 
-    since: dict[int, int] = {}  # the checkpoint the batch was folded on
+    since: dict[int, int] = {}  # the checkpoint the batch was folded on, as `checkpoint()` answered it
     reviews: dict[ReviewKey, tuple[int, ReviewRow | None]] = {}  # (version, row); None: retracted
     catalogue: dict[str, tuple[int, CatalogueEntry]] = {}  # movie_id -> (version, entry)
     history: list[HistoryRow] = []
