@@ -299,16 +299,17 @@ async def producer_inflight(bootstrap: str, topic: str, messages: list[tuple[byt
 # -- the benchmark -----------------------------------------------------------------------------
 
 
-def wait_ready(port: int, api: Child, timeout: float = 60.0, what: str = "the API") -> float:
+def wait_ready(port: int, api: Child, timeout: float = 60.0, what: str = "the API", path: str = "/readyz") -> float:
+    """Seconds from the API's start until `path` answers 200."""
     import httpx
 
     deadline = time.monotonic() + timeout
-    with console.status(f"waiting for {what} to be ready (/readyz)…"):
+    with console.status(f"waiting for {what} to be ready ({path})…"):
         while time.monotonic() < deadline:
             if not api.alive():
                 raise RuntimeError(f"{what} exited with {api.process.returncode}:\n{api.tail()}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
                     return time.monotonic() - api.started
             except httpx.HTTPError:
                 pass

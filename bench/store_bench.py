@@ -31,14 +31,13 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import httpx
 
 from bench.common import (
     Child, CpuMeter, Population, add_backlog_arguments, base_parser, child_env, console, create_topic, free_port,
     fresh_topic, local_stack, percentile, produce_batched, progress, review_events, rss_mib, run_benchmark,
     service_pids,
 )
-from bench.ingest import read_response
+from bench.ingest import read_response, wait_ready
 
 STORES = ("sqlite", "cassandra")  # SQLite first: the baseline
 ENDPOINTS = {"reviews": "/v1/users/{}/reviews", "history": "/v1/users/{}/history"}
@@ -193,28 +192,14 @@ async def get_load(port: int, path: str, users: list[str], clients: int, warmup:
             "statuses": {str(k): v for k, v in sorted(statuses.items())}}
 
 
-def wait_serving(port: int, api: Child, timeout: float = 60.0) -> float:
-    """Seconds from the API's start until it answers /healthz. Not /readyz: that wants a lag report of a
-    projector from the last 30 s, and the workers stopped after their catch-ups."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not api.alive():
-            raise RuntimeError(f"the API exited with {api.process.returncode}:\n{api.tail()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return time.monotonic() - api.started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the API was not serving within {timeout:.0f}s:\n{api.tail()}")
-
-
 def serve_reads(store: Store, env: dict[str, str], users: list[str], args, services: dict[str, int]) -> dict:
     """`harmony api` on the store, each endpoint driven in turn."""
     port = free_port()
     api = Child(["api", "--port", str(port)], env, store.work / "api.log", cwd=store.work)
     try:
-        figures: dict = {"api_ready_s": round(wait_serving(port, api), 2)}
+        # /healthz, not /readyz: that wants a projector's lag report from the last 30 s, and the workers
+        # stopped after their catch-ups.
+        figures: dict = {"api_ready_s": round(wait_ready(port, api, path="/healthz"), 2)}
         for endpoint, path in ENDPOINTS.items():
             meter = CpuMeter({"api": api.pid, **services}).start()
             figures[endpoint] = asyncio.run(get_load(port, path, users, args.clients, args.warmup, args.duration,
