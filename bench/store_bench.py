@@ -31,7 +31,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-
 from bench.common import (
     Child, CpuMeter, Population, add_backlog_arguments, base_parser, child_env, console, create_topic, free_port,
     fresh_topic, local_stack, percentile, produce_batched, progress, review_events, rss_mib, run_benchmark,
