@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import pytest
@@ -192,12 +193,19 @@ def services(env, tmp_path):
 @pytest.fixture
 def api(services):
     """A running API process; answers an httpx client bound to it."""
-    port = free_port()
-    service = services("api", "--port", str(port))
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15)
-    wait_until(lambda: _ready(client), 30, f"API not ready: {service.log()[-2000:]}")
+    _, client = serving(services)
     yield client
     client.close()
+
+
+def serving(start: Callable[..., Service]) -> tuple[Service, httpx.Client]:
+    """`harmony api` on a free port, started by `start(*args)` (the `services` fixture, or another
+    environment's), once it is ready, and a client bound to it."""
+    port = free_port()
+    service = start("api", "--port", str(port))
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15)
+    wait_until(lambda: _ready(client), 30, f"API not ready: {service.log()[-2000:]}")
+    return service, client
 
 
 def _ready(client: httpx.Client) -> bool:

@@ -10,19 +10,11 @@ import httpx
 import pytest
 
 from events.reader import read_log
-from tests.conftest import _ready, free_port, wait_until
+from tests.conftest import serving
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "a long enough password"
-
-
-def start_api(services):
-    port = free_port()
-    service = services("api", "--port", str(port))
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15)
-    wait_until(lambda: _ready(client), 30, f"API not ready: {service.log()[-2000:]}")
-    return service, client
 
 
 def token_headers(client: httpx.Client, user_id: str, password: str = PASSWORD) -> dict[str, str]:
@@ -33,8 +25,8 @@ def token_headers(client: httpx.Client, user_id: str, password: str = PASSWORD) 
 
 def test_an_account_opened_on_one_api_process_signs_in_on_another(services, start_worker):
     start_worker()
-    _, first = start_api(services)
-    _, second = start_api(services)
+    _, first = serving(services)
+    _, second = serving(services)
     assert first.post("/v1/accounts", json={"user_id": "ana", "password": PASSWORD}).status_code == 201
     # The other process follows the accounts topic: it knows the account (and that the id is taken).
     headers = token_headers(second, "ana")
@@ -68,13 +60,13 @@ def test_harmony_accounts_add_opens_an_account_the_api_signs_in(env, api, settin
 def test_a_retry_after_an_api_restart_answers_the_first_receipt_once_projected(services, start_worker, settings,
                                                                               bearer):
     start_worker()
-    api_process, api = start_api(services)
+    api_process, api = serving(services)
     headers = {**bearer("dora"), "Idempotency-Key": "restart-1"}
     body = {"user_id": "dora", "movie_id": "m1", "rating": 3.5}
     first = api.post("/v1/reviews", json=body, headers=headers).json()
     api.get("/v1/users/dora/reviews", params={"after": first["token"]})  # projected
     api_process.stop()
-    _, api = start_api(services)
+    _, api = serving(services)
     again = api.post("/v1/reviews", json=body, headers=headers)
     assert again.status_code == 202 and again.json() == first
     clash = api.post("/v1/reviews", json={**body, "rating": 1.0}, headers=headers)

@@ -156,17 +156,14 @@ def one_api(stack_dir, tmp_path_factory):
     """One API process for the tests that only send it requests it refuses, and a token for "u"."""
     from harmony import bootstrap
     from harmony.settings import load
-    from tests.conftest import Service, _ready, free_port, use_environment
+    from tests.conftest import Service, serving, use_environment
 
     folder = tmp_path_factory.mktemp("one-api")
     with pytest.MonkeyPatch.context() as monkeypatch:
         env = use_environment(monkeypatch, stack_dir, f"sqlite:///{folder / 'projections.db'}")
         token = bootstrap.token_signer(load()).issue("u")
-        port = free_port()
-        service = Service(["api", "--port", str(port)], env, folder / "api.log").start()
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15)
+        service, client = serving(lambda *args: Service(list(args), env, folder / "api.log").start())
         try:
-            wait_until(lambda: _ready(client), 30, f"API not ready: {service.log()[-2000:]}")
             yield client, {"Authorization": f"Bearer {token}"}
         finally:
             client.close()
