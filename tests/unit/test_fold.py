@@ -93,3 +93,48 @@ def test_a_replay_dead_letters_only_records_past_the_checkpoint(store):
     asyncio.run(projector.project(batch + [LogRecord(0, 2, b"u", encode(sub("b", "u", "n", 3.0)))]))
     assert letters == [1], "the replayed bad record is dead-lettered once"
     assert store.checkpoint() == {0: 2}
+
+
+def test_read_ahead_hands_over_what_arrived_meanwhile_as_one_batch_in_order_up_to_a_bound():
+    import asyncio
+
+    from projections.projector import read_ahead
+
+    chunks = [[LogRecord(0, 3 * i + j, b"u", encode(sub(f"e{3 * i + j}", "u", "m", 3.0))) for j in range(3)]
+              for i in range(5)]
+
+    async def source():
+        for chunk in chunks:
+            yield chunk
+
+    async def consume(most):
+        handed = []
+        async for batch, (records, dead) in read_ahead(source(), most=most):
+            assert [r.offset for r in records] == [r.offset for r in batch] and not dead
+            handed.append([r.offset for r in batch])
+            await asyncio.sleep(0.01)  # a slow store: the next chunks arrive meanwhile
+        return handed
+
+    handed = asyncio.run(consume(most=6))
+    assert [o for batch in handed for o in batch] == list(range(15)), "every record once, in order"
+    assert len(handed) < len(chunks), "chunks that arrived while the store worked go together"
+    assert all(len(batch) <= 6 for batch in handed[1:]), "no handover grows past the bound"
+
+
+def test_read_ahead_passes_on_the_error_of_its_source_after_what_was_read():
+    import asyncio
+
+    from projections.projector import read_ahead
+
+    async def source():
+        yield [LogRecord(0, 0, b"u", encode(sub("a", "u", "m", 3.0)))]
+        raise TimeoutError("the log stalled")
+
+    async def consume():
+        seen = []
+        async for batch, _ in read_ahead(source()):
+            seen.extend(r.offset for r in batch)
+        return seen
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(consume())
