@@ -227,3 +227,39 @@ def test_append_bulk_keeps_each_users_order_across_batches(settings):
     assert sum(p.offset + 1 for p in positions) == count
     for user, sequence in order.items():
         assert sequence == sorted(sequence) and len(sequence) == len(range(users.index(user), count, 7)), user
+
+
+def test_appends_and_bulk_appends_put_a_key_where_kafkas_own_partitioner_does(settings):
+    """A user's events must share a partition whoever appended them (the API, an import, a Java or
+    aiokafka client, Faust): murmur2 of the key, as Kafka's DefaultPartitioner."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    now = datetime.now(timezone.utc)
+
+    def event(i: int, user: str) -> ReviewSubmitted:
+        return ReviewSubmitted(event_id=f"p{i}", occurred_at=now, recorded_at=now, user_id=user,
+                               movie_id="m", rating=3.0, reviewed_at=now, source="test")
+
+    users = [f"user {i} ∂" for i in range(60)]
+
+    async def scenario():
+        log = KafkaEventLog(settings.kafka_bootstrap, settings.topic, timeout=30)
+        await log.start()
+        try:
+            one_by_one = await asyncio.gather(*(log.append(event(i, user)) for i, user in enumerate(users)))
+            await log.append_bulk(event(100 + i, user) for i, user in enumerate(users))
+        finally:
+            await log.stop()
+        where: dict[str, set[int]] = defaultdict(set)
+        async for batch in read_log(settings.kafka_bootstrap, settings.topic):
+            for record in batch:
+                if record.value and decode(record.value).event_id.startswith("p"):
+                    where[record.key.decode()].add(record.partition)
+        return one_by_one, where
+
+    one_by_one, where = asyncio.run(scenario())
+    partitions = list(range(settings.partitions))
+    expected = {user: DefaultPartitioner()(user.encode(), partitions, partitions) for user in users}
+    assert [p.partition for p in one_by_one] == [expected[user] for user in users]
+    assert where == {user: {expected[user]} for user in users}
+    assert len(set(expected.values())) > 1
