@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import replace
 import gc
 import logging
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 import msgspec
 from starlette.applications import Starlette
@@ -29,9 +29,7 @@ from api.health import healthz, lag, readyz
 from api.history import user_history
 from api.match import DECIMAL, MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, YEARS, ItemsCache, match, strategies
 from api.models import current_model, model_version
-from api.movies import (
-    MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, REFRESH_EVERY, TitleCache, catalogue_entries, genres, movie, search_movies,
-)
+from api.movies import MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, catalogue_entries, genres, movie, search_movies
 from api.openapi import Link, Operation, Param, document
 from api.problems import HANDLERS
 from api.reviews import retract_review, submit_review, user_reviews
@@ -95,9 +93,10 @@ OPERATIONS = [
                links=(Link("SignIn", "issue_token", "sign in with the new account", body="$request.body"),)),
      open_account),
     (Operation("POST", "/v1/tokens", "Sign in: an access token for writing as the user", 200, AccessToken,
-               Credentials, (), (400, 401, 413, 415, 422, 429),
+               Credentials, (), (400, 401, 413, 415, 422, 429, 503),
                "Send the token as `Authorization: Bearer <access_token>`. Failed sign-ins slow further ones "
-               "down (429 with Retry-After), per user id and per client.",
+               "down (429 with Retry-After), per user id and per client. While the accounts are not all "
+               "read (a 503 with Retry-After), a try is not counted as failed.",
                links=(Link("SubmitReview", "submit_review", "write a review as the user, with the token",
                            body={"user_id": "$request.body#/user_id"}),)), issue_token),
     (Operation("POST", "/v1/reviews", "Submit or replace a review", 202, Receipt, SubmitReview, (KEY,),
@@ -143,7 +142,7 @@ OPERATIONS = [
                 cursor("next_cursor of the previous page (with the same q)")),
                (400,), "Whole titles first, then titles that begin with the query, then titles holding each "
                "word whole, then the rest. A one-letter word matches only that word. Served from the catalogue "
-               f"projection; a newly catalogued movie is found within about {REFRESH_EVERY:.0f} s.",
+               "projection: a newly catalogued movie is found once projected.",
                links=(Link("NextPage", "search_movies", "the next page",
                            {"q": "$request.query.q", "cursor": "$response.body#/next_cursor"}),
                       Link("Movie", "movie", "the first movie's statistics",
@@ -151,7 +150,7 @@ OPERATIONS = [
     (Operation("GET", "/v1/catalogue", "Catalogue entries by movie id", 200, CatalogueEntries, None,
                (Param("ids", "query", f"1 to {MAX_IDS} movie ids, comma-separated", listed(1, MAX_IDS),
                       required=True),), (400,),
-               "From the same catalogue index as the title search, as fresh."), catalogue_entries),
+               "From the catalogue projection, as the title search."), catalogue_entries),
     (Operation("GET", "/v1/genres", "Every genre in the catalogue", 200, Genres), genres),
     (Operation("GET", "/v1/movies/{movie_id}", "A movie's catalogue entry and review statistics", 200,
                Movie, None, (FILM,), (404,)), movie),
@@ -207,7 +206,6 @@ async def lifespan(app: Starlette):
     # collector's full passes, which otherwise stall every request in flight (the p99).
     gc.freeze()
     running = [asyncio.create_task(keep_connecting(app.state.event_log))]
-    running += [asyncio.create_task(task()) for task in app.state.tasks]
     try:
         yield
     finally:
@@ -229,11 +227,9 @@ async def keep_connecting(event_log: EventLogConnection) -> None:
 
 
 def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: ReviewCommands, auth: Auth, *,
-               tasks: list[Callable[[], Awaitable[None]]] = (), site: list[BaseRoute] = (),
-               not_found: ASGIApp | None = None) -> Starlette:
+               site: list[BaseRoute] = (), not_found: ASGIApp | None = None) -> Starlette:
     """The API, and the `site` routes (the website, a client of the API) beside it if given;
-    `tasks` run as long as the app (following the accounts topic); `not_found` answers addresses
-    no route matches (by default a 404 problem)."""
+    `not_found` answers addresses no route matches (by default a 404 problem)."""
     app = Starlette(routes=ROUTES + list(site), exception_handlers=HANDLERS, lifespan=lifespan)
     if not_found is not None:
         app.router.default = not_found
@@ -241,8 +237,6 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
     app.state.event_log = event_log
     app.state.commands = commands
     app.state.auth = auth
-    app.state.tasks = list(tasks)
     app.state.openapi = openapi_document(auth.private_history)
     app.state.items = ItemsCache()  # the current model's item side, shared by /v1/match requests
-    app.state.titles = TitleCache()  # the catalogue's title index, shared by searches
     return app

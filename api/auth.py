@@ -104,7 +104,11 @@ async def issue_token(request: Request) -> Response:
     if wait := max(auth.per_user.wait(user), auth.per_client.wait(client)):
         raise ProblemError(429, "too many failed sign-ins: wait before trying again",
                            {"Retry-After": str(math.ceil(wait))})
-    if not await auth.accounts.check(credentials):
+    try:
+        matches = await auth.accounts.check(credentials)
+    except AccountsBehind as error:  # not a failed try: no password was compared
+        raise ProblemError(503, f"{error}; retry", {"Retry-After": "1"}) from None
+    if not matches:
         auth.per_user.failed(user)
         auth.per_client.failed(client)
         raise ProblemError(401, "wrong user id or password", {"WWW-Authenticate": REALM})

@@ -1,7 +1,7 @@
 """Run every benchmark in sequence with its default sizes: `python -m bench [--json] [--only NAME]`.
 
 ingest, catchup and stack run in this process; import, archive, rebuild, train, stores, match, site,
-metrics (bench.*_bench) and fuzz (bench.fuzz, which needs the test extra) run as child processes with
+metrics, startup (bench.*_bench) and fuzz (bench.fuzz, which needs the test extra) run as child processes with
 --json. Each prints its figures as it finishes (not with --json); the last line on stdout is one JSON
 object with every benchmark's figures, keyed by name. Each benchmark starts and stops its own local
 stack (match, site and metrics need none: they serve a synthetic SQLite store without a broker).
@@ -21,7 +21,7 @@ from bench.common import PROJECT_ROOT, console, install_sigterm, print_table, sa
 IN_PROCESS = {"ingest": ingest, "catchup": catchup, "stack": stack_bench}
 CHILD = {"import": "bench.import_bench", "archive": "bench.archive_bench", "rebuild": "bench.rebuild_bench",
          "train": "bench.train_bench", "stores": "bench.store_bench", "match": "bench.match_bench",
-         "site": "bench.site_bench", "metrics": "bench.metrics_bench", "fuzz": "bench.fuzz"}
+         "site": "bench.site_bench", "metrics": "bench.metrics_bench", "startup": "bench.startup_bench", "fuzz": "bench.fuzz"}
 
 
 def run_child(module: str) -> dict:

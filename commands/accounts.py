@@ -1,9 +1,9 @@
 """Accounts: opening one (an event on the accounts topic) and checking a user's password.
 
 Who holds a user id is decided by the accounts topic's order: the first AccountOpened for an id
-holds it. Opening therefore appends, waits until the account book (the in-memory view of that
-topic) has read its own event, and then looks whose event holds the id: a concurrent opening
-that came first wins and this one is told the id is taken, in every API process alike.
+holds it. Opening therefore appends, waits until the account book (the view of that topic in the
+projection store) has read its own event, and then looks whose event holds the id: a concurrent
+opening that came first wins and this one is told the id is taken, in every API process alike.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ class Account(Protocol):
 
 
 class AccountBook(Protocol):
-    """The accounts as the topic holds them, read by this process (projections/accounts.py)."""
+    """The accounts as the topic holds them, as far as the view has read it (projections/accounts.py)."""
 
-    def account(self, user_id: str) -> Account | None: ...
+    async def account(self, user_id: str) -> Account | None: ...
 
     async def wait_for(self, position: Position) -> bool:
         """Wait until the book has read the record at `position`; False if that took too long."""
@@ -104,7 +104,7 @@ class Accounts:
         a concurrent opening of the id came first) or AccountsBehind."""
         if not await self._book.catch_up():
             raise AccountsBehind("the accounts could not be read just now")
-        if self._book.account(command.user_id) is not None:
+        if await self._book.account(command.user_id) is not None:
             raise AccountTaken(f"user id {command.user_id!r} already has an account")
         now = self._clock()
         event = AccountOpened(event_id=str(uuid.uuid4()), occurred_at=now, recorded_at=now, user_id=command.user_id,
@@ -113,15 +113,19 @@ class Accounts:
         if not await self._book.wait_for(position):
             raise AccountsBehind("the account was sent but could not be confirmed in time: "
                                  "sign in to see whether it was opened")
-        holder = self._book.account(command.user_id)
+        holder = await self._book.account(command.user_id)
         if holder is None or holder.event_id != event.event_id:
             raise AccountTaken(f"user id {command.user_id!r} already has an account")
         return holder
 
     async def check(self, credentials: Credentials) -> bool:
-        """Whether the password is the account's (False for a user id with no account)."""
-        account = self._book.account(credentials.user_id)
-        if account is None and await self._book.catch_up():  # opened moments ago, maybe via another process
-            account = self._book.account(credentials.user_id)
+        """Whether the password is the account's (False for a user id with no account). Raises
+        AccountsBehind when the book has no account for the id and cannot catch up with the log:
+        it may have been opened (moments ago, or before a restart), so "wrong password" could be wrong."""
+        account = await self._book.account(credentials.user_id)
+        if account is None:  # opened moments ago, maybe via another process, or not yet read
+            if not await self._book.catch_up():
+                raise AccountsBehind("the accounts are not all read yet")
+            account = await self._book.account(credentials.user_id)
         password_hash = account.password_hash if account is not None else None
         return await asyncio.to_thread(self._passwords.matches, password_hash, credentials.password)

@@ -126,30 +126,35 @@ def token_signer(settings: Settings):
     return TokenSigner(token_key(settings), settings.token_lifetime)
 
 
-def accounts(settings: Settings, log: KafkaEventLog):
-    """The accounts, and the follower of the accounts topic that keeps their view (run it alongside)."""
+def accounts(settings: Settings, log: KafkaEventLog, projection_store: ProjectionStore):
+    """The accounts: opened on the accounts topic, read from the store's accounts view (which the
+    projection worker keeps)."""
     from commands.accounts import Accounts, Passwords
-    from events.follow import LogFollower
-    from projections.accounts import AccountsView
+    from events.reader import log_offsets
+    from projections.accounts import StoredAccounts
 
     config = log_config(settings)
-    follower = LogFollower(config.bootstrap, config.accounts_topic, lambda records: view.apply(records))
-    view = AccountsView(follower.ends)
-    return Accounts(log, config.accounts_topic, view, Passwords()), follower
+
+    async def ends() -> dict[int, int]:
+        offsets = await log_offsets(config.bootstrap, config.accounts_topic)
+        return {partition: held.stop for partition, held in offsets.items()}
+
+    return Accounts(log, config.accounts_topic, StoredAccounts(projection_store, ends), Passwords())
 
 
 async def open_account(settings: Settings, command) -> None:
-    """`harmony accounts add`: open an account as the API does, from here."""
+    """`harmony accounts add`: open an account as the API does, from here (a projection worker
+    must be running to confirm it)."""
     log = event_log(settings)
-    service, follower = accounts(settings, log)
-    await log.start()
-    following = asyncio.create_task(follower.run())
+    projection_store = await asyncio.to_thread(store, settings)
     try:
-        await service.open(command)
+        await log.start()
+        try:
+            await accounts(settings, log, projection_store).open(command)
+        finally:
+            await log.stop()
     finally:
-        following.cancel()
-        await asyncio.gather(following, return_exceptions=True)
-        await log.stop()
+        projection_store.close()
 
 
 def api(settings: Settings):
@@ -163,11 +168,11 @@ def api(settings: Settings):
 
     log = event_log(settings)
     projection_store = store(settings)
-    service, follower = accounts(settings, log)
-    auth = Auth(service, token_signer(settings), private_history=settings.private_history)
+    auth = Auth(accounts(settings, log, projection_store), token_signer(settings),
+                private_history=settings.private_history)
     appends = InstrumentedLog(log)
     app = create_app(projection_store, log, ReviewCommands(appends, recorded_in(projection_store)), auth,
-                     tasks=[follower.run], site=pages.routes(), not_found=pages.not_found)
+                     site=pages.routes(), not_found=pages.not_found)
     install(app, appends, archive_progress(settings))
     return app
 

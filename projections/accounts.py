@@ -1,58 +1,64 @@
-"""The accounts view: the accounts topic folded in memory, in each API process.
+"""The accounts view: the accounts topic folded into the projection store, and how the API reads it.
 
-Small (one record per account) and read on every sign-in, so it lives in memory rather than in
-the projection store; a process reads the topic from its start when it begins, then follows it.
-The first AccountOpened of a user id holds it; a later one for the same id (the loser of a race
-to open it) changes nothing.
+The projection worker follows the topic from the store's accounts checkpoint (`follow_accounts`)
+and writes each batch with its checkpoint; the first AccountOpened of a user id (the lowest log
+position) holds it, and a later one (the loser of a race to open it) changes nothing. API
+processes read the store (`StoredAccounts`): one starts in no time, whatever the number of accounts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, NamedTuple
+from typing import Awaitable, Callable
 
 from events.codec import DecodeError, decode_account
+from events.follow import LogFollower
 from events.position import Position
 from events.reader import LogRecord
+from projections.store import AccountRow, AccountsView
 
 log = logging.getLogger(__name__)
 
 WAIT = 5.0  # seconds a caller waits for the view to read a record or catch up
+POLL = 0.02  # seconds between looks at the view's checkpoint while waiting
 
 
-class Account(NamedTuple):
-    user_id: str
-    event_id: str
-    password_hash: str
-    position: Position
+def fold_accounts(records: list[LogRecord]) -> tuple[list[AccountRow], dict[int, int]]:
+    """The openings these records hold, and the checkpoint (partition -> last offset) they reach."""
+    openings, checkpoint = [], {}
+    for record in records:
+        try:
+            event = decode_account(record.value or b"")
+        except DecodeError as error:  # skipped, never fatal: one bad record must not lock everyone out
+            log.warning("skipped an account record", extra={"partition": record.partition,
+                                                           "offset": record.offset, "reason": str(error)})
+        else:
+            openings.append(AccountRow(event.user_id, event.event_id, event.password_hash,
+                                       record.partition, record.offset))
+        checkpoint[record.partition] = max(record.offset, checkpoint.get(record.partition, -1))
+    return openings, checkpoint
 
 
-class AccountsView:
-    """`ends` answers the log end per partition now (the follower's), for catching up."""
+async def follow_accounts(bootstrap: str, topic: str, store: AccountsView) -> None:
+    """Apply the accounts topic to the store from its accounts checkpoint on, until cancelled."""
 
-    def __init__(self, ends: Callable[[], Awaitable[dict[int, int]]], wait: float = WAIT):
-        self._ends, self._wait = ends, wait
-        self._accounts: dict[str, Account] = {}
-        self._read: dict[int, int] = {}  # partition -> the next offset to read
-        self._moved = asyncio.Event()
+    async def apply(records: list[LogRecord]) -> None:
+        await asyncio.to_thread(store.put_accounts, *fold_accounts(records))
 
-    def apply(self, records: list[LogRecord]) -> None:
-        for record in records:
-            try:
-                event = decode_account(record.value or b"")
-            except DecodeError as error:  # skipped, never fatal: one bad record must not lock everyone out
-                log.warning("skipped an account record", extra={"partition": record.partition,
-                                                               "offset": record.offset, "reason": str(error)})
-            else:
-                self._accounts.setdefault(event.user_id, Account(
-                    event.user_id, event.event_id, event.password_hash, Position(record.partition, record.offset)))
-            self._read[record.partition] = record.offset + 1
-        moved, self._moved = self._moved, asyncio.Event()
-        moved.set()
+    done = await asyncio.to_thread(store.accounts_checkpoint)
+    await LogFollower(bootstrap, topic, apply, {p: offset + 1 for p, offset in done.items()}).run()
 
-    def account(self, user_id: str) -> Account | None:
-        return self._accounts.get(user_id)
+
+class StoredAccounts:
+    """The accounts view as an API process reads it (`commands.accounts.AccountBook`). `ends`
+    answers the accounts topic's log end per partition now, for catching up."""
+
+    def __init__(self, store: AccountsView, ends: Callable[[], Awaitable[dict[int, int]]], wait: float = WAIT):
+        self._store, self._ends, self._wait = store, ends, wait
+
+    async def account(self, user_id: str) -> AccountRow | None:
+        return await asyncio.to_thread(self._store.account, user_id)
 
     async def wait_for(self, position: Position) -> bool:
         return await self._until({position.partition: position.offset + 1})
@@ -67,10 +73,12 @@ class AccountsView:
         return await self._until(ends)
 
     async def _until(self, ends: dict[int, int]) -> bool:
-        try:
-            async with asyncio.timeout(self._wait):
-                while any(self._read.get(p, 0) < end for p, end in ends.items()):
-                    await self._moved.wait()
-        except TimeoutError:
-            return False
-        return True
+        """Whether the view's checkpoint reaches `ends` (partition -> next offset) within the wait."""
+        deadline = asyncio.get_running_loop().time() + self._wait
+        while True:
+            done = await asyncio.to_thread(self._store.accounts_checkpoint)
+            if all(done.get(p, -1) + 1 >= end for p, end in ends.items()):
+                return True
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(POLL)

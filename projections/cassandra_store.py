@@ -35,9 +35,10 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, ValueSequenc
 
 from events.errors import HarmonyError
 from projections.store import (
-    REBUILDABLE, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
+    REBUILDABLE, AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
 )
 from projections.timestamps import from_micros, micros
+from projections.titles import LAST_CHAR, MIN_PREFIX, folded_words
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ ROW_BYTES = 150  # a row's size as Cassandra counts it toward that limit, withou
 IN_CHUNK = 200  # keys per `IN` query
 WHERE_TTL = 1.0  # seconds a reader trusts where the views live before reading it again
 LEASE = "maintenance"
+# An account row's write timestamp is this minus its log position, so the lowest position is the
+# newest write, the one Cassandra keeps; a position is (partition << 40) + offset.
+FIRST_WINS = 1 << 62
 
 # Tables are renamed when their layout or meaning changes, so a keyspace of an older layout is
 # projected again from the log; the first store to open it drops these, its older views.
@@ -76,6 +80,15 @@ CREATE TABLE IF NOT EXISTS user_events (
     user_id text, log_partition int, log_offset bigint, event blob,
     PRIMARY KEY ((user_id), log_partition, log_offset))
     WITH CLUSTERING ORDER BY (log_partition DESC, log_offset DESC);
+-- Title search, beside the catalogue: each entry's folded title words (projections.titles) by their
+-- first letters, so a word start is one slice of one partition (words of an older title stay: search checks).
+CREATE TABLE IF NOT EXISTS title_words (
+    prefix text, word text, movie_id text, PRIMARY KEY ((prefix), word, movie_id));
+CREATE TABLE IF NOT EXISTS genres (name text, genre text, PRIMARY KEY ((name), genre));
+-- The accounts view, with its own checkpoint: written USING TIMESTAMP so the first opening wins.
+CREATE TABLE IF NOT EXISTS accounts (
+    user_id text PRIMARY KEY, event_id text, password_hash text, log_partition int, log_offset bigint);
+CREATE TABLE IF NOT EXISTS accounts_checkpoints (partition int PRIMARY KEY, log_offset bigint);
 CREATE TABLE IF NOT EXISTS generation (name text PRIMARY KEY, id text, reviews text, movies text, history text);
 CREATE TABLE IF NOT EXISTS checkpoints (
     generation text, partition int, log_offset bigint, PRIMARY KEY ((generation, partition)));
@@ -231,9 +244,8 @@ class CassandraStore:
         self._session.execute(
             f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
             f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
-        for statement in filter(str.strip, TABLES.split(";")):
-            self._session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ",
-                                                    f"CREATE TABLE IF NOT EXISTS {keyspace}."))
+        had = self._tables(keyspace)
+        self._create_tables(keyspace)
         for table, column, type in ADDED_COLUMNS:  # to tables of an older store, kept
             if self._session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND "
                                      "table_name = %s AND column_name = %s", (keyspace, table, column)).one() is None:
@@ -246,6 +258,26 @@ class CassandraStore:
                     "INSERT INTO {base}.generation (name, id, reviews, movies, history) "
                     "VALUES ('current', ?, ?, ?, ?) IF NOT EXISTS"), (uuid.uuid4().hex, *(keyspace,) * 3)).was_applied:
                 self._drop_legacy_tables()
+        elif "catalogue" in had and "title_words" not in had:
+            self._index_titles_once()
+
+    def _tables(self, keyspace: str) -> set[str]:
+        return {name for (name,) in self._session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (keyspace,))}
+
+    def _create_tables(self, keyspace: str) -> None:
+        for statement in filter(str.strip, TABLES.split(";")):
+            self._session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ",
+                                                    f"CREATE TABLE IF NOT EXISTS {keyspace}."))
+
+    def _index_titles_once(self) -> None:
+        """A keyspace from before title search was the store's: index the live catalogue once (where
+        it lives, which may be a rebuild's keyspace; doing it twice writes the same rows)."""
+        where = self._views()
+        self._create_tables(where["movies"])
+        rows = Writes()
+        self._index_titles(rows, self.catalogue(), partial(self._statement, **where))
+        self._send(rows)
 
     def _connect(self):
         where = f"{','.join(self.config.contact_points)}:{self.config.port}"
@@ -263,9 +295,7 @@ class CassandraStore:
 
     def _drop_legacy_tables(self) -> None:
         keyspace = self.config.keyspace
-        tables = self._session.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
-                                       (keyspace,))
-        old = [name for (name,) in tables if name in LEGACY_TABLES]
+        old = sorted(self._tables(keyspace) & set(LEGACY_TABLES))
         if old:
             log.warning("projection schema changed: dropping the old views; the worker projects them again "
                         "from the log", extra={"keyspace": keyspace, "tables": old})
@@ -365,10 +395,23 @@ class CassandraStore:
                       "USING TIMESTAMP ?")
         for version, c in changes.catalogue.values():
             rows.add(("c", c.movie_id), put_movie, (c.movie_id, c.title, c.year, c.genres, c.image_url, version))
+        self._index_titles(rows, [c for _, c in changes.catalogue.values()], q)
         self._send(rows)
         if changes.reviews:
             self._send(self._page_rows(changes, q))
         return self._commit(since, changes.checkpoint)
+
+    @staticmethod
+    def _index_titles(rows: Writes, entries: list[CatalogueEntry], q) -> None:
+        """The title words and genres of these entries, added to `rows`. Facts keyed by what they
+        record, never removed: a word of an older title is left for search to check away."""
+        put_word = q("INSERT INTO {movies}.title_words (prefix, word, movie_id) VALUES (?,?,?)")
+        for entry in entries:
+            for word in set(folded_words(entry.title)):
+                rows.add(("w", word[:MIN_PREFIX]), put_word, (word[:MIN_PREFIX], word, entry.movie_id))
+        put_genre = q("INSERT INTO {movies}.genres (name, genre) VALUES ('all', ?)")
+        for genre in {genre for entry in entries for genre in entry.genres}:
+            rows.add(("g",), put_genre, (genre,))
 
     def _unmoved(self, since: Checkpoint, partitions: list[int]) -> bool:
         """Whether the generation the batch was folded on is still current and its partitions still
@@ -470,6 +513,27 @@ class CassandraStore:
             "SELECT movie_id, title, year, genres, image_url FROM {movies}.catalogue", **self._views()))
         return [CatalogueEntry(m, t, y, list(g or []), i) for m, t, y, g, i in rows]  # pages fetched as iterated
 
+    def catalogue_entries(self, movie_ids: list[str]) -> list[CatalogueEntry]:
+        statement = self._statement("SELECT movie_id, title, year, genres, image_url FROM {movies}.catalogue "
+                                    "WHERE movie_id IN ?", **self._views())
+        chunks = [(ValueSequence(movie_ids[i:i + IN_CHUNK]),) for i in range(0, len(movie_ids), IN_CHUNK)]
+        return [CatalogueEntry(m, t, y, list(g or []), i) for m, t, y, g, i in self._read_all(statement, chunks)]
+
+    def titled(self, words: list[str], whole: bool) -> list[CatalogueEntry]:
+        # One slice, for the longest word (the fewest titles hold it); the caller checks the others.
+        word = max(words, key=len)
+        cql = "SELECT movie_id FROM {movies}.title_words WHERE prefix = ? AND "
+        if whole:
+            rows = self._session.execute(self._statement(cql + "word = ?", **self._views()), (word[:MIN_PREFIX], word))
+        else:
+            rows = self._session.execute(self._statement(cql + "word >= ? AND word < ?", **self._views()),
+                                         (word[:MIN_PREFIX], word, word + LAST_CHAR))
+        return self.catalogue_entries(list({movie_id for (movie_id,) in rows}))
+
+    def genres(self) -> list[str]:
+        return [genre for (genre,) in self._session.execute(self._statement(
+            "SELECT genre FROM {movies}.genres WHERE name = 'all'", **self._views()))]
+
     def movie(self, movie_id: str) -> Movie | None:
         where = self._views()
         entry = self._session.execute(self._statement(
@@ -540,6 +604,32 @@ class CassandraStore:
 
     def ping(self) -> None:
         self._session.execute("SELECT release_version FROM system.local")
+
+    # -- accounts -----------------------------------------------------------------------
+
+    def put_accounts(self, openings: list[AccountRow], checkpoint: dict[int, int]) -> None:
+        # The lowest log position writes with the highest timestamp; the checkpoint with its offset
+        # as the timestamp: Cassandra keeps the newest write, whatever order they arrive in.
+        rows = Writes()
+        put = self._statement("INSERT INTO {base}.accounts (user_id, event_id, password_hash, log_partition, "
+                              "log_offset) VALUES (?,?,?,?,?) USING TIMESTAMP ?")
+        for a in openings:
+            rows.add(("a", a.user_id), put, (a.user_id, a.event_id, a.password_hash, a.partition, a.offset,
+                                             FIRST_WINS - (a.partition << 40) - a.offset))
+        self._send(rows)  # before the checkpoint that covers them
+        self._write_all(self._statement(
+            "INSERT INTO {base}.accounts_checkpoints (partition, log_offset) VALUES (?,?) USING TIMESTAMP ?"),
+            [(p, offset, offset) for p, offset in checkpoint.items()])
+
+    def account(self, user_id: str) -> AccountRow | None:
+        row = self._session.execute(self._statement(
+            "SELECT user_id, event_id, password_hash, log_partition, log_offset FROM {base}.accounts "
+            "WHERE user_id = ?"), (user_id,)).one()
+        return None if row is None else AccountRow(*row)
+
+    def accounts_checkpoint(self) -> dict[int, int]:
+        return dict(self._session.execute(self._statement(
+            "SELECT partition, log_offset FROM {base}.accounts_checkpoints")))
 
     # -- model side ---------------------------------------------------------------------
 

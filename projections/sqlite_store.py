@@ -18,7 +18,10 @@ from pathlib import Path
 import msgspec
 
 from projections.timestamps import from_micros, micros
-from projections.store import CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow
+from projections.store import (
+    AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
+)
+from projections.titles import LAST_CHAR, folded_words
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,12 @@ CREATE TABLE IF NOT EXISTS movies (
     movie_id TEXT PRIMARY KEY, title TEXT NOT NULL, year INTEGER, genres TEXT NOT NULL,
     image_url TEXT
 ) WITHOUT ROWID;
+-- Title search: the words of each entry's folded title (projections.titles), and every genre.
+CREATE TABLE IF NOT EXISTS title_words (
+    word TEXT NOT NULL, movie_id TEXT NOT NULL, PRIMARY KEY (word, movie_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS title_words_by_movie ON title_words (movie_id);
+CREATE TABLE IF NOT EXISTS genres (genre TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     event_id TEXT NOT NULL, user_id TEXT NOT NULL, type TEXT NOT NULL,
     occurred_at INTEGER NOT NULL, recorded_at INTEGER NOT NULL,
@@ -63,6 +72,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS models_current ON models (current) WHERE curre
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL
 );
+-- The accounts topic folded, with its own checkpoint: rebuilds and swaps leave them alone.
+CREATE TABLE IF NOT EXISTS accounts (
+    user_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, password_hash TEXT NOT NULL,
+    partition INTEGER NOT NULL, "offset" INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts_checkpoints (
+    partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS lag (
     partition INTEGER PRIMARY KEY, checkpoint INTEGER NOT NULL, high_watermark INTEGER NOT NULL,
     updated_at INTEGER NOT NULL, refused INTEGER NOT NULL
@@ -78,8 +95,11 @@ VIEWS = {
                "FROM history ORDER BY event_id",
     "checkpoints": "SELECT * FROM checkpoints ORDER BY partition",
 }
+# The tables of each view a rebuild can replace (title search is derived from the catalogue).
+VIEW_TABLES = {"reviews": ("reviews",), "movies": ("movies", "title_words", "genres"), "history": ("history",)}
 # Dropped and projected again when SCHEMA_VERSION rises.
-_PROJECTED_TABLES = ("reviews", "movies", "history", "checkpoints", "lag")
+_PROJECTED_TABLES = (*(t for tables in VIEW_TABLES.values() for t in tables), "checkpoints", "lag",
+                     "accounts", "accounts_checkpoints")
 
 CHECKPOINT = 'SELECT partition, "offset" FROM main.checkpoints'
 
@@ -95,6 +115,21 @@ def _history_row(user_id, event_id, type, occurred, recorded, partition, offset,
 def _chunks(items: list, size: int = _CHUNK):
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+_genres = msgspec.json.Decoder(list[str]).decode  # faster than json.loads: a search reads thousands
+
+
+def _entry(movie_id, title, year, genres, image_url) -> CatalogueEntry:
+    return CatalogueEntry(movie_id, title, year, _genres(genres), image_url)
+
+
+def _index_titles(db: sqlite3.Connection, entries: list[CatalogueEntry]) -> None:
+    """Make these entries findable by the words of their current titles, and their genres listed."""
+    db.executemany("DELETE FROM title_words WHERE movie_id = ?", [(e.movie_id,) for e in entries])
+    db.executemany("INSERT OR IGNORE INTO title_words VALUES (?, ?)",
+                   [(word, e.movie_id) for e in entries for word in set(folded_words(e.title))])
+    db.executemany("INSERT OR IGNORE INTO genres VALUES (?)", [(g,) for e in entries for g in e.genres])
 
 
 class SQLiteStore:
@@ -128,6 +163,7 @@ class SQLiteStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            indexed = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'title_words'").fetchone()
             if version < SCHEMA_VERSION:
                 if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone():
                     log.warning("projection schema changed: dropping the views; the worker projects them "
@@ -139,6 +175,9 @@ class SQLiteStore:
             columns = {name for _, name, *_ in self._db.execute("PRAGMA table_info(factors)")}
             if "count" not in columns:  # a registry from before factor rows had counts: keep it
                 self._db.execute("ALTER TABLE factors ADD COLUMN count INTEGER NOT NULL DEFAULT 0")
+            if not indexed:  # a catalogue projected before title search was the store's: index it once
+                _index_titles(self._db, [_entry(*row) for row in self._db.execute(
+                    "SELECT movie_id, title, year, genres, image_url FROM movies")])
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -180,11 +219,12 @@ class SQLiteStore:
                     "DELETE FROM reviews WHERE user_id = ? AND movie_id = ?",
                     [key for key, (_, r) in changes.reviews.items() if r is None],
                 )
+                entries = [c for _, c in changes.catalogue.values()]
                 db.executemany(
                     "INSERT OR REPLACE INTO movies VALUES (?,?,?,?,?)",
-                    [(c.movie_id, c.title, c.year, json.dumps(c.genres), c.image_url)
-                     for _, c in changes.catalogue.values()],
+                    [(c.movie_id, c.title, c.year, json.dumps(c.genres), c.image_url) for c in entries],
                 )
+                _index_titles(db, entries)
                 db.executemany(
                     "INSERT OR IGNORE INTO history VALUES (?,?,?,?,?,?,?,?,?)",
                     [
@@ -233,7 +273,27 @@ class SQLiteStore:
     def catalogue(self) -> list[CatalogueEntry]:
         with self._lock:
             rows = self._db.execute("SELECT movie_id, title, year, genres, image_url FROM movies").fetchall()
-        return [CatalogueEntry(m, t, y, json.loads(g), i) for m, t, y, g, i in rows]
+        return [_entry(*row) for row in rows]
+
+    def catalogue_entries(self, movie_ids: list[str]) -> list[CatalogueEntry]:
+        rows = []
+        with self._lock:
+            for chunk in _chunks(movie_ids):
+                rows += self._db.execute("SELECT movie_id, title, year, genres, image_url FROM movies "
+                                         f"WHERE movie_id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        return [_entry(*row) for row in rows]
+
+    def titled(self, words: list[str], whole: bool) -> list[CatalogueEntry]:
+        each = "SELECT movie_id FROM title_words WHERE " + ("word = ?" if whole else "word >= ? AND word < ?")
+        params = [p for word in words for p in ((word,) if whole else (word, word + LAST_CHAR))]
+        with self._lock:
+            rows = self._db.execute("SELECT movie_id, title, year, genres, image_url FROM movies WHERE movie_id IN "
+                                    f"({' INTERSECT '.join([each] * len(words))})", params).fetchall()
+        return [_entry(*row) for row in rows]
+
+    def genres(self) -> list[str]:
+        with self._lock:
+            return [genre for (genre,) in self._db.execute("SELECT genre FROM genres ORDER BY genre")]
 
     def movie(self, movie_id: str) -> Movie | None:
         with self._lock:
@@ -300,6 +360,36 @@ class SQLiteStore:
             (newest,) = self._db.execute("SELECT max(updated_at) FROM lag").fetchone()
         return None if newest is None else from_micros(newest)
 
+    # -- accounts -----------------------------------------------------------------------
+
+    def put_accounts(self, openings: list[AccountRow], checkpoint: dict[int, int]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    'INSERT INTO accounts VALUES (?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET '
+                    'event_id = excluded.event_id, password_hash = excluded.password_hash, '
+                    'partition = excluded.partition, "offset" = excluded."offset" '
+                    'WHERE (excluded.partition, excluded."offset") < (accounts.partition, accounts."offset")',
+                    [(a.user_id, a.event_id, a.password_hash, a.partition, a.offset) for a in openings])
+                self._db.executemany(
+                    'INSERT INTO accounts_checkpoints VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET '
+                    '"offset" = max("offset", excluded."offset")', list(checkpoint.items()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def account(self, user_id: str) -> AccountRow | None:
+        with self._lock:
+            row = self._db.execute('SELECT user_id, event_id, password_hash, partition, "offset" FROM accounts '
+                                   "WHERE user_id = ?", (user_id,)).fetchone()
+        return None if row is None else AccountRow(*row)
+
+    def accounts_checkpoint(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._db.execute('SELECT partition, "offset" FROM accounts_checkpoints'))
+
     # -- model side ---------------------------------------------------------------------
 
     def put_factors(self, version: str, kind: str, rows: list[FactorRow]) -> None:
@@ -364,7 +454,7 @@ class SQLiteStore:
                 # attached fresh one.
                 self._db.execute("BEGIN")
                 try:
-                    for table in [*views, "checkpoints"]:
+                    for table in [*(t for view in views for t in VIEW_TABLES[view]), "checkpoints"]:
                         self._db.execute(f"DELETE FROM main.{table}")
                         self._db.execute(f"INSERT INTO main.{table} SELECT * FROM fresh.{table}")
                     self._db.execute("COMMIT")

@@ -69,6 +69,16 @@ class CatalogueEntry(msgspec.Struct, frozen=True):
     image_url: str | None
 
 
+class AccountRow(msgspec.Struct, frozen=True):
+    """An opening of an account, as the accounts view keeps the one that holds its user id."""
+
+    user_id: str
+    event_id: str
+    password_hash: str
+    partition: int  # its log position in the accounts topic: the lowest holds the id
+    offset: int
+
+
 class Changes(msgspec.Struct):
     """The net effect of one batch of events.
 
@@ -149,6 +159,17 @@ class ReadModels(Protocol):
     def catalogue(self) -> list[CatalogueEntry]:
         """Every catalogue entry, in no particular order (matching loads it once per model)."""
 
+    def catalogue_entries(self, movie_ids: list[str]) -> list[CatalogueEntry]:
+        """The catalogue entries of these ids (those catalogued), in no particular order."""
+
+    def titled(self, words: list[str], whole: bool) -> list[CatalogueEntry]:
+        """Catalogue entries whose title, folded into words by `projections.titles.folded_words`, has
+        for each of `words` a word starting with it (or equal to it, if `whole`). It may answer
+        more (a store may still know words of an entry's older title): the caller checks."""
+
+    def genres(self) -> list[str]:
+        """Every genre a catalogue entry has had, sorted."""
+
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
     ) -> list[HistoryRow]:
@@ -171,6 +192,20 @@ class ReadModels(Protocol):
 
     def ping(self) -> None:
         """Raise if the store cannot answer."""
+
+
+class AccountsView(Protocol):
+    """The accounts topic folded: the opening at the lowest log position holds a user id. Written
+    by its own projector, with a checkpoint of its own; rebuilds and swaps leave it alone."""
+
+    def put_accounts(self, openings: list[AccountRow], checkpoint: dict[int, int]) -> None:
+        """Keep each opening unless one of its user id at a lower log position is kept (so in any
+        order, in any batches, and again: the lowest wins), then move the accounts checkpoint
+        (partition -> last offset applied) forward to `checkpoint`, never back."""
+
+    def account(self, user_id: str) -> AccountRow | None: ...
+
+    def accounts_checkpoint(self) -> dict[int, int]: ...
 
 
 class ModelRegistry(Protocol):
@@ -221,7 +256,7 @@ class Maintenance(Protocol):
         """Give the lease back, if `holder` has it."""
 
 
-class ProjectionStore(ProjectionWriter, ReadModels, ModelRegistry, Maintenance, Protocol):
-    """A store adapter keeps all four; each component asks for the part it uses."""
+class ProjectionStore(ProjectionWriter, ReadModels, AccountsView, ModelRegistry, Maintenance, Protocol):
+    """A store adapter keeps all five; each component asks for the part it uses."""
 
     def close(self) -> None: ...

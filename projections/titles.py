@@ -1,4 +1,5 @@
-"""Finding movies by title: a read model of the catalogue, kept in memory by whoever serves search.
+"""Finding movies by title: the store finds the entries that hold the query's words (its title
+index, `ReadModels.titled`), and a `TitleIndex` of just those ranks them.
 
 Titles and queries are compared folded: accents dropped, case folded, apostrophes removed, every
 other non-word character a word break. A movie matches when each query word is the start of one of
@@ -13,12 +14,12 @@ import re
 import unicodedata
 from bisect import bisect_left
 
-from projections.store import CatalogueEntry
+from projections.store import CatalogueEntry, ReadModels
 
 MIN_PREFIX = 2  # a query of shorter words only matches whole words: "a" alone is not every word starting with a
 _WORD = re.compile(r"\w+")
 _APOSTROPHES = str.maketrans("", "", "'\u2019\u02bc")
-_LAST_CHAR = "\U0010ffff"  # sorts after every character: "ab" + it bounds the strings that start with "ab"
+LAST_CHAR = "\U0010ffff"  # sorts after every character: "ab" + it bounds the strings that start with "ab"
 
 
 def folded_words(text: str) -> list[str]:
@@ -28,8 +29,19 @@ def folded_words(text: str) -> list[str]:
     return _WORD.findall(text.casefold().translate(_APOSTROPHES))
 
 
+def search(store: ReadModels, query: str, first: int, count: int) -> tuple[int, list[CatalogueEntry]]:
+    """`TitleIndex.search` over the whole catalogue, reading only the entries that may match: the
+    ranking compares matching entries among themselves, so an index of them ranks them alike."""
+    terms = list(dict.fromkeys(folded_words(query)))
+    if not terms:
+        return 0, []
+    long = [term for term in terms if len(term) >= MIN_PREFIX]
+    candidates = store.titled(long, whole=False) if long else store.titled(terms, whole=True)
+    return TitleIndex(candidates).search(query, first, count) if candidates else (0, [])
+
+
 class TitleIndex:
-    """Every catalogue entry, findable by the starts of its title's words; immutable once built."""
+    """Catalogue entries, findable by the starts of their titles' words; immutable once built."""
 
     def __init__(self, entries: list[CatalogueEntry]):
         self._entries = entries
@@ -93,7 +105,7 @@ class TitleIndex:
             return set.intersection(*(set(self._postings.get(term, ())) for term in short))
         found: set[int] = set()
         for k, term in enumerate(long):
-            start, end = bisect_left(self._words, term), bisect_left(self._words, term + _LAST_CHAR)
+            start, end = bisect_left(self._words, term), bisect_left(self._words, term + LAST_CHAR)
             hits = set().union(*(self._postings[word] for word in self._words[start:end]))
             found = hits if k == 0 else found & hits
             if not found:
@@ -111,7 +123,7 @@ class TitleIndex:
     def _beginning(self, prefix: str) -> set[int]:
         """The titles that begin with `prefix` (folded)."""
         titles = self._sorted_titles
-        start, end = bisect_left(titles, prefix), bisect_left(titles, prefix + _LAST_CHAR)
+        start, end = bisect_left(titles, prefix), bisect_left(titles, prefix + LAST_CHAR)
         return set(self._alphabetical[start:end])
 
     def _order(self, kind: int, lead: str):

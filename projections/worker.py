@@ -4,6 +4,9 @@ At-least-once delivery from the broker; the store's checkpoint and event-id
 check make it exactly-once in effect. No Faust tables: state lives in the store.
 A broker away is waited out (events/retry.py): a retry goes on from the store's
 checkpoint. Any other failure ends the process (crash-only): a restart does the same.
+
+Beside it, the accounts view: a task follows the accounts topic from the store's accounts
+checkpoint, outside Faust's group (projections/accounts.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from events.log import LogConfig
 from events.reader import LogRecord
 from events.retry import broker_unavailable, retrying
 from events.topic import ensure_topics
+from projections.accounts import follow_accounts
 from projections.projector import DeadLetter, LogProjector
 from projections.store import PartitionLag, ProjectionStore
 
@@ -77,6 +81,11 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
                     log.info("reading the backlog straight from the log", extra={"until": behind})
                     await retrying(broker_unavailable, "reading the backlog", projector.catch_up, behind)
                     await skip_to(app, {TP(topic, partition): high for partition, high in behind.items()})
+
+    @app.task
+    async def project_accounts():
+        async with crash_on_failure("projecting accounts"):
+            await follow_accounts(config.log.bootstrap, config.log.accounts_topic, store)
 
     stalled: dict[int, PartitionLag] = {}
     catching_up: set[asyncio.Task] = set()

@@ -17,7 +17,8 @@ from ml import registry
 from ml.factors import FactorModel
 from projections.fold import LogGap, Record, fold
 from projections.projector import apply_records
-from projections.store import CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore
+from projections.store import AccountRow, CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore
+from projections.titles import TitleIndex, search
 from tests.conftest import wait_until
 from tests.unit.fakes import MemoryBucket
 
@@ -213,6 +214,41 @@ class StoreContract:
     def test_ping_answers(self, store):
         store.ping()
 
+    # -- title search --------------------------------------------------------------------------
+
+    def test_title_search_from_the_store_ranks_as_an_index_of_the_whole_catalogue(self, store):
+        titles = {"sw": "Star Wars", "sk": "Star Kid", "st": "Star Trek: First Contact", "ls": "Lone Star",
+                  "am": "Amélie", "sl": "Schindler's List", "wr": "Wars of the Roses, The", "ab": "A Bug's Life",
+                  "st2": "Starship Troopers", "h": "Heat"}
+        apply_records(store, records(*[catalogued(f"e{m}", m, t, 1990, ("Drama",)) for m, t in titles.items()],
+                                     catalogued("r", "h", "Ronin", 1998, ("Crime",))))  # "h" renamed
+        whole = TitleIndex(store.catalogue())
+        for query in ("star", "sta", "star wa", "wars star", "a", "a bu", "AMEL", "schindlers", "heat", "ron",
+                      "the roses", "st", "zzz", "s"):
+            assert search(store, query, 0, 100) == whole.search(query, 0, 100), query
+            assert search(store, query, 1, 2) == whole.search(query, 1, 2), query
+        assert search(store, "heat", 0, 10) == (0, [])
+        assert [e.title for e in search(store, "star", 0, 10)[1]] == [
+            "Star Kid", "Star Wars", "Star Trek: First Contact", "Starship Troopers", "Lone Star"]
+        assert sorted(e.movie_id for e in store.catalogue_entries(["h", "nope", "sw"])) == ["h", "sw"]
+        assert store.genres() == ["Crime", "Drama"]
+
+    # -- accounts ------------------------------------------------------------------------------
+
+    def test_the_first_opening_of_a_user_id_holds_it_in_any_order_and_batches(self, store):
+        first, second, other = (AccountRow("ana", "e1", "hash 1", 0, 3), AccountRow("ana", "e2", "hash 2", 0, 7),
+                                AccountRow("ben", "e3", "hash 3", 0, 5))
+        assert store.account("ana") is None and store.accounts_checkpoint() == {}
+        store.put_accounts([second, other], {0: 7})  # the later opening arrives first
+        assert store.account("ana") == second
+        store.put_accounts([first], {0: 3})  # the earlier one, in a batch of its own; the checkpoint stays
+        store.put_accounts([second, first, other], {0: 7})  # everything again
+        assert (store.account("ana"), store.account("ben"), store.account("cy")) == (first, other, None)
+        assert store.accounts_checkpoint() == {0: 7}
+        store.put_accounts([], {0: 9, 1: 0})
+        assert self.other_handle(store).accounts_checkpoint() == {0: 9, 1: 0}
+        assert self.other_handle(store).account("ana") == first
+
     # -- the model registry ------------------------------------------------------------------
 
     def test_published_factors_give_back_the_same_predictions(self, store):
@@ -299,6 +335,7 @@ class StoreContract:
             try:
                 apply_records(reference, log)
                 assert store.contents() == reference.contents(), f"after a swap of {view}"
+                assert search(store, "ran", 0, 10) == (1, [CatalogueEntry("n", "Ran", None, [], None)]), view
             finally:
                 reference.close()
 

@@ -17,7 +17,7 @@ def world(tmp_path):
     """A test client of the app, the log behind its commands and the store behind its queries."""
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
-    with TestClient(create_app(store, log, ReviewCommands(log), memory_auth(log))) as client:
+    with TestClient(create_app(store, log, ReviewCommands(log), memory_auth(log, store))) as client:
         yield client, log, store
     store.close()
 

@@ -14,7 +14,8 @@ from events.log import LogUnavailable
 from events.position import Position
 from events.reader import LogRecord
 from events.types import Event
-from projections.accounts import AccountsView
+from projections.accounts import StoredAccounts, fold_accounts
+from projections.store import AccountsView
 
 ACCOUNTS = "accounts"  # the accounts topic of a MemoryLog
 TOKEN_KEY = b"unit-tests-token-key-of-32-bytes!"
@@ -58,15 +59,17 @@ class MemoryLog:
         return [e for p in self.partitions for e in p]
 
 
-def memory_auth(log: MemoryLog, **options) -> Auth:
-    """Accounts on the log's ACCOUNTS topic, a cheap password hasher, and tokens signed with TOKEN_KEY."""
+def memory_auth(log: MemoryLog, store: AccountsView, **options) -> Auth:
+    """Accounts on the log's ACCOUNTS topic, projected into `store` as they are appended, a cheap
+    password hasher, and tokens signed with TOKEN_KEY."""
 
     async def ends() -> dict[int, int]:
         return {0: len(log.topics.get(ACCOUNTS, []))}
 
-    view = AccountsView(ends, wait=1.0)
-    log.followers.setdefault(ACCOUNTS, []).append(view.apply)
+    # The projection worker's job, done as each opening is appended.
+    log.followers.setdefault(ACCOUNTS, []).append(lambda records: store.put_accounts(*fold_accounts(records)))
     passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    view = StoredAccounts(store, ends, wait=0.3)
     return Auth(Accounts(log, ACCOUNTS, view, passwords), TokenSigner(TOKEN_KEY, 3600), **options)
 
 

@@ -68,7 +68,7 @@ def seeded(tmp_path):
 def test_healthz_answers_while_a_slow_store_read_is_in_flight(seeded, path, method):
     store, log, token = seeded
     slow_store = SlowStore(store, method)
-    app = create_app(slow_store, log, ReviewCommands(log), memory_auth(log))
+    app = create_app(slow_store, log, ReviewCommands(log), memory_auth(log, slow_store))
 
     async def scenario():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:

@@ -21,7 +21,7 @@ def client(tmp_path):
     clock = {"now": T1}
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
-    with TestClient(create_app(store, log, ReviewCommands(log, clock=lambda: clock["now"]), memory_auth(log))) as http:
+    with TestClient(create_app(store, log, ReviewCommands(log, clock=lambda: clock["now"]), memory_auth(log, store))) as http:
         def at(moment, method, *args, **kwargs):
             clock["now"] = moment
             response = getattr(http, method)(*args, **kwargs)

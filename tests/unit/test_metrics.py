@@ -27,7 +27,7 @@ REVIEW = {"user_id": "ana", "movie_id": "m1", "rating": 4.5}
 
 def instrumented_app(store, log, archived=None):
     appends = InstrumentedLog(log)
-    app = create_app(store, log, ReviewCommands(appends), memory_auth(log))
+    app = create_app(store, log, ReviewCommands(appends), memory_auth(log, store))
     install(app, appends, archived)
     return app
 

@@ -30,7 +30,7 @@ def site_app(tmp_path, **auth_options):
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
     catalogue(log, store, MOVIES)
-    app = create_app(store, log, ReviewCommands(log), memory_auth(log, **auth_options), site=pages.routes(),
+    app = create_app(store, log, ReviewCommands(log), memory_auth(log, store, **auth_options), site=pages.routes(),
                      not_found=pages.not_found)
     return app, log, store
 

@@ -9,7 +9,8 @@ import pytest
 from projections.sqlite_store import SCHEMA_VERSION, SQLiteStore
 from projections.projector import apply_records
 from tests.fold_contract import FoldContract
-from tests.store_contract import StoreContract, records, sub
+from projections.titles import search
+from tests.store_contract import StoreContract, catalogued, records, sub
 
 
 class TestSQLiteStore(StoreContract, FoldContract):
@@ -44,3 +45,14 @@ def test_an_older_file_is_projected_again_and_keeps_its_models(tmp_path):
     apply_records(store, records(sub("a", "u", "m", 2.0)))
     store.close()
     assert SQLiteStore(path).checkpoint() == {0: 0}, "a current file is kept as it is"
+
+
+def test_a_catalogue_projected_before_title_search_is_indexed_when_the_file_is_opened(tmp_path):
+    path = tmp_path / "p.db"
+    store = SQLiteStore(path)
+    apply_records(store, records(catalogued("a", "m", "Heat", 1995, ("Crime",))))
+    store._db.executescript("DROP TABLE title_words; DROP TABLE genres;")  # as a file of schema 4 had it
+    store.close()
+    store = SQLiteStore(path)
+    assert [e.movie_id for e in search(store, "hea", 0, 10)[1]] == ["m"] and store.genres() == ["Crime"]
+    store.close()
