@@ -1,27 +1,21 @@
-"""Appending events to the review log: one long-lived, batching, idempotent acks=all producer
-(librdkafka's, through confluent-kafka: its per-message cost is a few microseconds of C, where
-aiokafka's is about 25 µs of Python on the event loop)."""
+"""Appending events to the review log: one long-lived, batching, idempotent acks=all producer."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from events.codec import encode
 from events.errors import HarmonyError
 from events.position import Position
 from events.topic import accounts_topic, deadletter_topic, review_topics
 from events.types import Event
-
-log = logging.getLogger(__name__)
-
-POLL = 0.1  # seconds the delivery thread waits for reports when there are none
 
 
 class LogUnavailable(HarmonyError):
@@ -54,27 +48,23 @@ class KafkaEventLog:
     """Appends events keyed by their partition key, so a user's events keep their order.
 
     One long-lived idempotent producer (acks=all, producer id and sequence numbers): a send it
-    retries after a lost answer or a leader change is written once. Keys are partitioned by
-    murmur2, as Kafka's Java client, aiokafka and Faust do. Sends are batched (linger); a thread
-    serves the delivery reports and hands each lot to the event loop in one call, where every
-    append waits for its own, or answers LogUnavailable after `timeout`.
+    retries after a lost answer or a leader change is written once. Sends are batched (linger)
+    and each append waits for its acknowledgement, or answers LogUnavailable after `timeout`.
     """
 
     def __init__(self, bootstrap: str, topic: str, *, timeout: float, linger_ms: int = 5):
         self.topic = topic
         self.timeout = timeout
-        self._options = {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": linger_ms,
-            "partitioner": "murmur2_random",
-            "message.timeout.ms": max(1000, int(timeout * 1000)),
-            "retry.backoff.ms": 100,
-            "logger": log,
-        }
-        self._producer: Producer | None = None
-        self._reports: Reports | None = None
+        self._options = dict(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            max_batch_size=1 << 20,
+            request_timeout_ms=max(1000, int(timeout * 1000)),
+            retry_backoff_ms=100,
+        )
+        self._producer: AIOKafkaProducer | None = None
 
     @property
     def connected(self) -> bool:
@@ -84,162 +74,116 @@ class KafkaEventLog:
         """Connect; a producer whose start failed is discarded, so start() can simply be retried."""
         if self._producer is not None:
             return
-        producer = Producer(self._options)
+        producer = AIOKafkaProducer(**self._options)
         try:
-            await self._topic_metadata(producer)
+            await producer.start()
+            async with asyncio.timeout(self.timeout):
+                if not await producer.partitions_for(self.topic):
+                    raise LogUnavailable(f"topic {self.topic} does not exist yet (`harmony stack up` creates it)")
         except BaseException:
-            await asyncio.to_thread(producer.flush, 0)
+            await producer.stop()
             raise
         self._producer = producer
-        self._reports = Reports(producer, asyncio.get_running_loop())
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
-        reports, self._reports = self._reports, None
         if producer is not None:
-            await asyncio.to_thread(producer.flush, self.timeout)  # what is queued is still delivered
-            reports.close()
+            await producer.stop()
 
     async def ping(self) -> None:
         """Raise LogUnavailable unless the broker answers a metadata request now."""
         if self._producer is None:
             raise LogUnavailable("not connected to the broker")
-        await self._topic_metadata(self._producer, min(self.timeout, 2.0))
-
-    async def _topic_metadata(self, producer: Producer, timeout: float | None = None) -> None:
-        timeout = self.timeout if timeout is None else timeout
         try:
-            metadata = await asyncio.to_thread(producer.list_topics, self.topic, timeout)
-        except KafkaException as error:
-            raise LogUnavailable(f"broker unreachable: {error.args[0].str()}") from None
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise LogUnavailable(f"topic {self.topic} does not exist yet (`harmony stack up` creates it)")
+            async with asyncio.timeout(min(self.timeout, 2.0)):
+                await self._producer.client.fetch_all_metadata()
+        except (TimeoutError, KafkaError, OSError) as error:
+            raise LogUnavailable(f"broker unreachable: {error!r}") from error
 
     async def append(self, event: Event, topic: str | None = None) -> Position:
         """Send one event (to the review log, or `topic`) and wait for its acknowledgement (or LogUnavailable)."""
         if self._producer is None:
             raise LogUnavailable("not connected to the broker")
-        delivered = self._reports.loop.create_future()
-        try:
-            self._producer.produce(topic or self.topic, encode(event), event.key.encode(),
-                                   on_delivery=self._reports.to(delivered))
-        except BufferError:
-            raise LogUnavailable("the producer's queue is full: the broker is not keeping up") from None
         try:
             async with asyncio.timeout(self.timeout):
-                return await delivered
-        except TimeoutError:
-            raise LogUnavailable(f"broker did not acknowledge within {self.timeout:g}s") from None
+                # The default partitioner (murmur2 of the key, as Faust's) keeps a user's events in one partition.
+                sent = await self._producer.send(topic or self.topic, encode(event), key=event.key.encode())
+                record = await sent
+        except (TimeoutError, KafkaError) as error:
+            raise LogUnavailable(f"broker did not acknowledge: {error!r}") from error
+        return Position(record.partition, record.offset)
 
     async def append_bulk(
         self, events: Iterable[Event], on_acked: Callable[[int], None] | None = None
     ) -> list[Position]:
         """Append a long stream of events at bulk speed; answer the last position written per partition.
 
-        For imports. `events` is consumed lazily, so it can be far larger than memory; it may
-        raise, which stops the append (what was queued is still delivered when the log is
-        stopped). A full producer queue makes the stream wait (back-pressure). Every
-        acknowledgement (acks=all) is awaited before this returns; `on_acked(n)` reports n more
-        events acknowledged. Raises LogUnavailable if an event is not acknowledged: those
-        acknowledged before it stay written, and a retry with the same event ids is removed
-        downstream. A user's events keep their order (one partition, an idempotent producer).
+        For imports. Events are encoded into one record batch per partition (aiokafka's batch
+        API, up to max_batch_size each), partitioned by key exactly as `append` does, so a
+        user's events keep their order. A full batch is queued at once (no linger): while the
+        broker writes one request, the next batches fill, and a partition with a batch still
+        queued makes the stream wait (back-pressure). `events` is consumed lazily, so it can be
+        far larger than memory; it may raise, which stops the append (batches already queued
+        are still delivered when the log is stopped). Every acknowledgement (acks=all) is
+        awaited before this returns; `on_acked(n)` reports n more events acknowledged.
+        Raises LogUnavailable if a batch is not acknowledged: batches acknowledged before it
+        stay written, and a retry with the same event ids is removed downstream.
         """
         if self._producer is None:
             raise LogUnavailable("not connected to the broker")
-        producer, tally = self._producer, Tally()
-        sent = reported = 0
+        producer = self._producer
+        partitioner = DefaultPartitioner()  # the producer's own: murmur2 of the key
+        partition_of: dict[bytes, int] = {}
+        builders: dict[int, object] = {}
+        pending: deque[tuple[asyncio.Future, int, int]] = deque()
+        last: dict[int, int] = {}
 
-        def report() -> None:
-            nonlocal reported
-            if tally.failure is not None:
-                raise LogUnavailable(f"broker did not acknowledge: {tally.failure}")
-            if on_acked is not None and tally.acked > reported:
-                on_acked(tally.acked - reported)
-            reported = tally.acked
+        def settle(future: asyncio.Future, count: int, partition: int) -> None:
+            metadata = future.result()  # raises the batch's KafkaError
+            last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
+            if on_acked is not None:
+                on_acked(count)
 
-        for event in events:
-            value, key = encode(event), event.key.encode()
-            while True:
-                try:
-                    producer.produce(self.topic, value, key, on_delivery=tally.delivered)
-                    break
-                except BufferError:  # the local queue is full: wait for the broker
-                    await asyncio.sleep(0.005)
-                    report()
-            sent += 1
-            if sent % 512 == 0:
-                await asyncio.sleep(0)  # parsing runs on this loop too: let the reports through
-                report()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while tally.acked + tally.failed < sent:
-            before = tally.acked
-            report()
-            await asyncio.sleep(0.01)
-            if tally.acked > before:
-                deadline = loop.time() + self.timeout  # the timeout is for a stall, not for the whole stream
-            elif loop.time() > deadline:
-                raise LogUnavailable(f"broker did not acknowledge within {self.timeout:g}s")
-        report()
-        return [Position(p, offset) for p, offset in sorted(tally.last.items())]
+        async def submit(partition: int, builder) -> None:
+            builder.close()  # a closed batch is drained at once, without linger
+            async with asyncio.timeout(self.timeout):
+                future = await producer.send_batch(builder, self.topic, partition=partition)
+            pending.append((future, builder.record_count(), partition))
+            while pending and pending[0][0].done():
+                settle(*pending.popleft())
 
-
-class Reports:
-    """Delivery reports, served by a thread and handed to the event loop a lot at a time (one
-    wake-up of the loop per lot, not one per message)."""
-
-    def __init__(self, producer: Producer, loop: asyncio.AbstractEventLoop):
-        self.producer, self.loop = producer, loop
-        # Appended to by whichever thread serves reports (this one's poll, or stop()'s flush).
-        self._reports: deque[tuple[asyncio.Future, KafkaError | None, int, int]] = deque()
-        self._closing = False
-        self._thread = threading.Thread(target=self._serve, name="kafka-delivery-reports", daemon=True)
-        self._thread.start()
-
-    def to(self, future: asyncio.Future) -> Callable[[KafkaError | None, Message], None]:
-        """The on_delivery callback that settles `future` (called during poll, off the loop)."""
-        return lambda error, message: self._reports.append((future, error, message.partition(), message.offset()))
-
-    def _serve(self) -> None:
-        reports = self._reports
-        while not self._closing:
-            self.producer.poll(POLL)
-            if reports:
-                lot = [reports.popleft() for _ in range(len(reports))]
-                try:
-                    self.loop.call_soon_threadsafe(_settle, lot)
-                except RuntimeError:  # the loop is closed: nobody is waiting any more
-                    return
-
-    def close(self) -> None:
-        self._closing = True
-        self._thread.join()
-
-
-def _settle(lot: list[tuple[asyncio.Future, KafkaError | None, int, int]]) -> None:
-    for future, error, partition, offset in lot:
-        if future.done():  # its append timed out
-            continue
-        if error is None:
-            future.set_result(Position(partition, offset))
-        else:
-            future.set_exception(LogUnavailable(f"broker did not acknowledge: {error.str()}"))
-
-
-class Tally:
-    """What a bulk append's delivery reports said so far (updated in the reports' thread)."""
-
-    def __init__(self):
-        self.acked = self.failed = 0
-        self.failure: str | None = None
-        self.last: dict[int, int] = {}
-
-    def delivered(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.failed += 1
-            self.failure = self.failure or error.str()
-            return
-        partition = message.partition()
-        self.last[partition] = max(self.last.get(partition, -1), message.offset())
-        self.acked += 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                partitions = sorted(await producer.partitions_for(self.topic))
+            appended = 0
+            for event in events:
+                key = event.key.encode()
+                partition = partition_of.get(key)
+                if partition is None:
+                    if len(partition_of) >= 1 << 20:
+                        partition_of.clear()
+                    partition = partition_of[key] = partitioner(key, partitions, partitions)
+                value = encode(event)
+                builder = builders.get(partition)
+                if builder is None:
+                    builder = builders[partition] = producer.create_batch()
+                if builder.append(key=key, value=value, timestamp=None) is None:
+                    await submit(partition, builder)
+                    builder = builders[partition] = producer.create_batch()
+                    if builder.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"event {event.event_id} is larger than a record batch")
+                appended += 1
+                if appended % 256 == 0:
+                    # Parsing runs on this loop too: let the sender and the sockets move on.
+                    await asyncio.sleep(0)
+            for partition, builder in builders.items():
+                if builder.record_count():
+                    await submit(partition, builder)
+            while pending:
+                future, count, partition = pending.popleft()
+                async with asyncio.timeout(self.timeout):
+                    await asyncio.wait([future])
+                settle(future, count, partition)
+        except (TimeoutError, KafkaError) as error:
+            raise LogUnavailable(f"broker did not acknowledge: {error!r}") from error
+        return [Position(p, offset) for p, offset in sorted(last.items())]

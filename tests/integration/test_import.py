@@ -230,8 +230,9 @@ def test_append_bulk_keeps_each_users_order_across_batches(settings):
 
 
 def test_appends_and_bulk_appends_put_a_key_where_kafkas_own_partitioner_does(settings):
-    """A user's events must share a partition whoever appended them (the API, an import, a Java or
-    aiokafka client, Faust): murmur2 of the key, as Kafka's DefaultPartitioner."""
+    """A user's events must share a partition whoever appended them (the API, an import, a Java
+    client, Faust): murmur2 of the key, as Kafka's DefaultPartitioner (a producer library's default
+    may differ: librdkafka's is CRC32)."""
     from aiokafka.partitioner import DefaultPartitioner
 
     now = datetime.now(timezone.utc)
