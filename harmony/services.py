@@ -31,8 +31,12 @@ def serve_api(settings: Settings, host: str, port: int, workers: int = 1, timeou
     # Requests already score in parallel threads: BLAS threads for each small product only fight
     # them for the cores (bench.match_bench: 5x the CPU a /v1/match). Before NumPy loads; workers inherit it.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # Forwarded headers name the client (the sign-in throttle's key) and the scheme (secure
+    # cookies) only when they come from a proxy the deployment names: uvicorn's default trusts
+    # anything on 127.0.0.1, where any local relay would let a client pick its address.
     options = dict(host=host, port=port, log_config=None, access_log=False, loop="uvloop",
-                   http=functools.partial(TimedHttpToolsProtocol, timeouts=timeouts))
+                   http=functools.partial(TimedHttpToolsProtocol, timeouts=timeouts),
+                   proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=settings.trusted_proxies or None)
     log.info("serving the API", extra={"url": f"http://{host}:{port}", "store": settings.store_url,
                                        "workers": workers})
     if workers == 1:

@@ -16,6 +16,7 @@
 | `HARMONY_APPEND_TIMEOUT` | `3.0` seconds before a command answers 503 |
 | `HARMONY_TOKEN_KEY` | the key access tokens are signed with (at least 32 characters); unset: a random key generated once into `<state dir>/token.key` (mode 600). Every API process of a deployment needs the same one |
 | `HARMONY_TOKEN_LIFETIME` | `3600` seconds an access token is valid |
+| `HARMONY_TRUSTED_PROXIES` | none: `X-Forwarded-For`/`X-Forwarded-Proto` are ignored. Comma-separated addresses or networks (`10.0.0.0/8`) of the reverse proxies whose forwarded headers name the client (the sign-in throttle counts by it) and the scheme |
 | `HARMONY_PRIVATE_HISTORY` | `0`: anyone may read a user's history; `1`: only with that user's token |
 | `HARMONY_LOG_FORMAT` | `json` (or `console`) |
 | `HARMONY_CATCH_UP_LAG` | `5000` records behind the log end (over the partitions it owns) before the projection worker reads the log directly |
@@ -40,6 +41,7 @@ Explicit variables win over what the local stack reports in `<state dir>/stack.j
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass
@@ -70,6 +72,7 @@ class Settings:
     token_key: str
     token_lifetime: int
     private_history: bool
+    trusted_proxies: str
     log_format: str
     catch_up_lag: int
     archive_segment_records: int
@@ -115,6 +118,7 @@ def load() -> Settings:
         token_key=env.get("HARMONY_TOKEN_KEY", ""),
         token_lifetime=_number(env, "HARMONY_TOKEN_LIFETIME", 3600, int, 1),
         private_history=_number(env, "HARMONY_PRIVATE_HISTORY", 0, int, 0) != 0,
+        trusted_proxies=_addresses(env, "HARMONY_TRUSTED_PROXIES"),
         log_format=env.get("HARMONY_LOG_FORMAT", "json"),
         catch_up_lag=_number(env, "HARMONY_CATCH_UP_LAG", 5_000, int, 0),
         archive_segment_records=_number(env, "HARMONY_ARCHIVE_SEGMENT_RECORDS", 100_000, int, 1),
@@ -149,6 +153,17 @@ def _number(env, name: str, default, kind: type, low):
     if value < low:
         raise HarmonyError(f"{name}={raw!r} is below {low}")
     return value
+
+
+def _addresses(env, name: str) -> str:
+    """Comma-separated IP addresses or networks, checked, in the form uvicorn's forwarded_allow_ips takes."""
+    items = [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise HarmonyError(f"{name}: {item!r} is not an IP address or network") from None
+    return ",".join(items)
 
 
 def _choice(env, name: str, default: str, choices: tuple[str, ...]) -> str:

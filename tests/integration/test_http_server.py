@@ -4,6 +4,7 @@ here reaches one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -56,12 +57,11 @@ class Server:
                 and '"logger":"aiokafka' not in line]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("http")
+@contextlib.contextmanager
+def serving(directory, **env):
     port, log_path = free_port(), directory / "api.log"
     env = {**os.environ, "HARMONY_STATE_DIR": str(directory), "HARMONY_STORE": f"sqlite:///{directory / 'p.db'}",
-           "HARMONY_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "HARMONY_LOG_FORMAT": "json"}
+           "HARMONY_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "HARMONY_LOG_FORMAT": "json", **env}
     with open(log_path, "ab") as out:
         process = subprocess.Popen([sys.executable, "-c", SERVE, str(port), *map(str, astuple(TIMEOUTS))],
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -74,6 +74,12 @@ def server(tmp_path_factory):
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("http")) as server:
+        yield server
 
 
 def healthy(port: int) -> bool:
@@ -209,3 +215,16 @@ def test_a_websocket_upgrade_is_answered_as_plain_http(server):
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         assert read_response(sock)[0] == 404  # the API has no websockets
     assert server.errors_since(mark) == []
+
+
+FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+
+
+def test_forwarded_headers_are_ignored_unless_their_proxy_is_trusted(server, tmp_path):
+    # A relay on the host (or a client, through one) must not pick the scheme, nor the address
+    # that the sign-in throttle counts by; a proxy the deployment names may.
+    cookie = httpx.get(f"http://127.0.0.1:{server.port}/signin", headers=FORWARDED).headers["set-cookie"]
+    assert cookie.startswith("csrf=") and "secure" not in cookie.lower()
+    with serving(tmp_path, HARMONY_TRUSTED_PROXIES="127.0.0.1") as behind_a_proxy:
+        cookie = httpx.get(f"http://127.0.0.1:{behind_a_proxy.port}/signin", headers=FORWARDED).headers["set-cookie"]
+        assert cookie.startswith("__Host-csrf=") and "secure" in cookie.lower()

@@ -90,3 +90,22 @@ def test_the_openapi_document_names_operations_bounds_pages_and_says_when_to_ret
     log.down = True  # every 503 the document promises a Retry-After for carries one
     assert client.get("/readyz").headers["retry-after"] == "1"
     assert client.post("/v1/reviews", headers=bearer("a"), json={"user_id": "a", "movie_id": "m", "rating": 3}).headers["retry-after"]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"user_id":"ana","movie_id":"m","rating":1,"rating":5}',
+    b'{"user_id":"ana","movie_id":"m","rating":1,"\\u0072ating":5}',  # the same key, spelt with an escape
+    b'{"user_id":"ana","movie_id":"m","rating":1,"text":"a","text":"b"}',
+])
+def test_a_key_repeated_in_a_body_is_a_400_not_the_last_one_wins(world, body):
+    client, log, _ = world
+    answer = client.post("/v1/reviews", content=body, headers={**bearer("ana"), "Content-Type": "application/json"})
+    assert "duplicate key" in is_problem(answer, 400)["detail"]
+    assert log.events == []
+
+
+def test_a_key_named_inside_a_value_is_no_repeat(world):
+    client, log, _ = world
+    body = {"user_id": "ana", "movie_id": "m", "rating": 4, "summary": 'a "rating" of "rating"', "text": "\\"}
+    assert client.post("/v1/reviews", json=body, headers=bearer("ana")).status_code == 202
+    assert log.events[0].summary == body["summary"] and log.events[0].text == "\\"

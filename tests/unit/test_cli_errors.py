@@ -42,3 +42,14 @@ def test_a_bad_setting_is_a_user_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("HARMONY_PARTITIONS", "many")
     assert main(["stack", "status"]) == 1
     assert capsys.readouterr().err == "harmony stack: HARMONY_PARTITIONS='many' is not a number\n"
+
+
+def test_a_trusted_proxy_must_be_an_address_or_a_network(monkeypatch, tmp_path, capsys):
+    from harmony.settings import load
+
+    monkeypatch.setenv("HARMONY_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("HARMONY_TRUSTED_PROXIES", " 10.0.0.0/8, ::1 ")
+    assert load().trusted_proxies == "10.0.0.0/8,::1"
+    monkeypatch.setenv("HARMONY_TRUSTED_PROXIES", "10.0.0.1,*")
+    assert main(["stack", "status"]) == 1
+    assert capsys.readouterr().err == "harmony stack: HARMONY_TRUSTED_PROXIES: '*' is not an IP address or network\n"
