@@ -78,7 +78,7 @@ def _may_repeat_a_key(body: bytes, into: type) -> bool:
     """False only when no key can repeat: no escapes (a key may be spelt with them) and each key
     the type allows appears once at most (also inside a string, which only costs the full check)."""
     keys = _quoted_keys(into)
-    return keys is None or b"\\" in body or any(body.count(key) > 1 for key in keys)
+    return keys is None or b"\\" in body or max(map(body.count, keys)) > 1
 
 
 def _unique(pairs: list[tuple[str, object]]) -> dict:
