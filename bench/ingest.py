@@ -22,7 +22,7 @@ Figures:
 - ratios = api rate / bare endpoint rate, api / raw_producer, api / producer_inflight;
 - cpu: cores busy per process during each window (API or bare endpoint, brokers, SeaweedFS, this load
   generator).
-Target: ≥ 6,000 accepted reviews/s with p99 < 25 ms at 64 connections, and ≥ 40% of the bare endpoint's rate.
+Target (issue 22): at 64 connections, ≥ 70% of the bare endpoint's rate measured in the same run, with p99 < 25 ms.
 """
 
 from __future__ import annotations
@@ -41,9 +41,8 @@ from bench.common import (
     review_events, service_pids, summarise_stacks,
 )
 
-TARGET_RATE = 6000.0
 TARGET_P99_MS = 25.0
-TARGET_SHARE_OF_BARE = 0.40  # API accepted/s ÷ bare endpoint answers/s
+TARGET_SHARE_OF_BARE = 0.70  # API accepted/s ÷ bare endpoint answers/s
 TARGET_CONNECTIONS = 64
 
 API_CATEGORIES = {
@@ -347,7 +346,7 @@ def run(args) -> dict:
     pool_topic = fresh_topic("bench.ingest.pool")
     population = Population(args.users, args.movies)
     figures: dict = {"benchmark": "ingest", "targets": {
-        "per_s": TARGET_RATE, "p99_ms": TARGET_P99_MS, "share_of_bare": TARGET_SHARE_OF_BARE,
+        "p99_ms": TARGET_P99_MS, "share_of_bare": TARGET_SHARE_OF_BARE,
         "connections": TARGET_CONNECTIONS}}
     loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
     with local_stack("ingest", api_topic, args.partitions, args.keep) as (state_dir, info):
@@ -414,7 +413,6 @@ def run(args) -> dict:
             figures["ratio_producer_pool_to_single"] = round(figures["producer_pool"]["per_s"] / inflight, 4)
     figures["meets_target"] = bool(
         args.connections == TARGET_CONNECTIONS
-        and best["per_s"] >= TARGET_RATE
         and (best["p99_ms"] or 1e9) < TARGET_P99_MS
         and (figures["ratio_api_to_bare"] or 0.0) >= TARGET_SHARE_OF_BARE
     )
@@ -455,8 +453,7 @@ def rows(figures: dict) -> list[tuple[str, str]]:
         out.append(("RATIO api / producer in flight", f"{figures['ratio_api_to_producer_inflight']:.3f}"))
     if "ratio_producer_pool_to_single" in figures:
         out.append(("RATIO producer pool / one producer", f"{figures['ratio_producer_pool_to_single']:.3f}"))
-    out.append((f"target ≥ {TARGET_RATE:,.0f}/s, p99 < {TARGET_P99_MS:.0f} ms at {TARGET_CONNECTIONS} conns, "
-                f"≥ {TARGET_SHARE_OF_BARE:.0%} of bare", "MET" if figures["meets_target"] else "NOT MET"))
+    out.append((f"target p99 < {TARGET_P99_MS:.0f} ms at {TARGET_CONNECTIONS} conns, ≥ {TARGET_SHARE_OF_BARE:.0%} of bare", "MET" if figures["meets_target"] else "NOT MET"))
     return out
 
 
