@@ -1,7 +1,7 @@
 """Match benchmark: `GET /v1/match?users=A,B` (random pairs, reasons included) served by the real API over
 real HTTP on an embedded SQLite store, beside the bare NumPy scoring of the same pairs in this process.
 
-    .venv/bin/python -m bench.match_bench [--scenario 10k ml100k] [--workers 1 2] [--clients 16]
+    .venv/bin/python -m bench.match_bench [--scenario 10k ml100k | --movies N] [--workers 1 2] [--clients 16]
                                          [--duration 10] [--warmup 2] [--profile-dir DIR] [--json]
 
 No Kafka, no S3, no Spark: each scenario's store is built synthetically in a temporary directory.
@@ -13,31 +13,34 @@ No Kafka, no S3, no Spark: each scenario's store is built synthetically in a tem
   each movie's `item_counts` is its number of reviews (movies under `min_reviews` are never picked).
 Scenarios: `10k` = 10,000 movies, 5,000 users with 50-100 reviews, rating rank 50; `ml100k` = the
 MovieLens-100K shape as published (1,682 movies, 943 users, >= 20 and ~106 reviews per user, rating
-rank 943); taste rank 20 in both.
+rank 943); taste rank 20 in both. `--movies N` runs one scenario shaped like `10k` with N movies and
+max(5,000, N / 5) users instead (`--movies 10000` is `10k`).
 
 Figures per scenario:
 - bare (the baseline): `ml.matching` on one thread without HTTP or store: items loaded once, each
-  member's reviews and published factors read beforehand; per pair `member` x 2, `predictions`,
-  `affinities`, `utilities`, `eligible`, `rank` (default strategy, limit 10), `because` and
-  `liked_genres` per member, as api/match.py does: pairs/s, p50, p99; mean µs of each stage, plus the
-  store reads and the response build + JSON encoding (api/bodies, msgspec) measured apart;
-- in-process endpoint: `api.match.match` called directly with a Request built from a scope (store reads,
-  scoring, response, JSON; no HTTP, no thread pool): p50, p99;
+  member's reviews and published factors read beforehand; per pair `member` x 2, `score` (default
+  strategy, limit 10), the reasons (`because`, `liked_genres`) per member, as api/match.py does:
+  pairs/s, p50, p99; mean µs of each stage, plus the store reads and the response build + JSON
+  encoding (api/bodies, msgspec) measured apart;
+- in-process endpoint: `api.match.match` awaited with a Request built from a scope (store reads,
+  scoring, response, JSON, its worker thread; no HTTP): p50, p99;
 - api: `python -m harmony api --workers N` (uvicorn, uvloop, httptools) on the store, with a broker
   address nothing listens on (reads need none; the API keeps retrying in the background). A lean
   asyncio HTTP/1.1 keep-alive client (bench.ingest's response parser, uvloop) sends GET /v1/match for
   pre-drawn random pairs on --clients connections, then on one connection (--workers 1 only), for
   --duration s after --warmup s: requests/s, p50, p99 of the 200s; every other answer is an error (one
-  body printed); CPU cores busy (API processes, this client) and the API's CPU ms per request;
+  body printed); CPU cores busy (API processes, this client) and the API's CPU ms per request; the
+  largest API process's RSS after the runs (each worker holds its own copy of the model);
 - HTTP floor (first scenario, one worker, one client, 3 s): GET /healthz (async, touches nothing) and
   GET /v1/projections/lag (plain def: the thread pool and one small store read), what HTTP alone costs.
 Ratios: API p50 / bare p50 and API requests/s / bare pairs/s, per run.
 Targets: p99 < 10 ms and >= 1,000 requests/s at 16 clients (a closed loop: mean latency = 16 / rate, so
-the p99 target alone needs > 1,600/s). Before this benchmark (MovieLens-100K demo): 187 requests/s,
-p50 78 ms, p99 198 ms at 16 clients; p50 3.4 ms, p99 19 ms for one client.
+the p99 target alone needs > 1,600/s).
 With --profile-dir: one more 16-client run per scenario (--workers 1, not in the figures) under
 py-spy, summarised by where in the request path the samples fall.
 The machine's load average (start, end) is kept with the figures: other work on the cores skews them.
+On top of the JSON, the first scenario's figures: `api` (the --workers run with the best p99 of those
+reaching TARGET_PER_S, else the best p99), `bare`; the candidates' quality: `harmony evaluate pairs`.
 --blas-threads N sets OPENBLAS/OMP/MKL_NUM_THREADS for the baseline and the API (default 1, what
 `harmony api` sets for itself; 0 leaves NumPy's default, one BLAS thread per core and request).
 """
@@ -60,14 +63,12 @@ from pathlib import Path
 
 from bench.common import (
     Child, CpuMeter, PySpy, base_parser, child_env, console, free_port, percentile, print_profile,
-    progress, run_benchmark, sqlite_store, summarise_stacks,
+    progress, rss_mib, run_benchmark, sqlite_store, summarise_stacks,
 )
 
 TARGET_P99_MS = 10.0
 TARGET_PER_S = 1000.0
 TARGET_CLIENTS = 16
-BEFORE = {"per_s": 187.0, "p50_ms": 78.0, "p99_ms": 198.0, "single_p50_ms": 3.4, "single_p99_ms": 19.0,
-          "where": "MovieLens-100K demo, 16 clients (single: one client)"}
 GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
           "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
 PARTITIONS = 6
@@ -115,11 +116,9 @@ MATCH_CATEGORIES = {
     "matching.member (index lookup, arrays)": _fn("member", "ml/matching.py"),
     "matching.predictions (BLAS matmul)": _fn("predictions", "ml/matching.py"),
     "matching.affinities": _fn("affinities", "ml/matching.py"),
-    "matching.utilities": _fn("utilities", "ml/matching.py"),
-    "matching.eligible": _fn("eligible", "ml/matching.py"),
+    "matching.candidates": _fn("candidates", "ml/matching.py"),
     "matching.rank / _top": (*_fn("rank", "ml/matching.py"), *_fn("_top", "ml/matching.py")),
-    "matching.because": _fn("because", "ml/matching.py"),
-    "matching.liked_genres": _fn("liked_genres", "ml/matching.py"),
+    "matching.because, liked_genres": (*_fn("because", "ml/matching.py"), *_fn("liked_genres", "ml/matching.py")),
     "other ml/matching.py (Items, load_items)": ("ml/matching.py",),
     "ItemsCache.current (model check)": _fn("current", "api/match.py"),
     "api/match._members (besides store, decode, member)": _fn("_members", "api/match.py"),
@@ -140,6 +139,7 @@ def parser():
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--scenario", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS),
                    help="scenarios to run (both: 10k ml100k)")
+    p.add_argument("--movies", type=int, help="instead: one scenario like 10k with this many movies")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="`harmony api --workers` to try (1 2)")
     p.add_argument("--clients", type=int, default=TARGET_CLIENTS, help="concurrent keep-alive connections (16)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (10)")
@@ -372,52 +372,45 @@ def in_process(path: Path, pairs: list[tuple[str, str]], seconds: float) -> dict
             t0 = perf()
             members = [matching.member(items, u, ratings[u], published[u]) for u in (a, b)]
             t1 = perf()
-            predicted = matching.predictions(items, members)
+            result = matching.score(items, members, matching.Filters(), matching.DEFAULT_STRATEGY, None, LIMIT)
+            picks = result.picks
             t2 = perf()
-            affinity = matching.affinities(items, members)
+            for m in members:
+                matching.because(items, m, picks), matching.liked_genres(items, m)
             t3 = perf()
-            utility = matching.utilities(predicted, affinity)
-            t4 = perf()
-            mask = matching.eligible(items, members, matching.Filters())
-            t5 = perf()
-            picks = matching.rank(items, utility, matching.DEFAULT_STRATEGY, None, mask, LIMIT)
-            t6 = perf()
-            for m in members:
-                matching.because(items, m, picks)
-            t7 = perf()
-            for m in members:
-                matching.liked_genres(items, m)
-            t8 = perf()
-            totals.append(t8 - t0)
-            for name, seconds in (("member x2", t1 - t0), ("predictions", t2 - t1), ("affinities", t3 - t2),
-                                  ("utilities", t4 - t3), ("eligible", t5 - t4), ("rank", t6 - t5),
-                                  ("because x2", t7 - t6), ("liked_genres x2", t8 - t7)):
+            totals.append(t3 - t0)
+            for name, seconds in (("member x2", t1 - t0), ("score", t2 - t1), ("reasons x2", t3 - t2)):
                 stages[name] += seconds
             # The response as the endpoint builds it, timed apart (less the reasons, counted above).
             r0 = perf()
             json_response(Match(items.version, matching.DEFAULT_STRATEGY, [a, b], [], [],
-                                endpoint.matched_movies(items, members, picks, predicted, affinity)))
-            responses.append(perf() - r0 - (t8 - t6))
+                                endpoint.matched_movies(items, members, result)))
+            responses.append(perf() - r0 - (t3 - t2))
         n = len(scored)
         bare = _ms(totals)
         bare["stages_mean_us"] = {name: round(1e6 * s / n, 1) for name, s in stages.items()}
         bare["not_in_model"] = len(missing)
         bare["items_load_s"] = round(load_s, 3)
 
-        # The endpoint function itself: store reads, scoring, response, JSON; no HTTP, no thread pool.
+        # The endpoint function itself: store reads, scoring, response, JSON and its thread; no HTTP.
         app = types.SimpleNamespace(state=types.SimpleNamespace(store=store, items=endpoint.ItemsCache()))
         direct: list[float] = []
         statuses: Counter = Counter()
-        until = perf() + seconds
-        for a, b in pairs:
-            if len(direct) >= 100 and perf() > until:
-                break
-            scope = {"type": "http", "method": "GET", "path": "/v1/match", "raw_path": b"/v1/match",
-                     "query_string": f"users={a},{b}".encode(), "headers": [], "app": app}
-            t0 = perf()
-            response = endpoint.match(Request(scope))
-            direct.append(perf() - t0)
-            statuses[response.status_code] += 1
+
+        async def call_directly():
+            until = perf() + seconds
+            for a, b in pairs:
+                if len(direct) >= 100 and perf() > until:
+                    return response
+                scope = {"type": "http", "method": "GET", "path": "/v1/match", "raw_path": b"/v1/match",
+                         "query_string": f"users={a},{b}".encode(), "headers": [], "app": app}
+                t0 = perf()
+                response = await endpoint.match(Request(scope))
+                direct.append(perf() - t0)
+                statuses[response.status_code] += 1
+            return response
+
+        response = asyncio.run(call_directly())
         endpoint_figures = _ms(direct[1:])  # the first loads the items
         endpoint_figures["statuses"] = {str(k): v for k, v in statuses.items()}
         endpoint_figures["body_bytes"] = len(response.body)
@@ -452,6 +445,9 @@ async def drive(port: int, requests: list[bytes], clients: int, warmup: float, d
     async def client(index: int) -> None:
         nonlocal sent
         k = index * 7919
+        # Connect one by one: with --workers N, a worker busy with answers accepts fewer of the
+        # connections after it (all at once, one worker could take them all).
+        await asyncio.sleep(index * min(warmup, 1.0) / clients)
         while perf() < window_end:
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -568,6 +564,7 @@ def serve(scenario: Scenario, work: Path, store_path: Path, workers: int, reques
                     console.log(f"[red]{scenario.name}: {code} answer[/red]: {sample}")
             if not api.alive():
                 raise RuntimeError(f"the API died under load:\n{api.tail()}")
+        figures["rss_mib"] = max(filter(None, map(rss_mib, pids.values())))
         if floor:  # the HTTP stack's own cost, one client: what the API answers without /v1/match's work
             figures["http_floor"] = {}
             for name, path in FLOOR.items():
@@ -591,23 +588,7 @@ def serve(scenario: Scenario, work: Path, store_path: Path, workers: int, reques
             figures["profile"] = summary
     finally:
         api.stop()
-    figures["log_warnings"] = _log_levels(api.tail(200_000))
     return figures
-
-
-def _log_levels(text: str) -> dict[str, int]:
-    """Counts of the API's log lines by level (JSON logs), to see the broker retries and any errors."""
-    import json
-
-    levels: Counter = Counter()
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            levels["non-json"] += 1
-            continue
-        levels[str(record.get("level") or record.get("levelname") or "?").lower()] += 1
-    return dict(levels)
 
 
 # -- the benchmark -------------------------------------------------------------------------------------
@@ -623,11 +604,16 @@ def run(args) -> dict:
                      "warmup_s": args.warmup, "blas_threads_env": blas, "load_average_at_start": os.getloadavg(),
                      "machine_cpus": os.cpu_count(),
                      "targets": {"p99_ms": TARGET_P99_MS, "per_s": TARGET_PER_S, "clients": TARGET_CLIENTS},
-                     "before": BEFORE, "scenarios": {}}
+                     "scenarios": {}}
+    scenarios = [SCENARIOS[name] for name in args.scenario]
+    if args.movies:
+        scenarios = [Scenario(f"{args.movies // 1000}k", f"{args.movies:,} movies, {max(5000, args.movies // 5):,} "
+                              "users × 50-100 reviews, rank 50", args.movies, max(5000, args.movies // 5), 50, 20,
+                              50, 75, 100, True, 1.0)]
     directory = Path(tempfile.mkdtemp(prefix="harmony-bench-match-"))
     try:
-        for name in args.scenario:
-            scenario = SCENARIOS[name]
+        for scenario in scenarios:
+            name = scenario.name
             console.rule(f"{name}: {scenario.label}")
             work = directory / name
             work.mkdir()
@@ -646,18 +632,36 @@ def run(args) -> dict:
             out["api"] = {}
             for workers in args.workers:
                 profile = args.profile_dir is not None and workers == min(args.workers)
-                floor = workers == min(args.workers) and name == args.scenario[0]
+                floor = workers == min(args.workers) and scenario == scenarios[0]
                 out["api"][str(workers)] = serve(scenario, work, store_path, workers, requests, first, args, profile,
                                                  floor)
             out["ratios"] = ratios(out)
             figures["scenarios"][name] = out
         figures["load_average_at_end"] = os.getloadavg()
+        figures.update(claimed(figures["scenarios"][scenarios[0].name]))
     finally:
         if args.keep:
             console.log(f"kept {directory}")
         else:
             shutil.rmtree(directory, ignore_errors=True)
     return figures
+
+
+def claimed(out: dict) -> dict:
+    """The figures the targets are claimed for: the --workers run with the best p99 of those reaching
+    TARGET_PER_S (else of all), the others beside it, and the bare scoring."""
+    runs = {int(workers): api for workers, api in out["api"].items()}
+    fast = [w for w, api in runs.items() if api["concurrent"]["per_s"] >= TARGET_PER_S] or list(runs)
+    best = min(fast, key=lambda w: runs[w]["concurrent"]["p99_ms"])
+
+    def brief(workers: int) -> dict:
+        r = runs[workers]["concurrent"]
+        return {"per_s": r["per_s"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "rss_mib": runs[workers]["rss_mib"],
+                "workers": workers, "api_cpu_ms_per_request": r["api_cpu_ms_per_request"]}
+
+    bare = out["in_process"]["bare"]
+    return {"api": brief(best), "api_others": [brief(w) for w in runs if w != best],
+            "bare": {"per_s": bare["per_s"], "p50_ms": bare["p50_ms"], "p99_ms": bare["p99_ms"]}}
 
 
 def ratios(out: dict) -> dict:
@@ -679,14 +683,10 @@ def _verdict(ok: bool) -> str:
 
 def rows(figures: dict) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    b = figures["before"]
     out.append(("targets (16 clients)", f"p99 < {TARGET_P99_MS:g} ms and ≥ {TARGET_PER_S:,.0f} requests/s "
                                         "(closed loop: "
                                         f"mean latency = 16 / rate, so p99 < {TARGET_P99_MS:g} ms needs "
                                         f"> {1000 * TARGET_CLIENTS / TARGET_P99_MS:,.0f}/s)"))
-    out.append(("before (ML-100K demo)", f"{b['per_s']:g}/s, p50 {b['p50_ms']:g} ms, p99 {b['p99_ms']:g} ms "
-                                         f"(16 clients); one client p50 {b['single_p50_ms']} ms, "
-                                         f"p99 {b['single_p99_ms']:g} ms"))
     blas = ", ".join(f"{k}={v}" for k, v in figures["blas_threads_env"].items() if v is not None) or "unset"
     load = "/".join(f"{x:.1f}" for x in figures["load_average_at_start"])
     if "load_average_at_end" in figures:

@@ -45,6 +45,7 @@ def fold_in(items: np.ndarray, items_gram: np.ndarray, positions: np.ndarray, *,
     ``(Y^T Y + alpha Σ y y^T + reg n I) x = (1 + alpha) Σ y``); zeros when there are none."""
     if not len(positions):
         return np.zeros(items.shape[1])
-    seen = items[positions].astype(np.float64)
-    lhs = items_gram + alpha * (seen.T @ seen) + reg * len(positions) * np.eye(items.shape[1])
+    seen = np.take(items, positions, axis=0).astype(np.float64)
+    lhs = items_gram + alpha * (seen.T @ seen)
+    lhs.flat[::items.shape[1] + 1] += reg * len(positions)  # + reg n I
     return np.linalg.solve(lhs, (1.0 + alpha) * seen.sum(axis=0))

@@ -172,7 +172,7 @@ def test_evaluate_fold_measures_every_strategy_and_both_baselines():
     model.params["min_reviews"] = 5
     report = ge.evaluate_fold(model, train, held, pairs=20)
     assert report["min_reviews"] == 5 and 0 < report["pairs"] <= 20
-    assert set(report["lists"]) == {*matching.STRATEGIES, *ge.BASELINES}
+    assert set(report["lists"]) == {*matching.STRATEGIES, ge.EXHAUSTIVE, *ge.BASELINES}
     for figures in report["lists"].values():
         assert set(figures) == set(ge.FIGURES)
         assert 0 <= figures["ndcg_min"] <= 1 and 0 <= figures["ndcg_mean"] <= 1
@@ -194,7 +194,7 @@ def test_evaluate_pairs_json_has_every_list_and_figure(spark, movielens, small_d
     assert [fold["fold"] for fold in report["folds"]] == ["u1"]
     fold = report["folds"][0]
     assert 0 < fold["pairs"] <= 50 and fold["min_reviews"] in ge.MIN_REVIEWS_GRID
-    kinds = {*matching.STRATEGIES, *ge.BASELINES}
+    kinds = {*matching.STRATEGIES, ge.EXHAUSTIVE, *ge.BASELINES}
     assert set(report["mean"]) == kinds and set(fold["lists"]) == kinds
     for kind in kinds:
         figures = report["mean"][kind]
@@ -208,6 +208,8 @@ def test_evaluate_pairs_json_has_every_list_and_figure(spark, movielens, small_d
     popularity = report["mean"]["popularity"]["ndcg_min"]
     ratio = report["default_vs_popularity_ndcg_min"]
     assert ratio == pytest.approx(report["mean"][report["default"]]["ndcg_min"] / popularity) if popularity else ratio is None
+    default, exhaustive = (report["mean"][kind]["ndcg_min"] for kind in (report["default"], ge.EXHAUSTIVE))
+    assert report["default_vs_exhaustive_ndcg_min"] == pytest.approx(default / exhaustive)
     assert "fold u1" in captured.err  # progress goes to stderr
 
 
@@ -228,7 +230,7 @@ def test_evaluate_pairs_needs_at_least_one_pair(tmp_path, capsys):
 def test_the_original_baseline_rank_normalises_averages_and_penalises_disagreement():
     predicted = np.array([[5.0, 4.0, 3.0, 1.0], [1.0, 4.0, 3.0, 5.0]])
     # Points over 4 candidates, / 4: ana .75 .5 .25 0, ben 0 .5 .25 .75; mean minus 0.1 x spread.
-    scores = ge._original(predicted, np.ones(4, bool))
+    scores = ge._original(predicted)
     assert scores[0] == pytest.approx([0.375 - 0.075, 0.5, 0.25, 0.375 - 0.075])
-    only_two = ge._original(predicted, np.array([True, False, False, True]))
-    assert only_two[0][[0, 3]] == pytest.approx([0.25 - 0.05, 0.25 - 0.05])
+    only_two = ge._original(predicted[:, [0, 3]])
+    assert only_two[0] == pytest.approx([0.25 - 0.05, 0.25 - 0.05])

@@ -349,9 +349,48 @@ def test_top_breaks_ties_by_id_at_the_cut():
     items = matching.Items.of("v", built, {})
     scores = np.where(np.arange(10) % 3 == 0, 1.0, 0.0)  # m00, m03, m06, m09 tie at 1; the rest at 0
     for limit in range(1, 11):
-        picks = matching.rank(items, scores[None, :], "average", None, np.ones(10, bool), limit)
+        picks = matching.rank(scores[None, :], "average", None, np.arange(10), limit)
         expected = sorted(names, key=lambda m: (-scores[names.index(m)], m))[:limit]
         assert [str(items.ids[p.position]) for p in picks] == expected, f"limit={limit}"
+
+
+# -- candidates ----------------------------------------------------------------------------------
+
+
+def test_candidates_are_each_members_best_and_the_groups_best_by_the_product_of_affinities():
+    affinity = np.array([[5.0, 4.0, 0.1, -1.0, 3.0, 0.2, 2.0],
+                         [-1.0, 0.1, 5.0, 4.0, 3.0, 0.2, 2.0]], dtype=np.float32)
+    # Products of the positive parts: 0, 0.4, 0.5, 0, 9, 0.04, 4.
+    keep = np.ones(7, bool)
+    assert matching.candidates(affinity, keep, 2, "average").tolist() == [0, 1, 2, 3, 4, 6]
+    assert matching.candidates(affinity, keep, 2, "multiplicative").tolist() == [4, 6]  # 0 unless both like it
+    keep[4] = False  # seen, filtered out: never a candidate
+    assert matching.candidates(affinity, keep, 2, "average").tolist() == [0, 1, 2, 3, 6]
+    assert matching.candidates(affinity, keep, 2, "least_misery").tolist() == [2, 6]
+    assert matching.candidates(affinity, keep, 7, "multiplicative").tolist() == [0, 1, 2, 3, 5, 6]  # all kept
+
+
+def test_candidates_fill_up_with_movies_at_zero_in_the_models_order():
+    affinity = np.array([[1.0, -1.0, 2.0, -1.0], [1.0, 1.0, -1.0, -1.0]], dtype=np.float32)  # products 1, 0, 0, 0
+    assert matching.candidates(affinity, np.ones(4, bool), 2, "multiplicative").tolist() == [0, 1]
+    assert matching.candidates(affinity, np.array([True, False, True, True]), 2, "multiplicative").tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("strategy", list(matching.STRATEGIES))
+def test_scoring_candidates_gives_the_exhaustive_lists_on_a_random_model(strategy):
+    """600 movies, CANDIDATES of them scored: the groups' top 10 are those of every eligible movie."""
+    rng = np.random.default_rng(11)
+    movies = [f"m{k:03}" for k in range(600)]
+    built = build({m: {"bias": rng.normal(0, 0.4), "q": tuple(rng.normal(0, 0.5, 3)),
+                       "taste": tuple(rng.normal(0, 1, 4))} for m in movies},
+                  {}, mu=3.5, rank=3, taste_rank=4)
+    items = matching.Items.of("v", built, {})
+    for _ in range(20):
+        members = [matching.member(items, user, {m: float(rng.integers(1, 6)) for m in rng.choice(movies, 20)}, None)
+                   for user in ("ana", "ben")]
+        lists = [[p.position for p in matching.score(items, members, matching.Filters(), strategy, None, 10, top).picks]
+                 for top in (matching.CANDIDATES, None)]
+        assert lists[0] == lists[1]
 
 
 # -- reasons -------------------------------------------------------------------------------------
@@ -702,6 +741,103 @@ def test_a_refresh_switches_versions_with_no_request_failing(world, monkeypatch)
     for thread in threads:  # once a client has seen v2 it never gets v1 again
         seen = [body["model_version"] for _, _, body in thread]
         assert seen == sorted(seen, key=lambda version: version == v2.version)
+
+
+class PausingStore:
+    """The store, but `model()` waits for `go` after reading: a look at the current version that
+    started before a newer one was published and loaded."""
+
+    def __init__(self, store):
+        self.store, self.read, self.go = store, threading.Event(), threading.Event()
+
+    def model(self, version=None):
+        info = self.store.model(version)
+        self.read.set()
+        assert self.go.wait(5)
+        return info
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_refresh_never_loads_an_older_version_than_the_one_it_holds(world, monkeypatch):
+    _, _, store = world
+    loads = []
+
+    def counted(store, info, load=matching.load_items):
+        loads.append(info.version)
+        return load(store, info)
+
+    monkeypatch.setattr(matching, "load_items", counted)
+    monkeypatch.setattr(api_match, "REFRESH_EVERY", 0.0)  # every call looks at the current version
+    cache = api_match.ItemsCache()
+    v1 = publish(store).version
+    assert cache.current(store).version == v1
+    v2 = publish(store).version
+    slow = PausingStore(store)
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(cache.current, slow)  # reads v2, then waits
+        assert slow.read.wait(5)
+        v3 = publish(store).version
+        cache.current(store)  # another request meanwhile
+        slow.go.set()
+        late.result()
+    assert cache.current(store).version == v3
+    assert loads == [v for v in (v1, v2, v3) if v in loads]  # in the order they were published
+
+
+def test_a_version_that_fails_to_load_is_tried_once_per_back_off_and_answers_503(world, monkeypatch):
+    client, log, store = world
+    review(client, log, store, "ana", "m1", 4.0)
+    review(client, log, store, "ben", "m2", 4.0)
+    tries = []
+
+    def failing(store, info):
+        tries.append(info.version)
+        raise matching.ModelError(f"model {info.version} is broken")
+
+    monkeypatch.setattr(matching, "load_items", failing)
+    monkeypatch.setattr(api_match, "FIRST_BACKOFF", 0.5, raising=False)  # absent before the back-off
+    version = publish(store).version
+    for _ in range(5):
+        body = problem(response := client.get("/v1/match?users=ana,ben"), 503)
+        assert version in body["detail"] and "is broken" in body["detail"]
+        assert response.headers["retry-after"] == "1"
+    assert tries == [version]
+    time.sleep(0.6)
+    problem(client.get("/v1/match?users=ana,ben"), 503)
+    assert tries == [version, version]  # tried again after the back-off, which now doubles
+    problem(client.get("/v1/match?users=ana,ben"), 503)
+    assert len(tries) == 2
+    monkeypatch.undo()
+    time.sleep(1.1)
+    assert ok(client.get("/v1/match?users=ana,ben"))["model_version"] == version
+
+
+def test_a_newer_version_that_fails_to_load_leaves_the_loaded_one_serving(world, monkeypatch):
+    client, log, store = world
+    monkeypatch.setattr(api_match, "REFRESH_EVERY", 0.0)
+    v1 = publish(store).version
+    review(client, log, store, "ana", "m1", 4.0)
+    review(client, log, store, "ben", "m2", 4.0)
+    assert ok(client.get("/v1/match?users=ana,ben"))["model_version"] == v1
+    tries = []
+
+    def failing(store, info):
+        tries.append(info.version)
+        raise matching.ModelError("broken")
+
+    monkeypatch.setattr(matching, "load_items", failing)
+    v2 = publish(store).version
+    assert all(ok(client.get("/v1/match?users=ana,ben"))["model_version"] == v1 for _ in range(5))
+    assert tries == [v2]
+
+
+@pytest.mark.parametrize("query", ["users=%01,%02", "users=ana,b/n", "users=ana,ben&year_from=abc",
+                                   "users=ana,ben&include_seen=maybe", "users=ana,ben&exclude=" + "x," * 101])
+def test_a_bad_request_is_400_before_any_model_is_asked_for(world, query):
+    client, _, _ = world  # no model published
+    problem(client.get(f"/v1/match?{query}"), 400)
 
 
 # -- bad input -----------------------------------------------------------------------------------
