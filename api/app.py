@@ -32,7 +32,7 @@ from api.models import current_model, model_version
 from api.movies import MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, catalogue_entries, genres, movie, search_movies
 from api.openapi import Link, Operation, Param, document
 from api.problems import HANDLERS
-from api.reviews import retract_review, submit_review, user_reviews
+from api.reviews import LogEnds, retract_review, submit_review, user_reviews
 from api.wire import MAX_KEY, MAX_LIMIT
 from commands.accounts import AccountOpenedView, Credentials, OpenAccount
 from commands.handlers import ReviewCommands
@@ -54,6 +54,8 @@ class EventLogConnection(Protocol):
     async def ping(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    async def ends(self) -> dict[int, int]: ...
 
 
 MATCH_DESCRIPTION = (
@@ -87,16 +89,19 @@ KEY = Param("Idempotency-Key", "header", f"makes a retried request have exactly 
                                           "pattern": "^[ -~]+$"})
 OPERATIONS = [
     (Operation("POST", "/v1/accounts", "Open an account for a user id", 201, AccountOpenedView, OpenAccount, (),
-               (400, 409, 413, 415, 422, 503),
-               "The user id must not have an account yet (imported users have none until one is opened). "
-               "Then get a token from POST /v1/tokens.",
+               (400, 409, 413, 415, 422, 429, 503),
+               "The user id must not have an account yet, nor look like one's (409). A new id follows RFC 8265's "
+               "UsernameCasePreserved profile, is in one script and is not only dots (else 422 naming why). An "
+               "imported user's id (reviews, no account) is opened only by an operator (409). Then get a token from POST /v1/tokens. A client address may ask to open only so many accounts "
+               "an hour (429 with Retry-After); while too many passwords are being hashed, 503 with Retry-After.",
                links=(Link("SignIn", "issue_token", "sign in with the new account", body="$request.body"),)),
      open_account),
     (Operation("POST", "/v1/tokens", "Sign in: an access token for writing as the user", 200, AccessToken,
                Credentials, (), (400, 401, 413, 415, 422, 429, 503),
                "Send the token as `Authorization: Bearer <access_token>`. Failed sign-ins slow further ones "
-               "down (429 with Retry-After), per user id and per client. While the accounts are not all "
-               "read (a 503 with Retry-After), a try is not counted as failed.",
+               "down (429 with Retry-After): strictly per user id and client, per user id alone only after "
+               "many more. While the accounts are not all read or too many passwords are being hashed (a 503 "
+               "with Retry-After), a try is not counted as failed.",
                links=(Link("SubmitReview", "submit_review", "write a review as the user, with the token",
                            body={"user_id": "$request.body#/user_id"}),)), issue_token),
     (Operation("POST", "/v1/reviews", "Submit or replace a review", 202, Receipt, SubmitReview, (KEY,),
@@ -118,7 +123,8 @@ OPERATIONS = [
                ReviewsPage, None,
                (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
                 cursor("next_cursor of the previous page"),
-                Param("after", "query", "a command's token: wait until that write is visible",
+                Param("after", "query", "a command's token: wait until that write is visible (a token past the "
+                      "log's end: 400)",
                       {"type": "string", "minLength": 1})),
                (400, 503),
                links=(Link("NextPage", "user_reviews", "the next page",
@@ -235,6 +241,7 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
         app.router.default = not_found
     app.state.store = store
     app.state.event_log = event_log
+    app.state.log_ends = LogEnds(event_log.ends)  # what read-your-writes tokens are checked against
     app.state.commands = commands
     app.state.auth = auth
     app.state.openapi = openapi_document(auth.private_history)

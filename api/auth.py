@@ -1,26 +1,34 @@
-"""Accounts and access tokens over HTTP, the sign-in throttle, and who may write what.
+"""Accounts and access tokens over HTTP, the limits on signing in and opening accounts, and who may
+write what.
 
-Reads are public; writing a user's reviews needs a bearer token for that user (RFC 6750). Failed
-sign-ins slow further tries down, per user id and per client address, in each API process.
+Reads are public; writing a user's reviews needs a bearer token for that user (RFC 6750). Signing in
+and opening an account each cost a password hash, so both are limited per client address (and a
+sign-in per user id) before any hashing, on counts kept in the projection store, where every API
+process of a deployment counts alike (`projections.store.Attempts`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from typing import Callable
 
 import msgspec
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.problems import ProblemError
 from api.tokens import InvalidToken, TokenSigner
-from api.wire import json_response, read_json
-from commands.accounts import Accounts, AccountOpenedView, AccountsBehind, AccountTaken, Credentials, OpenAccount
+from api.wire import invalid, json_response, read_json
+from commands.accounts import (
+    Accounts, AccountOpenedView, AccountsBehind, AccountTaken, Credentials, OpenAccount, PasswordsBusy,
+)
+from commands.user_ids import InvalidUserId
 from events.log import LogUnavailable
+from projections.store import Attempts, Tally
 
 REALM = 'Bearer realm="moviEharmony"'
 
@@ -31,31 +39,41 @@ class AccessToken(msgspec.Struct, frozen=True):
     expires_in: int  # seconds
 
 
-class Throttle:
-    """Counts failures per key (a user id, a client address): after `free` failures within `window`
-    seconds, each further try must wait twice as long as the last, up to `longest` seconds."""
+@dataclass(frozen=True)
+class Limit:
+    """At most `free` attempts per key within `window` seconds. Beyond them, with `longest`, the n-th
+    further attempt may come only once n waits of 1, 2, 4, ... seconds (each twice the last, up to
+    `longest`) have passed since the window's first attempt: an attempt's place in the count alone
+    says whether it may go, so attempts sent at once cannot all pass, and the waits stay at
+    `longest` once there. Without `longest`, none until the oldest attempt leaves the window."""
 
-    def __init__(self, free: int, window: float = 900.0, longest: float = 900.0, keys: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic):
-        self.free, self.window, self.longest, self._keys, self._clock = free, window, longest, keys, clock
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()  # key -> (count, last failure)
+    name: str  # of its keys
+    free: int
+    window: float
+    longest: float = 0.0
 
-    def wait(self, key: str) -> float:
-        """Seconds before `key` may try again (0: now)."""
-        count, last = self._failures.get(key, (0, 0.0))
-        if count < self.free or self._clock() - last > self.window:
+    def key(self, *parts: str) -> str:
+        return "\x1f".join((self.name, *parts))
+
+    def wait(self, tally: Tally, now: float) -> float:
+        """Seconds before the `tally.count`-th attempt of the window may be made (0: now)."""
+        beyond = tally.count - self.free
+        if beyond <= 0:
             return 0.0
-        return max(0.0, last + min(self.longest, 2.0 ** (count - self.free)) - self._clock())
+        if not self.longest:
+            return max(0.0, tally.first + self.window - now)
+        doubling = min(beyond, math.ceil(math.log2(self.longest)))  # the waits shorter than `longest`
+        return max(0.0, tally.first + 2.0 ** doubling - 1 + (beyond - doubling) * self.longest - now)
 
-    def failed(self, key: str) -> None:
-        count, last = self._failures.pop(key, (0, 0.0))
-        now = self._clock()
-        self._failures[key] = (1 if now - last > self.window else count + 1, now)
-        if len(self._failures) > self._keys:  # bounded memory: forget the longest-quiet key
-            self._failures.popitem(last=False)
 
-    def forget(self, key: str) -> None:
-        self._failures.pop(key, None)
+# Failed sign-ins are remembered for a day, longer than the longest wait, so the waits never start
+# over at 1 s. Strict per (user id, client address); per user id from any address only at a much
+# higher count, so a stranger failing elsewhere leaves the owner at an address of their own alone;
+# per client address over any user ids (one password tried on many).
+DAY = 86_400.0
+PER_USER_AND_CLIENT = Limit("signin-user-client", free=5, window=DAY, longest=900.0)
+PER_USER = Limit("signin-user", free=100, window=DAY, longest=900.0)
+PER_CLIENT = Limit("signin-client", free=50, window=DAY, longest=900.0)
 
 
 @dataclass
@@ -64,9 +82,14 @@ class Auth:
 
     accounts: Accounts
     tokens: TokenSigner
+    attempts: Attempts  # where every API process counts sign-ins and openings
+    openings: Limit  # accounts a client address may open an hour
     private_history: bool = False  # reading a user's history needs their token too
-    per_user: Throttle = field(default_factory=lambda: Throttle(free=5))
-    per_client: Throttle = field(default_factory=lambda: Throttle(free=50))
+    clock: Callable[[], float] = time.time
+
+
+def openings_limit(per_hour: int) -> Limit:
+    return Limit("open-client", free=per_hour, window=3600.0)
 
 
 def authorize(request: Request, user_id: str) -> None:
@@ -84,33 +107,78 @@ def authorize(request: Request, user_id: str) -> None:
         raise ProblemError(403, f"this token is for another user than {user_id!r}")
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def admit(auth: Auth, checks: list[tuple[Limit, str]], refusal: str) -> str:
+    """Count an attempt against each (limit, key) and answer its id, or raise a 429 with the longest
+    wait, the attempt taken back (a refused try is not counted)."""
+    keys, now = [key for _, key in checks], auth.clock()
+
+    def wait(tallies: list[Tally]) -> float:
+        return max(limit.wait(tally, now) for (limit, _), tally in zip(checks, tallies))
+
+    def too_many(seconds: float) -> ProblemError:
+        return ProblemError(429, f"{refusal}: wait before trying again", {"Retry-After": str(math.ceil(seconds))})
+
+    # What is counted already refuses without writing, so a flood of refused tries adds nothing.
+    counted = await run_in_threadpool(auth.attempts.attempts, keys, now)
+    if seconds := wait([Tally(t.count + 1, now if t.first is None else t.first) for t in counted]):
+        raise too_many(seconds)
+    attempt = uuid.uuid4().hex
+    # Then counted before the hash, so tries in flight count: of N at once, the k-th added sees k.
+    if seconds := wait(await run_in_threadpool(auth.attempts.add_attempt, keys, attempt, now,
+                                               max(limit.window for limit, _ in checks))):
+        await run_in_threadpool(auth.attempts.drop_attempt, keys, attempt)
+        raise too_many(seconds)
+    return attempt
+
+
+def busy(error: Exception) -> ProblemError:
+    return ProblemError(503, f"{error}; retry", {"Retry-After": "1"})
+
+
 async def open_account(request: Request) -> Response:
     auth: Auth = request.app.state.auth
     command = await read_json(request, OpenAccount)
+    key = auth.openings.key(client_address(request))
+    attempt = await admit(auth, [(auth.openings, key)], "too many accounts opened from this address")
     try:
         await auth.accounts.open(command)
+    except InvalidUserId as error:
+        raise invalid(str(error), "user_id") from None
     except AccountTaken as error:
         raise ProblemError(409, str(error)) from None
+    except PasswordsBusy as error:  # nothing was hashed: not counted
+        await run_in_threadpool(auth.attempts.drop_attempt, [key], attempt)
+        raise busy(error) from None
     except (AccountsBehind, LogUnavailable) as error:
-        raise ProblemError(503, f"{error}; retry", {"Retry-After": "1"}) from None
+        raise busy(error) from None
     return json_response(AccountOpenedView(command.user_id), 201)
 
 
 async def issue_token(request: Request) -> Response:
     auth: Auth = request.app.state.auth
     credentials = await read_json(request, Credentials)
-    client = f"client\x1f{request.client.host if request.client else ''}"
-    user = f"user\x1f{credentials.user_id}"
-    if wait := max(auth.per_user.wait(user), auth.per_client.wait(client)):
-        raise ProblemError(429, "too many failed sign-ins: wait before trying again",
-                           {"Retry-After": str(math.ceil(wait))})
+    user, client = credentials.user_id, client_address(request)
+    checks = [(PER_USER_AND_CLIENT, PER_USER_AND_CLIENT.key(user, client)), (PER_USER, PER_USER.key(user)),
+              (PER_CLIENT, PER_CLIENT.key(client))]
+    keys = [key for _, key in checks]
+    attempt = await admit(auth, checks, "too many failed sign-ins")
     try:
         matches = await auth.accounts.check(credentials)
-    except AccountsBehind as error:  # not a failed try: no password was compared
-        raise ProblemError(503, f"{error}; retry", {"Retry-After": "1"}) from None
-    if not matches:
-        auth.per_user.failed(user)
-        auth.per_client.failed(client)
+    except (AccountsBehind, PasswordsBusy) as error:  # not a failed try: no password was compared
+        await run_in_threadpool(auth.attempts.drop_attempt, keys, attempt)
+        raise busy(error) from None
+    if not matches:  # the attempt stays counted: a failure
         raise ProblemError(401, "wrong user id or password", {"WWW-Authenticate": REALM})
-    auth.per_user.forget(user)
+    await run_in_threadpool(succeeded, auth.attempts, keys, attempt)
     return json_response(AccessToken(auth.tokens.issue(credentials.user_id), "bearer", auth.tokens.lifetime))
+
+
+def succeeded(attempts: Attempts, keys: list[str], attempt: str) -> None:
+    """A success is no failure, and forgives this address's failures for this user (not the user's
+    from elsewhere, nor the address's for other users)."""
+    attempts.drop_attempt(keys[1:], attempt)
+    attempts.clear_attempts(keys[0])

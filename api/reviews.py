@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import Awaitable, Callable
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +28,7 @@ from projections.store import ProjectionStore, Review
 log = logging.getLogger(__name__)
 
 READ_WAIT = 5.0  # seconds a read with `after=` waits for the projection to catch up
+ENDS_EVERY = 0.5  # seconds at least between two looks at the log's end, whatever the requests
 
 ReviewsCursor = tuple[datetime, str]  # the last row's (reviewed_at, movie_id)
 
@@ -75,16 +77,55 @@ def recorded_in(store: ProjectionStore) -> Lookup:
     return recorded
 
 
-async def wait_for(store: ProjectionStore, token: str) -> None:
+class LogEnds:
+    """The review log's end offsets as last read, read again (in the background, at most every
+    ENDS_EVERY seconds) when a token lies past them: a token of a write lies before the end, one made
+    up far past it would hold a request for READ_WAIT, polling the store."""
+
+    def __init__(self, read: Callable[[], Awaitable[dict[int, int]]]):
+        self._read = read
+        self._ends: dict[int, int] = {}
+        self._read_at = self._tried_at = float("-inf")  # event loop times the last good and last reads began
+        self._reading: asyncio.Task | None = None
+
+    def past_the_end(self, position: Position, since: float) -> bool:
+        """Whether `position` lies past the log's end as a read begun at `since` or later found it;
+        False while that is not known yet (a read is started if none was for ENDS_EVERY)."""
+        if position.offset < self._ends.get(position.partition, 0):
+            return False
+        if self._read_at >= since:
+            return True
+        now = asyncio.get_running_loop().time()
+        if self._reading is None and now - self._tried_at >= ENDS_EVERY:
+            self._tried_at = now
+            self._reading = asyncio.ensure_future(self._read_ends(now))
+        return False
+
+    async def _read_ends(self, began: float) -> None:
+        try:
+            async with asyncio.timeout(READ_WAIT):
+                self._ends = await self._read()
+            self._read_at = began
+        except Exception as error:  # noqa: BLE001 - unknown: tokens wait as they would anyway
+            log.warning("could not read the log's end", extra={"error": repr(error)})
+        finally:
+            self._reading = None
+
+
+async def wait_for(store: ProjectionStore, ends: LogEnds, token: str) -> None:
     """Wait until the projection has applied the write behind `token`: polled, so the wait holds
-    no thread, while each store read runs in the thread pool."""
+    no thread, while each store read runs in the thread pool. A token past the log's end is a 400
+    (every write's token lies before the end once it is acknowledged, so before it is answered)."""
     try:
         position = Position.from_token(token)
     except ValueError as error:  # from_token's own "not a position token"
         raise ProblemError(400, str(error)) from None
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + READ_WAIT
+    asked = loop.time()
+    deadline = asked + READ_WAIT
     while (await run_in_threadpool(store.checkpoint)).get(position.partition, -1) < position.offset:
+        if ends.past_the_end(position, asked):
+            raise ProblemError(400, "after names a position past the log's end: not a token this API gave out")
         if loop.time() > deadline:
             raise ProblemError(
                 503, f"the projection has not caught up with that write within {READ_WAIT:.0f}s",
@@ -99,7 +140,7 @@ async def user_reviews(request: Request) -> Response:
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     if (token := request.query_params.get("after")) is not None:
-        await wait_for(store, token)
+        await wait_for(store, request.app.state.log_ends, token)
     after = decode_cursor(cursor, ReviewsCursor) if cursor is not None else None
     rows = await run_in_threadpool(store.user_reviews, user_id, limit + 1, after)
     page, more = rows[:limit], len(rows) > limit

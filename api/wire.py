@@ -34,9 +34,11 @@ def json_response(body: msgspec.Struct, status: int = 200) -> Response:
 
 async def read_json(request: Request, into: type):
     """Decode a bounded JSON body into a command type, or raise a 4xx problem."""
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    # Required, not assumed: a cross-site form, no-cors fetch or sendBeacon can send a body without a
+    # preflight only as text/plain, a form type or none at all.
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
-        raise ProblemError(415, f"send application/json, not {content_type}")
+        raise ProblemError(415, f"send Content-Type: application/json, not {content_type or 'none'}")
     declared = request.headers.get("content-length")
     if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > MAX_BODY):
         raise ProblemError(413, f"body larger than {MAX_BODY} bytes")

@@ -18,6 +18,8 @@ from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable, NamedTuple, Protocol
 
+import msgspec
+
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.errors import HarmonyError
 from events.position import Position
@@ -63,6 +65,26 @@ Lookup = Callable[[str, str], Awaitable[Recorded | None]]
 
 async def nothing_recorded(user_id: str, event_id: str) -> None:
     return None
+
+
+def request_digest(command: msgspec.Struct) -> str:
+    """What a retry with the same Idempotency-Key must match: the SHA-256 of the command's canonical
+    JSON, so the same request spelt otherwise is the same request. Keys sorted; times in UTC (the
+    same instant at another offset); fields at their default left out (a field a later release adds
+    with a default leaves the digests of earlier requests as they were)."""
+    fields = {}
+    for field in msgspec.structs.fields(command):
+        value = getattr(command, field.name)
+        if value == field.default:
+            continue
+        fields[field.encode_name] = value.astimezone(timezone.utc) if isinstance(value, datetime) else value
+    return hashlib.sha256(msgspec.json.encode(fields, order="sorted")).hexdigest()
+
+
+def _digest_before_canonical(command: msgspec.Struct) -> str:
+    """The digest events written before request_digest carry: a retry of such a request, within its
+    key's lifetime, still finds its first answer instead of a conflict."""
+    return hashlib.sha256(repr(command).encode()).hexdigest()
 
 
 class ReviewCommands:
@@ -115,7 +137,7 @@ class ReviewCommands:
         if key is None:
             return await self._write(make_event(str(uuid.uuid4()), None))
         scope = f"{kind}\x1f{command.user_id}\x1f{key}"
-        digest = hashlib.sha256(repr(command).encode()).hexdigest()
+        digest = request_digest(command)
         now = self._clock()
         remembered = self._answers.get(scope)
         if remembered is not None and now - remembered[1] <= KEY_LIFETIME:
@@ -126,7 +148,7 @@ class ReviewCommands:
             except Exception:
                 pass  # the first attempt failed: this retry writes the same event again
         # Remembered before anything is awaited, so a concurrent retry in this process waits on this one.
-        answer = asyncio.ensure_future(self._first_or_write(command.user_id, scope, digest, now, make_event))
+        answer = asyncio.ensure_future(self._first_or_write(command, scope, digest, now, make_event))
         self._remember(scope, digest, now, answer)
         try:
             return await asyncio.shield(answer)
@@ -135,16 +157,16 @@ class ReviewCommands:
                 del self._answers[scope]  # the key belongs to the first request, not to this one
             raise
 
-    async def _first_or_write(self, user_id: str, scope: str, digest: str, now: datetime,
+    async def _first_or_write(self, command: SubmitReview | RetractReview, scope: str, digest: str, now: datetime,
                               make_event: Callable[[str, str | None], Event]) -> Receipt:
         """The key's first answer if the projection has applied it (another process, a restart),
         following the key's expired uses to its current one; else a write of the event."""
         event_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, scope))
-        while (first := await self._recorded(user_id, event_id)) is not None:
+        while (first := await self._recorded(command.user_id, event_id)) is not None:
             if now - first.recorded_at > KEY_LIFETIME:
                 event_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{scope}\x1f{event_id}"))
                 continue
-            if first.request_digest != digest:
+            if first.request_digest not in (digest, _digest_before_canonical(command)):
                 raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
             return Receipt(event_id=event_id, position=first.position, token=first.position.token())
         return await self._write(make_event(event_id, digest))

@@ -14,6 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from events.codec import encode
 from events.errors import HarmonyError
 from events.position import Position
+from events.reader import log_offsets
 from events.topic import accounts_topic, deadletter_topic, review_topics
 from events.types import Event
 
@@ -99,6 +100,11 @@ class KafkaEventLog:
                 await self._producer.client.fetch_all_metadata()
         except (TimeoutError, KafkaError, OSError) as error:
             raise LogUnavailable(f"broker unreachable: {error!r}") from error
+
+    async def ends(self, topic: str | None = None) -> dict[int, int]:
+        """Each partition's log end now (the offset its next record gets), of the review log or `topic`."""
+        offsets = await log_offsets(self._options["bootstrap_servers"], topic or self.topic)
+        return {partition: held.stop for partition, held in offsets.items()}
 
     async def append(self, event: Event, topic: str | None = None) -> Position:
         """Send one event (to the review log, or `topic`) and wait for its acknowledgement (or LogUnavailable)."""

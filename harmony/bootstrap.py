@@ -9,6 +9,10 @@ adapter.
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
+import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -114,10 +118,30 @@ def token_key(settings: Settings) -> bytes:
         with os.fdopen(descriptor, "w") as file:
             file.write(secrets.token_urlsafe(48))
     for _ in range(50):  # the other process may be between its create and its write
-        if key := path.read_text().strip():
+        if key := _private_text(path).strip():
             return key.encode()
         time.sleep(0.1)
     raise HarmonyError(f"{path} is empty: delete it to have a new key generated")
+
+
+def _private_text(path) -> str:
+    """A secret file's text, if it is one only this user controls: not a symbolic link (which could
+    lead anywhere), owned by this user and closed to everyone else; else a one-line refusal."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise HarmonyError(f"{path} is a symbolic link: refusing it as a key; put the key file itself "
+                               "there") from None
+        raise
+    with os.fdopen(descriptor) as file:
+        found = os.fstat(descriptor)
+        if found.st_uid != os.getuid():
+            raise HarmonyError(f"{path} is owned by user id {found.st_uid}, not this user: refusing it as a key")
+        if found.st_mode & 0o077:
+            raise HarmonyError(f"{path} is open to other users (mode {found.st_mode & 0o777:o}): refusing it as "
+                               f"a key; `chmod 600 {path}` if no one else has read it, else delete it")
+        return file.read()
 
 
 def token_signer(settings: Settings):
@@ -126,31 +150,32 @@ def token_signer(settings: Settings):
     return TokenSigner(token_key(settings), settings.token_lifetime)
 
 
+def csrf_key(settings: Settings) -> bytes:
+    """The key of the website's CSRF tokens: one of its own, derived from the token key, so every API
+    process of a deployment accepts a form another one rendered."""
+    return hmac.new(token_key(settings), b"csrf", hashlib.sha256).digest()
+
+
 def accounts(settings: Settings, log: KafkaEventLog, projection_store: ProjectionStore):
     """The accounts: opened on the accounts topic, read from the store's accounts view (which the
     projection worker keeps)."""
     from commands.accounts import Accounts, Passwords
-    from events.reader import log_offsets
     from projections.accounts import StoredAccounts
 
-    config = log_config(settings)
-
-    async def ends() -> dict[int, int]:
-        offsets = await log_offsets(config.bootstrap, config.accounts_topic)
-        return {partition: held.stop for partition, held in offsets.items()}
-
-    return Accounts(log, config.accounts_topic, StoredAccounts(projection_store, ends), Passwords())
+    topic = log_config(settings).accounts_topic
+    return Accounts(log, topic, StoredAccounts(projection_store, functools.partial(log.ends, topic)),
+                    Passwords(settings.password_hashes))
 
 
 async def open_account(settings: Settings, command) -> None:
     """`harmony accounts add`: open an account as the API does, from here (a projection worker
-    must be running to confirm it)."""
+    must be running to confirm it), also for a user id with reviews but no account (an imported user)."""
     log = event_log(settings)
     projection_store = await asyncio.to_thread(store, settings)
     try:
         await log.start()
         try:
-            await accounts(settings, log, projection_store).open(command)
+            await accounts(settings, log, projection_store).open(command, by_operator=True)
         finally:
             await log.stop()
     finally:
@@ -160,7 +185,7 @@ async def open_account(settings: Settings, command) -> None:
 def api(settings: Settings):
     """The API app with its store, producer, command handlers and accounts, and the website beside it."""
     from api.app import create_app
-    from api.auth import Auth
+    from api.auth import Auth, openings_limit
     from api.metrics import InstrumentedLog, install
     from api.reviews import recorded_in
     from commands.handlers import ReviewCommands
@@ -168,11 +193,12 @@ def api(settings: Settings):
 
     log = event_log(settings)
     projection_store = store(settings)
-    auth = Auth(accounts(settings, log, projection_store), token_signer(settings),
-                private_history=settings.private_history)
+    auth = Auth(accounts(settings, log, projection_store), token_signer(settings), projection_store,
+                openings_limit(settings.accounts_per_hour), private_history=settings.private_history)
     appends = InstrumentedLog(log)
     app = create_app(projection_store, log, ReviewCommands(appends, recorded_in(projection_store)), auth,
                      site=pages.routes(), not_found=pages.not_found)
+    app.state.csrf_key = csrf_key(settings)
     install(app, appends, archive_progress(settings))
     return app
 

@@ -1,5 +1,6 @@
 """The API's HTTP/1.1 connections: uvicorn's httptools protocol with a deadline for each request's head
-and body, idle connections closed from the first moment, and the server's own errors as problems."""
+and body, a bound on the head's size and number of headers, idle connections closed from the first
+moment, and the server's own errors as problems."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from api.problems import MEDIA_TYPE, problem_body
 
 log = logging.getLogger(__name__)
+
+MAX_HEADERS = 100  # in one request
+MAX_HEAD = 32 * 1024  # bytes of a request's line and headers
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback to stop reading a head over the limits (answered 431)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,9 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         self.ws_protocol_class = None  # no websockets: an Upgrade is a plain request, as the timers assume
         self.between_requests = True  # no head being read, nor any body: the next byte starts a head
         self.head_timer: TimerHandle | None = None
+        self.head_received = 0  # bytes of chunks that ended inside the head being read
+        self.head_parsed = self.headers_parsed = 0  # of the head being read: bytes of URL and headers, headers
+        self.head_refusal: str | None = None
         self.body_timer: TimerHandle | None = None
 
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
@@ -53,7 +64,37 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         # Blank lines before a request line start the clock too: they do not call on_message_begin.
         if self.between_requests and self.head_timer is None:
             self.head_timer = self.loop.call_later(self.timeouts.head, self.head_timed_out)
+            self.head_received = 0
         super().data_received(data)
+        # Still in the head: all of this chunk was head. This bounds what the parser holds of one
+        # header not yet whole, which the callbacks below see only once it is.
+        if self.head_timer is not None and not self.transport.is_closing():
+            self.head_received += len(data)
+            if self.head_received > MAX_HEAD:
+                self.send_problem(431, f"the request line and headers exceed {MAX_HEAD} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_parsed = self.headers_parsed = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.count_head(len(url), 0)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.count_head(len(name) + len(value), 1)
+        super().on_header(name, value)
+
+    def count_head(self, size: int, headers: int) -> None:
+        self.head_parsed += size
+        self.headers_parsed += headers
+        if self.headers_parsed > MAX_HEADERS:
+            self.head_refusal = f"more than {MAX_HEADERS} headers"
+        elif self.head_parsed > MAX_HEAD:
+            self.head_refusal = f"the request line and headers exceed {MAX_HEAD} bytes"
+        else:
+            return
+        raise HeadTooLarge(self.head_refusal)  # the parser stops, and uvicorn calls send_400_response
 
     def on_headers_complete(self) -> None:
         self.between_requests = False
@@ -101,7 +142,10 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """What uvicorn answers a request it cannot parse (with a text/plain body of its own)."""
-        self.send_problem(400, "the request line or headers are not valid HTTP/1.1")
+        if self.head_refusal is not None:
+            self.send_problem(431, self.head_refusal)
+        else:
+            self.send_problem(400, "the request line or headers are not valid HTTP/1.1")
 
     def send_problem(self, status: int, detail: str, instance: str = "") -> None:
         """Answer a problem and close the connection."""

@@ -17,6 +17,8 @@
 | `HARMONY_TOKEN_KEY` | the key access tokens are signed with (at least 32 characters); unset: a random key generated once into `<state dir>/token.key` (mode 600). Every API process of a deployment needs the same one |
 | `HARMONY_TOKEN_LIFETIME` | `3600` seconds an access token is valid |
 | `HARMONY_TRUSTED_PROXIES` | none: `X-Forwarded-For`/`X-Forwarded-Proto` are ignored. Comma-separated addresses or networks (`10.0.0.0/8`) of the reverse proxies whose forwarded headers name the client (the sign-in throttle counts by it) and the scheme |
+| `HARMONY_ACCOUNTS_PER_HOUR` | `10` account openings (`POST /v1/accounts`) one client address may ask for an hour, counted in the projection store by every API process |
+| `HARMONY_PASSWORD_HASHES` | `2` password hashes (argon2id: ~0.25 s of a core and 64 MiB each) one API process computes at once; 4 more a slot may wait, further sign-ins and sign-ups are answered 503 |
 | `HARMONY_PRIVATE_HISTORY` | `0`: anyone may read a user's history; `1`: only with that user's token |
 | `HARMONY_LOG_FORMAT` | `json` (or `console`) |
 | `HARMONY_CATCH_UP_LAG` | `5000` records behind the log end (over the partitions it owns) before the projection worker reads the log directly |
@@ -71,6 +73,8 @@ class Settings:
     append_timeout: float
     token_key: str
     token_lifetime: int
+    accounts_per_hour: int
+    password_hashes: int
     private_history: bool
     trusted_proxies: str
     log_format: str
@@ -117,6 +121,8 @@ def load() -> Settings:
         append_timeout=_number(env, "HARMONY_APPEND_TIMEOUT", 3.0, float, 0.1),
         token_key=env.get("HARMONY_TOKEN_KEY", ""),
         token_lifetime=_number(env, "HARMONY_TOKEN_LIFETIME", 3600, int, 1),
+        accounts_per_hour=_number(env, "HARMONY_ACCOUNTS_PER_HOUR", 10, int, 1),
+        password_hashes=_number(env, "HARMONY_PASSWORD_HASHES", 2, int, 1),
         private_history=_number(env, "HARMONY_PRIVATE_HISTORY", 0, int, 0) != 0,
         trusted_proxies=_addresses(env, "HARMONY_TRUSTED_PROXIES"),
         log_format=env.get("HARMONY_LOG_FORMAT", "json"),

@@ -4,9 +4,9 @@ Kafka runs from the jars scripts/setup.sh copied from Maven Central (.jvm/kafka/
 broker, each broker its own KRaft controller: one node by default, three with `--brokers 3` (every
 topic then replicated three times, `min.insync.replicas=2`). Everything lives in one state dir:
 
-    stack.json     endpoints, keys and PIDs of the running stack (removed by `down`)
+    stack.json     endpoints, keys, and each service's PID and command line (removed by `down`)
     ports.json     the ports last used, preferred again so restarts keep addresses
-    credentials.json, identities.json   the S3 keys (made once)
+    credentials.json, identities.json   the S3 keys (made once); these and stack.json mode 600
     s3/            SeaweedFS data
     kafka/cluster.json   the cluster id and size, fixed when the storage is first formatted
     kafka/<node>/  the broker's generated config and its log dirs
@@ -196,8 +196,7 @@ def _credentials(directory: Path) -> dict[str, str]:
     creds = _read_json(path)
     if not creds:
         creds = {"access_key": "harmony" + secrets.token_hex(4), "secret_key": secrets.token_hex(20)}
-        path.write_text(json.dumps(creds))
-        path.chmod(0o600)
+        _write_private(path, json.dumps(creds))
     identities = {
         "identities": [
             {
@@ -207,8 +206,17 @@ def _credentials(directory: Path) -> dict[str, str]:
             }
         ]
     }
-    (directory / "identities.json").write_text(json.dumps(identities))
+    _write_private(directory / "identities.json", json.dumps(identities))
     return creds
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file that holds the S3 keys readable by its owner only, whatever the umask, and close
+    one an earlier release left open to others before writing into it."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(descriptor, 0o600)
+        file.write(text)
 
 
 def _alive(pid: int) -> bool:
@@ -226,11 +234,30 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _running(service: dict) -> bool:
+    """Whether the service's process runs: its PID is alive with the command line it was started with.
+    After a reboot the PID may be another program's, which must be neither signalled nor trusted."""
+    return _alive(service["pid"]) and _command_line(service["pid"]) == service.get("command")
+
+
+def _command_line(pid: int) -> list[str] | None:
+    try:
+        return os.fsdecode(Path(f"/proc/{pid}/cmdline").read_bytes()).split("\0")[:-1]
+    except OSError:  # gone, or hidden from this user
+        return None
+
+
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
     out = open(log_path, "ab")
     # A new session: the services outlive `harmony stack up` and ignore the terminal's Ctrl-C.
-    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    # Popen returns while exec may still be setting the program up, its command line not yet shown:
+    # the service is recognised as running (and so stopped) only once it is.
+    deadline = time.monotonic() + 5
+    while _command_line(process.pid) != args and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return process
 
 
 def _last_line(path: Path) -> str:
@@ -248,7 +275,8 @@ def status(directory: Path) -> dict:
     info = _read_json(directory / "stack.json")
     if not info:
         return {"running": False, "state_dir": str(directory)}
-    services = {name: {**service, "alive": _alive(service["pid"])} for name, service in info["services"].items()}
+    services = {name: {**{key: value for key, value in service.items() if key != "command"},  # long for a JVM
+                       "alive": _running(service)} for name, service in info["services"].items()}
     answer = {
         "running": all(s["alive"] for s in services.values()),
         "state_dir": str(directory),
@@ -284,7 +312,7 @@ def up(
     if nodes:
         _cassandra_cluster(directory, nodes)
     wanted = ["s3", *(f"kafka-{n}" for n in range(1, brokers + 1)), *(f"cassandra-{n}" for n in range(1, nodes + 1))]
-    services = {name: s for name, s in current.get("services", {}).items() if _alive(s["pid"])}
+    services = {name: s for name, s in current.get("services", {}).items() if _running(s)}
     if current and all(name in services for name in wanted):
         return status(directory)
     weed = find_weed()
@@ -307,14 +335,14 @@ def up(
         state["cassandra"] = cassandra_endpoint(hosts, ports["cassandra"][1])
 
     def record() -> None:
-        (directory / "stack.json").write_text(json.dumps(state))
+        _write_private(directory / "stack.json", json.dumps(state))
 
     started: dict[str, subprocess.Popen] = {}
 
     def start(name: str, args: list[str], log_name: str | None = None, **service) -> None:
         process = _spawn(args, logs / f"{log_name or name}.log")
         started[name] = process
-        services[name] = {"pid": process.pid, **service}
+        services[name] = {"pid": process.pid, "command": process.args, **service}
         record()
 
     try:
@@ -349,7 +377,7 @@ def up(
                 start_node(node)
             _wait_cassandra_ready(name, hosts[node - 1], ports["cassandra"][1], started[name], logs / f"{name}.log")
     except BaseException:
-        _stop([process.pid for process in started.values()])
+        _stop([services[name] for name in started])
         if len(started) == len(state["services"]):
             (directory / "stack.json").unlink(missing_ok=True)
         else:
@@ -665,26 +693,27 @@ def tuple_address(host_port: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _stop(pids: list[int], timeout: float = STOP_TIMEOUT) -> None:
+def _stop(services: list[dict], timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM all at once (a KRaft quorum stopped one by one loses its majority and stalls), wait for
-    every PID to exit (a new server on the same port fails otherwise), then SIGKILL what remains."""
-    pids = [pid for pid in pids if _alive(pid)]
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
+    every service to exit (a new server on the same port fails otherwise), then SIGKILL what remains.
+    Only processes that are the services (`_running`) are signalled."""
+    services = [service for service in services if _running(service)]
+    for service in services:
+        os.kill(service["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(_running(service) for service in services):
         time.sleep(0.1)
-    for pid in pids:
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+    for service in services:
+        if _running(service):
+            os.kill(service["pid"], signal.SIGKILL)
+            while _running(service):
                 time.sleep(0.05)
 
 
 def down(directory: Path) -> None:
     """Stop every service of the stack and wait for all to exit."""
     info = _read_json(directory / "stack.json")
-    _stop([service["pid"] for service in info.get("services", {}).values()])
+    _stop(list(info.get("services", {}).values()))
     (directory / "stack.json").unlink(missing_ok=True)
     if info:
         log.info("stack down", extra={"state_dir": str(directory)})

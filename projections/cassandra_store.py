@@ -36,6 +36,7 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, ValueSequenc
 from events.errors import HarmonyError
 from projections.store import (
     REBUILDABLE, AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
+    Tally,
 )
 from projections.timestamps import from_micros, micros
 from projections.titles import LAST_CHAR, MIN_PREFIX, folded_words
@@ -58,7 +59,7 @@ FIRST_WINS = 1 << 62
 # projected again from the log; the first store to open it drops these, its older views.
 LEGACY_TABLES = ("reviews_by_user", "reviews_by_movie", "movies", "history_by_user", "applied_events", "projection")
 
-ADDED_COLUMNS = (("factors", "count", "int"), ("lag", "refused", "bigint"))
+ADDED_COLUMNS = (("factors", "count", "int"), ("lag", "refused", "bigint"), ("accounts", "skeleton", "text"))
 
 TABLES = """
 -- review: the ReviewRow as JSON, one cell (the node's cost of a row grows with its cells).
@@ -87,8 +88,15 @@ CREATE TABLE IF NOT EXISTS title_words (
 CREATE TABLE IF NOT EXISTS genres (name text, genre text, PRIMARY KEY ((name), genre));
 -- The accounts view, with its own checkpoint: written USING TIMESTAMP so the first opening wins.
 CREATE TABLE IF NOT EXISTS accounts (
-    user_id text PRIMARY KEY, event_id text, password_hash text, log_partition int, log_offset bigint);
+    user_id text PRIMARY KEY, event_id text, password_hash text, log_partition int, log_offset bigint, skeleton text);
+-- Look-alike user ids (projections.accounts.skeleton) of the accounts.
+CREATE TABLE IF NOT EXISTS account_skeletons (skeleton text, user_id text, PRIMARY KEY ((skeleton), user_id));
 CREATE TABLE IF NOT EXISTS accounts_checkpoints (partition int PRIMARY KEY, log_offset bigint);
+-- Attempts per key (the sign-in and opening limits): a row each, living its window (TTL). Deleted
+-- rows and expired ones need no grace: a deletion a replica missed only counts an attempt again until
+-- its TTL ends, so tombstones go at the next compaction.
+CREATE TABLE IF NOT EXISTS attempts (key text, attempt text, at bigint, PRIMARY KEY ((key), attempt))
+    WITH gc_grace_seconds = 0;
 CREATE TABLE IF NOT EXISTS generation (name text PRIMARY KEY, id text, reviews text, movies text, history text);
 CREATE TABLE IF NOT EXISTS checkpoints (
     generation text, partition int, log_offset bigint, PRIMARY KEY ((generation, partition)));
@@ -250,6 +258,8 @@ class CassandraStore:
             if self._session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND "
                                      "table_name = %s AND column_name = %s", (keyspace, table, column)).one() is None:
                 self._session.execute(f"ALTER TABLE {keyspace}.{table} ADD {column} {type}")
+                if table == "accounts":  # openings from before skeletons: the worker reads the topic again
+                    self._session.execute(f"TRUNCATE {keyspace}.accounts_checkpoints")
         self._where: dict[str, str] = {}
         self._where_read = float("-inf")
         if self._session.execute(self._statement(GENERATION)).one() is None:
@@ -612,10 +622,12 @@ class CassandraStore:
         # as the timestamp: Cassandra keeps the newest write, whatever order they arrive in.
         rows = Writes()
         put = self._statement("INSERT INTO {base}.accounts (user_id, event_id, password_hash, log_partition, "
-                              "log_offset) VALUES (?,?,?,?,?) USING TIMESTAMP ?")
+                              "log_offset, skeleton) VALUES (?,?,?,?,?,?) USING TIMESTAMP ?")
+        alike = self._statement("INSERT INTO {base}.account_skeletons (skeleton, user_id) VALUES (?,?)")
         for a in openings:
             rows.add(("a", a.user_id), put, (a.user_id, a.event_id, a.password_hash, a.partition, a.offset,
-                                             FIRST_WINS - (a.partition << 40) - a.offset))
+                                             a.skeleton, FIRST_WINS - (a.partition << 40) - a.offset))
+            rows.add(("s", a.skeleton), alike, (a.skeleton, a.user_id))
         self._send(rows)  # before the checkpoint that covers them
         self._write_all(self._statement(
             "INSERT INTO {base}.accounts_checkpoints (partition, log_offset) VALUES (?,?) USING TIMESTAMP ?"),
@@ -623,13 +635,39 @@ class CassandraStore:
 
     def account(self, user_id: str) -> AccountRow | None:
         row = self._session.execute(self._statement(
-            "SELECT user_id, event_id, password_hash, log_partition, log_offset FROM {base}.accounts "
+            "SELECT user_id, event_id, password_hash, log_partition, log_offset, skeleton FROM {base}.accounts "
             "WHERE user_id = ?"), (user_id,)).one()
         return None if row is None else AccountRow(*row)
+
+    def accounts_with_skeleton(self, skeleton: str) -> list[str]:
+        return [user_id for (user_id,) in self._session.execute(self._statement(
+            "SELECT user_id FROM {base}.account_skeletons WHERE skeleton = ?"), (skeleton,))]
 
     def accounts_checkpoint(self) -> dict[int, int]:
         return dict(self._session.execute(self._statement(
             "SELECT partition, log_offset FROM {base}.accounts_checkpoints")))
+
+    # -- attempts -----------------------------------------------------------------------
+
+    def attempts(self, keys: list[str], at: float) -> list[Tally]:
+        """Counted by the rows' TTLs, on the nodes' clocks (to the second), not by `at`."""
+        rows = self._read_all(self._statement("SELECT count(*), min(at) FROM {base}.attempts WHERE key = ?"),
+                              [(key,) for key in keys])
+        return [Tally(count, None if first is None else first / 1e6) for count, first in rows]
+
+    def add_attempt(self, keys: list[str], attempt: str, at: float, window: float) -> list[Tally]:
+        # A row per attempt, no read-modify-write: written, then counted, both at the store's consistency
+        # (a quorum), so the count sees every attempt written before.
+        self._write_all(self._statement("INSERT INTO {base}.attempts (key, attempt, at) VALUES (?,?,?) USING TTL ?"),
+                        [(key, attempt, round(at * 1e6), max(1, math.ceil(window))) for key in keys])
+        return self.attempts(keys, at)
+
+    def drop_attempt(self, keys: list[str], attempt: str) -> None:
+        self._write_all(self._statement("DELETE FROM {base}.attempts WHERE key = ? AND attempt = ?"),
+                        [(key, attempt) for key in keys])
+
+    def clear_attempts(self, key: str) -> None:
+        self._session.execute(self._statement("DELETE FROM {base}.attempts WHERE key = ?"), (key,))
 
     # -- model side ---------------------------------------------------------------------
 

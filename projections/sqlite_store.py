@@ -19,7 +19,7 @@ import msgspec
 
 from projections.timestamps import from_micros, micros
 from projections.store import (
-    AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
+    AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow, Tally,
 )
 from projections.titles import LAST_CHAR, folded_words
 
@@ -75,11 +75,17 @@ CREATE TABLE IF NOT EXISTS leases (
 -- The accounts topic folded, with its own checkpoint: rebuilds and swaps leave them alone.
 CREATE TABLE IF NOT EXISTS accounts (
     user_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, password_hash TEXT NOT NULL,
-    partition INTEGER NOT NULL, "offset" INTEGER NOT NULL
+    partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, skeleton TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS accounts_by_skeleton ON accounts (skeleton);
 CREATE TABLE IF NOT EXISTS accounts_checkpoints (
     partition INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL
 );
+-- Attempts per key (the sign-in and opening limits), each kept until it expires (not a view).
+CREATE TABLE IF NOT EXISTS attempts (
+    key TEXT NOT NULL, attempt TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key, attempt)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attempts_expiring ON attempts (expires);
 CREATE TABLE IF NOT EXISTS lag (
     partition INTEGER PRIMARY KEY, checkpoint INTEGER NOT NULL, high_watermark INTEGER NOT NULL,
     updated_at INTEGER NOT NULL, refused INTEGER NOT NULL
@@ -144,6 +150,11 @@ class SQLiteStore:
         # Shared by the API's threads; the lock keeps one statement sequence at a time.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
+        # The API's only writes (attempts) may wait for the projector's commit: on a connection of
+        # their own, so reads meanwhile do not wait behind them.
+        self._attempts_db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._attempts_lock = threading.Lock()
+        self._attempts_db.execute("PRAGMA synchronous=NORMAL")  # a power loss may forget the last attempts
         if scratch:
             self._db.execute("PRAGMA journal_mode=OFF")
             self._db.execute("PRAGMA synchronous=OFF")
@@ -170,6 +181,10 @@ class SQLiteStore:
                                 "again from the log", extra={"path": str(self.path), "from": version})
                 for table in _PROJECTED_TABLES:
                     self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            accounts = {name for _, name, *_ in self._db.execute("PRAGMA table_info(accounts)")}
+            if accounts and "skeleton" not in accounts:  # from before skeletons: the worker reads the topic again
+                self._db.execute("DROP TABLE accounts")
+                self._db.execute("DROP TABLE accounts_checkpoints")
             for statement in filter(str.strip, SCHEMA.split(";")):
                 self._db.execute(statement)
             columns = {name for _, name, *_ in self._db.execute("PRAGMA table_info(factors)")}
@@ -367,11 +382,11 @@ class SQLiteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    'INSERT INTO accounts VALUES (?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET '
+                    'INSERT INTO accounts VALUES (?,?,?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET '
                     'event_id = excluded.event_id, password_hash = excluded.password_hash, '
                     'partition = excluded.partition, "offset" = excluded."offset" '
                     'WHERE (excluded.partition, excluded."offset") < (accounts.partition, accounts."offset")',
-                    [(a.user_id, a.event_id, a.password_hash, a.partition, a.offset) for a in openings])
+                    [(a.user_id, a.event_id, a.password_hash, a.partition, a.offset, a.skeleton) for a in openings])
                 self._db.executemany(
                     'INSERT INTO accounts_checkpoints VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET '
                     '"offset" = max("offset", excluded."offset")', list(checkpoint.items()))
@@ -382,13 +397,52 @@ class SQLiteStore:
 
     def account(self, user_id: str) -> AccountRow | None:
         with self._lock:
-            row = self._db.execute('SELECT user_id, event_id, password_hash, partition, "offset" FROM accounts '
-                                   "WHERE user_id = ?", (user_id,)).fetchone()
+            row = self._db.execute('SELECT user_id, event_id, password_hash, partition, "offset", skeleton '
+                                   "FROM accounts WHERE user_id = ?", (user_id,)).fetchone()
         return None if row is None else AccountRow(*row)
+
+    def accounts_with_skeleton(self, skeleton: str) -> list[str]:
+        with self._lock:
+            return [user_id for (user_id,) in self._db.execute(
+                "SELECT user_id FROM accounts WHERE skeleton = ?", (skeleton,))]
 
     def accounts_checkpoint(self) -> dict[int, int]:
         with self._lock:
             return dict(self._db.execute('SELECT partition, "offset" FROM accounts_checkpoints'))
+
+    # -- attempts -----------------------------------------------------------------------
+
+    def attempts(self, keys: list[str], at: float) -> list[Tally]:
+        with self._attempts_lock:
+            return self._tallies(keys, at)
+
+    def add_attempt(self, keys: list[str], attempt: str, at: float, window: float) -> list[Tally]:
+        db = self._attempts_db
+        with self._attempts_lock:
+            db.execute("BEGIN IMMEDIATE")  # one writer at a time, in every process: counts are exact
+            try:
+                db.execute("DELETE FROM attempts WHERE expires <= ?", (at,))
+                db.executemany("INSERT OR REPLACE INTO attempts VALUES (?,?,?,?)",
+                               [(key, attempt, at, at + window) for key in keys])
+                tallies = self._tallies(keys, at)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return tallies
+
+    def _tallies(self, keys: list[str], at: float) -> list[Tally]:
+        query = "SELECT count(*), min(at) FROM attempts WHERE key = ? AND expires > ?"
+        return [Tally(*self._attempts_db.execute(query, (key, at)).fetchone()) for key in keys]
+
+    def drop_attempt(self, keys: list[str], attempt: str) -> None:
+        with self._attempts_lock:
+            self._attempts_db.executemany("DELETE FROM attempts WHERE key = ? AND attempt = ?",
+                                          [(key, attempt) for key in keys])
+
+    def clear_attempts(self, key: str) -> None:
+        with self._attempts_lock:
+            self._attempts_db.execute("DELETE FROM attempts WHERE key = ?", (key,))
 
     # -- model side ---------------------------------------------------------------------
 
@@ -493,8 +547,9 @@ class SQLiteStore:
         return SQLiteStore(self.path.parent / f"{prefix}{uuid.uuid4().hex[:12]}", scratch=True)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._attempts_lock:
             self._db.close()
+            self._attempts_db.close()
         if self._scratch:
             _open_scratch.discard(str(self.path))
             self._remove(self.path)

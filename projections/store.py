@@ -77,6 +77,7 @@ class AccountRow(msgspec.Struct, frozen=True):
     password_hash: str
     partition: int  # its log position in the accounts topic: the lowest holds the id
     offset: int
+    skeleton: str  # what the user id looks like (projections.accounts.skeleton)
 
 
 class Changes(msgspec.Struct):
@@ -205,7 +206,40 @@ class AccountsView(Protocol):
 
     def account(self, user_id: str) -> AccountRow | None: ...
 
+    def accounts_with_skeleton(self, skeleton: str) -> list[str]:
+        """The user ids of the accounts whose id has this skeleton (that look alike)."""
+
     def accounts_checkpoint(self) -> dict[int, int]: ...
+
+
+class Tally(msgspec.Struct, frozen=True):
+    """A key's attempts within their window: how many, and when the oldest was made (seconds since
+    the epoch; None if there are none)."""
+
+    count: int
+    first: float | None
+
+
+class Attempts(Protocol):
+    """Attempts per key (a client address, a user id: the limits on signing in and opening accounts,
+    api/auth.py), counted alike by every API process of a deployment. Each attempt is a fact of its
+    own, kept for its window and then forgotten, so counting needs no read-modify-write. Not a view:
+    rebuilds and swaps leave them alone."""
+
+    def attempts(self, keys: list[str], at: float) -> list[Tally]:
+        """Each key's attempts still in their window at `at` (seconds since the epoch)."""
+
+    def add_attempt(self, keys: list[str], attempt: str, at: float, window: float) -> list[Tally]:
+        """Record `attempt` (an id of its own) for each key at `at`, kept `window` seconds, and answer
+        each key's attempts, this one included. Strict across processes: the answer counts every
+        attempt whose adding finished before this one's did, so of attempts added at once, the k-th
+        to be added counts at least k."""
+
+    def drop_attempt(self, keys: list[str], attempt: str) -> None:
+        """Take `attempt` back from each key: it is not to count."""
+
+    def clear_attempts(self, key: str) -> None:
+        """Forget every attempt of `key`."""
 
 
 class ModelRegistry(Protocol):
@@ -256,7 +290,7 @@ class Maintenance(Protocol):
         """Give the lease back, if `holder` has it."""
 
 
-class ProjectionStore(ProjectionWriter, ReadModels, AccountsView, ModelRegistry, Maintenance, Protocol):
-    """A store adapter keeps all five; each component asks for the part it uses."""
+class ProjectionStore(ProjectionWriter, ReadModels, AccountsView, Attempts, ModelRegistry, Maintenance, Protocol):
+    """A store adapter keeps all six; each component asks for the part it uses."""
 
     def close(self) -> None: ...

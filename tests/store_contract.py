@@ -7,6 +7,8 @@ connection to the same store, as an API process has).
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -17,7 +19,7 @@ from ml import registry
 from ml.factors import FactorModel
 from projections.fold import LogGap, Record, fold
 from projections.projector import apply_records
-from projections.store import AccountRow, CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore
+from projections.store import AccountRow, CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore, Tally
 from projections.titles import TitleIndex, search
 from tests.conftest import wait_until
 from tests.unit.fakes import MemoryBucket
@@ -236,8 +238,8 @@ class StoreContract:
     # -- accounts ------------------------------------------------------------------------------
 
     def test_the_first_opening_of_a_user_id_holds_it_in_any_order_and_batches(self, store):
-        first, second, other = (AccountRow("ana", "e1", "hash 1", 0, 3), AccountRow("ana", "e2", "hash 2", 0, 7),
-                                AccountRow("ben", "e3", "hash 3", 0, 5))
+        first, second, other = (AccountRow("ana", "e1", "hash 1", 0, 3, "ana"), AccountRow("ana", "e2", "hash 2", 0, 7, "ana"),
+                                AccountRow("ben", "e3", "hash 3", 0, 5, "ben"))
         assert store.account("ana") is None and store.accounts_checkpoint() == {}
         store.put_accounts([second, other], {0: 7})  # the later opening arrives first
         assert store.account("ana") == second
@@ -248,6 +250,37 @@ class StoreContract:
         store.put_accounts([], {0: 9, 1: 0})
         assert self.other_handle(store).accounts_checkpoint() == {0: 9, 1: 0}
         assert self.other_handle(store).account("ana") == first
+
+    def test_accounts_are_found_by_the_skeleton_of_their_user_id(self, store):
+        opening = AccountRow("ana", "e1", "hash 1", 0, 3, "ana")
+        store.put_accounts([opening, AccountRow("Ana", "e2", "hash 2", 0, 4, "ana"),  # look alike
+                            AccountRow("ben", "e3", "hash 3", 0, 5, "ben"), opening], {0: 5})
+        assert sorted(self.other_handle(store).accounts_with_skeleton("ana")) == ["Ana", "ana"]
+        assert store.accounts_with_skeleton("cy") == []
+
+    # -- attempts (the sign-in and opening limits) ------------------------------------------------
+
+    def test_attempts_are_counted_per_key_by_every_handle_until_taken_back_or_expired(self, store):
+        other, now = self.other_handle(store), float(int(time.time()))  # whole seconds: exact in any adapter
+        assert store.attempts(["a", "b"], now) == [Tally(0, None), Tally(0, None)]
+        assert store.add_attempt(["a", "b"], "t1", now - 2, 60) == [Tally(1, now - 2), Tally(1, now - 2)]
+        assert other.add_attempt(["a"], "t2", now, 60) == [Tally(2, now - 2)]  # another process counts on
+        assert store.attempts(["a", "b", "c"], now) == [Tally(2, now - 2), Tally(1, now - 2), Tally(0, None)]
+        other.drop_attempt(["a", "b"], "t1")
+        assert store.attempts(["a", "b"], now) == [Tally(1, now), Tally(0, None)]
+        store.add_attempt(["b"], "t3", now, 60)
+        other.clear_attempts("a")
+        assert store.attempts(["a", "b"], now) == [Tally(0, None), Tally(1, now)]
+        store.add_attempt(["short"], "t4", time.time(), 1)
+        wait_until(lambda: other.attempts(["short"], time.time()) == [Tally(0, None)], 5, "no attempt expires")
+
+    def test_attempts_added_at_once_from_many_handles_are_each_counted_with_those_before(self, store):
+        """The k-th attempt to be added counts at least k: of N at once, at most `free` see `free` or fewer."""
+        handles = [store, self.other_handle(store)]
+        with ThreadPoolExecutor(8) as pool:
+            counts = sorted(tally.count for [tally] in pool.map(
+                lambda n: handles[n % 2].add_attempt(["k"], f"t{n}", time.time(), 60), range(16)))
+        assert all(count >= k for k, count in enumerate(counts, 1)) and counts[-1] == 16
 
     # -- the model registry ------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from web.client import segment
-from web.session import csrf_checked, csrf_token, keep_csrf_token, new_csrf_token, safe_next, session_of
+from web.session import csrf_checked, csrf_seed, csrf_token, keep_csrf_seed, new_csrf_seed, safe_next, session_of
 from web.static import static_url
 
 log = logging.getLogger(__name__)
@@ -58,12 +58,13 @@ templates.env.filters.update(stars=stars, rating=rating, when=when, day=day, seg
 
 def render(request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None,
            **context) -> Response:
-    token = csrf_token(request)
-    context = {"session": session_of(request), "csrf": token or new_csrf_token(), "back": back(request), **context}
+    kept = csrf_seed(request)
+    seed = kept or new_csrf_seed()
+    context = {"session": session_of(request), "csrf": csrf_token(request, seed), "back": back(request), **context}
     response = templates.TemplateResponse(request, name, context, status_code=status,
                                           headers={**HEADERS, **(headers or {})})
-    if token is None:
-        keep_csrf_token(request, response, context["csrf"])
+    if kept is None:
+        keep_csrf_seed(request, response, seed)
     return response
 
 

@@ -6,15 +6,21 @@ says who is signed in without reading the token, which is the API's own business
 long as the token (Max-Age = expires_in), is HttpOnly, and SameSite=Lax keeps it off other
 sites' posts.
 
-Each form carries a CSRF token equal to the `csrf` cookie's (a double-submit cookie): another site
-can make a browser post a form, but can neither read this site's cookies nor know the value. It
-needs no key, so a form one API process rendered is accepted by every other. Over https both
-cookies take the `__Host-` prefix, which browsers accept only from this very host, over https,
-for the whole site: no neighbouring subdomain can plant a value.
+Each form carries a CSRF token: an HMAC, under the app's `state.csrf_key`, of the `csrf` cookie (a
+random seed per browser) and the session cookie. Another site can make a browser post a form, but
+can neither read this site's cookies nor compute the token. Whoever can set a cookie for the site
+(a neighbouring subdomain, a network attacker on http) cannot make up a pair that passes, for want
+of the key; a seed and token from their own visit pass only while the visitor is not signed in
+(signing them in as the attacker, which only https's `__Host-` prefix prevents), never once they
+are (the session is in the token). The seed is new at every sign-in and sign-out. Every API process of a deployment has
+the same key, so a form one rendered is accepted by every other. Over https both cookies take the
+`__Host-` prefix, which browsers accept only from this very host, over https, for the whole site.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import re
 import secrets
@@ -25,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 SESSION = "session"
-CSRF = "csrf"  # the cookie's name, and the form field's
-_CSRF_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+CSRF = "csrf"  # the seed cookie's name, and the token's form field's
+_CSRF_SEED = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 # A path of this site: one "/" then no "/" or "\" (browsers read "//host" and "/\host" as another
 # site), and no blanks or control characters (browsers drop tabs and newlines: "/\t/host").
 _LOCAL_PATH = re.compile(r"/(?![/\\])[^\\\s\x00-\x1f\x7f]*")
@@ -62,34 +68,44 @@ def token_of(request: Request) -> str | None:
 
 
 def start(request: Request, response: Response, session: Session, lifetime: int) -> None:
-    """Sign the visitor in for `lifetime` seconds (the token's)."""
+    """Sign the visitor in for `lifetime` seconds (the token's), with a new CSRF seed."""
     response.set_cookie(_cookie(request, SESSION), f"{quote(session.user, safe='')}:{session.token}",
                         max_age=lifetime, **_flags(request))
+    keep_csrf_seed(request, response, new_csrf_seed())
 
 
 def end(request: Request, response: Response) -> None:
+    """Sign the visitor out, with a new CSRF seed."""
     response.delete_cookie(_cookie(request, SESSION), **_flags(request))
+    keep_csrf_seed(request, response, new_csrf_seed())
 
 
-def csrf_token(request: Request) -> str | None:
-    """The visitor's CSRF token, if they have a cookie with one."""
-    token = request.cookies.get(_cookie(request, CSRF), "")
-    return token if _CSRF_TOKEN.fullmatch(token) else None
+def csrf_seed(request: Request) -> str | None:
+    """The visitor's CSRF seed, if they have a cookie with one."""
+    seed = request.cookies.get(_cookie(request, CSRF), "")
+    return seed if _CSRF_SEED.fullmatch(seed) else None
 
 
-def new_csrf_token() -> str:
+def new_csrf_seed() -> str:
     return secrets.token_urlsafe(32)
 
 
-def keep_csrf_token(request: Request, response: Response, token: str) -> None:
+def keep_csrf_seed(request: Request, response: Response, seed: str) -> None:
     # For the browser's session: a page rendered after a restart gives a new one.
-    response.set_cookie(_cookie(request, CSRF), token, **_flags(request))
+    response.set_cookie(_cookie(request, CSRF), seed, **_flags(request))
+
+
+def csrf_token(request: Request, seed: str) -> str:
+    """The token the visitor's forms carry: bound to their seed and session by the app's key."""
+    session = request.cookies.get(_cookie(request, SESSION), "")
+    mac = hmac.new(request.app.state.csrf_key, f"{seed}\x1f{session}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
 def csrf_checked(request: Request, form: dict[str, str]) -> bool:
-    """Whether the posted form carries the CSRF token of the visitor's cookie."""
-    token = csrf_token(request)
-    return token is not None and hmac.compare_digest(form.get(CSRF, "").encode(), token.encode())
+    """Whether the posted form carries the CSRF token of the visitor's seed and session."""
+    seed = csrf_seed(request)
+    return seed is not None and hmac.compare_digest(form.get(CSRF, "").encode(), csrf_token(request, seed).encode())
 
 
 def safe_next(path: str | None) -> str | None:

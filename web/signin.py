@@ -103,6 +103,15 @@ def signed_in(request: Request, user: str, answer: Answer, then: str) -> Respons
     return response
 
 
+def in_words(seconds: int) -> str:
+    """A wait as a person says it: seconds, or rounded up to minutes or hours when long."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= 2 * size:
+            count = -(-seconds // size)
+            return f"{count} {unit}s"
+    return f"{seconds} second{'' if seconds == 1 else 's'}"
+
+
 def refused(request: Request, name: str, form: dict[str, str], answer: Answer, **context) -> Response:
     """The form again (never its passwords) with what the API said: a field's problem beside it,
     anything else above the form, and the fields it is about marked."""
@@ -119,7 +128,7 @@ def refused(request: Request, name: str, form: dict[str, str], answer: Answer, *
         wait = answer.headers.get("retry-after", "")
         if wait.isdigit():
             headers = {"Retry-After": wait}
-            message += f" Try again in {wait} second{'' if int(wait) == 1 else 's'}."
+            message += f" Try again in {in_words(int(wait))}."
     elif answer.status == 503:
         message = UNAVAILABLE
     values = {"user_id": form.get("user_id", "")}

@@ -9,8 +9,12 @@ import sys
 import httpx
 import pytest
 
+from datetime import datetime, timezone
+
 from events.reader import read_log
+from events.types import ReviewSubmitted
 from tests.conftest import serving, wait_until
+from tests.integration.helpers import produce_events
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +97,36 @@ def test_a_retry_after_an_api_restart_answers_the_first_receipt_once_projected(s
         return sum([len(batch) async for batch in read_log(settings.kafka_bootstrap, settings.topic)])
 
     assert asyncio.run(count()) == 1  # no duplicate reached the log
+
+
+def test_an_imported_users_id_is_claimed_by_an_operator_only_and_look_alikes_of_it_are_refused(
+        env, api, settings, start_worker):
+    """Issue 24, item 7: anyone could open an account for an imported MovieLens user and write as them."""
+    start_worker()
+    at = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    produce_events(settings.kafka_bootstrap, settings.topic, [ReviewSubmitted(
+        event_id="imported-1", occurred_at=at, recorded_at=at, user_id="7", movie_id="m", rating=4.0, reviewed_at=at)])
+    wait_until(lambda: api.get("/v1/users/7/history").json()["events"], 30, "the worker never projected the review")
+    claimed = api.post("/v1/accounts", json={"user_id": "7", "password": PASSWORD})
+    assert claimed.status_code == 409 and "only an operator" in claimed.json()["detail"], claimed.text
+    opened = subprocess.run([sys.executable, "-m", "harmony", "accounts", "add", "7", "--password-stdin"],
+                            input=PASSWORD + "\n", env=env, capture_output=True, text=True, timeout=60)
+    assert opened.returncode == 0, opened.stderr
+    token_headers(api, "7")
+    alike = api.post("/v1/accounts", json={"user_id": "\uff17", "password": PASSWORD})  # a fullwidth 7
+    assert alike.status_code == 422 and alike.json()["errors"][0]["pointer"] == "#/user_id", alike.text
+
+
+def test_failed_sign_ins_count_in_every_api_process(services):
+    """Issue 24: each process kept its own counts, so N processes gave N times the guesses. The counts
+    live in the store; a user id with no account fails like a wrong password (no worker needed)."""
+    _, first = serving(services)
+    _, second = serving(services)
+    guess = {"user_id": "zed", "password": "not the password"}
+    failed = 0
+    while (answer := (first, second)[failed % 2].post("/v1/tokens", json=guess)).status_code == 401:
+        failed += 1
+    assert answer.status_code == 429 and int(answer.headers["retry-after"]) >= 1, answer.text
+    # 5 free, then the waits (1 s, 2 s, ... from the first try) soon stop the guesses; counted per
+    # process, the two would have let 10 through first.
+    assert 5 <= failed < 10

@@ -10,12 +10,19 @@ import time
 import pytest
 import requests
 
-from bench.fuzz import Tally, load, rows, seed_world, stateful, stateless
+from bench.fuzz import OPENINGS_PER_HOUR, Tally, load, rows, seed_world, stateful, stateless
+from tests.conftest import use_environment
 
 pytestmark = pytest.mark.integration
 
 STATELESS, STATEFUL = 1500, 500  # requests
 SEED = 0
+
+
+@pytest.fixture
+def env(stack_dir, store_url, monkeypatch):
+    """The session's stack, for an API that lets the fuzzer's visits all open accounts from here."""
+    return use_environment(monkeypatch, stack_dir, store_url, HARMONY_ACCOUNTS_PER_HOUR=OPENINGS_PER_HOUR)
 
 
 def fuzzed(api, capsys, run, *args) -> dict:

@@ -16,7 +16,7 @@ from dataclasses import astuple
 import httpx
 import pytest
 
-from harmony.http_protocol import Timeouts
+from harmony.http_protocol import MAX_HEAD, MAX_HEADERS, Timeouts
 from tests.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ SLACK = 2.0  # seconds past a timeout before a connection counts as held
 SERVE = """
 import sys
 from harmony import logs, services
-from harmony.http_protocol import Timeouts
+from harmony.http_protocol import MAX_HEAD, MAX_HEADERS, Timeouts
 from harmony.settings import load
 
 settings = load()
@@ -214,6 +214,37 @@ def test_a_websocket_upgrade_is_answered_as_plain_http(server):
         sock.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         assert read_response(sock)[0] == 404  # the API has no websockets
+    assert server.errors_since(mark) == []
+
+
+def head_with(headers: bytes) -> bytes:
+    return b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + headers + b"\r\n"
+
+
+def test_a_head_within_the_limits_is_served(server):
+    with server.connect() as sock:
+        sock.sendall(head_with(b"".join(b"X-%d: %s\r\n" % (n, b"v" * 200) for n in range(MAX_HEADERS - 1))))
+        assert read_response(sock)[0] == 200
+
+
+@pytest.mark.parametrize("headers, pieces", [
+    (b"".join(b"X-%d: v\r\n" % n for n in range(MAX_HEADERS)), 1),  # one header too many
+    (b"X-Big: " + b"v" * MAX_HEAD + b"\r\n", 1),  # one header too large, arriving at once
+    (b"X-Big: " + b"v" * (4 * MAX_HEAD) + b"\r\n", 16),  # or in pieces: refused before it is whole
+])
+def test_too_many_or_too_large_headers_get_a_431_problem(server, headers, pieces):
+    mark = server.log_mark()
+    head, size = head_with(headers), -(-len(headers) // pieces)
+    with server.connect() as sock:
+        try:
+            for start in range(0, len(head), size):
+                sock.sendall(head[start:start + size])
+                time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed once refused, with the answer already sent
+        response = closed_within(sock, 5)
+    assert response, "no answer"
+    problem_of(response, 431)
     assert server.errors_since(mark) == []
 
 

@@ -6,7 +6,7 @@ import io
 
 from argon2 import PasswordHasher
 
-from api.auth import Auth
+from api.auth import Auth, openings_limit
 from api.tokens import TokenSigner
 from commands.accounts import Accounts, Passwords
 from events.codec import encode
@@ -15,7 +15,7 @@ from events.position import Position
 from events.reader import LogRecord
 from events.types import Event
 from projections.accounts import StoredAccounts, fold_accounts
-from projections.store import AccountsView
+from projections.store import ProjectionStore
 
 ACCOUNTS = "accounts"  # the accounts topic of a MemoryLog
 TOKEN_KEY = b"unit-tests-token-key-of-32-bytes!"
@@ -41,6 +41,11 @@ class MemoryLog:
         if self.down:
             raise LogUnavailable("broker unreachable")
 
+    async def ends(self) -> dict[int, int]:
+        if self.down:
+            raise LogUnavailable("broker unreachable")
+        return {partition: len(events) for partition, events in enumerate(self.partitions)}
+
     async def append(self, event: Event, topic: str | None = None) -> Position:
         if self.down:
             raise LogUnavailable("broker did not acknowledge")
@@ -59,18 +64,25 @@ class MemoryLog:
         return [e for p in self.partitions for e in p]
 
 
-def memory_auth(log: MemoryLog, store: AccountsView, **options) -> Auth:
+def memory_auth(log: MemoryLog, store: ProjectionStore, openings_per_hour: int = 50, hashes: int = 2,
+                hasher: PasswordHasher | None = None, **options) -> Auth:
     """Accounts on the log's ACCOUNTS topic, projected into `store` as they are appended, a cheap
-    password hasher, and tokens signed with TOKEN_KEY."""
+    password hasher (or `hasher`; `hashes` at once), tokens signed with TOKEN_KEY, and attempts
+    counted in `store`."""
 
     async def ends() -> dict[int, int]:
         return {0: len(log.topics.get(ACCOUNTS, []))}
 
     # The projection worker's job, done as each opening is appended.
     log.followers.setdefault(ACCOUNTS, []).append(lambda records: store.put_accounts(*fold_accounts(records)))
-    passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    passwords = Passwords(hashes, hasher or cheap_hasher())
     view = StoredAccounts(store, ends, wait=0.3)
-    return Auth(Accounts(log, ACCOUNTS, view, passwords), TokenSigner(TOKEN_KEY, 3600), **options)
+    return Auth(Accounts(log, ACCOUNTS, view, passwords), TokenSigner(TOKEN_KEY, 3600), store,
+                openings_limit(openings_per_hour), **options)
+
+
+def cheap_hasher() -> PasswordHasher:
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 def bearer(user_id: str) -> dict[str, str]:

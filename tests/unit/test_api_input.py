@@ -109,3 +109,32 @@ def test_a_key_named_inside_a_value_is_no_repeat(world):
     body = {"user_id": "ana", "movie_id": "m", "rating": 4, "summary": 'a "rating" of "rating"', "text": "\\"}
     assert client.post("/v1/reviews", json=body, headers=bearer("ana")).status_code == 202
     assert log.events[0].summary == body["summary"] and log.events[0].text == "\\"
+
+
+@pytest.mark.parametrize("path", ["/v1/accounts", "/v1/tokens", "/v1/reviews"])
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_json_body_needs_its_content_type(world, path, content_type):
+    # What another site can make a browser send without a preflight (no-cors fetch, sendBeacon, a form).
+    client, log, _ = world
+    body = json.dumps({"user_id": "ana", "password": "a long passphrase", "movie_id": "m", "rating": 4})
+    headers = {**bearer("ana"), **({"Content-Type": content_type} if content_type else {})}
+    assert "application/json" in is_problem(client.post(path, content=body, headers=headers), 415)["detail"]
+    assert log.events == [] and log.topics == {}
+    headers["Content-Type"] = "Application/JSON; charset=utf-8"  # media types are case-insensitive
+    assert client.post(path, content=body, headers=headers).status_code != 415
+
+
+def test_an_after_token_past_the_logs_end_is_a_400_without_the_wait(world, monkeypatch):
+    from api import reviews
+    from events.position import Position
+
+    client, log, _ = world
+    monkeypatch.setattr(reviews, "READ_WAIT", 1.0)  # else a 503 (it used to be one, 5 s later)
+    review = {"user_id": "ana", "movie_id": "m", "rating": 4}
+    receipt = client.post("/v1/reviews", headers=bearer("ana"), json=review).json()
+    written = Position.from_token(receipt["token"])
+    for made_up in (Position(written.partition, 10**12), Position(99, 0)):
+        is_problem(client.get("/v1/users/ana/reviews", params={"after": made_up.token()}), 400)
+    # A write made after the log's end was last read (by another process, say) is still waited for.
+    later = client.post("/v1/reviews", headers=bearer("ana"), json={**review, "movie_id": "n"}).json()
+    is_problem(client.get("/v1/users/ana/reviews", params={"after": later["token"]}), 503)

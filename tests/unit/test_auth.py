@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import threading
+import time
 
+import httpx
 import msgspec
 import pytest
+from argon2 import PasswordHasher
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.auth import PER_CLIENT, Limit
 from api.tokens import InvalidToken, TokenSigner
 from commands.accounts import AccountTaken
 from commands.handlers import ReviewCommands
@@ -18,6 +24,7 @@ from events.codec import encode
 from events.reader import LogRecord
 from projections.accounts import fold_accounts
 from projections.sqlite_store import SQLiteStore
+from projections.store import Tally
 from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth
 from tests.unit.test_api import is_problem
 
@@ -30,6 +37,57 @@ def open_account(client, user_id="ana", password=PASSWORD):
 
 def sign_in(client, user_id="ana", password=PASSWORD):
     return client.post("/v1/tokens", json={"user_id": user_id, "password": password})
+
+
+def from_address(client, address: str) -> TestClient:
+    """`client`'s app, asked from another client address."""
+    return TestClient(client.app, client=(address, 50000))
+
+
+class Hasher(PasswordHasher):
+    """A cheap argon2id whose checks each take `delay` seconds, counting what it did."""
+
+    def __init__(self, delay: float = 0.0):
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.delay, self.hashes, self.checks, self.running, self.most = delay, 0, 0, 0, 0
+        self._lock = threading.Lock()
+
+    def hash(self, password, **kwargs):
+        self.hashes += 1
+        return super().hash(password, **kwargs)
+
+    def verify(self, hash, password):
+        with self._lock:
+            self.checks, self.running = self.checks + 1, self.running + 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.delay)
+        with self._lock:
+            self.running -= 1
+        return super().verify(hash, password)
+
+
+@contextlib.contextmanager
+def auth_client(tmp_path, **options):
+    log, store = MemoryLog(), SQLiteStore(tmp_path / "p.db")
+    try:
+        with TestClient(create_app(store, log, ReviewCommands(log), memory_auth(log, store, **options))) as client:
+            yield client
+    finally:
+        store.close()
+
+
+def at_once(client, tries: list[tuple[str, dict]]) -> list[httpx.Response]:
+    """POST /v1/tokens for each (client address, body), all at once."""
+
+    async def send():
+        async def one(address, body):
+            transport = httpx.ASGITransport(app=client.app, client=(address, 50000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+                return await http.post("/v1/tokens", json=body)
+
+        return await asyncio.gather(*(one(address, body) for address, body in tries))
+
+    return client.portal.call(send)
 
 
 def review(user_id="ana", movie_id="m", rating=4):
@@ -116,16 +174,100 @@ def test_a_tampered_token_is_refused():
             signer.subject(token)
 
 
-def test_failed_sign_ins_are_slowed_down_per_user_id(world):
+def test_failed_sign_ins_are_slowed_down_per_user_id_and_address(world):
     client, _, _ = world
     assert open_account(client).status_code == 201
     for _ in range(5):
         is_problem(sign_in(client, password="wrong password"), 401)
-    throttled = sign_in(client)  # even the right password waits now
+    throttled = sign_in(client)  # even the right password waits now, from this address
     is_problem(throttled, 429)
     assert int(throttled.headers["retry-after"]) >= 1
     assert open_account(client, "ben").status_code == 201
     assert sign_in(client, "ben").status_code == 200  # another user id is not slowed down
+
+
+def test_a_stranger_failing_leaves_the_owner_at_another_address_alone_up_to_a_much_higher_count(world):
+    """Issue 24: five failures for a user id locked its owner out, from anywhere."""
+    client, _, _ = world
+    client.app.state.auth.clock = lambda: 1_000_000.0  # no time passes
+    assert open_account(client).status_code == 201
+    stranger = from_address(client, "203.0.113.7")
+    for _ in range(5):
+        is_problem(sign_in(stranger, password="wrong password"), 401)
+    is_problem(sign_in(stranger), 429)  # the stranger waits, even with the right password
+    assert sign_in(client).status_code == 200  # the owner, from an address with no failures, gets in
+    is_problem(sign_in(stranger, password="wrong password"), 429)  # and the stranger still waits
+    # Strangers at many addresses: the user id alone is slowed down only after 100 failures.
+    for n in range(94):
+        is_problem(sign_in(from_address(client, f"198.51.100.{n // 5}"), password="wrong password"), 401)
+    assert sign_in(from_address(client, "192.0.2.1")).status_code == 200  # after 99 failures
+    is_problem(sign_in(from_address(client, "192.0.2.2"), password="wrong password"), 401)  # the 100th
+    is_problem(sign_in(from_address(client, "192.0.2.3")), 429)
+
+
+def test_guesses_sent_at_once_are_counted_while_in_flight(tmp_path):
+    """Issue 24: failures were counted after the hash, so any number of guesses sent at once passed."""
+    hasher = Hasher(delay=0.1)
+    with auth_client(tmp_path, hasher=hasher, hashes=20) as client:
+        assert open_account(client).status_code == 201
+        answers = at_once(client, [("testclient", {"user_id": "ana", "password": f"guess {n}"}) for n in range(12)])
+    assert sorted(a.status_code for a in answers) == [401] * 5 + [429] * 7
+    assert hasher.checks == 5 and hasher.most > 1  # they were in flight together
+
+
+def test_after_the_longest_wait_further_tries_keep_waiting_it(world):
+    """Issue 24: once the wait reached its cap, the failures were forgotten and it began at 1 s again."""
+    client, _, _ = world
+    clock = {"now": 1_000_000.0}
+    client.app.state.auth.clock = lambda: clock["now"]
+    assert open_account(client).status_code == 201
+    waits = []
+    for _ in range(20):
+        answer = sign_in(client, password="wrong password")
+        if answer.status_code == 429:
+            waits.append(int(answer.headers["retry-after"]))
+            clock["now"] += waits[-1]
+            answer = sign_in(client, password="wrong password")
+        is_problem(answer, 401)
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] + [900] * 5
+
+
+def test_a_limit_counts_its_waits_from_the_first_attempt_in_its_window():
+    limit = Limit("k", free=2, window=1000.0, longest=8.0)
+    now, made = 0.0, []
+    for count in range(1, 10):  # each attempt made as soon as it may be, the first at 0
+        now += limit.wait(Tally(count, 0.0), now)
+        made.append(now)
+    assert [b - a for a, b in zip(made, made[1:])] == [0, 1, 2, 4, 8, 8, 8, 8]
+    assert Limit("k", free=2, window=1000.0).wait(Tally(3, 100.0), 300.0) == 800.0  # until the oldest leaves
+
+
+def test_openings_are_limited_per_address_before_any_hashing(tmp_path):
+    """Issue 24: every POST /v1/accounts cost a hash and a lasting record, with no limit."""
+    hasher = Hasher()
+    with auth_client(tmp_path, hasher=hasher, openings_per_hour=2) as client:
+        log = client.app.state.event_log
+        assert [open_account(client, user).status_code for user in ("ana", "ben")] == [201, 201]
+        hashed = hasher.hashes
+        refused = open_account(client, "cy")
+        is_problem(refused, 429)
+        assert 3590 <= int(refused.headers["retry-after"]) <= 3600
+        assert hasher.hashes == hashed and len(log.topics[ACCOUNTS]) == 2  # nothing hashed, nothing appended
+        assert open_account(from_address(client, "203.0.113.7"), "cy").status_code == 201
+
+
+def test_hashing_is_bounded_per_process_and_a_flood_is_refused_with_a_503_not_counted(tmp_path):
+    hasher = Hasher(delay=0.3)
+    with auth_client(tmp_path, hasher=hasher, hashes=1) as client:
+        store = client.app.state.store
+        tries = [(f"203.0.113.{n}", {"user_id": f"user {n}", "password": "wrong password"}) for n in range(8)]
+        answers = at_once(client, tries)
+        # One hashing, four waiting for it; the others refused at once, for a moment.
+        assert sorted(a.status_code for a in answers) == [401] * 5 + [503] * 3
+        assert all(a.headers["retry-after"] == "1" for a in answers if a.status_code == 503)
+        assert hasher.most == 1
+        counted = store.attempts([PER_CLIENT.key(address) for address, _ in tries], time.time())
+        assert sorted(t.count for t in counted) == [0] * 3 + [1] * 5  # a refused try is no failed one
 
 
 def test_while_the_accounts_are_not_all_read_sign_in_is_a_503_not_counted_as_a_failed_try(world):
@@ -142,23 +284,6 @@ def test_while_the_accounts_are_not_all_read_sign_in_is_a_503_not_counted_as_a_f
     store.put_accounts(*fold_accounts([LogRecord(0, n, e.key.encode(), encode(e)) for n, e in enumerate(opened)]))
     assert sign_in(client).status_code == 200  # not throttled: no failed try was counted
     is_problem(sign_in(client, "ben"), 401)  # caught up, and ben has no account
-
-
-def test_the_throttle_doubles_the_wait_and_forgets_after_its_window():
-    from api.auth import Throttle
-
-    clock = {"now": 0.0}
-    throttle = Throttle(free=2, window=100.0, clock=lambda: clock["now"])
-    for _ in range(2):
-        throttle.failed("k")
-    assert throttle.wait("k") == 1.0
-    throttle.failed("k")
-    assert throttle.wait("k") == 2.0
-    clock["now"] += 2.0
-    assert throttle.wait("k") == 0.0
-    clock["now"] += 200.0
-    throttle.failed("k")
-    assert throttle.wait("k") == 0.0  # the old failures are past the window
 
 
 def test_an_imported_user_without_an_account_cannot_get_a_token(world):

@@ -177,3 +177,58 @@ def test_a_conflicting_request_after_a_restart_leaves_the_key_to_the_first(tmp_p
 
     assert asyncio.run(conflict_then_retry()) == first and len(log.events) == 1
     store.close()
+
+
+def test_a_retry_spelling_the_same_instant_at_another_offset_is_the_same_request(tmp_path):
+    from projections.sqlite_store import SQLiteStore
+    from tests.unit.test_api import project
+
+    def review(moment: str) -> SubmitReview:
+        return msgspec.json.decode(f'{{"user_id": "ana", "movie_id": "m", "rating": 4, "reviewed_at": "{moment}"}}',
+                                   type=SubmitReview)
+
+    (log, commands), store = handlers(), SQLiteStore(tmp_path / "p.db")
+    first = asyncio.run(commands.submit(review("2024-05-01T12:00:00+02:00"), "k"))
+    assert asyncio.run(commands.submit(review("2024-05-01T10:00:00Z"), "k")) == first  # from memory
+    project(log, store)
+    again = asyncio.run(restarted_api(log, store).submit(review("2024-05-01T11:00:00+01:00"), "k"))
+    assert again == first and len(log.events) == 1  # from the projection
+    store.close()
+
+
+class SubmitReviewWithMood(SubmitReview, frozen=True, forbid_unknown_fields=True):
+    """SubmitReview as a later release might have it: a new field, with a default."""
+
+    mood: str = ""
+
+
+def test_a_retry_after_the_command_gains_a_field_with_a_default_is_the_same_request(tmp_path):
+    from projections.sqlite_store import SQLiteStore
+    from tests.unit.test_api import project
+
+    log, store = MemoryLog(), SQLiteStore(tmp_path / "p.db")
+    first = asyncio.run(restarted_api(log, store).submit(SubmitReview("ana", "m", 4.0, summary="Good"), "k"))
+    project(log, store)
+    again = asyncio.run(restarted_api(log, store).submit(SubmitReviewWithMood("ana", "m", 4.0, summary="Good"), "k"))
+    assert again == first and len(log.events) == 1
+    with pytest.raises(IdempotencyConflict):
+        asyncio.run(restarted_api(log, store).submit(SubmitReviewWithMood("ana", "m", 4.0, "Good", mood="x"), "k"))
+    store.close()
+
+
+def test_a_retry_of_a_request_whose_event_has_the_digest_of_the_release_before_gets_its_first_answer(tmp_path):
+    import hashlib
+
+    from projections.sqlite_store import SQLiteStore
+    from tests.unit.test_api import project
+
+    command = SubmitReview("ana", "m", 4.0, reviewed_at=datetime(2024, 5, 1, 12, tzinfo=timezone(timedelta(hours=2))))
+    log, store = MemoryLog(), SQLiteStore(tmp_path / "p.db")
+    first = asyncio.run(restarted_api(log, store).submit(command, "k"))
+    log.partitions = [[msgspec.structs.replace(e, request_digest=hashlib.sha256(repr(command).encode()).hexdigest())
+                       for e in p] for p in log.partitions]  # as the release before wrote it
+    project(log, store)
+    assert asyncio.run(restarted_api(log, store).submit(command, "k")) == first and len(log.events) == 1
+    with pytest.raises(IdempotencyConflict):
+        asyncio.run(restarted_api(log, store).submit(SubmitReview("ana", "m", 2.0), "k"))
+    store.close()

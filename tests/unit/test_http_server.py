@@ -16,6 +16,8 @@ from api.problems import HANDLERS
 from api.wire import read_json
 from tests.unit.test_api import is_problem
 
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.mark.parametrize("body", [
     b'{"user_id": "ana", "movie_id": "m", "rating": 1, "rating": 5}',
@@ -42,7 +44,7 @@ async def echo(request: Request) -> Response:
 
 def test_a_key_repeated_in_a_nested_object_is_a_400_naming_it():
     with TestClient(Starlette(routes=[Route("/", echo, methods=["POST"])], exception_handlers=HANDLERS)) as client:
-        response = client.post("/", content=b'{"items": [{"name": "a"}, {"name": "b", "name": "c"}]}')
+        response = client.post("/", content=b'{"items": [{"name": "a"}, {"name": "b", "name": "c"}]}', headers=JSON)
         assert '"name"' in is_problem(response, 400)["detail"]
-        assert client.post("/", content=b'{"items": [{"name": "a"}, {"name": "b"}]}').json() == {
+        assert client.post("/", content=b'{"items": [{"name": "a"}, {"name": "b"}]}', headers=JSON).json() == {
             "items": [{"name": "a"}, {"name": "b"}]}

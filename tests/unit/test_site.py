@@ -11,7 +11,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from api.auth import Throttle
 from api.tokens import TokenSigner
 from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
@@ -24,15 +23,22 @@ from web.static import static_url
 MOVIES = {"sw": ("Star Wars", 1977, ("Action", "Sci-Fi")), "am": ("Amélie", 2001, ("Comedy",)),
           "h": ("Heat", 1995, ("Crime",))}
 PASSWORD = "correct horse battery"
+CSRF_KEY = b"unit-tests-csrf-key"
 
 
 def site_app(tmp_path, **auth_options):
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
     catalogue(log, store, MOVIES)
+    return api_process(log, store, **auth_options), log, store
+
+
+def api_process(log, store, csrf_key: bytes = CSRF_KEY, **auth_options):
+    """One API process with the site, over `log` and `store`."""
     app = create_app(store, log, ReviewCommands(log), memory_auth(log, store, **auth_options), site=pages.routes(),
                      not_found=pages.not_found)
-    return app, log, store
+    app.state.csrf_key = csrf_key
+    return app
 
 
 @pytest.fixture
@@ -264,14 +270,56 @@ def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(site, acti
     project(log, store)
     events, accounts = len(log.events), len(log.topics[ACCOUNTS])
     fields = {"movie_id": "h", "rating": "2", "user_id": "bea", "password": PASSWORD, "password_again": PASSWORD}
-    for token in (None, "x" * 43, client.cookies["csrf"][:-1]):
-        form = fields if token is None else {**fields, "csrf": token}
+    token = hidden(client.get("/users/ana"), "/signout")["csrf"]
+    for wrong in (None, "x" * 43, token[:-1], client.cookies["csrf"]):  # the last: the cookie's own value
+        form = fields if wrong is None else {**fields, "csrf": wrong}
         readable(client.post(action, data=form, follow_redirects=False), 403, "Nothing was changed")
     assert len(log.events) == events and len(log.topics[ACCOUNTS]) == accounts
     readable(client.get("/users/ana"), 200, "Signed in as ana", "Amélie")  # still signed in, review kept
     # the same form with the token from another visitor's page is refused too
     other = TestClient(client.app)
-    readable(other.post(action, data={**fields, "csrf": client.cookies["csrf"]}), 403, "Nothing was changed")
+    readable(other.post(action, data={**fields, "csrf": token}), 403, "Nothing was changed")
+
+
+def test_a_csrf_cookie_planted_by_someone_else_does_not_let_their_form_through(site):
+    # Whoever can set a cookie for the site (a neighbouring subdomain, a network attacker on http)
+    # plants a seed of their choosing, or one with a valid token from their own visit to the site.
+    client, log, store = site
+    signed_in(client, "ana")
+    attacker = TestClient(client.app)
+    own_token = hidden(attacker.get("/signin"), "/signin")["csrf"]
+    forged = {"movie_id": "h", "rating": "1", "key": "forged"}
+    for seed, token in (("p" * 43, "p" * 43), (attacker.cookies["csrf"], own_token)):
+        client.cookies.delete("csrf")
+        client.cookies.set("csrf", seed)
+        readable(client.post("/review", data={**forged, "csrf": token}), 403, "Nothing was changed")
+        readable(client.post("/signout", data={"csrf": token}), 403, "Nothing was changed")
+    assert len(log.events) == len(MOVIES)  # the catalogue's only
+    readable(client.get("/users/ana"), 200, "Signed in as ana")
+
+
+def test_the_csrf_token_changes_at_sign_in_and_at_sign_out(site):
+    client = site[0]
+    before = hidden(client.get("/signin"), "/signin")["csrf"]
+    response = sign_up(client, "ana")
+    assert "csrf" in cookies(response)  # a new seed with the session
+    readable(client.post("/signout", data={"csrf": before}), 403, "Nothing was changed")
+    during = hidden(client.get("/users/ana"), "/signout")["csrf"]
+    assert during != before
+    response = client.post("/signout", data={"csrf": during}, follow_redirects=False)
+    assert response.status_code == 303 and "csrf" in cookies(response)
+    readable(client.post("/signin", data={"csrf": during, "user_id": "ana", "password": PASSWORD}), 403,
+             "Nothing was changed")
+    assert sign_in(client, "ana").status_code == 303
+
+
+def test_a_form_one_api_process_rendered_is_accepted_by_another_with_the_same_key(site):
+    client, log, store = site
+    signed_in(client, "ana")
+    form = hidden(client.get("/users/ana"), "/signout")
+    for key, status in ((b"another key", 403), (CSRF_KEY, 303)):
+        other = TestClient(api_process(log, store, key), cookies=client.cookies)
+        assert other.post("/signout", data=form, follow_redirects=False).status_code == status
 
 
 def test_only_the_signed_in_users_own_page_has_retract_buttons(site):
@@ -288,7 +336,7 @@ def test_only_the_signed_in_users_own_page_has_retract_buttons(site):
     assert "/retract" not in page.text
     # a retract sent anyway, as bea, with her CSRF token: the API refuses it, nothing is appended
     events = len(log.events)
-    response = client.post("/users/ana/reviews/am/retract", data={"csrf": client.cookies["csrf"], "key": "k"})
+    response = client.post("/users/ana/reviews/am/retract", data={**hidden(page, "/signout"), "key": "k"})
     readable(response, 403, "another user")
     assert len(log.events) == events
 
@@ -296,9 +344,9 @@ def test_only_the_signed_in_users_own_page_has_retract_buttons(site):
 def test_an_expired_session_sends_the_user_to_sign_in_again_keeping_the_review(site):
     client, log, store = site
     signed_in(client, "ana")
-    form, events = hidden(client.get("/review"), "/review"), len(log.events)
     expired = TokenSigner(TOKEN_KEY, 60, clock=lambda: 1_000_000).issue("ana")
-    client.cookies.set("session", f"ana:{expired}")
+    client.cookies.set("session", f"ana:{expired}")  # the form is shown, then its token expires
+    form, events = hidden(client.get("/review"), "/review"), len(log.events)
     response = client.post("/review", data={**form, "movie_id": "h", "rating": "3", "summary": "Tense"},
                            follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"].startswith("/signin?")
@@ -330,12 +378,13 @@ def test_private_histories_are_shown_to_their_owner_only(tmp_path):
 
 
 def test_failed_sign_ins_count_against_the_browsers_address_which_no_header_changes(tmp_path):
-    app, log, store = site_app(tmp_path, per_client=Throttle(free=3))
+    app, log, store = site_app(tmp_path)
+    app.state.auth.clock = lambda: 1_000_000.0  # no time passes
     with TestClient(app, client=("198.51.100.7", 40000)) as first:
         signed_in(first, "ana")
         first.cookies.clear()
-        for n in range(3):
-            readable(sign_in(first, f"guess-{n}", "wrong password"), 403, "Wrong user id or password")
+        for _ in range(5):
+            readable(sign_in(first, "ana", "wrong password"), 403, "Wrong user id or password")
         response = sign_in(first, "ana")
         readable(response, 429, "Too many failed sign-ins", "Try again in 1 second.")
         assert response.headers["retry-after"] == "1"
@@ -343,6 +392,17 @@ def test_failed_sign_ins_count_against_the_browsers_address_which_no_header_chan
         assert sign_in(first, "ana").status_code == 429
         second = TestClient(app, client=("203.0.113.9", 40000))
         assert sign_in(second, "ana").headers["location"] == "/users/ana"  # another browser is not held up
+    store.close()
+
+
+def test_too_many_sign_ups_from_one_address_say_how_long_to_wait(tmp_path):
+    app, _, store = site_app(tmp_path, openings_per_hour=1)
+    with TestClient(app) as client:
+        signed_in(client, "ana")
+        client.cookies.clear()
+        response = sign_up(client, "bea")
+        readable(response, 429, "Too many accounts opened from this address", "Try again in 60 minutes.")
+        assert response.headers["retry-after"] in ("3599", "3600")
     store.close()
 
 
