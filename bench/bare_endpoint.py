@@ -2,11 +2,9 @@
 
     .venv/bin/python -m bench.bare_endpoint --port 8123 [--host 127.0.0.1]
 
-Starlette under uvicorn with the API's options (uvloop, httptools, no access log, no log config: see
-harmony/services.py). It decodes the body with msgspec into the API's own command type
-(commands.types.SubmitReview, as api/wire.py's read_json does) and answers 202 with a small JSON
-body shaped like the API's receipt, without appending anything: what the API costs without the event
-log. A body that does not decode answers 422 (counted apart by the load generator). GET /readyz answers 200.
+Starlette under uvicorn with the API's options (uvloop, httptools, no access log). It decodes the body into
+the API's command type as api/wire.py does and answers 202 with a receipt-shaped body, appending nothing
+(a body that does not decode: 422). GET /readyz answers 200.
 """
 
 from __future__ import annotations

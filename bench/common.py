@@ -1,12 +1,12 @@
-"""Shared pieces of the benchmarks: a throwaway local stack, child services, CPU accounting,
-synthetic reviews, output (rich progress on stderr, figures and one JSON object on stdout)
-and an optional py-spy profile summary."""
+"""Shared pieces of the benchmarks: a throwaway local stack, child processes, CPU and memory readings,
+synthetic reviews, output (progress on stderr, figures and one JSON object on stdout), a py-spy profile."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -19,7 +19,8 @@ import sysconfig
 import tempfile
 import time
 import uuid
-from collections import Counter, defaultdict
+import zlib
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -34,15 +35,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, partitions: int | None = 6, profile: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
-    parser.add_argument("--partitions", type=int, default=6, help="partitions of the benchmark topics (6)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
-    parser.add_argument(
-        "--profile-dir", type=Path, default=None,
-        help="profile the service under test with py-spy (must be installed) and write its stacks here",
-    )
+    if partitions:
+        parser.add_argument("--partitions", type=int, default=partitions,
+                            help=f"partitions of the benchmark topics ({partitions})")
+    if profile:
+        parser.add_argument("--profile-dir", type=Path, default=None,
+                            help="profile the service under test with py-spy and write its stacks here")
     return parser
 
 
@@ -84,37 +86,46 @@ def uninterrupted() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def scratch(name: str, keep: bool = False) -> Iterator[Path]:
+    """A temporary directory, removed afterwards unless `keep`."""
+    directory = Path(tempfile.mkdtemp(prefix=f"harmony-bench-{name}-"))
+    try:
+        yield directory
+    finally:
+        if keep:
+            console.log(f"kept {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def local_stack(name: str, topic: str, partitions: int, keep: bool = False) -> Iterator[tuple[Path, dict]]:
     """A fresh local stack in a temporary state directory; always taken down (and removed) afterwards."""
     from harmony import stack
 
-    directory = Path(tempfile.mkdtemp(prefix=f"harmony-bench-{name}-"))
-    try:
-        started = time.monotonic()
-        with console.status("starting the local stack (SeaweedFS + Kafka)…"):
-            info = stack.up(directory, topic, partitions)
-        console.log(
-            f"stack up in {time.monotonic() - started:.1f}s: kafka {info['kafka_bootstrap']}, "
-            f"s3 {info['s3_endpoint']}, state {directory}"
-        )
-        yield directory, info
-    finally:
-        with uninterrupted(), console.status("stopping the local stack…"):
-            stack.down(directory)
-            if keep:
-                console.log(f"kept state directory {directory}")
-            else:
-                shutil.rmtree(directory, ignore_errors=True)
+    with scratch(name, keep) as directory:
+        try:
+            with console.status("starting the local stack (SeaweedFS + Kafka)…"):
+                info = stack.up(directory, topic, partitions)
+            console.log(f"stack up: kafka {info['kafka_bootstrap']}, s3 {info['s3_endpoint']}, state {directory}")
+            yield directory, info
+        finally:
+            with uninterrupted(), console.status("stopping the local stack…"):
+                stack.down(directory)
 
 
-def sqlite_store(path: Path):
-    """A SQLite projection store at `path`, built by the composition root as the product builds it."""
+def open_store(url: str):
+    """The projection store `url` names, built by the composition root as the product builds it."""
     import dataclasses
 
     from harmony import bootstrap
     from harmony.settings import load
 
-    return bootstrap.store(dataclasses.replace(load(), store_url=f"sqlite:///{path}"))
+    return bootstrap.store(dataclasses.replace(load(), store_url=url))
+
+
+def sqlite_store(path: Path):
+    return open_store(f"sqlite:///{path}")
 
 
 def service_pids(info: dict) -> dict[str, int]:
@@ -140,6 +151,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def end(process: subprocess.Popen, signum: int, timeout: float = 30.0) -> None:
+    """Send `signum` to a running process and wait for it; SIGKILL after `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signum)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Child:
     """A `python -m harmony …` child process (or `python -m <module> …`) with its output in a log file."""
 
@@ -162,19 +184,42 @@ class Child:
 
     def stop(self, timeout: float = 30.0) -> None:
         with uninterrupted():
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+            end(self.process, signal.SIGTERM, timeout)
 
     def tail(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
         except FileNotFoundError:
             return ""
+
+    def check(self, what: str = "the child") -> None:
+        if not self.alive():
+            raise RuntimeError(f"{what} exited with {self.process.returncode}:\n{self.tail()}")
+
+    def ready(self, port: int, path: str = "/readyz", timeout: float = 90.0) -> float:
+        """Seconds from the start until GET `path` on `port` answers 200."""
+        import httpx
+
+        last = "no answer"
+        with console.status(f"waiting for GET {path} to answer 200…"):
+            while time.monotonic() - self.started < timeout:
+                self.check()
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30)
+                    if response.status_code == 200:
+                        return time.monotonic() - self.started
+                    last = f"{response.status_code} {response.text[:300]}"
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        raise RuntimeError(f"GET {path} did not answer 200 within {timeout:.0f}s ({last}):\n{self.tail()}")
+
+    def children(self) -> list[int]:
+        """The processes it started (`harmony api --workers N` forks its workers)."""
+        try:
+            return [int(p) for p in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            return []
 
 
 TOKEN_KEY = "the-benchmarks-token-key-not-a-secret"  # the API children's: benchmarks sign their own tokens
@@ -214,48 +259,69 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 class CpuMeter:
-    """CPU used by named processes between start() and stop(), as cores busy on average."""
+    """CPU used by named processes (and this one) between start() and stop(), as cores busy on average."""
 
     def __init__(self, pids: dict[str, int]):
         self.pids = pids
-        self._before: dict[str, float | None] = {}
-        self._self_before = 0.0
-        self._t0 = 0.0
-        self.result: dict[str, float] = {}
 
     def start(self) -> "CpuMeter":
-        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        self._self_before = time.process_time()
-        self._t0 = time.monotonic()
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.before["bench (this process)"] = time.process_time()
+        self.t0 = time.monotonic()
         return self
 
     def stop(self) -> dict[str, float]:
-        wall = max(time.monotonic() - self._t0, 1e-9)
-        result = {}
-        for name, pid in self.pids.items():
-            now, before = cpu_seconds(pid), self._before.get(name)
-            if now is not None and before is not None:
-                result[name] = round((now - before) / wall, 3)
-        result["bench (this process)"] = round((time.process_time() - self._self_before) / wall, 3)
-        result["total"] = round(sum(result.values()), 3)
-        result["machine cores"] = os.cpu_count() or 0
-        self.result = result
-        return result
+        wall = max(time.monotonic() - self.t0, 1e-9)
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        now["bench (this process)"] = time.process_time()
+        result = {name: round((now[name] - before) / wall, 3) for name, before in self.before.items()
+                  if before is not None and now[name] is not None}
+        return {**result, "total": round(sum(result.values()), 3), "machine cores": os.cpu_count() or 0}
+
+
+def catch_up(workers: list[Child], store, expected: int, timeout: float, pids: dict[str, int], label: str,
+             poll: float = 0.05) -> dict:
+    """Poll `store`'s checkpoint until it covers `expected` events projected by `workers`: the rate from their
+    start and from the first applied event (steady), and the CPU of `pids` over each."""
+    started = min(worker.started for worker in workers)
+    meter, steady_meter = CpuMeter(pids).start(), None
+    first_at = first_count = None
+    applied = 0
+    with progress() as bar:
+        task = bar.add_task(label, total=expected, info="starting / joining the group")
+        while applied < expected:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{label}: {applied:,} of {expected:,} applied within {timeout:.0f}s")
+            for worker in workers:
+                worker.check(label)
+            time.sleep(poll)
+            applied = sum(offset + 1 for offset in store.checkpoint().values())
+            now = time.monotonic()
+            if applied and first_at is None:
+                first_at, first_count, steady_meter = now, applied, CpuMeter(pids).start()
+            if first_at is not None:
+                rate = (applied - first_count) / max(now - first_at, 1e-9)
+                bar.update(task, completed=applied, info=f"{rate:,.0f}/s since the first apply")
+    done = time.monotonic()
+    return {"events": expected, "first_apply_s": round(first_at - started, 2), "events_at_first_apply": first_count,
+            "total_s": round(done - started, 2), "steady_s": round(done - first_at, 2),
+            "per_s_from_start": round(expected / (done - started), 1),
+            "per_s_steady": round((expected - first_count) / (done - first_at), 1) if first_count < expected else None,
+            "cpu_cores": meter.stop(), "cpu_cores_steady": steady_meter.stop()}
 
 
 # -- synthetic reviews ---------------------------------------------------------------------
 
 
 class Population:
-    """~5k users × ~2k movies with long tails (Zipf-like weights), reproducible from a seed."""
+    """Users and movies with long tails (Zipf-like weights), reproducible from a seed."""
 
-    def __init__(self, users: int = 5000, movies: int = 2000, seed: int = 42,
-                 user_skew: float = 0.6, movie_skew: float = 1.0):
+    def __init__(self, users: int = 5000, movies: int = 2000, seed: int = 42):
         self.rng = random.Random(seed)
         self.users = [f"user-{i:05d}" for i in range(users)]
         self.movies = [f"movie-{i:05d}" for i in range(movies)]
-        self._user_weights = _cumulative([1 / (rank + 1) ** user_skew for rank in range(users)])
-        self._movie_weights = _cumulative([1 / (rank + 1) ** movie_skew for rank in range(movies)])
+        self._user_weights = list(itertools.accumulate(1 / (rank + 1) ** 0.6 for rank in range(users)))
+        self._movie_weights = list(itertools.accumulate(1 / (rank + 1) for rank in range(movies)))
 
     def pairs(self, n: int) -> list[tuple[str, str]]:
         users = self.rng.choices(self.users, cum_weights=self._user_weights, k=n)
@@ -267,14 +333,6 @@ class Population:
 
     def uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-
-
-def _cumulative(weights: list[float]) -> list[float]:
-    total, out = 0.0, []
-    for w in weights:
-        total += w
-        out.append(total)
-    return out
 
 
 def review_events(population: Population, n: int, source: str = "bench") -> list[tuple[bytes, bytes]]:
@@ -296,6 +354,48 @@ def review_events(population: Population, n: int, source: str = "bench") -> list
     return out
 
 
+class SyntheticLog:
+    """Events in log order, keyed into partitions as the producer would, to project straight into a store."""
+
+    def __init__(self, partitions: int = 6):
+        from projections.fold import Record
+
+        self.record, self.offsets, self.records = Record, [0] * partitions, []
+
+    def add(self, key: str, event) -> None:
+        partition = zlib.crc32(key.encode()) % len(self.offsets)
+        self.records.append(self.record(partition, self.offsets[partition], event))
+        self.offsets[partition] += 1
+
+    def project(self, store, label: str, batch: int = 20_000) -> float:
+        """Apply the records to `store` as the projector does, in batches; answers the seconds taken."""
+        from projections.projector import apply_records
+
+        started = time.perf_counter()
+        with progress() as bar:
+            task = bar.add_task(f"{label}project {len(self.records):,} events", total=len(self.records), info="")
+            for at in range(0, len(self.records), batch):
+                apply_records(store, self.records[at:at + batch])
+                done = min(at + batch, len(self.records))
+                bar.update(task, completed=done, info=f"{done / (time.perf_counter() - started):,.0f}/s")
+        return time.perf_counter() - started
+
+
+class MemoryBucket:
+    """Just enough of an S3 client for `ml.registry.publish`: objects in a dict."""
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+
+    def put_object(self, Bucket, Key, Body, ContentType=None, **_):
+        self.objects[f"{Bucket}/{Key}"] = bytes(Body)
+
+
+def db_mib(path: Path) -> float:
+    """A SQLite database's size with its journal files."""
+    return round(sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 2**20, 1)
+
+
 # -- measuring ------------------------------------------------------------------------------
 
 
@@ -305,6 +405,14 @@ def percentile(sorted_values: list[float], q: float) -> float:
         return float("nan")
     rank = max(1, min(len(sorted_values), int(-(-q * len(sorted_values) // 100))))
     return sorted_values[rank - 1]
+
+
+def timings(seconds: list[float]) -> dict:
+    """Count, p50, p99 and mean (ms) of some durations in seconds, and how many a second one after another."""
+    ordered = sorted(seconds)
+    return {"n": len(ordered), "p50_ms": round(percentile(ordered, 50) * 1000, 3),
+            "p99_ms": round(percentile(ordered, 99) * 1000, 3), "mean_ms": round(sum(ordered) / len(ordered) * 1000, 3),
+            "per_s": round(len(ordered) / sum(ordered), 1)}
 
 
 def progress() -> Progress:
@@ -369,39 +477,24 @@ def fresh_topic(prefix: str) -> str:
 # -- output ---------------------------------------------------------------------------------
 
 
-def print_table(title: str, rows: list[tuple[str, str]]) -> None:
-    """The figures as a table on stdout."""
-    table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for name, value in rows:
-        table.add_row(name, value)
-    Console(width=max(120, Console().width)).print(table)
-
-
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"  # ignored by git
 
 
-def save(name: str, figures: dict) -> Path:
-    """Keep the latest figures in bench/results/<name>.json, stamped with the time and machine."""
+def report(name: str, title: str, rows: list[tuple[str, str]], figures: dict, as_json: bool) -> None:
+    """Keep the figures in bench/results/<name>.json; a table on stdout (not with --json), then the one JSON
+    object."""
     figures.setdefault("recorded_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     figures.setdefault("machine", {"cpus": os.cpu_count()})
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(figures, indent=2, default=str))
-    return path
-
-
-def report(name: str, title: str, rows: list[tuple[str, str]], figures: dict, as_json: bool) -> None:
-    """Save the figures; a table on stdout (not with --json), then the one JSON object."""
-    path = save(name, figures)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str))
     if not as_json:
-        print_table(title, rows)
-        console.log(f"figures saved to {path}")
+        table = Table(title=title, show_header=True, header_style="bold")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for row in rows:
+            table.add_row(*row)
+        Console(width=max(120, Console().width)).print(table)
     print(json.dumps(figures, default=str), flush=True)
-
-
-# -- py-spy ----------------------------------------------------------------------------------
 
 
 def run_benchmark(name: str, title: str, args, run, rows) -> int:
@@ -413,108 +506,81 @@ def run_benchmark(name: str, title: str, args, run, rows) -> int:
         console.print("[red]interrupted[/red]: the stack was taken down")
         return 130
     report(name, title, rows(figures), figures, args.json)
-    return 0
+    return 1 if figures.get("failed") else 0
 
 
-def py_spy_binary() -> str:
-    candidate = Path(sysconfig.get_path("scripts")) / "py-spy"
-    found = str(candidate) if candidate.exists() else shutil.which("py-spy")
-    if not found:
-        raise SystemExit("--profile-dir needs py-spy: .venv/bin/pip install py-spy")
-    return found
+# -- py-spy ----------------------------------------------------------------------------------
 
 
 class PySpy:
-    """`py-spy record` attached to a PID, stopped with SIGINT (which makes it write its output)."""
+    """`py-spy record` attached to a process; stop() ends it (on SIGINT it writes its stacks) and summarises."""
 
-    def __init__(self, pid: int, out_dir: Path, name: str, rate: int = 200, native: bool = False):
+    def __init__(self, pid: int, out_dir: Path, name: str):
+        binary = shutil.which("py-spy", path=sysconfig.get_path("scripts")) or shutil.which("py-spy")
+        if not binary:
+            raise SystemExit("--profile-dir needs py-spy: .venv/bin/pip install py-spy")
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / f"{name}.collapsed.txt"
-        self.log_path = out_dir / f"{name}.py-spy.log"
-        args = [py_spy_binary(), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-                "--nonblocking", "--output", str(self.path)]
-        if native:
-            args.append("--native")
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with open(out_dir / f"{name}.py-spy.log", "ab") as out:
+            self.process = subprocess.Popen(
+                [binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--nonblocking",
+                 "--output", str(self.path)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def stop(self) -> Path:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.path
+    def stop(self) -> dict:
+        end(self.process, signal.SIGINT)
+        return profile_summary(self.path)
 
 
-def summarise_stacks(path: Path, categories: dict[str, tuple[str, ...]], top: int = 15) -> dict:
-    """Summarise py-spy collapsed stacks: share of samples per category (first match walking from the
-    leaf up), plus the top functions by self and by inclusive samples."""
-    total = 0
+def profile_summary(path: Path, top: int = 15) -> dict:
+    """py-spy's collapsed stacks summarised: share of samples per package of the leaf frame, and the top
+    functions by self and by inclusive samples (in %)."""
+    by_package: Counter = Counter()
     self_counts: Counter = Counter()
     inclusive: Counter = Counter()
-    by_category: Counter = Counter()
     try:
         lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return {"error": f"no profile at {path}"}
     for line in lines:
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
             continue
-        count = int(count_text)
-        frames = stack.split(";")
-        total += count
-        self_counts[_short(frames[-1])] += count
-        for frame in set(_short(f) for f in frames):
-            inclusive[frame] += count
-        category = "other"
-        for frame in reversed(frames):
-            hit = next((name for name, needles in categories.items() if any(n in frame for n in needles)), None)
-            if hit:
-                category = hit
-                break
-        by_category[category] += count
+        frames = [_short(frame) for frame in stack.split(";")]
+        by_package[frames[-1][1]] += int(count)
+        self_counts[frames[-1][0]] += int(count)
+        for frame in {name for name, _ in frames}:
+            inclusive[frame] += int(count)
+    total = sum(by_package.values())
     if not total:
         return {"error": "no samples"}
 
     def share(counter: Counter, n: int | None = None) -> dict[str, float]:
         return {name: round(100 * c / total, 1) for name, c in counter.most_common(n)}
 
-    return {"samples": total, "categories_pct": share(by_category),
-            "top_self_pct": share(self_counts, top), "top_inclusive_pct": share(inclusive, top * 2)}
+    return {"samples": total, "stacks": str(path), "packages_pct": share(by_package),
+            "top_self_pct": share(self_counts, top), "top_inclusive_pct": share(inclusive, 2 * top)}
 
 
-def _short(frame: str) -> str:
-    """'func (/long/path/pkg/mod.py:12)' -> 'func (pkg/mod.py:12)'."""
+def _short(frame: str) -> tuple[str, str]:
+    """'func (/usr/lib/python3.12/asyncio/events.py:12)' -> ('func (asyncio/events.py:12)', 'asyncio'); py-spy
+    names installed packages' files relative to sys.path ('aiokafka/producer/sender.py')."""
     name, _, where = frame.partition(" (")
-    where = where.rstrip(")")
-    parts = where.split("/")
-    return f"{name} ({'/'.join(parts[-2:])})" if where else name
+    parts = where.rstrip(")").split("/")
+    if not where:
+        return name, "?"
+    package = parts[-2] if where.startswith("/") and len(parts) > 1 else parts[0]
+    return f"{name} ({'/'.join(parts[-2:])})", package
 
 
 def print_profile(title: str, summary: dict) -> None:
     if "error" in summary:
         console.log(f"{title}: {summary['error']}")
         return
-    _print_shares(f"{title} ({summary['samples']:,} samples)", "where", "% of samples", summary["categories_pct"])
-    _print_shares(f"{title}: top functions by self time", "function", "% self", summary["top_self_pct"])
-
-
-def _print_shares(title: str, label: str, unit: str, shares: dict) -> None:
-    table = Table(title=title)
-    table.add_column(label)
-    table.add_column(unit, justify="right")
-    for name, pct in shares.items():
-        table.add_row(name, f"{pct}")
-    console.print(table)
-
-
-def merge_categories(*groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    merged: dict[str, tuple[str, ...]] = defaultdict(tuple)
-    for group in groups:
-        for name, needles in group.items():
-            merged[name] = merged[name] + needles
-    return dict(merged)
+    for what, shares in (("package of the leaf frame", summary["packages_pct"]),
+                         ("top functions by self time", summary["top_self_pct"])):
+        table = Table(title=f"{title}: {what} ({summary['samples']:,} samples)")
+        table.add_column(what)
+        table.add_column("%", justify="right")
+        for name, pct in shares.items():
+            table.add_row(name, f"{pct}")
+        console.print(table)

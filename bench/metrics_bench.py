@@ -2,24 +2,15 @@
 
     .venv/bin/python -m bench.metrics_bench [--requests 20000] [--rounds 5] [--scrapes 50] [--json]
 
-In this process, no server and no broker: the API's route table and error handlers (api.app.ROUTES,
-api.problems.HANDLERS) as a Starlette app, once bare and once with api.metrics.install, each called
-directly as an ASGI app under uvloop (a copy of one GET /healthz scope per request, the response
-discarded), so the figures are the app's own cost without HTTP parsing or sockets: the worst case for
-the middleware's share. Times are this process's CPU time, which a shared machine's load disturbs
-less than wall time. --rounds rounds run the two apps back to back, --requests requests each;
-figures: the median answers per CPU second of each, the median of the rounds' ratios (with /
-without) and the cost per request in CPU microseconds (from the medians).
-
-Then GET /metrics on the app with metrics, over a SQLite store holding a lag report of 6 partitions and
-a current model, after a few requests to other routes (TRAFFIC: 200s, 404s, a 405, an unmatched path;
-a series each): the median CPU time of --scrapes scrapes, and the size of the answer (a scrape's cost
-grows with the series: 17 samples per route, method and status seen).
+In process, no server or broker: the API's route table as a Starlette app, bare and with api.metrics.install,
+each called as an ASGI app with GET /healthz scopes; CPU time of this process (a shared machine disturbs it
+less than wall time), --rounds rounds of --requests each, back to back: the medians of answers per CPU second
+and of the rounds' ratios (with / without), and the cost per request. Then the median CPU time of --scrapes
+GET /metrics after a few other requests (TRAFFIC, a series each), and the answer's size.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -29,7 +20,7 @@ from pathlib import Path
 import uvloop
 from starlette.applications import Starlette
 
-from bench.common import run_benchmark, sqlite_store
+from bench.common import base_parser, run_benchmark, sqlite_store
 
 PARTITIONS = 6
 # Requests before the scrapes, one series each: endpoints that need nothing but the store.
@@ -37,9 +28,8 @@ TRAFFIC = [("GET", "/v1/projections/lag"), ("GET", "/v1/strategies"), ("GET", "/
            ("GET", "/v1/nowhere"), ("POST", "/healthz"), ("DELETE", "/v1/strategies")]
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
+def parser():
+    p = base_parser(__doc__.split("\n\n")[0], partitions=None)
     p.add_argument("--requests", type=int, default=20_000, help="requests per round and app (20000)")
     p.add_argument("--rounds", type=int, default=5, help="rounds, each app once per round (5)")
     p.add_argument("--scrapes", type=int, default=50, help="scrapes of /metrics timed (50)")
@@ -47,12 +37,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def api_app(store, metrics: bool) -> Starlette:
-    from api.app import ROUTES
+    from api.app import ROUTES, openapi_document
     from api.metrics import install
     from api.problems import HANDLERS
 
     app = Starlette(routes=ROUTES, exception_handlers=HANDLERS)
     app.state.store = store
+    app.state.openapi = openapi_document(private_history=False)  # install() adds /metrics to it
     if metrics:
         install(app)
     return app

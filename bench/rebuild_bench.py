@@ -19,20 +19,14 @@ import sys
 import time
 
 from archive.segments import archived_until, s3_client
+from bench.catchup import raw_consume
 from bench.common import (
     Child, Population, base_parser, child_env, fresh_topic, local_stack, produce_batched, report,
     review_events, sqlite_store,
 )
-from events.reader import read_log
 from projections.store import REBUILDABLE
 
 TARGET = 40_000.0  # events/s, `harmony rebuild all` from the log
-
-
-async def raw_consume(bootstrap: str, topic: str) -> float:
-    started = time.perf_counter()
-    count = sum([len(batch) async for batch in read_log(bootstrap, topic)])
-    return count / (time.perf_counter() - started)
 
 
 def wait(predicate, timeout: float, what: str) -> None:
@@ -68,11 +62,11 @@ def in_process_rebuild(store_path, bootstrap: str, topic: str) -> tuple[float, d
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args(argv)
     topic = fresh_topic("bench.rebuild")
-    with local_stack("rebuild", topic, args.partitions) as (state, info):
+    with local_stack("rebuild", topic, args.partitions, args.keep) as (state, info):
         store_path = state / "rebuild-bench.db"
         env = child_env(state, topic, args.partitions, store_path)
         messages = review_events(Population(5_000, 2_000), args.events)
@@ -89,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             worker.stop()
             archiver.stop()
-        raw = asyncio.run(raw_consume(info["kafka_bootstrap"], topic))
+        raw = asyncio.run(raw_consume(info["kafka_bootstrap"], topic, args.events))["per_s"]
         log_s, from_log = timed_rebuild(env)
         inproc_s, inproc = in_process_rebuild(store_path, info["kafka_bootstrap"], topic)
         archive_s, from_archive = timed_rebuild(env, "--from-archive")

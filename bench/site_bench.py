@@ -4,31 +4,12 @@ catalogue search API and two website pages served by the real API over real HTTP
     .venv/bin/python -m bench.site_bench [--titles 200000] [--queries 400] [--clients 16] [--duration 8]
                                          [--warmup 2] [--json]
 
-No Kafka, no S3: a synthetic catalogue of --titles titles, 1-6 words each drawn with a long tail (fixed seed)
-from a few thousand words (common English words and made-up ones; some accented, "Café", some with an
-apostrophe, "Ocean's"). Queries are typed as people type them: the first 1-3 words of an existing title, the
-last one cut short ("st", "star wa"), lower case; one in eight also has a word no title has (no match).
-
-Figures:
-- in process: `TitleIndex` built over the catalogue (seconds, growth of this process's resident memory), then
-  every query searched (p50, p99 per query). Baseline in the same run: a naive scan over the titles folded
-  beforehand (`folded_words`) keeping those where every query word starts some title word, filtering only,
-  not ranking (for at most --naive-seconds); its results must count as many as the index's. Ratio naive /
-  index of the same queries' p50 and p99;
-- over HTTP: a SQLite store holding the catalogue (MovieCatalogued events) and --users users' reviews
-  (ReviewSubmitted, 10-40 each), built through the projector (`projections.projector.apply_records`) as in
-  bench.match_bench; `python -m harmony api` on it with a broker address nothing listens on (reads need
-  none). The first search builds the API's title index (its time is reported) before any load. bench.
-  match_bench's keep-alive client drives --clients connections for --duration s after --warmup s, one
-  endpoint at a time, in this order:
-  baseline: GET /v1/movies/<id> (one store read);
-  (a) GET /users/<id>, the website's reviews page (in process: the user's reviews, then one
-      one GET /v1/catalogue?ids=... for their titles);
-  (b) GET /v1/movies?q=<query>&limit=10, the catalogue search;
-  (c) GET /review?q=<query>, the website's review form listing the finder's matches.
-  Answers/s, p50, p99, and the ratios to the baseline (answers/s and p50). The API rebuilds its title
-  index in a background thread when a search finds it 30 s old, so (b) and (c) may share the CPU with
-  a rebuild.
+No broker: a synthetic catalogue of --titles long-tailed titles (some accented, some with an apostrophe) and
+queries typed as people type them (the first 1-3 words of a title, the last cut short; one in eight with a
+word no title has). In process: the index's build time and memory, each query's latency, and a naive scan
+of the pre-folded titles (filter only) on the same queries. Over HTTP (bench.load, --clients connections,
+one endpoint at a time): GET /v1/movies/<id> (the baseline, one store read), the reviews page /users/<id>,
+GET /v1/movies?q=, and the review form /review?q=, with their ratios to the baseline.
 """
 
 from __future__ import annotations
@@ -37,18 +18,18 @@ import gc
 import itertools
 import os
 import random
-import shutil
 import string
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
 from bench.common import (
-    Child, authorization, base_parser, child_env, console, free_port, percentile, rss_mib, run_benchmark, sqlite_store,
+    Child, SyntheticLog, authorization, base_parser, child_env, console, db_mib, free_port, rss_mib,
+    run_benchmark, scratch, sqlite_store, timings,
 )
-from bench.match_bench import GENRES, PARTITIONS, load, partition_of, project, ratio, wait_answering
+from bench.load import get, load
+from bench.match_bench import GENRES, ratio
 
 COMMON_WORDS = """the a of and in to my love night day man woman last first house city war star wars story
 life death dark light king queen lost blood fire ice moon sun world time heart girl boy return rise fall
@@ -66,7 +47,7 @@ NO_MATCH_WORD = "xq"  # no word starts with it: no syllable has a q
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0])
+    p = base_parser(__doc__.split("\n\n")[0], partitions=None)
     p.add_argument("--titles", type=int, default=200_000, help="titles in the catalogue (200000)")
     p.add_argument("--words", type=int, default=3000, help="distinct words titles are made of (3000)")
     p.add_argument("--queries", type=int, default=400, help="typed queries, searched in process and over HTTP (400)")
@@ -133,12 +114,6 @@ def typed_queries(titles: list[str], n: int, seed: int) -> list[str]:
 # -- in process: the index beside a naive scan -------------------------------------------------------
 
 
-def latency(seconds: list[float]) -> dict:
-    ordered = sorted(seconds)
-    return {"n": len(ordered), "p50_ms": round(percentile(ordered, 50) * 1000, 3),
-            "p99_ms": round(percentile(ordered, 99) * 1000, 3), "mean_ms": round(sum(ordered) / len(ordered) * 1000, 3)}
-
-
 def naive_search(folded: list[str], query: str) -> list[int]:
     """The titles where every word of the query starts one of the title's words, or is one when all are
     one letter long (not ranked); `folded` holds each title's folded words joined, each between spaces
@@ -182,14 +157,14 @@ def in_process(entries: list, queries: list[str], naive_seconds: float) -> dict:
         naive.append(perf() - t0)
         disagree += len(hits) != found[k]
     n = len(naive)
-    same = latency(indexed[:n])
+    same = timings(indexed[:n])
     return {"titles": len(entries), "distinct_words": len({w for title in folded for w in title.split()}),
-            "index_build_s": round(build_s, 2), "index_rss_growth_mib": round(rss_growth, 1), "index": latency(indexed),
+            "index_build_s": round(build_s, 2), "index_rss_growth_mib": round(rss_growth, 1), "index": timings(indexed),
             "matches_mean": round(sum(found) / len(found), 1), "no_match_queries": found.count(0),
-            "naive_prefold_s": round(fold_s, 2), "naive": latency(naive), "index_same_queries": same,
+            "naive_prefold_s": round(fold_s, 2), "naive": timings(naive), "index_same_queries": same,
             "naive_disagreements": disagree,
-            "ratios": {"naive_over_index_p50": ratio(latency(naive)["p50_ms"], same["p50_ms"]),
-                       "naive_over_index_p99": ratio(latency(naive)["p99_ms"], same["p99_ms"])}}
+            "ratios": {"naive_over_index_p50": ratio(timings(naive)["p50_ms"], same["p50_ms"]),
+                       "naive_over_index_p99": ratio(timings(naive)["p99_ms"], same["p99_ms"])}}
 
 
 # -- over HTTP ---------------------------------------------------------------------------------------
@@ -198,22 +173,14 @@ def in_process(entries: list, queries: list[str], naive_seconds: float) -> dict:
 def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
     """The catalogue and `users` users' reviews (10-40 each), projected into a SQLite store at `path`."""
     from events.types import MovieCatalogued, ReviewSubmitted
-    from projections.fold import Record
 
     started = time.perf_counter()
     rng = random.Random(seed + 2)
     base = datetime(2024, 1, 1, tzinfo=timezone.utc)
-    offsets = [0] * PARTITIONS
-    records = []
-
-    def add(key: str, event) -> None:
-        partition = partition_of(key)
-        records.append(Record(partition, offsets[partition], event))
-        offsets[partition] += 1
-
+    log = SyntheticLog()
     for k, entry in enumerate(entries):
         at = base + timedelta(seconds=k)
-        add(f"movie:{entry.movie_id}", MovieCatalogued(
+        log.add(f"movie:{entry.movie_id}", MovieCatalogued(
             event_id=f"cat-{k}", occurred_at=at, recorded_at=at, movie_id=entry.movie_id, title=entry.title,
             year=entry.year, genres=tuple(entry.genres)))
     reviews = 0
@@ -221,7 +188,7 @@ def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
         user = f"user-{u:03d}"
         for movie in rng.sample(entries, rng.randint(10, 40)):
             at = base + timedelta(days=30, seconds=reviews)
-            add(user, ReviewSubmitted(
+            log.add(user, ReviewSubmitted(
                 event_id=f"rev-{reviews}", occurred_at=at, recorded_at=at, user_id=user, movie_id=movie.movie_id,
                 rating=rng.randint(1, 10) / 2, summary=f"Summary {reviews}", text=f"Review {reviews} by {user}.",
                 reviewed_at=at, source="bench"))
@@ -229,17 +196,12 @@ def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
 
     store = sqlite_store(path)
     try:
-        project(store, records, "")
+        log.project(store, "")
     finally:
         store.close()
     return {"movies": len(entries), "users": users, "reviews": reviews,
             "build_s": round(time.perf_counter() - started, 1),
-            "db_mib": round(sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 2**20, 1)}
-
-
-def get(path: str, cookie: str = "") -> bytes:
-    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    return (head + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n").encode()
+            "db_mib": db_mib(path)}
 
 
 def targets(entries: list, queries: list[str], users: int, seed: int) -> dict[str, tuple[str, list[bytes]]]:
@@ -253,7 +215,7 @@ def targets(entries: list, queries: list[str], users: int, seed: int) -> dict[st
         "search": ("GET /v1/movies?q=<query>&limit=10", [get(f"/v1/movies?q={quote(q)}&limit=10") for q in queries]),
         # The form is for a signed-in visitor: the session cookie the sign-in page would set.
         "review_page": ("GET /review?q=<query> (website: review form, finder's matches)",
-                        [get(f"/review?q={quote(q)}", f"session=user-000:{signed_in}") for q in queries]),
+                        [get(f"/review?q={quote(q)}", f"Cookie: session=user-000:{signed_in}") for q in queries]),
     }
 
 
@@ -262,23 +224,22 @@ def serve(work: Path, store_path: Path, endpoints: dict, first_query: str, args)
     import httpx
 
     port = free_port()
-    env = child_env(work, "bench.site", PARTITIONS, store_path)
+    env = child_env(work, "bench.site", 6, store_path)
     env["HARMONY_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{free_port()}"  # nothing listens: reads need no broker
     api = Child(["api", "--port", str(port)], env, work / "api.log", cwd=work)
     figures: dict = {}
     try:
-        figures["started_s"] = round(wait_answering(port, api, "/healthz")[0], 2)
+        figures["started_s"] = round(api.ready(port, "/healthz"), 2)
         started = time.monotonic()
         first = httpx.get(f"http://127.0.0.1:{port}/v1/movies", params={"q": first_query}, timeout=120)
         figures["first_search_s"] = round(time.monotonic() - started, 2)
         if first.status_code != 200:
             raise RuntimeError(f"the first search answered {first.status_code}: {first.text[:500]}")
         for name, (label, requests) in endpoints.items():
-            result = load(port, requests, args.clients, args.warmup, args.duration, label)
-            if result["error_samples"]:
-                console.log(f"[red]{label}: non-200 answers[/red] {result['error_samples']}")
-            if not api.alive():
-                raise RuntimeError(f"the API died under load:\n{api.tail()}")
+            result = load(port, requests, args.clients, args.warmup, args.duration, label=label)
+            if result["samples"]:
+                console.log(f"[red]{label}: non-200 answers[/red] {result['samples']}")
+            api.check("the API")
             figures[name] = {"what": label, **{k: result[k] for k in ("per_s", "p50_ms", "p90_ms", "p99_ms",
                                                                         "max_ms", "errors", "statuses")}}
     finally:
@@ -303,57 +264,37 @@ def run(args) -> dict:
     with console.status("in process: building the index, searching, scanning…"):
         figures["in_process"] = in_process(entries, queries, args.naive_seconds)
     console.log(f"in process: {figures['in_process']}")
-    directory = Path(tempfile.mkdtemp(prefix="harmony-bench-site-"))
-    try:
+    with scratch("site", args.keep) as directory:
         store_path = directory / "projections.db"
         figures["store"] = build_store(store_path, entries, args.users, args.seed)
         console.log(f"store: {figures['store']}")
         endpoints = targets(entries, queries, args.users, args.seed)
         figures["http"] = serve(directory, store_path, endpoints, queries[0], args)
         figures["load_average_at_end"] = os.getloadavg()
-    finally:
-        if args.keep:
-            console.log(f"kept {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
     return figures
 
 
 def rows(figures: dict) -> list[tuple[str, str]]:
     ip, st, http = figures["in_process"], figures["store"], figures["http"]
-    load_avg = "/".join(f"{x:.1f}" for x in figures["load_average_at_start"])
-    if "load_average_at_end" in figures:
-        load_avg += " → " + "/".join(f"{x:.1f}" for x in figures["load_average_at_end"])
-    out = [("machine", f"{figures['machine_cpus']} cores, load average {load_avg} (start → end)"),
-           ("[bold]in process[/bold]", f"[bold]{ip['titles']:,} titles, {ip['distinct_words']:,} distinct words, "
-                                       f"{ip['index']['n']} typed queries[/bold]"),
-           ("  TitleIndex build", f"{ip['index_build_s']} s, resident memory +{ip['index_rss_growth_mib']} MiB"),
-           ("  TitleIndex.search (ranked)", f"p50 {ip['index']['p50_ms']} ms, p99 {ip['index']['p99_ms']} ms, "
-                                            f"mean {ip['index']['mean_ms']} ms; "
-                                            f"{ip['matches_mean']:,} matches a query on average, "
-                                            f"{ip['no_match_queries']} with none"),
-           ("  naive scan (baseline: filter only, no ranking)",
-            f"p50 {ip['naive']['p50_ms']} ms, p99 {ip['naive']['p99_ms']} ms, mean {ip['naive']['mean_ms']} ms "
-            f"over the first {ip['naive']['n']} "
-            f"queries (titles folded beforehand in {ip['naive_prefold_s']} s); "
-            f"match counts differ from the index's: {ip['naive_disagreements']}"),
-           ("    index on the same queries", f"p50 {ip['index_same_queries']['p50_ms']} ms, "
-                                             f"p99 {ip['index_same_queries']['p99_ms']} ms"),
+    index, naive, same = ip["index"], ip["naive"], ip["index_same_queries"]
+    out = [("machine", f"{figures['machine_cpus']} cores, load average {figures['load_average_at_start']}"),
+           ("in process: TitleIndex build", f"{ip['titles']:,} titles, {ip['index_build_s']} s, "
+                                            f"+{ip['index_rss_growth_mib']} MiB"),
+           ("  TitleIndex.search (ranked)", f"p50 {index['p50_ms']} ms, p99 {index['p99_ms']} ms over {index['n']} "
+                                            f"queries ({ip['no_match_queries']} without a match)"),
+           ("  naive scan (baseline: filter only)", f"p50 {naive['p50_ms']} ms, p99 {naive['p99_ms']} ms over the "
+                                                    f"first {naive['n']} (index: p50 {same['p50_ms']} ms, p99 "
+                                                    f"{same['p99_ms']} ms; {ip['naive_disagreements']} counts differ)"),
            ("    RATIO naive / index", f"p50 ×{ip['ratios']['naive_over_index_p50']}, "
                                        f"p99 ×{ip['ratios']['naive_over_index_p99']}"),
-           ("[bold]over HTTP[/bold]", f"[bold]harmony api (1 process), {figures['clients']} clients, "
-                                      f"{figures['duration_s']:g} s after {figures['warmup_s']:g} s warm-up[/bold]"),
-           ("  store", f"{st['movies']:,} movies, {st['users']} users, {st['reviews']:,} reviews, {st['db_mib']} MiB, "
-                       f"built in {st['build_s']} s"),
-           ("  API start; its first search (builds the index)", f"answering {http['started_s']} s after start; "
-                                                               f"first search {http['first_search_s']} s")]
+           (f"over HTTP, {figures['clients']} clients", f"{st['movies']:,} movies, {st['reviews']:,} reviews, "
+                                                        f"API answering after {http['started_s']} s, first search "
+                                                        f"{http['first_search_s']} s")]
     for name in ("movie", "user_page", "search", "review_page"):
         r = http[name]
-        out.append((f"  {r['what']}", f"{r['per_s']:,.0f}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
-                                      f"errors {r['errors']}"))
-        if name != "movie":
-            out.append(("    RATIO to baseline: answers/s, p50", f"{r['per_s_over_baseline']}, "
-                                                                 f"×{r['p50_over_baseline']}"))
+        out.append((f"  {r['what']}", f"{r['per_s']:,.0f}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors "
+                                      f"{r['errors']}; RATIO to baseline {r['per_s_over_baseline']}, "
+                                      f"p50 ×{r['p50_over_baseline']}"))
     return out
 
 

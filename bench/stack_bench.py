@@ -3,32 +3,22 @@ three Kafka brokers, beside the fixed cost of one JVM on Kafka's classpath, meas
 
     .venv/bin/python -m bench.stack_bench [--repeats 2] [--records 100000] [--idle 5] [--heap 512m] [--json]
 
-For each size (1 broker, 3 brokers) and each repeat, a fresh temporary state dir: `stack.up(...)` is timed
-from the call to its return (SeaweedFS ready, every broker registered, the review topics created; on a
-fresh dir that includes formatting each broker's storage). On the first repeat of each size:
-- the resident memory (VmRSS, /proc/<pid>/status) of every service after --idle seconds idle;
-- the same after a small load: --records small records (~100 B) produced with one batching acks=all
-  aiokafka producer to the review topic;
-then `stack.down` is timed. For one broker, the stopped stack is also started again in the same state
-dir (a restart: storage already formatted, ports reused) and timed.
-
-Baseline (same run): one JVM running `kafka.tools.StorageTool version` with the stack's classpath
-(.jvm/kafka/lib/*) and log config, i.e. the JVM + Kafka classpath fixed cost every broker start pays
-(median of --baseline-runs). Ratio = stack up seconds / that baseline. `java -version` is reported too.
+Per size and repeat, a fresh state dir: `stack.up` timed to its return; on the first repeat, each service's
+RSS after --idle s and after --records small records, then `stack.down` timed (and for one broker, a restart
+in the same dir). Baseline: one JVM running `kafka.tools.StorageTool version` on the stack's classpath
+(median of --baseline-runs); ratio = stack up / baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from bench.common import (
-    base_parser, console, produce_batched, rss_mib, run_benchmark, service_pids, uninterrupted,
+    base_parser, console, produce_batched, rss_mib, run_benchmark, scratch, service_pids, uninterrupted,
 )
 
 TOPIC = "harmony.reviews"
@@ -128,52 +118,45 @@ def one_stack(brokers: int, repeat: int, args, measure: bool, restart: bool) -> 
     from harmony.settings import DEFAULT_KAFKA_HEAP
 
     heap = args.heap or DEFAULT_KAFKA_HEAP
-    directory = Path(tempfile.mkdtemp(prefix=f"harmony-bench-stack{brokers}-"))
     figures: dict = {"brokers": brokers, "repeat": repeat}
-    try:
-        with console.status(f"stack up: {brokers} broker(s), fresh state dir (run {repeat})…"):
-            started = time.perf_counter()
-            info = stack.up(directory, TOPIC, args.partitions, brokers=brokers, kafka_heap=heap)
-            figures["up_s"] = round(time.perf_counter() - started, 3)
-        console.log(f"{brokers} broker(s), run {repeat}: stack up in {figures['up_s']:.2f} s "
-                    f"(kafka {info['kafka_bootstrap']})")
-        if measure:
-            with console.status(f"idle {args.idle:.0f} s before reading memory…"):
-                time.sleep(args.idle)
-            figures["rss_mib_idle"] = memory(info)
-            if args.records:
-                figures["load"] = asyncio.run(produce_batched(
-                    info["kafka_bootstrap"], TOPIC, small_records(args.records), linger_ms=5,
-                    label=f"load, {brokers} broker(s)"))
-                time.sleep(1.0)
-                figures["rss_mib_after_load"] = memory(info)
-        with console.status("stack down…"):
-            figures["down_s"], figures["down_exit_s"] = timed_down(directory, info)
-        if restart:
-            with console.status(f"stack up again in the same state dir ({brokers} broker(s))…"):
+    with scratch(f"stack{brokers}", args.keep) as directory:
+        try:
+            with console.status(f"stack up: {brokers} broker(s), fresh state dir (run {repeat})…"):
                 started = time.perf_counter()
                 info = stack.up(directory, TOPIC, args.partitions, brokers=brokers, kafka_heap=heap)
-                figures["restart_up_s"] = round(time.perf_counter() - started, 3)
-            console.log(f"{brokers} broker(s): restart (existing state dir) in {figures['restart_up_s']:.2f} s")
-            stack.down(directory)
-    finally:
-        with uninterrupted():
-            stack.down(directory)
-            if args.keep:
-                console.log(f"kept state directory {directory}")
-            else:
-                shutil.rmtree(directory, ignore_errors=True)
+                figures["up_s"] = round(time.perf_counter() - started, 3)
+            console.log(f"{brokers} broker(s), run {repeat}: stack up in {figures['up_s']:.2f} s "
+                        f"(kafka {info['kafka_bootstrap']})")
+            if measure:
+                with console.status(f"idle {args.idle:.0f} s before reading memory…"):
+                    time.sleep(args.idle)
+                figures["rss_mib_idle"] = memory(info)
+                if args.records:
+                    figures["load"] = asyncio.run(produce_batched(
+                        info["kafka_bootstrap"], TOPIC, small_records(args.records), linger_ms=5,
+                        label=f"load, {brokers} broker(s)"))
+                    time.sleep(1.0)
+                    figures["rss_mib_after_load"] = memory(info)
+            with console.status("stack down…"):
+                figures["down_s"], figures["down_exit_s"] = timed_down(directory, info)
+            if restart:
+                with console.status(f"stack up again in the same state dir ({brokers} broker(s))…"):
+                    started = time.perf_counter()
+                    info = stack.up(directory, TOPIC, args.partitions, brokers=brokers, kafka_heap=heap)
+                    figures["restart_up_s"] = round(time.perf_counter() - started, 3)
+                console.log(f"{brokers} broker(s): restart (existing state dir) in {figures['restart_up_s']:.2f} s")
+                stack.down(directory)
+        finally:
+            with uninterrupted():
+                stack.down(directory)
     return figures
 
 
 def run(args) -> dict:
     from harmony.settings import DEFAULT_KAFKA_HEAP
 
-    work = Path(tempfile.mkdtemp(prefix="harmony-bench-stack-"))
-    try:
+    with scratch("stack") as work:
         baseline = jvm_baseline(args.baseline_runs, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     console.log(f"baseline: JVM + Kafka classpath {baseline['seconds']:.2f} s (java -version "
                 f"{baseline['java_version_s']:.2f} s)")
     figures: dict = {"benchmark": "stack", "partitions": args.partitions, "heap": args.heap or DEFAULT_KAFKA_HEAP,

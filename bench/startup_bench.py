@@ -14,7 +14,6 @@ person would, whose p50/p99 are reported).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import (
-    Child, child_env, console, free_port, local_stack, percentile, rss_mib, run_benchmark, sqlite_store,
+    Child, base_parser, child_env, console, free_port, local_stack, percentile, rss_mib, run_benchmark, sqlite_store,
 )
 from bench.site_bench import catalogue, typed_queries
 
@@ -31,14 +30,12 @@ PASSWORD = "the benchmark's password"
 BATCH = 50_000  # accounts per put_accounts
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
+def parser():
+    p = base_parser(__doc__.split("\n\n")[0], partitions=None)
     p.add_argument("--accounts", type=int, default=1_000_000, help="accounts in the store (1000000)")
     p.add_argument("--movies", type=int, default=100_000, help="catalogue entries in the store (100000)")
     p.add_argument("--starts", type=int, default=3, help="API processes started one after another (3)")
     p.add_argument("--queries", type=int, default=200, help="title searches after each start (200)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
     return p
 
 
@@ -51,7 +48,7 @@ def fill(store, accounts: int, movies: int) -> list[str]:
     password_hash = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
     for start in range(0, accounts, BATCH):
         end = min(start + BATCH, accounts)
-        store.put_accounts([AccountRow(f"user-{n}", f"event-{n}", password_hash, 0, n) for n in range(start, end)],
+        store.put_accounts([AccountRow(f"user-{n}", f"event-{n}", password_hash, 0, n, f"user-{n}") for n in range(start, end)],
                            {0: end - 1})
     entries = catalogue(movies, 3000, 42)
     store.apply(Changes(since=store.checkpoint(), catalogue={e.movie_id: (n, e) for n, e in enumerate(entries)},
@@ -63,18 +60,9 @@ def start_once(env: dict, logs: Path, queries: list[str]) -> dict:
     port = free_port()
     child = Child(["api", "--port", str(port)], env, logs / f"api-{port}.log")
     try:
+        ready_s = child.ready(port, timeout=120)
+        rss_ready = rss_mib(child.pid)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if not child.alive() or time.monotonic() - child.started > 120:
-                    raise RuntimeError(f"the API never got ready: {child.tail()}")
-                time.sleep(0.02)
-            ready_s = time.monotonic() - child.started
-            rss_ready = rss_mib(child.pid)
             started = time.monotonic()
             signed_in = client.post("/v1/tokens", json={"user_id": "user-1", "password": PASSWORD})
             sign_in_ms = (time.monotonic() - started) * 1000

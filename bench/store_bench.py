@@ -3,21 +3,12 @@ on one local stack in the same run.
 
     .venv/bin/python -m bench.store_bench [--events 200000] [--clients 16] [--duration 10] [--json]
 
-One stack in a temporary directory: SeaweedFS + one Kafka broker (`local_stack`), then one Cassandra node
-added to it (`stack.up(..., cassandra_nodes=1, cassandra_heap=HARMONY_CASSANDRA_HEAP)`), taken down at the end.
-The same N ReviewSubmitted events (keyed by user id, long-tailed users and movies) go to two fresh topics,
-one per store (each worker has a consumer group of its own). Figures:
-- catch-up: `python -m harmony worker` with HARMONY_STORE=sqlite:///… and then cassandra://…/<fresh keyspace>
-  (store schema created beforehand), timed from process start and from the first applied event until
-  sum(checkpoint offset + 1) == N, polling the store's checkpoint; CPU of the worker and the services;
-- reads: `python -m harmony api` on each caught-up store; --clients keep-alive connections (bench.ingest's lean
-  HTTP/1.1 client) GET /v1/users/{id}/reviews, then /v1/users/{id}/history, for random users of the backlog
-  (default page of 20): answers/s, p50, p99 of the 200s over --duration s after --warmup s;
-- the node: seconds from the JVM's start (/proc/<pid>/stat) until `stack.up` returns (ready: the driver reads
-  system.local), and its resident memory (VmRSS) after start, after both catch-ups and after the reads;
-  baseline: the same for the Kafka broker (ready: metadata lists it and the topics exist; started alongside
-  SeaweedFS, which `stack.up` waits for first).
-Ratios are Cassandra / SQLite (events/s, answers/s, latencies) and Cassandra node / Kafka broker.
+A local stack plus one Cassandra node (HARMONY_CASSANDRA_HEAP); the same N ReviewSubmitted events go to one
+fresh topic per store. Figures: catch-up of `harmony worker` on each store (schema made beforehand), from
+its start and from the first applied event; reads: `harmony api` on each caught-up store, --clients
+connections (bench.load) on GET /v1/users/{id}/reviews, then /history, for random users; the node: seconds
+from its JVM's start until `stack.up` returns and its RSS after start, the catch-ups and the reads, beside
+the same for the Kafka broker. Ratios are Cassandra / SQLite and Cassandra node / Kafka broker.
 """
 
 from __future__ import annotations
@@ -28,15 +19,14 @@ import os
 import random
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 from bench.common import (
-    Child, CpuMeter, Population, add_backlog_arguments, base_parser, child_env, console, create_topic, free_port,
-    fresh_topic, local_stack, percentile, produce_batched, progress, review_events, rss_mib, run_benchmark,
+    Child, CpuMeter, Population, add_backlog_arguments, catch_up, base_parser, child_env, console, create_topic, free_port,
+    fresh_topic, local_stack, open_store, produce_batched, review_events, rss_mib, run_benchmark,
     service_pids,
 )
-from bench.ingest import read_response, wait_ready
+from bench.load import get, load
 
 STORES = ("sqlite", "cassandra")  # SQLite first: the baseline
 ENDPOINTS = {"reviews": "/v1/users/{}/reviews", "history": "/v1/users/{}/history"}
@@ -61,14 +51,6 @@ class Store:
     url: str
     topic: str
     work: Path
-
-
-def open_store(url: str):
-    """The store `url` names, built by the composition root (creates its schema if missing)."""
-    from harmony import bootstrap
-    from harmony.settings import load
-
-    return bootstrap.store(dataclasses.replace(load(), store_url=url))
 
 
 def store_env(state_dir: Path, store: Store, partitions: int) -> dict[str, str]:
@@ -103,92 +85,24 @@ def memory(pids: dict[str, int]) -> dict[str, float | None]:
 # -- catch-up --------------------------------------------------------------------------------
 
 
-def catch_up(store: Store, env: dict[str, str], expected: int, timeout: float, services: dict[str, int]) -> dict:
-    """Run `harmony worker` on the store until its checkpoint covers `expected` events."""
+def catch_up_store(store: Store, env: dict[str, str], expected: int, timeout: float, services: dict[str, int]) -> dict:
+    """Run `harmony worker` on the store (its schema created beforehand) until its checkpoint covers `expected`."""
     opened = time.perf_counter()
     with console.status(f"{store.name}: creating the store's schema…"):
         reader = open_store(store.url)
-    figures: dict = {"store_open_s": round(time.perf_counter() - opened, 2)}
-    started = time.monotonic()
+    open_s = round(time.perf_counter() - opened, 2)
     worker = Child(["worker"], env, store.work / "worker.log", cwd=store.work)  # Faust writes into its cwd
-    meter = CpuMeter({"worker": worker.pid, **services}).start()
-    first_at = first_count = None
-    applied = 0
     try:
-        with progress() as bar:
-            task = bar.add_task(f"{store.name}: worker catch-up", total=expected, info="starting / joining the group")
-            while applied < expected:
-                if time.monotonic() - started > timeout:
-                    raise TimeoutError(f"{store.name}: the worker applied {applied:,} of {expected:,} "
-                                       f"in {timeout:.0f}s")
-                if not worker.alive():
-                    raise RuntimeError(f"{store.name}: the worker exited with {worker.process.returncode}:\n"
-                                       f"{worker.tail()}")
-                time.sleep(POLL_S)
-                applied = sum(offset + 1 for offset in reader.checkpoint().values())
-                now = time.monotonic()
-                if applied and first_at is None:
-                    first_at, first_count = now, applied
-                if first_at is not None:
-                    rate = (applied - first_count) / max(now - first_at, 1e-9)
-                    bar.update(task, completed=applied, info=f"{rate:,.0f}/s since the first apply")
-        done_at = time.monotonic()
-        figures["cpu_cores"] = meter.stop()
+        figures = catch_up([worker], reader, expected, timeout, {"worker": worker.pid, **services},
+                           f"{store.name}: worker catch-up", poll=POLL_S)
     finally:
         reader.close()
         with console.status(f"{store.name}: stopping the worker…"):
             worker.stop()
-    figures.update({
-        "first_apply_s": round(first_at - started, 2),
-        "events_at_first_apply": first_count,
-        "total_s": round(done_at - started, 2),
-        "per_s_from_start": round(expected / (done_at - started), 1),
-        "per_s_steady": round((expected - first_count) / (done_at - first_at), 1) if first_count < expected else None,
-    })
-    return figures
+    return {"store_open_s": open_s, **figures}
 
 
 # -- reads -----------------------------------------------------------------------------------
-
-
-async def get_load(port: int, path: str, users: list[str], clients: int, warmup: float, duration: float,
-                   label: str) -> dict:
-    """`clients` keep-alive connections, each GETting `path` for a random user in turn; latencies of the 200s
-    started in the window. The lean HTTP/1.1 client of bench.ingest: httpx took ~4 ms of CPU a request here,
-    more than the API itself, so it would have measured the client."""
-    rng = random.Random(7)
-    latencies: list[float] = []
-    statuses: Counter = Counter()
-    begin = time.perf_counter()
-    window_start, window_end = begin + warmup, begin + warmup + duration
-
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while (t0 := time.perf_counter()) < window_end:
-                writer.write(f"GET {path.format(rng.choice(users))} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-                status, _, _ = await read_response(reader)
-                if t0 >= window_start:
-                    statuses[status] += 1
-                    if status == 200:
-                        latencies.append(time.perf_counter() - t0)
-        finally:
-            writer.close()
-
-    tasks = asyncio.gather(*(client() for _ in range(clients)))
-    with progress() as bar:
-        task = bar.add_task(label, total=warmup + duration, info="warm-up")
-        while not tasks.done():
-            elapsed = time.perf_counter() - begin
-            info = "warm-up" if elapsed < warmup else f"{len(latencies) / (elapsed - warmup):,.0f}/s"
-            bar.update(task, completed=min(elapsed, warmup + duration), info=info)
-            await asyncio.wait([tasks], timeout=0.25)
-    await tasks
-    latencies.sort()
-    return {"clients": clients, "window_s": duration, "ok": len(latencies),
-            "per_s": round(len(latencies) / duration, 1),
-            "p50_ms": round(percentile(latencies, 50) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2),
-            "statuses": {str(k): v for k, v in sorted(statuses.items())}}
 
 
 def serve_reads(store: Store, env: dict[str, str], users: list[str], args, services: dict[str, int]) -> dict:
@@ -198,14 +112,15 @@ def serve_reads(store: Store, env: dict[str, str], users: list[str], args, servi
     try:
         # /healthz, not /readyz: that wants a projector's lag report from the last 30 s, and the workers
         # stopped after their catch-ups.
-        figures: dict = {"api_ready_s": round(wait_ready(port, api, path="/healthz"), 2)}
+        figures: dict = {"api_ready_s": round(api.ready(port, "/healthz"), 2)}
+        rng = random.Random(7)
         for endpoint, path in ENDPOINTS.items():
+            requests = [get(path.format(rng.choice(users))) for _ in range(5000)]
             meter = CpuMeter({"api": api.pid, **services}).start()
-            figures[endpoint] = asyncio.run(get_load(port, path, users, args.clients, args.warmup, args.duration,
-                                                     f"{store.name}: GET {path.format('{id}')}"))
+            figures[endpoint] = load(port, requests, args.clients, args.warmup, args.duration,
+                                     label=f"{store.name}: GET {path.format('{id}')}")
             figures[endpoint]["cpu_cores"] = meter.stop()
-            if not api.alive():
-                raise RuntimeError(f"{store.name}: the API died under load:\n{api.tail()}")
+            api.check(f"{store.name}: the API")
     finally:
         api.stop()
     return figures
@@ -254,7 +169,7 @@ def run(args) -> dict:
         del messages
 
         envs = {store.name: store_env(state_dir, store, args.partitions) for store in stores}
-        figures["catch_up"] = {store.name: catch_up(store, envs[store.name], args.events, args.timeout, services)
+        figures["catch_up"] = {store.name: catch_up_store(store, envs[store.name], args.events, args.timeout, services)
                                for store in stores}
         figures["rss_mib"]["after_catch_up"] = memory(nodes)
         figures["reads"] = {store.name: serve_reads(store, envs[store.name], users, args, services)
@@ -302,7 +217,7 @@ def rows(figures: dict) -> list[tuple[str, str]]:
     for endpoint in ENDPOINTS:
         for name in STORES:
             e = reads[name][endpoint]
-            out.append((f"GET {endpoint} {name}, {e['clients']} clients",
+            out.append((f"GET {endpoint} {name}, {e['connections']} clients",
                         f"{e['per_s']:,.0f}/s, p50 {e['p50_ms']} ms, p99 {e['p99_ms']} ms (statuses {e['statuses']})"))
         out.append((f"RATIO GET {endpoint} Cassandra / SQLite (rate, p50, p99)",
                     f"{r[f'{endpoint}_per_s']}, {r[f'{endpoint}_p50_ms']}, {r[f'{endpoint}_p99_ms']}"))

@@ -2,33 +2,16 @@
 
     .venv/bin/python -m bench.train_bench [--ratings 1000000 5000000] [--rank 50] [--iterations 10] [--json]
 
-For each size N, on a throwaway local stack (only its S3 is used):
-
-- generate N long-tail ratings, deterministic from a seed (not timed): about N/50 users and N/200
-  movies drawn with Zipf-like popularity, (user, movie) pairs unique, ratings on the 0.5..5 scale
-  from a rank-10 latent structure plus biases and noise, so ALS has something to learn; write them
-  as ``ReviewSubmitted`` events straight into archive segments (``put_segment``, 100k records a
-  segment, partitioned by murmur2 of the user id like the producer, consecutive offsets), no broker;
-- Spark path, timed: ``ml.replay.replay`` + ``count()``, then ``ml.training.fit`` with the product's
-  model at rank R, regParam 0.1, I iterations, kNN terms off, no tuning. ``fit`` collects the ratings
-  to the driver, indexes them, fits the bias baseline with NumPy and Spark ALS on the residuals; the
-  time inside Spark ALS (``training._fit_als``: residuals to Spark, ALS.fit, factors back) is
-  reported beside the whole fit. The Spark session is started once, before the first size, not timed;
-- NumPy reference, same process, same data: the replayed ratings are collected and indexed once (not
-  timed), then ``fit_baseline`` + ``bench.numpy_als.als`` on the residuals (same objective, rank,
-  regParam and iterations) are timed;
-- peak memory, sampled from /proc every 0.2 s: for the Spark path the summed RSS of this process
-  and its descendants (the Spark JVM and its Python workers; the stack's services left out), for
-  NumPy the RSS of this process alone;
-- the training RMSE of both models, a check that they fit the same objective equally well, and
-  the JVM's garbage-collection time during the Spark path.
-
-Target (issue 4): the Spark path (replay + fit) within 2x of the NumPy reference at 5M ratings, rank 50.
+For each size N, on a local stack (only its S3): N long-tail ratings from a rank-10 latent structure, written
+straight into archive segments as ReviewSubmitted events (not timed); then timed: `ml.replay.replay` +
+`ml.training.fit` on Spark, and on the same ratings the bias
+baseline + `bench.numpy_als.als` (same objective, rank, regParam, iterations). Peak RSS of each (Spark: this
+process and its descendants), training RMSE of both.
+Target (issue 4): the Spark path within 2x of the NumPy reference at 5M ratings, rank 50.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -44,7 +27,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from bench.common import console, fresh_topic, local_stack, progress, run_benchmark
+from bench.common import base_parser, console, fresh_topic, local_stack, progress, rss_mib, run_benchmark
 
 TARGET_RATIO = 2.0
 TARGET_SIZE = 5_000_000
@@ -55,11 +38,8 @@ USER_SKEW, ITEM_SKEW = 0.6, 0.9  # Zipf exponents of the popularity of users and
 LATENT_RANK = 10
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
-    p.add_argument("--partitions", type=int, default=6, help="partitions of the archive (6)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
+def parser():
+    p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--ratings", type=int, nargs="+", default=[1_000_000, 5_000_000], help="sizes (1M 5M)")
     p.add_argument("--rank", type=int, default=50)
     p.add_argument("--reg", type=float, default=0.1)
@@ -152,16 +132,6 @@ def progress_bar(label: str, total: int) -> Iterator:
 # -- measuring --------------------------------------------------------------------------------------
 
 
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0  # gone, or a zombie (no VmRSS)
-
-
 def descendants(root: int, exclude: set[int]) -> list[int]:
     """root and every process under it, leaving out the subtrees of `exclude`."""
     children: dict[int, list[int]] = {}
@@ -189,9 +159,9 @@ class PeakRss:
         self.start = self.peak = 0
         self._stop = threading.Event()
 
-    def sample(self) -> int:
+    def sample(self) -> float:
         pids = descendants(os.getpid(), self.exclude) if self.tree else [os.getpid()]
-        return sum(map(rss_bytes, pids))
+        return sum(filter(None, map(rss_mib, pids)))  # MiB
 
     def __enter__(self) -> "PeakRss":
         self.start = self.peak = self.sample()
@@ -212,33 +182,8 @@ class PeakRss:
         return {"start_gib": gib(self.start), "peak_gib": gib(self.peak)}
 
 
-def gib(n: int) -> float:
-    return round(n / 2**30, 2)
-
-
-@contextlib.contextmanager
-def time_inside(module, name: str, into: dict) -> Iterator[None]:
-    """Add the seconds spent in module.name (called as a module global) to into[name]."""
-    original = getattr(module, name)
-
-    def timed(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            into[name] = into.get(name, 0.0) + time.perf_counter() - started
-
-    setattr(module, name, timed)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
-
-
-def jvm_gc_seconds(spark) -> float:
-    """Collection time of the Spark JVM so far (in local mode it runs the driver and the executors)."""
-    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
-    return sum(bean.getCollectionTime() for bean in beans) / 1000
+def gib(mib: float) -> float:
+    return round(mib / 1024, 2)
 
 
 def rmse(a: np.ndarray, b: np.ndarray) -> float:
@@ -252,20 +197,16 @@ def spark_path(spark, source, params, exclude: set[int]) -> tuple[dict, object, 
     from ml import training
     from ml.replay import replay
 
-    inside: dict[str, float] = {}
-    gc_before = jvm_gc_seconds(spark)
     with PeakRss(tree=True, exclude=exclude) as memory:
         started = time.perf_counter()
         replayed = replay(spark, source, {}, progress=console.log)
         count = replayed.ratings.count()
         replayed_at = time.perf_counter()
-        with time_inside(training, "_fit_als", inside):
-            model = training.fit(spark, replayed.ratings, params)
+        model = training.fit(spark, replayed.ratings, params)
         done = time.perf_counter()
     figures = {
         "replay_s": round(replayed_at - started, 2), "fit_s": round(done - replayed_at, 2),
-        "fit_spark_als_s": round(inside["_fit_als"], 2), "total_s": round(done - started, 2),
-        "jvm_gc_s": round(jvm_gc_seconds(spark) - gc_before, 2),
+        "total_s": round(done - started, 2),
         "ratings_replayed": count, "segments": replayed.segments,
         "rss_this_process_jvm_and_workers": memory.figures(),
     }
@@ -364,8 +305,8 @@ def rows(figures: dict) -> list[tuple[str, str]]:
             (f"{name}: data", f"{size['users']:,} users × {size['movies']:,} movies, "
                               f"mean {size['rating_mean']} std {size['rating_std']}, {spark['segments']} segments"),
             (f"{name}: Spark replay + count", f"{spark['replay_s']} s"),
-            (f"{name}: Spark fit (of which in Spark ALS)", f"{spark['fit_s']} s ({spark['fit_spark_als_s']} s)"),
-            (f"{name}: Spark total (of which JVM GC)", f"{spark['total_s']} s ({spark['jvm_gc_s']} s)"),
+            (f"{name}: Spark fit", f"{spark['fit_s']} s"),
+            (f"{name}: Spark total", f"{spark['total_s']} s"),
             (f"{name}: NumPy baseline + ALS", f"{numpy['seconds']} s"),
             (f"{name}: RATIO Spark / NumPy", f"{size['ratio_spark_to_numpy']}"),
             (f"{name}: peak RSS Spark path (this process + JVM + workers)",
