@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -696,17 +697,21 @@ def tuple_address(host_port: str) -> tuple[str, int]:
 def _stop(services: list[dict], timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM all at once (a KRaft quorum stopped one by one loses its majority and stalls), wait for
     every service to exit (a new server on the same port fails otherwise), then SIGKILL what remains.
-    Only processes that are the services (`_running`) are signalled."""
-    services = [service for service in services if _running(service)]
-    for service in services:
-        os.kill(service["pid"], signal.SIGTERM)
+    Only processes that are the services (`_running`) are signalled. That is checked before the first
+    signal only: an exiting process shows no command line any more, and its PID stays its own until
+    it is gone."""
+    pids = [service["pid"] for service in services if _running(service)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_running(service) for service in services):
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.1)
-    for service in services:
-        if _running(service):
-            os.kill(service["pid"], signal.SIGKILL)
-            while _running(service):
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
                 time.sleep(0.05)
 
 
