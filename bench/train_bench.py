@@ -216,7 +216,7 @@ def spark_path(spark, source, params, exclude: set[int]) -> tuple[dict, object, 
 def numpy_path(frame: pd.DataFrame, params) -> tuple[dict, np.ndarray]:
     """Time the bias baseline + NumPy ALS on the residuals; answers the figures and the training fit."""
     from bench.numpy_als import als
-    from ml.training import fit_baseline
+    from ml.training import LocalRatings, fit_baseline
 
     u, users = pd.factorize(frame["user"])
     i, items = pd.factorize(frame["item"])
@@ -224,7 +224,7 @@ def numpy_path(frame: pd.DataFrame, params) -> tuple[dict, np.ndarray]:
     gc.collect()
     with PeakRss() as memory:
         started = time.perf_counter()
-        baseline = fit_baseline(u, i, r, len(users), len(items), params.reg_user, params.reg_item)
+        baseline = fit_baseline(LocalRatings(u, i, r, len(users), len(items)), params.reg_user, params.reg_item)
         user_factors, item_factors = als(u, i, r - baseline.predict(u, i), len(users), len(items),
                                          rank=params.rank, reg=params.reg, iterations=params.max_iter,
                                          seed=params.seed)

@@ -1,18 +1,11 @@
-"""Offline evaluation: rating error (RMSE, MAE) and ranking quality (nDCG@10, precision@10).
+"""Offline evaluation of the rating model: fitted on training ratings, measured on held-out ones.
 
-Ranking protocol (cheap, well defined, the usual one for explicit-rating test sets): for each
-test user, the candidates are the items that user rated in the test set; they are ranked by
-predicted score (descending; ties keep the test-file order). An item is relevant when its
-held-out rating is >= 4. Users with no relevant held-out item are skipped (nDCG is undefined
-for them); the metrics are the mean over the remaining users.
-
-* precision@k = relevant items in the top k / min(k, number of candidates)
-  (a user with fewer than k candidates is judged on the list actually ranked).
-* nDCG@k with binary gains: DCG = sum over the top k of rel / log2(position + 1), positions
-  from 1; IDCG is the DCG of the best ordering (all relevant candidates first).
-
-``harmony evaluate movielens PATH --folds`` runs :func:`evaluate_movielens_folds` on the
-official u1..u5 .base/.test splits of a MovieLens-100K-layout folder.
+:func:`measure` computes the rating error (RMSE, MAE, and the baseline's RMSE) over every held-out
+rating in Spark, and the ranking figures (:mod:`ml.metrics`) over a bounded random sample of
+held-out users on the driver (all of them up to ``EVALUATED_USERS``), so measuring costs the
+driver the same at any size. ``harmony evaluate movielens PATH --folds`` runs
+:func:`evaluate_movielens_folds` on the official u1..u5 .base/.test splits of a
+MovieLens-100K-layout folder.
 """
 
 from __future__ import annotations
@@ -24,87 +17,63 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
-from events.errors import HarmonyError
 
-RELEVANT = 4.0
-K = 10
-FOLDS = 5
+from ml import training
+from ml.datasets import FOLDS, read_movielens_split, split_paths
+from ml.metrics import K, ranking_metrics
 
-
-def rmse(truth, predicted) -> float:
-    truth, predicted = np.asarray(truth, float), np.asarray(predicted, float)
-    return float(np.sqrt(np.mean((truth - predicted) ** 2)))
+EVALUATED_USERS = 5000
 
 
-def mae(truth, predicted) -> float:
-    truth, predicted = np.asarray(truth, float), np.asarray(predicted, float)
-    return float(np.mean(np.abs(truth - predicted)))
+def spark_frame(spark, ratings):
+    """A Spark DataFrame of (user, item, rating) from a pandas one (or itself)."""
+    return ratings if hasattr(ratings, "sparkSession") else spark.createDataFrame(ratings[["user", "item", "rating"]])
 
 
-def ranking_metrics(users, truth, predicted, k: int = K, threshold: float = RELEVANT) -> dict[str, float]:
-    """Mean nDCG@k and precision@k over users (see the module docstring), and how many users counted."""
-    frame = pd.DataFrame({"user": np.asarray(users), "truth": np.asarray(truth, float),
-                          "score": np.asarray(predicted, float)})
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ndcgs, precisions = [], []
-    for _, group in frame.groupby("user", sort=False):
-        relevant = (group["truth"].to_numpy() >= threshold).astype(float)
-        if not relevant.any():
-            continue
-        order = np.argsort(-group["score"].to_numpy(), kind="stable")[:k]
-        gains = relevant[order]
-        ideal = np.sort(relevant)[::-1][:k]
-        ndcgs.append(float(gains @ discounts[:len(gains)]) / float(ideal @ discounts[:len(ideal)]))
-        precisions.append(float(gains.sum()) / len(gains))
-    if not ndcgs:
-        return {f"ndcg@{k}": float("nan"), f"precision@{k}": float("nan"), "ranked_users": 0}
-    return {f"ndcg@{k}": float(np.mean(ndcgs)), f"precision@{k}": float(np.mean(precisions)),
-            "ranked_users": len(ndcgs)}
+def sample_users(ratings, count: int = EVALUATED_USERS, seed: int = 42):
+    """A DataFrame of up to ``count`` of the ratings' users, drawn by a hash of their id (the same
+    draw for the same users however the data is partitioned)."""
+    from pyspark.sql import functions as F
+
+    return (ratings.select("user").distinct().orderBy(F.xxhash64("user", F.lit(seed)), "user").limit(count)
+            .cache())
 
 
-def read_movielens_split(path: Path) -> pd.DataFrame:
-    """A MovieLens-100K split file: tab-separated user, item, rating, timestamp; ids kept as strings."""
-    frame = pd.read_csv(path, sep="\t", header=None, names=["user", "item", "rating", "ts"],
-                        dtype={"user": str, "item": str, "rating": float, "ts": str})
-    if frame["rating"].isna().any():
-        raise HarmonyError(f"{path}: a row without a rating")
-    return frame.drop(columns="ts")
+def of_users(ratings, users):
+    """The ratings of a (small) DataFrame of users, as a pandas frame."""
+    from pyspark.sql import functions as F
+
+    return ratings.join(F.broadcast(users), "user").select("user", "item", "rating").toPandas()
 
 
-def split_paths(folder: Path, folds: int) -> list[tuple[Path, Path]]:
-    """The official u1..u<folds> .base/.test pairs of a MovieLens-100K-layout folder, all present."""
-    folder = Path(folder)
-    paths = [(folder / f"u{n}.base", folder / f"u{n}.test") for n in range(1, folds + 1)]
-    missing = [str(path) for pair in paths for path in pair if not path.is_file()]
-    if missing:
-        raise HarmonyError(f"not a MovieLens-100K folder with official splits: missing {', '.join(missing)}")
-    return paths
+def measure(trained: training.Trained, test) -> dict:
+    """The model's error on every held-out (user, item, rating), and its ranking of a sample of users'
+    held-out movies (ties by movie id)."""
+    from pyspark.sql import functions as F
+
+    scored = trained.predictions(test).cache()
+    count, rmse, mae, baseline_rmse = scored.agg(
+        F.count("*"), F.sqrt(F.avg((F.col("rating") - F.col("predicted")) ** 2)),
+        F.avg(F.abs(F.col("rating") - F.col("predicted"))),
+        F.sqrt(F.avg((F.col("rating") - F.col("baseline")) ** 2))).first()
+    ranked = scored.join(F.broadcast(sample_users(test)), "user").toPandas().sort_values(["user", "item"])
+    scored.unpersist()
+    return {"test": count, "rmse": rmse, "mae": mae,
+            **ranking_metrics(ranked["user"], ranked["rating"], ranked["predicted"]),
+            "baseline_rmse": baseline_rmse}
 
 
-def evaluate_split(spark, train: pd.DataFrame, test: pd.DataFrame, params, *, tune: bool,
+def evaluate_split(spark, train, test, params, *, tune: bool,
                    progress: Callable[[str], None] | None = None) -> dict:
     """Fit on ``train`` (with ``tune``, tuning inside it only, starting from ``params``) and
-    score ``test``; figures for the model and its baseline."""
-    from ml import training
-
-    from ml.group_evaluation import choose_min_reviews
-
+    measure on ``test``; figures for the model and its baseline."""
     started = time.monotonic()
-    model = training.fit(spark, train, params, tune_params=tune, progress=progress)
-    predicted = model.predict(test["user"], test["item"])
-    baseline = model.predict_baseline(test["user"], test["item"])
-    truth = test["rating"].to_numpy(float)
-    model.params["min_reviews"], pairs = choose_min_reviews(model, train, test)
-    return {
-        "train": len(train), "test": len(test),
-        "rmse": rmse(truth, predicted), "mae": mae(truth, predicted),
-        **ranking_metrics(test["user"], truth, predicted),
-        "baseline_rmse": rmse(truth, baseline),
-        "pairs": pairs,
-        "params": model.params, "factor_rank": model.rank,
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    train, test = spark_frame(spark, train), spark_frame(spark, test)
+    trained = training.fit(spark, train, params, tune_params=tune, progress=progress)
+    figures = {"train": train.count(), **measure(trained, test), "params": trained.params,
+               "factor_rank": trained.rank, "seconds": round(time.monotonic() - started, 1)}
+    trained.unpersist()
+    return figures
 
 
 METRICS = ["rmse", "mae", f"ndcg@{K}", f"precision@{K}", "baseline_rmse"]
@@ -147,10 +116,8 @@ def render(report: dict) -> None:
 
 def run(args, spark, params) -> int:
     """``harmony evaluate movielens PATH --folds``."""
-    from ml.training import stderr_progress
-
     report = evaluate_movielens_folds(spark, Path(args.path), params, tune=not args.no_tune,
-                                      progress=stderr_progress)
+                                      progress=training.stderr_progress)
     if args.json:
         print(json.dumps(report))
     else:

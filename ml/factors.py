@@ -11,15 +11,15 @@ Beside the rating model, two item-side facts for ranking (:mod:`ml.matching`): e
 number of training ratings (its evidence) and its *taste* factors, an implicit-feedback model of
 which movies a user picks to watch at all (:mod:`ml.taste`).
 
-Artefact format (:meth:`FactorModel.to_bytes`): one ``.npz`` with the arrays below and ids as
-unicode arrays; loading it back gives identical predictions.
+What publishing needs of a model (:class:`Published`) is its ``mu``, rank and parameters and its
+rows a chunk at a time: a model still in Spark (:class:`ml.training.Trained`) streams them, one
+on the driver (:class:`FactorModel`) slices its arrays.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
@@ -67,17 +67,22 @@ class FactorModel:
     def predict_baseline(self, users: Iterable, items: Iterable) -> np.ndarray:
         return np.clip(self.raw_predict(*self.index(users, items), factors=False), MIN_RATING, MAX_RATING)
 
-    def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        np.savez(buffer, mu=np.float64(self.mu), user_ids=self.user_ids.astype(str),
-                 item_ids=self.item_ids.astype(str), user_bias=self.user_bias, item_bias=self.item_bias,
-                 user_factors=self.user_factors, item_factors=self.item_factors, item_counts=self.item_counts,
-                 item_taste=self.item_taste)
-        return buffer.getvalue()
+    def chunks(self, kind: str, size: int) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]:
+        """(ids, biases, vectors, counts) of ``kind`` rows ("user", "item" or "taste"), ``size`` at a time."""
+        ids = self.user_ids if kind == "user" else self.item_ids
+        biases = {"user": self.user_bias, "item": self.item_bias, "taste": np.zeros(len(ids))}[kind]
+        vectors = {"user": self.user_factors, "item": self.item_factors, "taste": self.item_taste}[kind]
+        counts = np.zeros(len(ids), dtype=int) if kind == "user" else self.item_counts
+        for start in range(0, len(ids), size):
+            end = start + size
+            yield [str(id) for id in ids[start:end]], biases[start:end], vectors[start:end], counts[start:end]
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> "FactorModel":
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            return cls(float(arrays["mu"]), arrays["user_ids"], arrays["item_ids"], arrays["user_bias"],
-                       arrays["item_bias"], arrays["user_factors"], arrays["item_factors"], arrays["item_counts"],
-                       arrays["item_taste"])
+
+class Published(Protocol):
+    mu: float
+    params: dict
+
+    @property
+    def rank(self) -> int: ...
+
+    def chunks(self, kind: str, size: int) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]: ...

@@ -66,9 +66,14 @@ def estimates(similarity: np.ndarray, u: np.ndarray, i: np.ndarray, residual: np
     return out
 
 
+def feasible(n_users: int, n_items: int, n_ratings: int) -> bool:
+    """Whether the dense estimates of this many users, items and ratings are within the bounds."""
+    return 0 < n_items <= MAX_ITEMS and n_users * n_items <= MAX_CELLS and n_items * n_ratings <= MAX_WORK
+
+
 def fit_knn(u: np.ndarray, i: np.ndarray, residual: np.ndarray, n_users: int, n_items: int,
             k: int = NEIGHBOURS, shrinkage: float = SHRINKAGE) -> np.ndarray | None:
     """The (n_users, n_items) residual estimates of the item kNN, or None when the data is too big."""
-    if n_items == 0 or n_items > MAX_ITEMS or n_users * n_items > MAX_CELLS or n_items * len(u) > MAX_WORK:
+    if not feasible(n_users, n_items, len(u)):
         return None
     return estimates(similarities(u, i, residual, n_users, n_items, shrinkage), u, i, residual, n_users, k)

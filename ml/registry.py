@@ -2,29 +2,44 @@
 
 Publication is ordered so that a reader never sees half a model:
 
-1. the artefacts go to S3 under ``<prefix><version>/``: ``model.npz`` (biases and factors, see
-   :mod:`ml.factors`), then ``manifest.json`` (the registry row) — a version with a manifest
-   is complete;
-2. the user and item factor rows (with their rating counts) and the items' taste rows (kind
-   ``taste``, no bias) go to the projection store, in batches, under the version;
+1. the user and item factor rows (with their rating counts) and the items' taste rows (kind
+   ``taste``, no bias) go to the projection store under the version, a chunk at a time, each
+   chunk also to S3 under ``<prefix><version>/`` as ``<kind>-<part>.npz`` (ids, biases,
+   vectors, counts); the model is streamed out of Spark, never whole on the driver;
+2. then ``manifest.json`` (the registry row): a version with a manifest is complete;
 3. the registry row is written and made current in one store transaction.
 
 A crash before step 3 leaves the current model as it was (and some unreferenced rows or
-objects of a version nobody points at). Old versions stay readable by their version.
+objects of a version nobody points at). Old versions stay readable by their version until
+:func:`retain` deletes them.
+
+Retention undoes publication in reverse: the registry row first (a reader then finds no version,
+never one with rows or artefacts missing), then the factor rows, then the artefacts, manifest
+first. So whatever a crash leaves of a version is under its S3 folder with no registry row: the
+leftovers of a publication that died, which the next :func:`retain` deletes once they are old.
 """
 
 from __future__ import annotations
 
+import io
+import re
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import msgspec
 import numpy as np
+import pandas as pd
 
-from ml.factors import FactorModel
+from ml.factors import FactorModel, Published
 from projections.store import FactorRow, ModelInfo, ProjectionStore
 
 BATCH = 20_000  # factor rows per store write
+VERSION = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")  # a name new_version gives
+# How long after its artefacts were written an unpublished version counts as a dead publication's.
+# Not "older than the newest published version": versions sort by when training started, and a long
+# run started earlier may still be writing its factor rows after a later run published. Writing
+# them takes minutes at most; a day leaves room for a stalled one.
+ORPHAN_AGE = timedelta(days=1)
 
 
 def new_version(trained_at: datetime) -> str:
@@ -38,25 +53,30 @@ def _rows(ids: np.ndarray, biases: np.ndarray, vectors: np.ndarray, counts: np.n
             for id, bias, vector, count in zip(ids, biases, vectors, counts)]
 
 
-def publish(store: ProjectionStore, s3, bucket: str, prefix: str, model: FactorModel, *, trained_at: datetime,
+KINDS = ("user", "item", "taste")
+
+
+def _part(ids: list[str], biases: np.ndarray, vectors: np.ndarray, counts: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.asarray(ids, dtype=str), biases=biases, vectors=np.asarray(vectors, dtype="<f4"),
+             counts=counts)
+    return buffer.getvalue()
+
+
+def publish(store: ProjectionStore, s3, bucket: str, prefix: str, model: Published, *, trained_at: datetime,
             watermark: dict[int, int], metrics: dict) -> ModelInfo:
+    """Write the model's rows and artefacts a chunk at a time, then its manifest, then make it current."""
     version = new_version(trained_at)
     folder = f"{prefix}{version}/"
     info = ModelInfo(version=version, trained_at=trained_at, watermark=watermark, metrics=metrics,
                      params=model.params, mu=model.mu, rank=model.rank, artefacts=f"s3://{bucket}/{folder}")
-    s3.put_object(Bucket=bucket, Key=folder + "model.npz", Body=model.to_bytes(),
-                  ContentType="application/octet-stream")
+    for kind in KINDS:
+        for part, (ids, biases, vectors, counts) in enumerate(model.chunks(kind, BATCH)):
+            s3.put_object(Bucket=bucket, Key=f"{folder}{kind}-{part:05d}.npz", Body=_part(ids, biases, vectors, counts),
+                          ContentType="application/octet-stream")
+            store.put_factors(version, kind, _rows(ids, biases, vectors, counts))
     s3.put_object(Bucket=bucket, Key=folder + "manifest.json", Body=msgspec.json.encode(info),
                   ContentType="application/json")
-    no_bias, no_count = np.zeros(len(model.item_ids)), np.zeros(len(model.user_ids), dtype=int)
-    for kind, ids, biases, vectors, counts in (
-            ("user", model.user_ids, model.user_bias, model.user_factors, no_count),
-            ("item", model.item_ids, model.item_bias, model.item_factors, model.item_counts),
-            ("taste", model.item_ids, no_bias, model.item_taste, model.item_counts)):
-        for start in range(0, len(ids), BATCH):
-            end = start + BATCH
-            store.put_factors(version, kind, _rows(ids[start:end], biases[start:end], vectors[start:end],
-                                                   counts[start:end]))
     store.publish_model(info)
     return info
 
@@ -86,8 +106,68 @@ def load(store: ProjectionStore, version: str | None = None) -> tuple[ModelInfo,
 
 
 def read_artefacts(s3, info: ModelInfo) -> FactorModel:
-    """The version's S3 artefacts, as published."""
+    """The version's S3 artefacts, as published (its parts of each kind, in order)."""
     bucket, _, folder = info.artefacts.removeprefix("s3://").partition("/")
-    model = FactorModel.from_bytes(s3.get_object(Bucket=bucket, Key=folder + "model.npz")["Body"].read())
-    model.params = dict(info.params)
-    return model
+    keys = sorted(item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder)
+                  for item in page.get("Contents", ()))
+    parts: dict[str, list] = {kind: [] for kind in KINDS}
+    for key in keys:
+        kind = key[len(folder):].partition("-")[0]
+        if kind in parts and key.endswith(".npz"):
+            with np.load(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), allow_pickle=False) as part:
+                parts[kind].append({name: part[name] for name in part.files})
+
+    def joined(kind: str, name: str) -> np.ndarray:
+        return np.concatenate([part[name] for part in parts[kind]]) if parts[kind] else np.array([])
+
+    item_ids = joined("item", "ids")
+    taste = pd.Index(joined("taste", "ids")).get_indexer(item_ids)  # the taste rows in the items' order
+    return FactorModel(info.mu, joined("user", "ids"), item_ids, joined("user", "biases"), joined("item", "biases"),
+                       joined("user", "vectors").reshape(-1, info.rank), joined("item", "vectors").reshape(-1, info.rank),
+                       joined("item", "counts"), joined("taste", "vectors").reshape(-1, taste_rank(info))[taste],
+                       dict(info.params))
+
+
+def retain(store: ProjectionStore, s3, bucket: str, prefix: str, keep: int) -> list[str]:
+    """Delete every published version but the newest `keep` and the current one (which may be older:
+    runs publish in the order they finish), and what publications that died left under
+    ``<prefix>`` more than ORPHAN_AGE ago. Answer the versions deleted, newest first."""
+    if keep < 1:
+        raise ValueError(f"keep at least one version, not {keep}")
+    # S3 before the registry: a version published in between is in the registry as read.
+    folders = _version_folders(s3, bucket, prefix)
+    current, published = store.model(), store.models()
+    kept = {info.version for info in published[:keep]} | ({current.version} if current else set())
+    deleted = []
+    for info in published:
+        if info.version not in kept and store.drop_model(info.version):
+            where, _, folder = info.artefacts.removeprefix("s3://").partition("/")
+            if folder.endswith(f"{info.version}/"):  # its own folder only, whatever a row names
+                _delete_folder(s3, where, folder)
+            deleted.append(info.version)
+    now = datetime.now(timezone.utc)
+    for version in set(folders) - {info.version for info in published}:
+        written = [item["LastModified"] for item in _objects(s3, bucket, folders[version])]
+        if written and now - max(written) > ORPHAN_AGE and store.drop_model(version):
+            _delete_folder(s3, bucket, folders[version])
+            deleted.append(version)
+    return sorted(deleted, reverse=True)
+
+
+def _version_folders(s3, bucket: str, prefix: str) -> dict[str, str]:
+    """version -> its folder, for the folders under `prefix` named like versions (a shared prefix
+    may hold other things)."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+    folders = (common["Prefix"] for page in pages for common in page.get("CommonPrefixes", ()))
+    return {folder[len(prefix):-1]: folder for folder in folders if VERSION.fullmatch(folder[len(prefix):-1])}
+
+
+def _objects(s3, bucket: str, folder: str) -> list[dict]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder)
+    return [item for page in pages for item in page.get("Contents", ())]
+
+
+def _delete_folder(s3, bucket: str, folder: str) -> None:
+    s3.delete_object(Bucket=bucket, Key=folder + "manifest.json")  # first: a folder with one is complete
+    for item in _objects(s3, bucket, folder):
+        s3.delete_object(Bucket=bucket, Key=item["Key"])

@@ -1,17 +1,18 @@
 """Replay of the S3 event archive into Spark: the training data of the rating model.
 
-The driver lists the archive's segments (boto3, no data read) and plans each partition's chain
+The driver lists the archive's segments (boto3, metadata only) and plans each partition's chain
 against the log's offsets: a hole (before the first segment too) or a partition with records but
 no segment is an error, since training on part of a user's history would be silently wrong; an
-archive that ends before the log end is not (training learns up to the watermark). One Spark
-task per log partition fetches that partition's segments in offset order with boto3 (s3a is not
-available from PyPI), decodes them with the shared event types and folds them in log order with
-the projector's fold (``events.fold.ReviewFold``: segments may overlap after a rebalance, a retried
-command may append an event again); malformed records and catalogue events carry no rating.
+archive that ends before the log end is not (training learns up to the watermark).
 
-All of a user's events share one partition (the key is the user id), so folding each partition
-on its own is the whole fold, with no shuffle. The tasks hand back Arrow batches of the final
-(user, item, rating) rows. The watermark is the last archived offset included per partition.
+Nothing of the data passes through the driver. Spark tasks fetch the planned segments with boto3
+(s3a is not available from PyPI; one client per task) and hand on their records; the records are
+then grouped by their Kafka key (a user's events share one key, ``events.types``), sorted by log
+position, and each user's events are folded in log order by the projector's fold
+(``events.fold.ReviewFold``: segments may overlap after a rebalance, a retried command may append
+an event again), one user at a time, so a task holds one user's events, not its partition's.
+Malformed records and catalogue events carry no rating. The watermark is the last archived offset
+included per partition.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from archive.segments import Segment, list_segments, plan_archive, s3_client
+
+RECORDS = "key string, partition int, offset long, value binary"
+RATINGS = "user string, item string, rating double"
+SEGMENTS_PER_TASK = 4
+RECORDS_PER_FOLD_TASK = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -41,49 +47,61 @@ class ArchiveSource:
 
 @dataclass
 class Replayed:
-    ratings: object  # Spark DataFrame: user string, item string, rating double
+    ratings: object  # Spark DataFrame: user string, item string, rating double (cached)
     watermark: dict[int, int]  # partition -> last offset included
     segments: int
     records: int  # records in the planned segments (overlaps counted once per segment)
 
 
-ROWS_PER_BATCH = 100_000
+def _read_segments(source: ArchiveSource, segments: list[Segment], tasks):
+    """mapInArrow body: each input row names a planned segment; out come its records."""
+    import pyarrow as pa
 
-
-def _fold_partition(source: ArchiveSource, segments: list[Segment]) -> dict[tuple[str, str], float]:
-    """The latest rating per (user, movie) of one partition's segment chain; runs in a Spark task."""
     from archive.segments import get_segment
+
+    client = source.client()
+    for task in tasks:
+        for index in task.column("id").to_pylist():
+            records = get_segment(client, source.bucket, segments[index])
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([r.key.decode("utf-8", "replace") if r.key is not None else "" for r in records]),
+                 pa.array([r.partition for r in records], pa.int32()),
+                 pa.array([r.offset for r in records], pa.int64()),
+                 pa.array([r.value for r in records], pa.binary())],
+                names=["key", "partition", "offset", "value"])
+
+
+def _fold_users(batches):
+    """mapInArrow body over records sorted by (key, partition, offset): each key's events folded in
+    log order, out come the ratings standing at the end."""
+    import pyarrow as pa
+
     from events.codec import DecodeError, decode
     from events.fold import ReviewFold
 
-    client = source.client()
-    ratings = ReviewFold(lambda event: float(event.rating))
-    for segment in segments:
-        for record in get_segment(client, source.bucket, segment):
-            if not ratings.take(record.partition, record.offset) or record.value is None:
+    def ratings_of(fold: ReviewFold):
+        current = fold.current()
+        return pa.RecordBatch.from_arrays(
+            [pa.array([user for user, _ in current], pa.string()), pa.array([item for _, item in current], pa.string()),
+             pa.array(list(current.values()), pa.float64())], names=["user", "item", "rating"])
+
+    key, fold = None, None
+    for batch in batches:
+        for row_key, partition, offset, value in zip(*(batch.column(name).to_pylist()
+                                                      for name in ("key", "partition", "offset", "value"))):
+            if row_key != key:
+                if fold is not None and fold.reviews:
+                    yield ratings_of(fold)
+                key, fold = row_key, ReviewFold(lambda event: float(event.rating))
+            if not fold.take(partition, offset) or value is None:
                 continue
             try:
-                event = decode(record.value)
+                event = decode(value)
             except DecodeError:
                 continue  # the projector dead-letters it
-            ratings.apply(event)
-    return ratings.current()
-
-
-def _arrow_batches(source: ArchiveSource, chains: list[list[Segment]], tasks):
-    """mapInArrow body: each input row names a partition chain to fold; out come rating rows."""
-    import pyarrow as pa
-
-    for task in tasks:
-        for index in task.column("id").to_pylist():
-            items = list(_fold_partition(source, chains[index]).items())
-            for start in range(0, len(items), ROWS_PER_BATCH):
-                chunk = items[start:start + ROWS_PER_BATCH]
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array([key[0] for key, _ in chunk], pa.string()),
-                     pa.array([key[1] for key, _ in chunk], pa.string()),
-                     pa.array([rating for _, rating in chunk], pa.float64())],
-                    names=["user", "item", "rating"])
+            fold.apply(event)
+    if fold is not None and fold.reviews:
+        yield ratings_of(fold)
 
 
 def replay(spark, source: ArchiveSource, log: dict[int, range], *,
@@ -94,12 +112,16 @@ def replay(spark, source: ArchiveSource, log: dict[int, range], *,
     say = progress or (lambda message: None)
     chains = plan_archive(list_segments(source.client(), source.bucket, source.topic), log)
     watermark = {chain[0].partition: chain[-1].last for chain in chains}
-    segments = sum(len(chain) for chain in chains)
-    records = sum(s.count for chain in chains for s in chain)
-    say(f"replay: {segments} segments, {records:,} records, watermark {watermark}")
-    schema = "user string, item string, rating double"
-    if not chains:
-        return Replayed(spark.createDataFrame([], schema), watermark, 0, 0)
-    tasks = spark.range(len(chains), numPartitions=len(chains))  # one task per log partition
-    ratings = tasks.mapInArrow(lambda batches: _arrow_batches(source, chains, batches), schema).cache()
-    return Replayed(ratings, watermark, segments, records)
+    segments = [segment for chain in chains for segment in chain]
+    records = sum(s.count for s in segments)
+    say(f"replay: {len(segments)} segments, {records:,} records, watermark {watermark}")
+    if not segments:
+        return Replayed(spark.createDataFrame([], RATINGS), watermark, 0, 0)
+    parallelism = spark.sparkContext.defaultParallelism
+    tasks = spark.range(len(segments), numPartitions=min(len(segments),
+                                                         max(parallelism, -(-len(segments) // SEGMENTS_PER_TASK))))
+    logged = tasks.mapInArrow(lambda batches: _read_segments(source, segments, batches), RECORDS)
+    folds = max(parallelism, records // RECORDS_PER_FOLD_TASK + 1)
+    by_user = logged.repartition(folds, "key").sortWithinPartitions("key", "partition", "offset")
+    ratings = by_user.mapInArrow(_fold_users, RATINGS).cache()
+    return Replayed(ratings, watermark, len(segments), records)

@@ -4,47 +4,49 @@ prediction(u, i) = mu + b_u + b_i + w_als * p_u . q_i + w_knn * knn(u, i) + w_uk
                  + w_bu * b_u + w_bi * b_i + c          (the last line for known pairs only)
 clipped to [0.5, 5.0].
 
-* The baseline (global mean ``mu``, user biases ``b_u``, item biases ``b_i``) is fitted on the
-  driver with NumPy by a few alternating ridge passes:
-  ``b_u = sum(r - mu - b_i) / (reg_user + n_u)``, ``b_i = sum(r - mu - b_u) / (reg_item + n_i)``.
+* The baseline (global mean ``mu``, user biases ``b_u``, item biases ``b_i``) is fitted by a few
+  alternating ridge passes: ``b_u = sum(r - mu - b_i) / (reg_user + n_u)``,
+  ``b_i = sum(r - mu - b_u) / (reg_item + n_i)``.
 * ``pyspark.ml.recommendation.ALS`` (explicit, ``nonnegative=False``) is then fitted to the
-  residuals ``r - baseline``; its factors are collected to the driver.
+  residuals ``r - baseline``.
 * Item-item and user-user neighbourhood estimates on the same residuals (:mod:`ml.knn`) are
-  blended in, with weights ``w_als``, ``w_knn``, ``w_uknn`` fitted by least squares on the inner
-  validation split, together with a small linear recalibration of the baseline for known pairs
-  (a small, standard ensemble: ALS alone is 0.929 RMSE on MovieLens u1, the
-  item kNN alone 0.931, the blend 0.920; 5-fold mean 0.918 → 0.910).
-* :func:`fit` answers the published form, :class:`ml.factors.FactorModel`: everything beyond
-  ``mu + b_u + b_i`` is one matrix of known pairs, written as factors. Without kNN terms that is
-  exact at rank ``rank + 2`` (``[w_als p_u, w_bu b_u + c, 1] . [q_i, 1, w_bi b_i]``); with them
-  (small catalogues only) it is the matrix's SVD truncated to ``factor_rank``, exact when there
-  are no more users or items than that.
+  blended in, with weights ``w_als``, ``w_knn``, ``w_uknn`` chosen with the other hyperparameters
+  (:mod:`ml.selection`), together with a small linear recalibration of the baseline for known
+  pairs (a small, standard ensemble: ALS alone is 0.929 RMSE on MovieLens u1, the item kNN alone
+  0.931, the blend 0.920; 5-fold mean 0.918 → 0.910).
+* :func:`fit` answers the published form (:class:`Trained`, rows of :class:`ml.factors.FactorModel`):
+  everything beyond ``mu + b_u + b_i`` is one matrix of known pairs, written as factors. Without
+  kNN terms that is exact at rank ``rank + 2`` (``[w_als p_u, w_bu b_u + c, 1] . [q_i, 1, w_bi b_i]``);
+  with them it is the matrix's SVD truncated to ``factor_rank``, exact when there are no more
+  users or items than that.
 * A user or item unseen in training has no bias and no factors: it gets the rest of the
   baseline (an unseen user gets ``mu + b_i``, both unseen get ``mu``).
 * Beside the rating model, :func:`fit` counts each item's ratings and fits the taste model
   (:mod:`ml.taste`, implicit ALS on who rated what), which ranking for groups uses
   (:mod:`ml.matching`).
 
-Hyperparameters are chosen by :func:`tune` on an inner validation split of the training data
-only. Ids are strings, indexed to dense integers on the driver (the ratings are collected with
-``toPandas``: fine up to some millions of rows).
+The ratings never pass through the driver: ids are indexed in Spark, each bias pass is one Spark
+job whose tasks answer per-partition sums (one number per user or movie reaches the driver), the
+residuals and the factors stay DataFrames, and the published rows are streamed out in chunks
+(:meth:`Trained.chunks`). Only the kNN terms need the dense users x movies matrix on the driver;
+they are blended in when it is small (:func:`ml.knn.feasible`, a constant bound), never at scale.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from dataclasses import dataclass, replace
-from typing import Callable
-
-from ml import taste
-from ml.factors import MAX_RATING, MIN_RATING, FactorModel
-from ml.knn import fit_knn
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
 
 import numpy as np
-import pandas as pd
+
+from ml.als import fit_als
+from ml.factors import MAX_RATING, MIN_RATING, FactorModel
+from ml.knn import feasible, fit_knn
 
 BIAS_PASSES = 10
+CHUNK_ROWS = 20_000  # factor rows per chunk streamed to the driver
+RATINGS_PER_TASK = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Params:
     blend_als: float = 1.0  # weights of the ALS and kNN residual terms
     blend_knn: float = 0.0
     blend_user_knn: float = 0.0
-    blend_user_bias: float = 0.0  # linear recalibration of the baseline for known pairs (see `tune`)
+    blend_user_bias: float = 0.0  # linear recalibration of the baseline for known pairs (see ml.selection)
     blend_item_bias: float = 0.0
     blend_intercept: float = 0.0
     factor_rank: int = 1024  # most factors published when kNN terms are blended in (see the module doc)
@@ -69,13 +71,8 @@ class Params:
     taste_reg: float = 0.1
     taste_max_iter: int = 10
     # Movies with fewer training ratings are not recommended: chosen on each training run's holdout
-    # (ml.group_evaluation.choose_min_reviews), 0 until then.
+    # (ml.selection.choose_min_reviews), 0 until then.
     min_reviews: int = 0
-
-
-# The small grid searched by `tune` (stack-notes: lambda ~0.15 won every fold, 0.05 far worse).
-BIAS_GRID = [(reg_user, reg_item) for reg_user in (2.0, 5.0, 10.0, 15.0) for reg_item in (1.0, 2.0, 5.0, 10.0)]
-ALS_GRID = [(rank, reg) for rank in (20, 50) for reg in (0.1, 0.15)]
 
 
 @dataclass
@@ -91,182 +88,346 @@ class Baseline:
         return self.mu + bu + bi
 
 
-def _raw_predict(baseline, user_factors, item_factors, u, i, weight: float = 1.0) -> np.ndarray:
-    out = baseline.predict(u, i)
-    if user_factors is not None:
-        known = (u >= 0) & (i >= 0)
-        out = out.copy()
-        out[known] += weight * np.einsum("ij,ij->i", user_factors[u[known]], item_factors[i[known]])
-    return out
+Weights = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (u, i, r) -> a weight per rating
 
 
-def fit_baseline(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int,
-                 reg_user: float, reg_item: float, passes: int = BIAS_PASSES) -> Baseline:
-    mu = float(r.mean()) if len(r) else 3.0
-    bu, bi = np.zeros(n_users), np.zeros(n_items)
-    n_u = np.bincount(u, minlength=n_users)
-    n_i = np.bincount(i, minlength=n_items)
+@dataclass
+class LocalRatings:
+    """Indexed ratings as arrays on the driver: a bounded sample (tuning) or a small data set."""
+
+    u: np.ndarray
+    i: np.ndarray
+    r: np.ndarray
+    n_users: int
+    n_items: int
+
+    @property
+    def mean(self) -> float:
+        return float(self.r.mean()) if len(self.r) else 3.0
+
+    def bincount(self, by: str, weights: Weights) -> np.ndarray:
+        """The weights summed per user (``by="u"``) or per item (``"i"``)."""
+        return np.bincount(self.u if by == "u" else self.i, weights=weights(self.u, self.i, self.r),
+                           minlength=self.n_users if by == "u" else self.n_items)
+
+
+@dataclass
+class Indexed:
+    """Ratings with their ids replaced by dense integers (in id order), cached in Spark."""
+
+    ratings: object  # DataFrame: u int, i int, r double
+    users: object  # DataFrame: id string, u int
+    items: object  # DataFrame: id string, i int
+    n_users: int
+    n_items: int
+    n_ratings: int
+    mean: float
+
+    def bincount(self, by: str, weights: Weights) -> np.ndarray:
+        """As :meth:`LocalRatings.bincount`, in one Spark job: each task sums its rows, and only the
+        per-task sums come back."""
+        import pyarrow as pa
+
+        size = self.n_users if by == "u" else self.n_items
+
+        def partial(batches):
+            total = np.zeros(size)
+            for batch in batches:
+                u, i, r = (batch.column(name).to_numpy() for name in ("u", "i", "r"))
+                total += np.bincount(u if by == "u" else i, weights=weights(u, i, r), minlength=size)
+            yield pa.RecordBatch.from_arrays([pa.array([total.tobytes()], pa.binary())], names=["sums"])
+
+        rows = self.ratings.mapInArrow(partial, "sums binary").collect()
+        return np.sum([np.frombuffer(row.sums) for row in rows], axis=0) if rows else np.zeros(size)
+
+    def baseline(self, reg_user: float, reg_item: float) -> Baseline:
+        """:func:`fit_baseline` over these ratings. When they are in one Spark task, it runs whole in
+        that task (one job, not two a pass: what small data costs is jobs); else a job a half pass."""
+        import pyarrow as pa
+
+        if self.ratings.rdd.getNumPartitions() > 1:
+            return fit_baseline(self, reg_user, reg_item)
+        n_users, n_items = self.n_users, self.n_items
+
+        def whole(batches):
+            columns = [[], [], []]
+            for batch in batches:
+                for column, name in zip(columns, ("u", "i", "r")):
+                    column.append(batch.column(name).to_numpy())
+            u, i, r = (np.concatenate(column) if column else np.zeros(0) for column in columns)
+            fitted = fit_baseline(LocalRatings(u.astype(np.int64), i.astype(np.int64), r, n_users, n_items),
+                                  reg_user, reg_item)
+            yield pa.RecordBatch.from_arrays([pa.array([fitted.user_bias.tobytes()], pa.binary()),
+                                              pa.array([fitted.item_bias.tobytes()], pa.binary())],
+                                             names=["users", "items"])
+
+        row = self.ratings.mapInArrow(whole, "users binary, items binary").first()
+        return Baseline(self.mean, np.frombuffer(row.users).copy(), np.frombuffer(row.items).copy())
+
+    def local(self) -> LocalRatings:
+        """The ratings as arrays on the driver: for data that :func:`ml.knn.feasible` calls small."""
+        frame = self.ratings.toPandas()
+        return LocalRatings(frame["u"].to_numpy(np.int64), frame["i"].to_numpy(np.int64),
+                            frame["r"].to_numpy(float), self.n_users, self.n_items)
+
+    def unpersist(self) -> None:
+        for frame in (self.ratings, self.users, self.items):
+            frame.unpersist()
+
+
+def fit_baseline(data: LocalRatings | Indexed, reg_user: float, reg_item: float,
+                 passes: int = BIAS_PASSES) -> Baseline:
+    mu = data.mean
+    n_u = data.bincount("u", lambda u, i, r: np.ones(len(r)))
+    n_i = data.bincount("i", lambda u, i, r: np.ones(len(r)))
+    bu, bi = np.zeros(data.n_users), np.zeros(data.n_items)
     for _ in range(passes):
-        bi = np.bincount(i, weights=r - mu - bu[u], minlength=n_items) / (reg_item + n_i)
-        bu = np.bincount(u, weights=r - mu - bi[i], minlength=n_users) / (reg_user + n_u)
+        bi = data.bincount("i", lambda u, i, r, bu=bu: r - mu - bu[u]) / (reg_item + n_i)
+        bu = data.bincount("u", lambda u, i, r, bi=bi: r - mu - bi[i]) / (reg_user + n_u)
     return Baseline(mu, bu, bi)
 
 
-def _fit_als(spark, u: np.ndarray, i: np.ndarray, residual: np.ndarray, n_users: int, n_items: int,
-             params: Params) -> tuple[np.ndarray, np.ndarray]:
-    from pyspark.ml.recommendation import ALS
+def _dense_ids(ratings, column: str, name: str):
+    """(id string, <name> int): the distinct ids of a column numbered 0.. in id order, in Spark."""
+    ids = ratings.select(column).distinct().orderBy(column).rdd.map(lambda row: row[0]).zipWithIndex()
+    return ratings.sparkSession.createDataFrame(ids, f"id string, {name} int")
 
-    frame = spark.createDataFrame(pd.DataFrame({"u": u.astype(np.int32), "i": i.astype(np.int32),
-                                                "r": residual.astype(np.float32)}))
-    # Two blocks per core rather than Spark's fixed 10: 5M ratings, rank 50 on 2 cores fit in 66 s, not 77 s.
-    blocks = 2 * spark.sparkContext.defaultParallelism
-    als = ALS(rank=params.rank, maxIter=params.max_iter, regParam=params.reg, userCol="u", itemCol="i",
-              ratingCol="r", nonnegative=False, implicitPrefs=False, coldStartStrategy="nan",
-              seed=params.seed, checkpointInterval=5, numUserBlocks=blocks, numItemBlocks=blocks)
-    fitted = als.fit(frame)
-    users = np.zeros((n_users, params.rank))
-    items = np.zeros((n_items, params.rank))
-    for target, factors in ((users, fitted.userFactors), (items, fitted.itemFactors)):
+
+def index(ratings) -> Indexed:
+    """Index a DataFrame of (user, item, rating); ids in id order, so a refit numbers them alike."""
+    from pyspark.sql import functions as F
+
+    ratings = ratings.select(F.col("user").cast("string"), F.col("item").cast("string"),
+                             F.col("rating").cast("double").alias("r"))
+    users = _dense_ids(ratings, "user", "u").cache()
+    items = _dense_ids(ratings, "item", "i").cache()
+    indexed = (ratings.join(users.withColumnRenamed("id", "user"), "user")
+               .join(items.withColumnRenamed("id", "item"), "item").select("u", "i", "r"))
+    count, mean = indexed.agg(F.count("*"), F.avg("r")).first()
+    # A task per million ratings: up to a million, the bias passes run in one task (Indexed.baseline).
+    indexed = indexed.repartition(count // RATINGS_PER_TASK + 1).cache()
+    return Indexed(indexed, users, items, users.count(), items.count(), count, float(mean) if count else 3.0)
+
+
+def residuals(data: Indexed, baseline: Baseline):
+    """(u, i, r float) DataFrame of the ratings less the baseline: what ALS fits."""
+    import pyarrow as pa
+
+    def subtract(batches):
+        for batch in batches:
+            u, i, r = (batch.column(name).to_numpy() for name in ("u", "i", "r"))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("u"), batch.column("i"), pa.array(r - baseline.predict(u, i), pa.float32())],
+                names=["u", "i", "r"])
+
+    return data.ratings.mapInArrow(subtract, "u int, i int, r float")
+
+
+# -- the published rows -------------------------------------------------------------------------------
+
+
+def matrix(column, width: int) -> np.ndarray:
+    """An Arrow list column of equal-length vectors as an (n, width) float32 array."""
+    return np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, width)
+
+
+def _vectors(values: np.ndarray):
+    import pyarrow as pa
+
+    n, width = values.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
+    return pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), pa.float32()))
+
+
+USER_ROWS = "id string, u int, bias double, vector array<float>"
+ITEM_ROWS = "id string, i int, bias double, vector array<float>, count long, taste array<float>"
+
+
+@dataclass
+class Trained:
+    """A fitted model: ``mu`` and the published rows, still in Spark (one per user and per item)."""
+
+    mu: float
+    rank: int
+    params: dict
+    users: object  # DataFrame of USER_ROWS
+    items: object  # DataFrame of ITEM_ROWS
+
+    def chunks(self, kind: str, size: int = CHUNK_ROWS) -> Iterator[tuple[list[str], np.ndarray, np.ndarray,
+                                                                            np.ndarray]]:
+        """(ids, biases, vectors, counts) of ``kind`` rows ("user", "item" or "taste": the items'
+        taste vectors, no bias), ``size`` at a time, one partition in memory at once."""
+        frame = self.users if kind == "user" else self.items
+        vector = "taste" if kind == "taste" else "vector"
+        ids, biases, vectors, counts = [], [], [], []
+        for row in frame.toLocalIterator():
+            ids.append(row.id)
+            biases.append(0.0 if kind == "taste" else row.bias)
+            vectors.append(row[vector])
+            counts.append(row["count"] if kind != "user" else 0)
+            if len(ids) == size:
+                yield ids, np.array(biases), np.array(vectors, dtype=np.float32), np.array(counts)
+                ids, biases, vectors, counts = [], [], [], []
+        if ids:
+            yield ids, np.array(biases), np.array(vectors, dtype=np.float32), np.array(counts)
+
+    def collect(self, users=None) -> FactorModel:
+        """The model on the driver (all items; all users, or only those named by a DataFrame of
+        ``user``): for evaluation on a small data set or a bounded sample of users."""
+        from pyspark.sql import functions as F
+
+        rows = self.users
+        if users is not None:
+            rows = rows.join(F.broadcast(users.select(F.col("user").alias("id")).distinct()), "id")
+        people = rows.orderBy("u").toPandas()
+        movies = self.items.orderBy("i").toPandas()
+        taste_rank = int(self.params.get("taste_rank", 0))
+
+        def stack(column, width):
+            return np.array(column.tolist(), dtype=np.float32).reshape(-1, width)
+
+        return FactorModel(self.mu, people["id"].to_numpy(str), movies["id"].to_numpy(str),
+                           people["bias"].to_numpy(float), movies["bias"].to_numpy(float),
+                           stack(people["vector"], self.rank), stack(movies["vector"], self.rank),
+                           movies["count"].to_numpy(np.int64), stack(movies["taste"], taste_rank), dict(self.params))
+
+    def predictions(self, ratings):
+        """The DataFrame of (user, item, rating) with the model's ``predicted`` rating and its
+        ``baseline`` (both clipped), computed in Spark."""
+        from pyspark.sql import functions as F
+
+        users = self.users.select(F.col("id").alias("user"), F.col("bias").alias("bu"), F.col("vector").alias("p"))
+        items = self.items.select(F.col("id").alias("item"), F.col("bias").alias("bi"), F.col("vector").alias("q"))
+        scored = ratings.join(users, "user", "left").join(items, "item", "left")
+        dot = F.expr("aggregate(zip_with(p, q, (x, y) -> double(x) * double(y)), 0D, (acc, x) -> acc + x)")
+        baseline = F.lit(self.mu) + F.coalesce("bu", F.lit(0.0)) + F.coalesce("bi", F.lit(0.0))
+        predicted = baseline + F.when(F.col("p").isNotNull() & F.col("q").isNotNull(), dot).otherwise(0.0)
+
+        def clip(column):
+            return F.least(F.greatest(column, F.lit(MIN_RATING)), F.lit(MAX_RATING))
+
+        return scored.select("user", "item", "rating", clip(predicted).alias("predicted"),
+                             clip(baseline).alias("baseline"))
+
+    def unpersist(self) -> None:
+        self.users.unpersist()
+        self.items.unpersist()
+
+
+def _user_rows(data: Indexed, baseline: Baseline, factors, params: Params):
+    """USER_ROWS of the exact form: ``[w_als p_u, w_bu b_u + c, 1]``."""
+    import pyarrow as pa
+
+    def rows(batches):
+        for batch in batches:
+            u = batch.column("u").to_numpy()
+            bias = baseline.user_bias[u]
+            vector = np.column_stack([params.blend_als * matrix(batch.column("features"), params.rank),
+                                      params.blend_user_bias * bias + params.blend_intercept, np.ones(len(u))])
+            yield pa.RecordBatch.from_arrays([batch.column("id"), batch.column("u"), pa.array(bias),
+                                              _vectors(vector)], names=["id", "u", "bias", "vector"])
+
+    return data.users.join(factors.withColumnRenamed("id", "u"), "u").mapInArrow(rows, USER_ROWS)
+
+
+def _item_rows(data: Indexed, baseline: Baseline, factors, taste, counts: np.ndarray, params: Params):
+    """ITEM_ROWS of the exact form: ``[q_i, 1, w_bi b_i]``, with counts and taste vectors."""
+    import pyarrow as pa
+
+    def rows(batches):
+        for batch in batches:
+            i = batch.column("i").to_numpy()
+            bias = baseline.item_bias[i]
+            vector = np.column_stack([matrix(batch.column("features"), params.rank), np.ones(len(i)),
+                                      params.blend_item_bias * bias])
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("id"), batch.column("i"), pa.array(bias), _vectors(vector),
+                 pa.array(counts[i].astype(np.int64)), _vectors(matrix(batch.column("taste"), params.taste_rank))],
+                names=["id", "i", "bias", "vector", "count", "taste"])
+
+    return (data.items.join(factors.withColumnRenamed("id", "i"), "i")
+            .join(taste.select(taste.id.alias("i"), taste.features.alias("taste")), "i").mapInArrow(rows, ITEM_ROWS))
+
+
+def _blended_rows(spark, data: Indexed, baseline: Baseline, users, items, taste, counts: np.ndarray,
+                  params: Params, say: Callable[[str], None]):
+    """USER_ROWS and ITEM_ROWS of the blend with kNN terms, factorised by SVD on the driver (small data only)."""
+    import pandas as pd
+
+    local = data.local()
+    residual = local.r - baseline.predict(local.u, local.i)
+    p = params
+
+    def dense(factors, n, width):  # ALS factor rows by index; every indexed id has one
         rows = factors.toPandas()
-        if len(rows):
-            target[rows["id"].to_numpy()] = np.stack(rows["features"].to_numpy())
-    return users, items
+        out = np.zeros((n, width), dtype=np.float32)
+        out[rows["id"].to_numpy()] = np.array(rows["features"].tolist(), dtype=np.float32).reshape(-1, width)
+        return out
 
-
-def _collect(ratings) -> pd.DataFrame:
-    """A Spark DataFrame (or a pandas one, for callers on the driver) of user, item, rating."""
-    frame = ratings if isinstance(ratings, pd.DataFrame) else ratings.select("user", "item", "rating").toPandas()
-    return pd.DataFrame({"user": frame["user"].astype(str), "item": frame["item"].astype(str),
-                         "rating": frame["rating"].astype(float)})
-
-
-def _indexed(frame: pd.DataFrame):
-    u_codes, u_names = pd.factorize(frame["user"])
-    i_codes, i_names = pd.factorize(frame["item"])
-    return (u_codes.astype(np.int64), i_codes.astype(np.int64), frame["rating"].to_numpy(float),
-            list(u_names), list(i_names))
+    say(f"fit: factorising the blend of ALS and kNN ({data.n_users:,} x {data.n_items:,})")
+    blend = p.blend_als * (dense(users, data.n_users, p.rank).astype(float) @ dense(items, data.n_items, p.rank).T)
+    blend += p.blend_user_bias * baseline.user_bias[:, None] + p.blend_item_bias * baseline.item_bias
+    blend += p.blend_intercept
+    item_knn = fit_knn(local.u, local.i, residual, data.n_users, data.n_items) if p.blend_knn else None
+    user_knn = fit_knn(local.i, local.u, residual, data.n_items, data.n_users) if p.blend_user_knn else None
+    if item_knn is not None:
+        blend += p.blend_knn * item_knn
+    if user_knn is not None:
+        blend += p.blend_user_knn * user_knn.T
+    left, weights, right = np.linalg.svd(blend, full_matrices=False)
+    keep = min(p.factor_rank, len(weights))
+    user_factors, item_factors = left[:, :keep] * weights[:keep], right[:keep].T
+    user_ids = data.users.orderBy("u").toPandas()
+    item_ids = data.items.orderBy("i").toPandas()
+    item_taste = dense(taste, data.n_items, p.taste_rank)
+    people = pd.DataFrame({"id": user_ids["id"], "u": user_ids["u"], "bias": baseline.user_bias,
+                           "vector": list(user_factors.astype(np.float32))})
+    movies = pd.DataFrame({"id": item_ids["id"], "i": item_ids["i"], "bias": baseline.item_bias,
+                           "vector": list(item_factors.astype(np.float32)), "count": counts.astype(np.int64),
+                           "taste": list(item_taste)})
+    return spark.createDataFrame(people, USER_ROWS), spark.createDataFrame(movies, ITEM_ROWS), keep
 
 
 def fit(spark, ratings, params: Params, *, tune_params: bool = False,
-        progress: Callable[[str], None] | None = None) -> FactorModel:
-    """Fit the residual model on a DataFrame of (user: str, item: str, rating: float).
+        progress: Callable[[str], None] | None = None) -> Trained:
+    """Fit the model on a DataFrame of (user: str, item: str, rating: float) (a pandas one is
+    turned into a Spark one). With ``tune_params`` the hyperparameters come from
+    :func:`ml.selection.tune`, starting from ``params``. The answer carries the parameters used."""
+    from pyspark.sql import functions as F
 
-    With ``tune_params`` the hyperparameters come from :func:`tune` on an inner split of
-    ``ratings``, starting from ``params``. The answer carries the parameters used as ``.params``.
-    """
     say = progress or (lambda message: None)
-    frame = _collect(ratings)
+    if not hasattr(ratings, "sparkSession"):
+        ratings = spark.createDataFrame(ratings[["user", "item", "rating"]])
     if tune_params:
-        params = tune(spark, frame, base=params, progress=progress)
-    u, i, r, user_ids, item_ids = _indexed(frame)
-    n_users, n_items = len(user_ids), len(item_ids)
-    baseline = fit_baseline(u, i, r, n_users, n_items, params.reg_user, params.reg_item)
-    residual = r - baseline.predict(u, i)
-    say(f"fit: ALS rank {params.rank} on {len(r):,} residuals, {n_users:,} users, {n_items:,} items")
-    users, items = _fit_als(spark, u, i, residual, n_users, n_items, params)
+        from ml.selection import tune
+
+        params = tune(spark, ratings, base=params, progress=progress)
+    data = index(ratings)
     p = params
-    knn = fit_knn(u, i, residual, n_users, n_items) if p.blend_knn else None
-    user_knn = fit_knn(i, u, residual, n_items, n_users) if p.blend_user_knn else None
-    if knn is None and user_knn is None:
-        # Exact: w_als p.q + (w_bu b_u + c) * 1 + 1 * w_bi b_i.
-        user_factors = np.column_stack([p.blend_als * users, p.blend_user_bias * baseline.user_bias
-                                        + p.blend_intercept, np.ones(n_users)])
-        item_factors = np.column_stack([items, np.ones(n_items), p.blend_item_bias * baseline.item_bias])
-    else:
-        say(f"fit: factorising the blend of ALS and kNN ({n_users:,} x {n_items:,})")
-        matrix = p.blend_als * (users @ items.T)
-        matrix += p.blend_user_bias * baseline.user_bias[:, None] + p.blend_item_bias * baseline.item_bias
-        matrix += p.blend_intercept
-        if knn is not None:
-            matrix += p.blend_knn * knn
-        if user_knn is not None:
-            matrix += p.blend_user_knn * user_knn.T
-        left, weights, right = np.linalg.svd(matrix, full_matrices=False)
-        keep = min(p.factor_rank, len(weights))
-        user_factors, item_factors = left[:, :keep] * weights[:keep], right[:keep].T
+    baseline = data.baseline(p.reg_user, p.reg_item)
+    say(f"fit: ALS rank {p.rank} on {data.n_ratings:,} residuals, {data.n_users:,} users, {data.n_items:,} items")
+    als = fit_als(residuals(data, baseline), rank=p.rank, reg=p.reg, max_iter=p.max_iter, seed=p.seed)
     say(f"fit: taste (implicit ALS rank {p.taste_rank}) on who rated what")
-    item_taste = taste.fit_items(spark, u, i, n_items, rank=p.taste_rank, alpha=p.taste_alpha, reg=p.taste_reg,
-                                 max_iter=p.taste_max_iter, seed=p.seed)
-    # float32 factors: what the store keeps, so the published rows reproduce these predictions exactly.
-    return FactorModel(baseline.mu, np.asarray(user_ids, dtype=str), np.asarray(item_ids, dtype=str),
-                       baseline.user_bias, baseline.item_bias, user_factors.astype(np.float32),
-                       item_factors.astype(np.float32), np.bincount(i, minlength=n_items), item_taste,
-                       dataclasses.asdict(params))
-
-
-def _rmse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((a - b) ** 2)))
-
-
-def tune(spark, ratings, *, holdout: float = 0.1, bias_grid=BIAS_GRID, als_grid=ALS_GRID,
-         base: Params, blend: bool = True, progress: Callable[[str], None] | None = None) -> Params:
-    """Pick bias regularisation, then ALS rank and regParam, by RMSE on a random inner holdout
-    (``holdout`` of ``ratings``; callers pass the training data only). With ``blend``, the ALS,
-    item-kNN and user-kNN residual weights, with a linear recalibration of the baseline (weights
-    on b_u and b_i and a constant, for known pairs only), are then fitted by least squares on the
-    same holdout, kept only if the blend beats ALS alone there.
-    """
-    say = progress or (lambda message: None)
-    frame = _collect(ratings)
-    rng = np.random.default_rng(base.seed)
-    mask = rng.random(len(frame)) < holdout
-    inner, valid = frame[~mask], frame[mask]
-    u, i, r, user_ids, item_ids = _indexed(inner)
-    n_users, n_items = len(user_ids), len(item_ids)
-    vu = pd.Index(user_ids).get_indexer(valid["user"]).astype(np.int64)
-    vi = pd.Index(item_ids).get_indexer(valid["item"]).astype(np.int64)
-    vr = valid["rating"].to_numpy(float)
-
-    def clipped(x):
-        return np.clip(x, MIN_RATING, MAX_RATING)
-
-    best_bias, best_score = None, np.inf
-    for reg_user, reg_item in bias_grid:
-        baseline = fit_baseline(u, i, r, n_users, n_items, reg_user, reg_item)
-        score = _rmse(clipped(baseline.predict(vu, vi)), vr)
-        if score < best_score:
-            best_bias, best_score = (reg_user, reg_item, baseline), score
-    reg_user, reg_item, baseline = best_bias
-    say(f"tune: bias reg user={reg_user} item={reg_item} valid RMSE {best_score:.4f}")
-    residual = r - baseline.predict(u, i)
-    best, best_score, best_als = None, np.inf, None
-    for rank, reg in als_grid:
-        params = replace(base, rank=rank, reg=reg, reg_user=reg_user, reg_item=reg_item, blend_als=1.0,
-                         blend_knn=0.0, blend_user_knn=0.0, blend_user_bias=0.0, blend_item_bias=0.0,
-                         blend_intercept=0.0)
-        users, items = _fit_als(spark, u, i, residual, n_users, n_items, params)
-        score = _rmse(clipped(_raw_predict(baseline, users, items, vu, vi)), vr)
-        say(f"tune: rank={rank} reg={reg} valid RMSE {score:.4f}")
-        if score < best_score:
-            best, best_score = params, score
-            best_als = _raw_predict(baseline, users, items, vu, vi) - baseline.predict(vu, vi)
-    if not blend:
-        return best
-    knns = {"blend_knn": fit_knn(u, i, residual, n_users, n_items),
-            "blend_user_knn": fit_knn(i, u, residual, n_items, n_users)}
-    names = ["blend_als"] + [name for name, knn in knns.items() if knn is not None]
-    if len(names) == 1:
-        return best
-    su, si = np.maximum(vu, 0), np.maximum(vi, 0)  # unseen ones are masked out below
-    columns = [best_als] + [knn[su, si] if name == "blend_knn" else knn[si, su]
-                            for name, knn in knns.items() if knn is not None]
-    # The same least squares also recalibrates the baseline (b_u, b_i, a constant) for pairs whose
-    # user and item were both seen; unseen ones keep the plain baseline, so it is fitted on known pairs.
-    known = (vu >= 0) & (vi >= 0)
-    names += ["blend_user_bias", "blend_item_bias", "blend_intercept"]
-    columns += [baseline.user_bias[np.maximum(vu, 0)], baseline.item_bias[np.maximum(vi, 0)], np.ones(len(vu))]
-    columns = np.column_stack(columns) * known[:, None]
-    target = vr - baseline.predict(vu, vi)
-    weights, *_ = np.linalg.lstsq(columns[known], target[known], rcond=None)
-    blended = replace(best, **{name: float(w) for name, w in zip(names, weights)})
-    score = _rmse(clipped(baseline.predict(vu, vi) + columns @ weights), vr)
-    say("tune: blend " + " ".join(f"{name.removeprefix('blend_')}={w:.3f}" for name, w in zip(names, weights))
-        + f" valid RMSE {score:.4f}")
-    return blended if score < best_score else best
+    taste = fit_als(data.ratings.select("u", "i", F.lit(1.0).cast("float").alias("r")),
+                    rank=p.taste_rank, reg=p.taste_reg, max_iter=p.taste_max_iter, seed=p.seed, implicit=True,
+                    alpha=p.taste_alpha).itemFactors
+    counts = data.bincount("i", lambda u, i, r: np.ones(len(r)))
+    if ((p.blend_knn and feasible(data.n_users, data.n_items, data.n_ratings))
+            or (p.blend_user_knn and feasible(data.n_items, data.n_users, data.n_ratings))):
+        users, items, rank = _blended_rows(spark, data, baseline, als.userFactors, als.itemFactors, taste, counts,
+                                           p, say)
+    else:
+        users = _user_rows(data, baseline, als.userFactors, p)
+        items = _item_rows(data, baseline, als.itemFactors, taste, counts, p)
+        rank = p.rank + 2
+    trained = Trained(baseline.mu, rank, asdict(p), users.cache(), items.cache())
+    trained.users.count(), trained.items.count()  # computed while the indexed ratings are cached
+    data.unpersist()
+    return trained
 
 
 def stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-__all__ = ["Params", "Baseline", "fit", "fit_baseline", "tune", "BIAS_GRID", "ALS_GRID", "stderr_progress"]
+__all__ = ["Params", "Baseline", "Trained", "fit", "fit_baseline", "index", "stderr_progress"]

@@ -35,8 +35,8 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, ValueSequenc
 
 from events.errors import HarmonyError
 from projections.store import (
-    REBUILDABLE, AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
-    Tally,
+    FACTOR_KINDS, REBUILDABLE, AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie,
+    PartitionLag, ReviewRow, Tally,
 )
 from projections.timestamps import from_micros, micros
 from projections.titles import LAST_CHAR, MIN_PREFIX, folded_words
@@ -683,13 +683,16 @@ class CassandraStore:
         self._session.execute(self._statement(
             "INSERT INTO {base}.current_model (name, version) VALUES ('current', ?)"), (info.version,))
 
+    def _current_version(self) -> str | None:
+        row = self._session.execute(self._statement(
+            "SELECT version FROM {base}.current_model WHERE name = 'current'")).one()
+        return None if row is None else row[0]
+
     def model(self, version: str | None = None) -> ModelInfo | None:
         if version is None:
-            current = self._session.execute(self._statement(
-                "SELECT version FROM {base}.current_model WHERE name = 'current'")).one()
-            if current is None:
+            version = self._current_version()
+            if version is None:
                 return None
-            (version,) = current
         row = self._session.execute(self._statement("SELECT info FROM {base}.models WHERE version = ?"),
                                     (version,)).one()
         return None if row is None else msgspec.json.decode(row[0], type=ModelInfo)
@@ -703,6 +706,23 @@ class CassandraStore:
                 (version, kind, bucket, chunk) for bucket, chunk in in_chunks((factor_bucket(id), id) for id in ids)])
         return sorted((FactorRow(id, bias, vector, count or 0) for id, bias, vector, count in rows),
                       key=lambda row: row.id)
+
+    def models(self) -> list[ModelInfo]:
+        # A whole-table read: the registry is a row per kept version (ml.registry.retain prunes it).
+        rows = self._session.execute(self._statement("SELECT info FROM {base}.models"))
+        return sorted((msgspec.json.decode(info, type=ModelInfo) for (info,) in rows),
+                      key=lambda info: info.version, reverse=True)
+
+    def drop_model(self, version: str) -> bool:
+        # No transaction: the check, then the deletes. Meanwhile the pointer can move only to a version
+        # being published, and retention drops only versions with `keep` newer ones (ml.registry.retain).
+        if self._current_version() == version:
+            return False
+        # The registry row first: a reader finds no version rather than one with rows missing.
+        self._session.execute(self._statement("DELETE FROM {base}.models WHERE version = ?"), (version,))
+        self._write_all(self._statement("DELETE FROM {base}.factors WHERE version = ? AND kind = ? AND bucket = ?"),
+                        [(version, kind, bucket) for kind in FACTOR_KINDS for bucket in range(FACTOR_BUCKETS)])
+        return True
 
     # -- maintenance ----------------------------------------------------------------------
 

@@ -489,6 +489,26 @@ class SQLiteStore:
                     rows += self._db.execute(f"{query} AND id IN ({marks})", (version, kind, *chunk)).fetchall()
         return [FactorRow(*row) for row in rows]
 
+    def models(self) -> list[ModelInfo]:
+        with self._lock:
+            rows = self._db.execute("SELECT info FROM models ORDER BY version DESC").fetchall()
+        return [msgspec.json.decode(info, type=ModelInfo) for (info,) in rows]
+
+    def drop_model(self, version: str) -> bool:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")  # the check and both deletes at once
+            try:
+                current = self._db.execute("SELECT 1 FROM models WHERE version = ? AND current = 1",
+                                           (version,)).fetchone() is not None
+                if not current:
+                    self._db.execute("DELETE FROM models WHERE version = ?", (version,))
+                    self._db.execute("DELETE FROM factors WHERE version = ?", (version,))
+                self._db.execute("COMMIT")
+                return not current
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows and the checkpoints in a stable order, from one snapshot."""
         with self._lock:

@@ -19,6 +19,9 @@ ReviewKey = tuple[str, str]  # (user_id, movie_id)
 # The views a rebuild can replace (the checkpoints move with them).
 REBUILDABLE = ("reviews", "movies", "history")
 
+# Every kind of factor row a model version has (ml.registry.publish writes them).
+FACTOR_KINDS = ("user", "item", "taste")
+
 
 class Review(msgspec.Struct, frozen=True):
     """A user's current review of a movie, as the read side serves it."""
@@ -243,11 +246,11 @@ class Attempts(Protocol):
 
 
 class ModelRegistry(Protocol):
-    """What training publishes and matching reads: factors are written first, then a version
-    becomes current in one step."""
+    """What training publishes (and prunes) and matching reads: factors are written first, then a
+    version becomes current in one step."""
 
     def put_factors(self, version: str, kind: str, rows: list[FactorRow]) -> None:
-        """Add a batch of `kind` ("user" or "item") factor rows of a version not yet published."""
+        """Add a batch of `kind` (one of FACTOR_KINDS) factor rows of a version not yet published."""
 
     def publish_model(self, info: ModelInfo) -> None:
         """Add the registry row and make it the current model, atomically."""
@@ -257,6 +260,15 @@ class ModelRegistry(Protocol):
 
     def factors(self, version: str, kind: str, ids: list[str] | None = None) -> list[FactorRow]:
         """A version's factor rows of `kind` for these ids (those it has), or all of them."""
+
+    def models(self) -> list[ModelInfo]:
+        """Every registry row, newest version first (versions sort by when they were trained)."""
+
+    def drop_model(self, version: str) -> bool:
+        """Delete a version's registry row, then its factor rows of every kind (also of a version with
+        factor rows and no registry row: a publication that died). False, and nothing deleted, if
+        it is the current version. A store without one transaction for both deletes the registry
+        row first, so a version is never readable with some of its rows gone."""
 
 
 class Maintenance(Protocol):

@@ -19,7 +19,9 @@ from ml import registry
 from ml.factors import FactorModel
 from projections.fold import LogGap, Record, fold
 from projections.projector import apply_records
-from projections.store import AccountRow, CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore, Tally
+from projections.store import (
+    FACTOR_KINDS, AccountRow, CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore, Tally,
+)
 from projections.titles import TitleIndex, search
 from tests.conftest import wait_until
 from tests.unit.fakes import MemoryBucket
@@ -308,6 +310,28 @@ class StoreContract:
         store.publish_model(second)
         assert store.model() == second and store.model("v1") == first
         assert [row.bias for row in store.factors("v1", "item")] == [0.5]
+
+    def test_models_are_the_registry_rows_newest_first(self, store):
+        assert store.models() == []
+        infos = [ModelInfo(v, T0, {0: 1}, {}, {}, 3.5, 2, f"s3://b/{v}/") for v in ("v2", "v1", "v3")]
+        for info in infos:
+            store.publish_model(info)
+        assert store.models() == [infos[2], infos[0], infos[1]]
+
+    def test_drop_model_deletes_a_version_and_its_factor_rows_of_every_kind_but_never_the_current_one(self, store):
+        rows = [FactorRow(f"id{n:02}", float(n), np.full(2, n, np.float32).tobytes(), n) for n in range(40)]
+        for version in ("v1", "v2", "v3"):  # v3 never published: a publication that died
+            for kind in FACTOR_KINDS:
+                store.put_factors(version, kind, rows)
+        first, second = (ModelInfo(v, T0, {0: 1}, {}, {}, 3.5, 2, f"s3://b/{v}/") for v in ("v1", "v2"))
+        store.publish_model(first)
+        store.publish_model(second)
+        assert not store.drop_model("v2")
+        assert store.drop_model("v1") and store.drop_model("v3") and store.drop_model("never-was")
+        assert store.models() == [second] and store.model() == second and store.model("v1") is None
+        assert all(store.factors(v, kind) == [] for v in ("v1", "v3") for kind in FACTOR_KINDS)
+        assert all(store.factors("v2", kind) == rows for kind in FACTOR_KINDS)
+        assert self.other_handle(store).models() == [second]  # committed, not only seen by this handle
 
     # -- rebuild and verify ------------------------------------------------------------------
 

@@ -122,9 +122,10 @@ def test_replay_refuses_an_archive_that_misses_the_start_of_the_log(spark, setti
 def test_published_factors_reproduce_the_model(spark, settings, archived, live_store):
     source, s3, _ = archived
     frame = replay(spark, source, offsets_of(settings)).ratings.toPandas()
-    model = training.fit(spark, frame, SMALL)
-    info = registry.publish(live_store, s3, settings.s3_bucket, f"models/{settings.topic}/", model,
+    trained = training.fit(spark, frame, SMALL)  # published from Spark, a chunk at a time
+    info = registry.publish(live_store, s3, settings.s3_bucket, f"models/{settings.topic}/", trained,
                             trained_at=EPOCH, watermark={0: 1}, metrics={})
+    model = trained.collect()
     _, published = registry.load(live_store)
     users = list(frame["user"]) + ["someone-new", "u3"]
     items = list(frame["item"]) + ["m1", "a-new-movie"]

@@ -11,7 +11,8 @@ import pytest
 
 from harmony.cli import main
 from ml import group_evaluation as ge
-from ml import matching
+from ml import matching, selection
+from ml import pair_metrics as pm
 from ml.factors import FactorModel
 
 
@@ -41,12 +42,12 @@ def test_sample_pairs_keeps_users_in_both_parts_who_share_a_held_out_movie():
     train = {u: {"g": 4.0} for u in ["u1", "u2", "u3", "u4", "u5"]}  # u5 holds nothing out
     held = {"u1": {"x": 4.0, "y": 3.0}, "u2": {"y": 5.0}, "u3": {"z": 4.0}, "u4": {"x": 2.0},
             "u6": {"x": 5.0}}  # u6 is not in the training part
-    data = ge.pair_data(hand_model(movies, sorted(train)), frame(train), frame(held))
+    data = pm.pair_data(hand_model(movies, sorted(train)), frame(train), frame(held))
     # u1-u2 share y, u1-u4 share x; u3 shares nothing, u5 and u6 are in one part only.
-    assert ge.sample_pairs(data, 50) == [("u1", "u2"), ("u1", "u4")]
-    one = ge.sample_pairs(data, 1)
-    assert len(one) == 1 and one[0] in {("u1", "u2"), ("u1", "u4")} and ge.sample_pairs(data, 1) == one
-    assert ge.sample_pairs(ge.pair_data(hand_model(movies, []), frame(train), frame({"u1": {"x": 3.0}})), 5) == []
+    assert pm.sample_pairs(data, 50) == [("u1", "u2"), ("u1", "u4")]
+    one = pm.sample_pairs(data, 1)
+    assert len(one) == 1 and one[0] in {("u1", "u2"), ("u1", "u4")} and pm.sample_pairs(data, 1) == one
+    assert pm.sample_pairs(pm.pair_data(hand_model(movies, []), frame(train), frame({"u1": {"x": 3.0}})), 5) == []
 
 
 def test_sample_pairs_is_deterministic_and_every_pair_qualifies():
@@ -56,8 +57,8 @@ def test_sample_pairs_is_deterministic_and_every_pair_qualifies():
     held = {f"u{n:02}": {m: 3.0 for m in rng.choice(names, 3, replace=False)} for n in range(5, 35)}
     movies = {m: (0.0, 1.0, 10) for m in names}
 
-    def sample(count, seed=ge.SEED):
-        return ge.sample_pairs(ge.pair_data(hand_model(movies, sorted(train)), frame(train), frame(held)), count, seed)
+    def sample(count, seed=pm.SEED):
+        return pm.sample_pairs(pm.pair_data(hand_model(movies, sorted(train)), frame(train), frame(held)), count, seed)
 
     pairs = sample(40)
     assert pairs == sample(40) and len(pairs) == len(set(pairs)) and 0 < len(pairs) <= 40
@@ -76,11 +77,11 @@ COUNTS = {"p": 10, "q": 20, "v": 30, "w": 40, "x": 50, "y": 60, "z": 70}
 @pytest.fixture
 def judged():
     movies = {m: (0.0, 1.0, n) for m, n in COUNTS.items()}
-    data = ge.pair_data(hand_model(movies, ["ana", "ben"]), frame({"ana": {}, "ben": {}}), frame(HELD))
+    data = pm.pair_data(hand_model(movies, ["ana", "ben"]), frame({"ana": {}, "ben": {}}), frame(HELD))
 
     def measure(*lists):
         positions = [np.array([data.items.position[m] for m in listed], dtype=int) for listed in lists]
-        return ge.measure(data, [("ana", "ben")] * len(lists), positions)
+        return pm.measure(data, [("ana", "ben")] * len(lists), positions)
 
     return measure
 
@@ -143,28 +144,28 @@ def planted():
 
 def test_choose_min_reviews_leaves_out_a_planted_movie_with_few_ratings():
     model, train, held = planted()
-    data = ge.pair_data(model, train, held)
-    pairs = ge.sample_pairs(data, 100)
-    lister = ge.Lister(data)
+    data = pm.pair_data(model, train, held)
+    pairs = pm.sample_pairs(data, 100)
+    lister = pm.Lister(data)
     gem = data.items.position["gem"]
     # Without a threshold it tops the list of every pair that has not rated it; with one it is gone.
     unrated = [n for n, pair in enumerate(pairs) if not {"u0", "u1"} & set(pair)]
     assert unrated and all(listed[0] == gem for n, listed in enumerate(lister.lists(pairs, matching.DEFAULT_STRATEGY, 0))
                            if n in unrated)
     assert all(gem not in listed for listed in lister.lists(pairs, matching.DEFAULT_STRATEGY, 5))
-    best, figures = ge.choose_min_reviews(model, train, held, grid=(0, 5, 10, 50), pairs=100)
+    best, figures = selection.choose_min_reviews(model, train, held, grid=(0, 5, 10, 50), pairs=100)
     by = figures["ndcg_min_by_min_reviews"]
     assert figures["pairs"] == len(pairs)
     assert by["0"] < by["5"] == pytest.approx(by["10"])  # 5 and 10 both leave out gem only
     assert "50" not in by  # would leave out everything: not a candidate
     assert best == 5  # the smallest of the best
-    assert ge.choose_min_reviews(model, train, held, pairs=100)[0] == 5  # the default grid: 0, 5, 10, 20, 50
+    assert selection.choose_min_reviews(model, train, held, pairs=100)[0] == 5  # the default grid: 0, 5, 10, 20, 50
 
 
 def test_choose_min_reviews_is_zero_when_no_pair_can_be_judged():
     model, train, _ = planted()
     held = frame({user: {GOODS[n]: 4.0} for n, user in enumerate(USERS)})  # nobody shares a movie
-    assert ge.choose_min_reviews(model, train, held, pairs=10) == (0, {})
+    assert selection.choose_min_reviews(model, train, held, pairs=10) == (0, {})
 
 
 def test_evaluate_fold_measures_every_strategy_and_both_baselines():
@@ -172,7 +173,7 @@ def test_evaluate_fold_measures_every_strategy_and_both_baselines():
     model.params["min_reviews"] = 5
     report = ge.evaluate_fold(model, train, held, pairs=20)
     assert report["min_reviews"] == 5 and 0 < report["pairs"] <= 20
-    assert set(report["lists"]) == {*matching.STRATEGIES, ge.EXHAUSTIVE, *ge.BASELINES}
+    assert set(report["lists"]) == {*matching.STRATEGIES, pm.EXHAUSTIVE, *pm.BASELINES}
     for figures in report["lists"].values():
         assert set(figures) == set(ge.FIGURES)
         assert 0 <= figures["ndcg_min"] <= 1 and 0 <= figures["ndcg_mean"] <= 1
@@ -190,11 +191,11 @@ def test_evaluate_pairs_json_has_every_list_and_figure(spark, movielens, small_d
     assert main(["evaluate", "pairs", str(folder), "--folds", "1", "--pairs", "50", "--no-tune", "--json"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
-    assert report["default"] == matching.DEFAULT_STRATEGY and report["k"] == ge.K
+    assert report["default"] == matching.DEFAULT_STRATEGY and report["k"] == pm.K
     assert [fold["fold"] for fold in report["folds"]] == ["u1"]
     fold = report["folds"][0]
-    assert 0 < fold["pairs"] <= 50 and fold["min_reviews"] in ge.MIN_REVIEWS_GRID
-    kinds = {*matching.STRATEGIES, ge.EXHAUSTIVE, *ge.BASELINES}
+    assert 0 < fold["pairs"] <= 50 and fold["min_reviews"] in selection.MIN_REVIEWS_GRID
+    kinds = {*matching.STRATEGIES, pm.EXHAUSTIVE, *pm.BASELINES}
     assert set(report["mean"]) == kinds and set(fold["lists"]) == kinds
     for kind in kinds:
         figures = report["mean"][kind]
@@ -208,7 +209,7 @@ def test_evaluate_pairs_json_has_every_list_and_figure(spark, movielens, small_d
     popularity = report["mean"]["popularity"]["ndcg_min"]
     ratio = report["default_vs_popularity_ndcg_min"]
     assert ratio == pytest.approx(report["mean"][report["default"]]["ndcg_min"] / popularity) if popularity else ratio is None
-    default, exhaustive = (report["mean"][kind]["ndcg_min"] for kind in (report["default"], ge.EXHAUSTIVE))
+    default, exhaustive = (report["mean"][kind]["ndcg_min"] for kind in (report["default"], pm.EXHAUSTIVE))
     assert report["default_vs_exhaustive_ndcg_min"] == pytest.approx(default / exhaustive)
     assert "fold u1" in captured.err  # progress goes to stderr
 
@@ -230,7 +231,7 @@ def test_evaluate_pairs_needs_at_least_one_pair(tmp_path, capsys):
 def test_the_original_baseline_rank_normalises_averages_and_penalises_disagreement():
     predicted = np.array([[5.0, 4.0, 3.0, 1.0], [1.0, 4.0, 3.0, 5.0]])
     # Points over 4 candidates, / 4: ana .75 .5 .25 0, ben 0 .5 .25 .75; mean minus 0.1 x spread.
-    scores = ge._original(predicted)
+    scores = pm._original(predicted)
     assert scores[0] == pytest.approx([0.375 - 0.075, 0.5, 0.25, 0.375 - 0.075])
-    only_two = ge._original(predicted[:, [0, 3]])
+    only_two = pm._original(predicted[:, [0, 3]])
     assert only_two[0] == pytest.approx([0.25 - 0.05, 0.25 - 0.05])

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ml.evaluation import mae, ranking_metrics, rmse
+from ml.metrics import mae, ranking_metrics, rmse
 
 
 def test_rmse_and_mae_by_hand():

@@ -6,10 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import training
-from ml.evaluation import rmse
-
-pytest.importorskip("pyspark")
+from ml import selection, training
+from ml.metrics import rmse
 
 FAST = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0)
 BLENDED = training.Params(rank=4, reg=0.1, max_iter=10, reg_user=5.0, reg_item=5.0, blend_als=0.8, blend_knn=0.3,
@@ -37,7 +35,7 @@ def split():
 
 @pytest.fixture(scope="module")
 def model(spark, split):
-    return training.fit(spark, spark.createDataFrame(split[0]), BLENDED)
+    return training.fit(spark, spark.createDataFrame(split[0]), BLENDED).collect()
 
 
 def test_residual_model_beats_baseline_and_global_mean(model, split):
@@ -57,7 +55,7 @@ def test_predictions_are_clipped_to_the_rating_scale(spark):
     frame.loc[frame["item"] == "movie0", "rating"] = 5.0
     frame.loc[frame["user"] == "user1", "rating"] = 0.5
     frame.loc[frame["item"] == "movie1", "rating"] = 0.5
-    model = training.fit(spark, spark.createDataFrame(frame), BLENDED)
+    model = training.fit(spark, spark.createDataFrame(frame), BLENDED).collect()
     users = [f"user{u}" for u in range(60) for _ in range(40)]
     items = [f"movie{i}" for _ in range(60) for i in range(40)]
     raw = model.raw_predict(*model.index(users, items))
@@ -85,7 +83,7 @@ def test_blended_knn_terms_are_published_as_full_rank_factors(model):
 
 
 def test_without_knn_the_factors_are_the_als_factors_plus_two_bias_columns(spark, split):
-    plain = training.fit(spark, spark.createDataFrame(split[0]), FAST)
+    plain = training.fit(spark, spark.createDataFrame(split[0]), FAST).collect()
     assert plain.rank == FAST.rank + 2
     assert plain.user_factors.dtype == np.float32
 
@@ -112,9 +110,39 @@ def test_knn_averages_the_residuals_of_similar_items():
 
 def test_tuning_uses_the_inner_split_and_prefers_the_better_grid_point(spark, split):
     calls = []
-    params = training.tune(spark, split[0], bias_grid=[(5.0, 5.0), (500.0, 500.0)],
+    params = selection.tune(spark, split[0], bias_grid=[(5.0, 5.0), (500.0, 500.0)],
                            als_grid=[(4, 0.1), (4, 50.0)], base=FAST, progress=calls.append)
     assert (params.reg_user, params.reg_item) == (5.0, 5.0)
     assert (params.rank, params.reg) == (4, 0.1)
     assert len([line for line in calls if line.startswith("tune: rank")]) == 2
     assert any(line.startswith("tune: blend") for line in calls)
+
+
+def test_bias_passes_spread_over_spark_tasks_equal_those_in_one_task_and_on_the_driver(spark, split, monkeypatch):
+    ratings = spark.createDataFrame(split[0])
+    one = training.index(ratings)
+    monkeypatch.setattr(training, "RATINGS_PER_TASK", 1000)  # several tasks: a Spark job a half pass
+    spread = training.index(ratings)
+    assert one.ratings.rdd.getNumPartitions() == 1 and spread.ratings.rdd.getNumPartitions() > 1
+    on_driver = training.fit_baseline(one.local(), 5.0, 5.0)
+    for fitted in (one.baseline(5.0, 5.0), spread.baseline(5.0, 5.0)):
+        assert fitted.mu == pytest.approx(on_driver.mu, abs=1e-12)
+        np.testing.assert_allclose(fitted.user_bias, on_driver.user_bias, atol=1e-9)
+        np.testing.assert_allclose(fitted.item_bias, on_driver.item_bias, atol=1e-9)
+    assert np.abs(on_driver.item_bias).max() > 0.1  # there was something to fit
+
+
+def test_published_rows_stream_in_chunks_and_equal_the_collected_model(spark, split):
+    trained = training.fit(spark, spark.createDataFrame(split[0]), FAST)
+    model = trained.collect()
+    for kind, ids, biases, vectors in (("user", model.user_ids, model.user_bias, model.user_factors),
+                                       ("item", model.item_ids, model.item_bias, model.item_factors),
+                                       ("taste", model.item_ids, np.zeros(len(model.item_ids)), model.item_taste)):
+        chunks = list(trained.chunks(kind, 70))
+        assert max(len(chunk[0]) for chunk in chunks) == 70
+        streamed = pd.DataFrame({"id": [id for chunk in chunks for id in chunk[0]],
+                                 "bias": np.concatenate([chunk[1] for chunk in chunks])})
+        order = pd.Index(streamed["id"]).get_indexer(ids)
+        assert sorted(streamed["id"]) == sorted(ids) and (order >= 0).all()
+        np.testing.assert_array_equal(streamed["bias"].to_numpy()[order], biases)
+        np.testing.assert_array_equal(np.concatenate([chunk[2] for chunk in chunks])[order], vectors)
