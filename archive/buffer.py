@@ -8,7 +8,8 @@ with backoff, and the buffers meanwhile hold up the feeder (back-pressure), not 
 
 Crash safety does not rest on the feeder's committed offsets (the Faust app, archive/process.py,
 acks records long before they reach S3). S3 is the checkpoint: when a partition's first record
-arrives (after start or an assignment), the archiver reads `archived_until` from S3, skips records
+arrives (after start or an assignment), the archiver reads its last archived offset from S3
+(archive/progress.py: a few requests whatever the archive's size), skips records
 at or below it (no duplicates) and reads any range between it and the first delivered record
 straight from the log (no gaps), like projections/projector.py's LogProjector. A segment cut off
 by a crash is written again, identically or with other boundaries, starting right after what S3
@@ -27,7 +28,8 @@ from typing import Callable, Iterable, Mapping
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as S3ConnectionError
 
-from archive.segments import Segment, archived_until, put_segment
+from archive.progress import ArchiveProgress
+from archive.segments import Segment, put_segment
 from events.reader import LogRecord, LogTail, read_log
 from events.retry import retrying
 
@@ -73,6 +75,7 @@ class Archiver:
         self._upload_slots = asyncio.Semaphore(self.policy.uploads)
         self._abort_reads = False
         self._tail = LogTail(bootstrap, topic)
+        self._progress = ArchiveProgress(s3, bucket, topic)
         self.failure: BaseException | None = None
         self.segments_written = 0
         self.records_written = 0
@@ -90,12 +93,11 @@ class Archiver:
         return {p: len(b) for p, b in self._buffers.items() if b}
 
     async def load(self, partitions: Iterable[int] | None = None) -> dict[int, int]:
-        """Read archived_until from S3 for partitions (default: all archived ones) not known yet;
-        answer what S3 holds."""
+        """Read the last archived offsets from S3 for partitions (default: all archived ones) not
+        known yet; answer what S3 holds."""
         async with self._lock:
             found = await retrying(s3_unavailable, "reading the archive's position", asyncio.to_thread,
-                                   archived_until, self.s3, self.bucket, self.topic,
-                                   None if partitions is None else list(partitions))
+                                   self._progress.archived, None if partitions is None else list(partitions))
             for partition, offset in found.items():
                 if partition not in self._accepted:
                     self._know(partition, offset)
@@ -198,7 +200,7 @@ class Archiver:
         if partition in self._accepted:
             return
         found = await retrying(s3_unavailable, "reading the archive's position", asyncio.to_thread,
-                               archived_until, self.s3, self.bucket, self.topic, [partition])
+                               self._progress.archived, [partition])
         self._know(partition, found[partition])
         log.info("archive position", extra={"partition": partition, "archived_until": found[partition]})
 

@@ -12,6 +12,11 @@ path for a trickle and owns the partition assignment. When the log is quiet but 
 behind (Faust's group offsets ahead of S3, nothing delivered), a timer catches up from the log the
 same way. bench/archive_bench.py measures it against an import-speed producer.
 
+Compaction: every `compact_interval` seconds a pass of archive/compaction.py merges the closed
+segments of the partitions this archiver owns, in a thread beside the archiving (one pass at a
+time). A pass that fails on S3 (away, refusing, a segment gone under another compactor) is logged
+and tried again at the next interval: what it leaves behind is a valid archive.
+
 Outages: a broker away is waited out around each batch and each read from the log (events/retry.py),
 S3 away inside the buffer; both go on from what S3 holds, so a retry neither loses nor repeats a record.
 Any other failure ends the process (crash-only): a restart goes on from S3 the same way.
@@ -29,8 +34,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from archive.buffer import Archiver, SegmentPolicy
-from archive.segments import archived_until
+from archive.compaction import CompactionPolicy, Compactor
+from archive.segments import ArchiveError
 from events.lag import PartitionLag
 from events.log import LogConfig
 from events.reader import LogRecord
@@ -53,6 +61,8 @@ class ArchiverConfig(SegmentPolicy):
     bucket: str
     faust_dir: Path  # Faust's data directory
     fast_lag: int  # records behind the log end before the archiver reads the log directly
+    compaction: CompactionPolicy
+    compact_interval: float  # seconds between compaction passes; 0: none
 
 
 def create_app(config: ArchiverConfig, s3):
@@ -145,6 +155,25 @@ def create_app(config: ArchiverConfig, s3):
                     "segments_written": archiver.segments_written, "records_written": archiver.records_written,
                     "records_from_log": archiver.records_from_log})
 
+    compactor = Compactor(s3, config.bucket, topic, config.compaction)
+    compacting: set[asyncio.Task] = set()
+
+    async def compact(partitions: list[int]) -> None:
+        async with crash_on_failure("compacting"):
+            try:
+                figures = await asyncio.to_thread(compactor.compact, partitions)
+            except (BotoCoreError, ClientError, ArchiveError) as error:  # the next pass tries again
+                log.warning("compaction pass failed", extra={"partitions": partitions, "error": repr(error)})
+                return
+            if figures["merged"] or figures["deleted"]:
+                log.info("compaction pass", extra={"partitions": partitions, **figures})
+
+    if config.compact_interval > 0:
+        @app.timer(config.compact_interval)
+        async def start_compaction():
+            if owned() and not compacting:  # beside the timer, one pass at a time
+                run_beside(compacting, compact(sorted(owned())))
+
     @app.on_before_shutdown.connect
     async def on_shutdown(app_, **kwargs):
         # A clean stop writes what is buffered (a killed archiver loses nothing either: a restart
@@ -180,11 +209,10 @@ def run(config: ArchiverConfig, s3) -> None:
     from events.topic import ensure_topics
 
     started = time.monotonic()
-    archived = archived_until(s3, config.bucket, config.log.topic)
     asyncio.run(ensure_topics(config.log.bootstrap, config.log.topics))
     app = create_app(config, s3)
     log.info("archiver starting", extra={
-        "s3": s3.meta.endpoint_url, "config": dataclasses.asdict(config), "archived_until": archived,
+        "s3": s3.meta.endpoint_url, "config": dataclasses.asdict(config),
         "setup_s": round(time.monotonic() - started, 2)})
     worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -6,12 +6,18 @@ partition's folder, so the newest segment is found by a binary search over `Star
 (about 40 requests, whatever the archive's size), and from then on only the segments written since
 the last read are listed: one request per partition, plus one to find the partitions. Partitions
 are read in parallel.
+
+This is the one way to find the archive's end (the archiver's start position, /metrics, tests).
+Compaction keeps it right: a merged object ends where the newest segment it covers ends and is
+written before that one is deleted, so the greatest first offset's keys (or, later, the keys
+listed after the greatest one seen) always include one that reaches the end.
 """
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable
 
 from archive.segments import parse_segment_key, partition_prefix
 
@@ -27,17 +33,20 @@ class ArchiveProgress:
         self._lock = threading.Lock()  # concurrent scrapes read one after the other
         self._read: dict[int, tuple[str, int]] = {}  # partition -> (greatest key listed, last offset)
 
-    def archived(self) -> dict[int, int]:
-        """The last archived offset of each partition that has segments (as segments.archived_until
-        answers; after writers overlapped in a rebalance, a first read may answer a little less until
-        the next segment)."""
+    def archived(self, partitions: Iterable[int] | None = None) -> dict[int, int]:
+        """The last archived offset of each partition that has segments, or of the partitions asked
+        for (-1: none). After writers overlapped in a rebalance (a segment that reaches further but
+        starts before the newest one), a first read may answer a little less until the next segment:
+        an archiver starting there writes an overlapping segment, which readers trim."""
         with self._lock:
-            partitions = self._partitions()
+            chosen = self._partitions() if partitions is None else list(partitions)
             with ThreadPoolExecutor(PARALLEL, thread_name_prefix="archive-progress") as pool:
-                for partition, read in zip(partitions, pool.map(self._read_partition, partitions)):
+                for partition, read in zip(chosen, pool.map(self._read_partition, chosen)):
                     if read is not None:
                         self._read[partition] = read
-            return {partition: last for partition, (_, last) in sorted(self._read.items())}
+            if partitions is None:
+                return {partition: last for partition, (_, last) in sorted(self._read.items())}
+            return {partition: self._read[partition][1] if partition in self._read else -1 for partition in chosen}
 
     def _read_partition(self, partition: int) -> tuple[str, int] | None:
         """The greatest key listed and the last offset; None: no segments."""

@@ -27,28 +27,42 @@ and no compaction, so they are consecutive). Two writers can overlap only briefl
 readers here skip records already read from an earlier, overlapping segment. Whether a chain
 starts where the log does, and whether every partition with records has one, only the log's
 offsets tell: readers that must not miss a record pass them (`plan_archive`).
+
+Compaction (archive/compaction.py) merges runs of segments into bigger segments of the same
+format and key scheme, writing the merged object before deleting the ones it covers: planning
+prefers the object that reaches furthest, so it leaves out the covered ones while both exist, and
+readers that planned before a deletion plan again (`read_archive`) or read the cover (`get_segment`).
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import logging
 import re
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from typing import Iterable, Iterator, NamedTuple
 
 import msgspec
+from botocore.exceptions import ClientError
 from msgspec import UNSET, Raw, UnsetType
 
 from events.errors import HarmonyError
 from events.reader import LogRecord
 
 SUFFIX = ".jsonl.gz"
+logger = logging.getLogger(__name__)  # not `log`: that names the log's offsets here
 _KEY_PATTERN = re.compile(r"^(?P<topic>.+)/p(?P<partition>\d{4,})/(?P<first>\d{12,})-(?P<last>\d{12,})\.jsonl\.gz$")
 
 
 class ArchiveError(HarmonyError):
     """The archive cannot be used: S3 does not answer, a hole in it, a corrupt segment."""
+
+
+class SegmentGone(ArchiveError):
+    """A listed segment is no longer there (compaction merged it into a bigger object)."""
 
 
 class Segment(NamedTuple):
@@ -222,14 +236,15 @@ def encode_segment(records: list[LogRecord], compresslevel: int) -> bytes:
 
 
 def decode_lines(data: bytes) -> list[LogRecord]:
-    out = []
-    for line in _line_decoder.decode_lines(data):
-        key = line.key.encode("utf-8") if line.key is not UNSET else (
-            base64.b64decode(line.key_b64) if line.key_b64 is not UNSET else None)
-        value = bytes(line.value) if line.value is not UNSET else (
-            base64.b64decode(line.value_b64) if line.value_b64 is not UNSET else None)
-        out.append(LogRecord(line.partition, line.offset, key, value))
-    return out
+    return [_record(line) for line in _line_decoder.decode_lines(data)]
+
+
+def _record(line: _Line) -> LogRecord:
+    key = line.key.encode("utf-8") if line.key is not UNSET else (
+        base64.b64decode(line.key_b64) if line.key_b64 is not UNSET else None)
+    value = bytes(line.value) if line.value is not UNSET else (
+        base64.b64decode(line.value_b64) if line.value_b64 is not UNSET else None)
+    return LogRecord(line.partition, line.offset, key, value)
 
 
 def decode_segment(data: bytes) -> list[LogRecord]:
@@ -248,8 +263,17 @@ def list_segments(s3, bucket: str, topic: str, partitions: Iterable[int] | None 
 
     Objects under the topic's prefix that are not segments are ignored. Listing is paginated.
     """
-    prefixes = [partition_prefix(topic)] if partitions is None else [partition_prefix(topic, p) for p in partitions]
     found: dict[int, list[Segment]] = {} if partitions is None else {p: [] for p in partitions}
+    for segment, _ in listed(s3, bucket, topic, partitions):
+        found.setdefault(segment.partition, []).append(segment)
+    for segments in found.values():
+        segments.sort(key=lambda s: (s.first, s.last))
+    return dict(sorted(found.items()))
+
+
+def listed(s3, bucket: str, topic: str, partitions: Iterable[int] | None = None) -> Iterator[tuple[Segment, dict]]:
+    """Each segment of a topic (or of some partitions) with its listing entry (`LastModified`...)."""
+    prefixes = [partition_prefix(topic)] if partitions is None else [partition_prefix(topic, p) for p in partitions]
     paginator = s3.get_paginator("list_objects_v2")
     for prefix in prefixes:
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -258,16 +282,7 @@ def list_segments(s3, bucket: str, topic: str, partitions: Iterable[int] | None 
                 # Only canonical keys of this topic (a key could parse with another topic's prefix).
                 if segment is not None and segment.key == segment_key(
                         topic, segment.partition, segment.first, segment.last):
-                    found.setdefault(segment.partition, []).append(segment)
-    for segments in found.values():
-        segments.sort(key=lambda s: (s.first, s.last))
-    return dict(sorted(found.items()))
-
-
-def archived_until(s3, bucket: str, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
-    """The last archived offset per partition (partitions asked for but without segments: -1)."""
-    return {p: max((s.last for s in segments), default=-1)
-            for p, segments in list_segments(s3, bucket, topic, partitions).items()}
+                    yield segment, item
 
 
 def put_segment(s3, bucket: str, topic: str, records: list[LogRecord], compresslevel: int) -> Segment:
@@ -281,13 +296,61 @@ def put_segment(s3, bucket: str, topic: str, records: list[LogRecord], compressl
 
 
 def get_segment(s3, bucket: str, segment: Segment) -> list[LogRecord]:
-    body = s3.get_object(Bucket=bucket, Key=segment.key)["Body"].read()
-    records = decode_segment(body)
+    """The records of a planned segment. If compaction has since merged it into a bigger object and
+    deleted it, they are read from that object (a reader planning many segments does better to
+    plan again, as `read_archive` does: each one gone costs a read of its cover up to it)."""
+    try:
+        return _fetch(s3, bucket, segment)
+    except SegmentGone:
+        topic = segment.key.rsplit("/", 2)[0]
+        covers = [s for s in list_segments(s3, bucket, topic, [segment.partition])[segment.partition]
+                  if s.first <= segment.first and s.last >= segment.last]
+        if not covers:
+            raise ArchiveError(f"segment {segment.key} is gone and no object covers it") from None
+        logger.warning("segment gone, reading its cover", extra={"key": segment.key, "cover": covers[-1].key})
+        records = []
+        with closing(_stream_lines(s3, bucket, covers[-1].key)) as lines:  # closed at the break too
+            for line in lines:
+                record = _record(_line_decoder.decode(line))
+                if record.offset > segment.last:
+                    break
+                if record.offset >= segment.first:
+                    records.append(record)
+        return _checked(segment, records)
+
+
+def _fetch(s3, bucket: str, segment: Segment) -> list[LogRecord]:
+    return _checked(segment, decode_segment(get_object(s3, bucket, segment.key)))
+
+
+def get_object(s3, bucket: str, key: str) -> bytes:
+    """A segment object's bytes; SegmentGone if it is not there (any more)."""
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise SegmentGone(f"segment {key} is gone (compaction merged it into a bigger one)") from None
+        raise
+
+
+def _checked(segment: Segment, records: list[LogRecord]) -> list[LogRecord]:
     if not records or (records[0].offset != segment.first or records[-1].offset != segment.last
                     or any(r.partition != segment.partition for r in (records[0], records[-1]))):
         held = f"{records[0].offset}..{records[-1].offset}" if records else "nothing"
         raise ArchiveError(f"segment {segment.key} holds offsets {held}")
     return records
+
+
+def _stream_lines(s3, bucket: str, key: str) -> Iterator[bytes]:
+    """The JSON lines of a segment object, decompressed as they arrive (memory: one line)."""
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        with gzip.GzipFile(fileobj=body, mode="rb") as lines:
+            yield from lines
+    except (OSError, EOFError) as error:
+        raise ArchiveError(f"corrupt segment {key}: {error}") from error
+    finally:
+        body.close()
 
 
 def plan(segments: list[Segment], strict: bool = True) -> list[Segment]:
@@ -354,28 +417,39 @@ def read_archive(
     Up to `prefetch` segments are fetched ahead by a thread pool (the boto3 client is shared;
     boto3 clients are thread-safe). Overlapping segments are trimmed, so no offset is yielded twice.
     Given `log` (the offsets of the partitions read, see `plan_archive`), a hole raises
-    ArchiveError before anything is read; without it, holes are skipped.
+    ArchiveError before anything is read; without it, holes are skipped. A segment that compaction
+    deleted after the listing (archive/compaction.py writes its cover first) makes the rest of its
+    partition be listed and planned again from the last offset yielded.
     """
-    order = [segment for chain in plan_archive(list_segments(s3, bucket, topic, partitions), log)
-             for segment in chain]
-    if not order:
-        return
+    strict = log is not None
+    order = deque(segment for chain in plan_archive(list_segments(s3, bucket, topic, partitions), log)
+                  for segment in chain)
     pool = ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="archive-read")
+    pending: deque[tuple[Segment, Future]] = deque()
+
+    def refill() -> None:
+        while order and len(pending) < max(1, prefetch):
+            segment = order.popleft()
+            pending.append((segment, pool.submit(_fetch, s3, bucket, segment)))
+
     try:
-        pending: list[tuple[Segment, Future]] = []
-        position = 0
-
-        def refill() -> None:
-            nonlocal position
-            while position < len(order) and len(pending) < max(1, prefetch):
-                pending.append((order[position], pool.submit(get_segment, s3, bucket, order[position])))
-                position += 1
-
         covered: dict[int, int] = {}
         refill()
         while pending:
-            item, future = pending.pop(0)
-            records = future.result()
+            item, future = pending.popleft()
+            try:
+                records = future.result()
+            except SegmentGone:
+                after = covered.get(item.partition, item.first - 1)
+                rest = [s for s, _ in pending if s.partition != item.partition] + [
+                    s for s in order if s.partition != item.partition]
+                for _, other in pending:
+                    other.cancel()
+                pending.clear()
+                order = deque(_replanned(s3, bucket, topic, item, after, strict) + rest)
+                logger.info("segment gone, planned again", extra={"key": item.key, "after": after})
+                refill()
+                continue
             refill()
             last = covered.get(item.partition, -1)
             if records and records[0].offset <= last:
@@ -386,3 +460,12 @@ def read_archive(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
+
+def _replanned(s3, bucket: str, topic: str, gone: Segment, after: int, strict: bool) -> list[Segment]:
+    """A partition's plan from offset after + 1 on, listed again since `gone` vanished."""
+    later = [s for s in list_segments(s3, bucket, topic, [gone.partition])[gone.partition] if s.last > after]
+    chain = plan(later, strict)
+    if strict and (not chain or chain[0].first > after + 1):
+        raise ArchiveError(f"segment {gone.key} is gone and no object covers offsets {after + 1}.."
+                           f"{chain[0].first - 1 if chain else gone.last}")
+    return chain

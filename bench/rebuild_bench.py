@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 
-from archive.segments import archived_until, s3_client
+from archive.progress import ArchiveProgress
+from archive.segments import s3_client
 from bench.catchup import raw_consume
 from bench.common import (
     Child, Population, base_parser, child_env, fresh_topic, local_stack, produce_batched, report,
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
             keys = json.loads((state / "credentials.json").read_text())
             s3 = s3_client(info["s3_endpoint"], keys["access_key"], keys["secret_key"])
             wait(lambda: sum(o + 1 for o in store.checkpoint().values()) >= args.events, 600, "the worker")
-            wait(lambda: sum(o + 1 for o in archived_until(s3, "harmony-archive", topic).values()) >= args.events,
+            wait(lambda: sum(o + 1 for o in ArchiveProgress(s3, "harmony-archive", topic).archived().values()) >= args.events,
                  600, "the archiver")
         finally:
             worker.stop()

@@ -197,7 +197,7 @@ def spark_path(spark, source, params, exclude: set[int]) -> tuple[dict, object, 
     from ml import training
     from ml.replay import replay
 
-    with PeakRss(tree=True, exclude=exclude) as memory:
+    with PeakRss(tree=True, exclude=exclude) as memory, PeakRss() as driver:
         started = time.perf_counter()
         replayed = replay(spark, source, {}, progress=console.log)
         count = replayed.ratings.count()
@@ -209,6 +209,7 @@ def spark_path(spark, source, params, exclude: set[int]) -> tuple[dict, object, 
         "total_s": round(done - started, 2),
         "ratings_replayed": count, "segments": replayed.segments,
         "rss_this_process_jvm_and_workers": memory.figures(),
+        "rss_driver_python": driver.figures(),
     }
     return figures, replayed, model
 
@@ -257,7 +258,7 @@ def one_size(spark, s3, info, keys, n: int, args, exclude: set[int]) -> dict:
     replayed.ratings.unpersist()
     figures["numpy"], numpy_fit = numpy_path(frame, params)
     truth = frame["rating"].to_numpy(float)
-    figures["train_rmse"] = {"spark": rmse(model.predict(frame["user"], frame["item"]), truth),
+    figures["train_rmse"] = {"spark": rmse(model.collect().predict(frame["user"], frame["item"]), truth),
                              "numpy": rmse(np.clip(numpy_fit, MIN_RATING, MAX_RATING), truth)}
     figures["ratio_spark_to_numpy"] = round(figures["spark"]["total_s"] / figures["numpy"]["seconds"], 2)
     console.log(f"{n:,} ratings: NumPy {figures['numpy']['seconds']} s, "

@@ -90,7 +90,8 @@ def archive_source(settings: Settings):
 def spark(settings: Settings):
     from ml.spark import session
 
-    return session(settings.spark_master, driver_memory=settings.spark_driver_memory)
+    return session(settings.spark_master, driver_memory=settings.spark_driver_memory,
+                   executor_memory=settings.spark_executor_memory)
 
 
 def training_params(settings: Settings):
@@ -232,5 +233,13 @@ def run_archiver(settings: Settings) -> None:
         segment_records=settings.archive_segment_records, segment_bytes=settings.archive_segment_bytes,
         segment_age=settings.archive_segment_age, gzip_level=settings.archive_gzip_level,
         uploads=settings.archive_uploads, fast_lag=settings.archive_fast_lag,
+        compaction=compaction_policy(settings), compact_interval=settings.archive_compact_interval,
     )
     process.run(config, s3(settings))
+
+
+def compaction_policy(settings: Settings):
+    """How `harmony archive compact` and the archiver's background passes merge segments."""
+    from archive.compaction import CompactionPolicy
+
+    return CompactionPolicy(settings.archive_compact_bytes, settings.archive_compact_age, settings.archive_gzip_level)

@@ -21,7 +21,8 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
         info = stack.up(settings.state_dir, settings.topic, settings.partitions, args.brokers, settings.kafka_heap,
                         cassandra_nodes=args.cassandra_nodes or (1 if args.cassandra else 0),
-                        cassandra_heap=settings.cassandra_heap)
+                        cassandra_heap=settings.cassandra_heap, spark_workers=args.spark_workers,
+                        spark_memory=settings.spark_executor_memory)
     elif args.action == "down":
         stack.down(settings.state_dir)
         info = stack.status(settings.state_dir)
@@ -66,6 +67,12 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return run_verify(settings, args.json)
 
 
+def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
+    from harmony.maintenance import run_compact
+
+    return run_compact(settings, args.json)
+
+
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.maintenance import run_train
 
@@ -98,7 +105,7 @@ def cmd_accounts(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from harmony.demo import run
 
-    return run(settings, args.host, args.port, args.store)
+    return run(settings, args.host, args.port, args.store, args.spark_workers)
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -115,11 +122,18 @@ def cmd_evaluate_pairs(settings: Settings, args: argparse.Namespace) -> int:
     return run(args, bootstrap.spark(settings), bootstrap.training_params(settings), settings.train_holdout)
 
 
+def spark_workers(text: str) -> int:
+    """--spark-workers: a count of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a number of workers, at least 1, not {text!r}")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="harmony", description="moviEharmony: movies two people may like together")
     sub = top.add_subparsers(dest="command", required=True)
 
-    stack = sub.add_parser("stack", help="start, stop and describe the local Kafka broker(s), S3 server, Cassandra")
+    stack = sub.add_parser("stack", help="start, stop and describe the local Kafka broker(s), S3 server, Cassandra, Spark")
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--brokers", type=int, choices=[1, 3],
                        help="Kafka brokers for a new state dir (default 1; 3: replication 3, min.insync.replicas 2)")
@@ -127,6 +141,9 @@ def parser() -> argparse.ArgumentParser:
                        help="up: also start one Apache Cassandra node (a stack running with Cassandra keeps it)")
     stack.add_argument("--cassandra-nodes", type=int, choices=[1, 3],
                        help="up: also start Cassandra with this many nodes (127.0.0.1-3, fixed for the state dir)")
+    stack.add_argument("--spark-workers", type=spark_workers, default=0, metavar="N",
+                       help="up: also start a Spark standalone master and N workers (a stack running with Spark "
+                            "keeps it); train on it with HARMONY_SPARK_MASTER set to the master's URL")
     stack.add_argument("--json", action="store_true", help="print one JSON object")
     stack.set_defaults(run=cmd_stack)
 
@@ -156,6 +173,14 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check the archive against the log and the projection against a fold")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=cmd_verify)
+
+    archive = sub.add_parser("archive", help="look after the S3 event archive")
+    archive_actions = archive.add_subparsers(dest="action", required=True)
+    compact = archive_actions.add_parser(
+        "compact", help="merge each partition's closed segments into objects of HARMONY_ARCHIVE_COMPACT_BYTES "
+                        "or a day (HARMONY_ARCHIVE_COMPACT_AGE); readers may read meanwhile")
+    compact.add_argument("--json", action="store_true", help="print one JSON object of figures")
+    compact.set_defaults(run=cmd_archive)
 
     train = sub.add_parser("train", help="replay the S3 archive into Spark ALS, evaluate, publish the model")
     train.add_argument("--no-tune", action="store_true",
@@ -192,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--store", choices=["sqlite", "cassandra"], default="sqlite",
                       help="the projection store: embedded SQLite (default) or an Apache Cassandra node")
+    demo.add_argument("--spark-workers", type=spark_workers, default=0, metavar="N",
+                      help="train on a Spark standalone master and N workers the stack starts (default: local mode)")
     demo.set_defaults(run=cmd_demo)
     return top
 

@@ -1,5 +1,6 @@
 """`harmony demo`: the whole product with demo data and a trained model, until Ctrl-C; on the embedded
 SQLite store by default, or with `--store cassandra` on an Apache Cassandra node the stack starts.
+Training runs in Spark's local mode unless `--spark-workers N` has the stack start a standalone cluster.
 
 The worker, the archiver and the API run as supervised children (`harmony.supervisor`), each in a
 session of its own: a Ctrl-C reaches only the demo, which stops them and the stack it started.
@@ -210,7 +211,7 @@ def _stop(signum: int, frame) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
-def run(settings: Settings, host: str, port: int, store: str = "sqlite") -> int:
+def run(settings: Settings, host: str, port: int, store: str = "sqlite", spark_workers: int = 0) -> int:
     if not stack.port_free(port):
         raise StackError(f"port {port} is in use; pick another with --port")
     handlers = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS}
@@ -218,12 +219,16 @@ def run(settings: Settings, host: str, port: int, store: str = "sqlite") -> int:
     on_cassandra = store == "cassandra"
     supervisor = Supervisor()
     try:
-        parts = "SeaweedFS + Apache Kafka" + (" + Apache Cassandra" if on_cassandra else "")
+        parts = ("SeaweedFS + Apache Kafka" + (" + Apache Cassandra" if on_cassandra else "")
+                 + (f" + a Spark master and {spark_workers} worker(s)" if spark_workers else ""))
         with console.status(f"starting the local stack ({parts}) ..."):
             info = stack.up(settings.state_dir, settings.topic, settings.partitions, kafka_heap=settings.kafka_heap,
-                            cassandra_nodes=int(on_cassandra), cassandra_heap=settings.cassandra_heap)
+                            cassandra_nodes=int(on_cassandra), cassandra_heap=settings.cassandra_heap,
+                            spark_workers=spark_workers, spark_memory=settings.spark_executor_memory)
         if on_cassandra:  # this process and every child it starts
             os.environ["HARMONY_STORE"] = info["cassandra"]["url"]
+        if spark_workers:  # `harmony train` runs on the cluster
+            os.environ["HARMONY_SPARK_MASTER"] = info["spark"]["master"]
         settings = load_settings()  # now with the endpoints of the stack just started
         logs = settings.state_dir / "logs"
         url = f"http://{host}:{port}"
@@ -253,6 +258,14 @@ def run(settings: Settings, host: str, port: int, store: str = "sqlite") -> int:
             signal.signal(signum, handler)
 
 
+def spark_line(info: dict, settings: Settings) -> str:
+    """The banner's line about the Spark cluster the demo trains on, if it trains on one."""
+    if settings.spark_master != info.get("spark", {}).get("master"):
+        return ""
+    return (f"  spark {settings.spark_master} (web UI {info['spark']['webui']}; "
+            "export HARMONY_SPARK_MASTER=that for `harmony train`)\n")
+
+
 def banner(url: str, info: dict, settings: Settings, logs: Path, on_cassandra: bool) -> str:
     return f"""
 moviEharmony is running: open {url}/ in a browser
@@ -260,7 +273,7 @@ moviEharmony is running: open {url}/ in a browser
   HTTP API at {url}/v1/...  (OpenAPI: {url}/openapi.json)
   broker {info['kafka_bootstrap']}   S3 {info['s3_endpoint']}   logs {logs}
   store {settings.store_url}{"   (export HARMONY_STORE=that for other harmony commands)" if on_cassandra else ""}
-
+{spark_line(info, settings)}
 Try:
   curl -s '{url}/v1/match?users=1,2&limit=5'
   curl -s {url}/v1/users/1/reviews?limit=3

@@ -1,4 +1,5 @@
-"""`harmony rebuild`, `verify` and `train`: wiring settings, stores, S3, Spark and progress output."""
+"""`harmony rebuild`, `verify`, `train` and `archive compact`: wiring settings, stores, S3, Spark and
+progress output."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+)
 
 from events.reader import log_offsets
 from harmony import bootstrap
@@ -80,7 +83,32 @@ def run_verify(settings: Settings, as_json: bool) -> int:
     return 0 if result["ok"] else 1
 
 
+def run_compact(settings: Settings, as_json: bool) -> int:
+    """One compaction pass over every partition of the archive (archive/compaction.py)."""
+    from archive.compaction import Compactor
+
+    compactor = Compactor(bootstrap.s3(settings), settings.s3_bucket, settings.topic,
+                          bootstrap.compaction_policy(settings))
+    with console.status("listing the archive ..."):
+        plan = compactor.plan()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+                        console=console)
+    with progress:
+        task = progress.add_task(f"merging {sum(len(run.segments) for run in plan.runs):,} segments "
+                                 f"into {len(plan.runs):,}", total=plan.bytes)
+        figures = compactor.run(plan, lambda size: progress.advance(task, size))
+    if as_json:
+        print(json.dumps(figures))
+    else:
+        console.print(f"compacted: {figures['objects_before']:,} objects, now {figures['objects_after']:,} "
+                      f"({figures['merged']:,} written, {figures['deleted']:,} deleted) in {figures['seconds']} s")
+    return 0
+
+
 def run_train(settings: Settings, tune: bool, as_json: bool) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from ml import registry
     from ml.retrain import retrain
 
     client = bootstrap.s3(settings)  # the bucket is created if missing (no archiver run yet)
@@ -95,6 +123,13 @@ def run_train(settings: Settings, tune: bool, as_json: bool) -> int:
         info = retrain(bootstrap.spark(settings), bootstrap.archive_source(settings), live, client, log=offsets,
                        prefix=settings.model_prefix, params=bootstrap.training_params(settings), tune=tune,
                        holdout=settings.train_holdout, progress=progress)
+    try:
+        dropped = registry.retain(live, client, settings.s3_bucket, settings.model_prefix, settings.model_versions)
+    except (BotoCoreError, ClientError) as error:  # published all the same; the next run finishes the clean-up
+        console.print(f"[yellow]published; removing old versions failed: {error}[/]")
+    else:
+        if dropped:
+            console.log(f"removed {len(dropped)} old model version(s): {', '.join(dropped)}")
     live.close()
     if as_json:
         print(msgspec.json.encode(info).decode())

@@ -28,9 +28,14 @@
 | `HARMONY_ARCHIVE_GZIP_LEVEL` | `3` |
 | `HARMONY_ARCHIVE_UPLOADS` | `2` segment uploads at once |
 | `HARMONY_ARCHIVE_FAST_LAG` | `5000` records behind the log end before the archiver reads the log directly |
+| `HARMONY_ARCHIVE_COMPACT_BYTES` | `67108864` (64 MiB): compaction merges a partition's segments into objects of about this many bytes (compressed) ... |
+| `HARMONY_ARCHIVE_COMPACT_AGE` | `86400` seconds: ... or of this long a time of writes, once it has passed (archive/compaction.py) |
+| `HARMONY_ARCHIVE_COMPACT_INTERVAL` | `600` seconds between the archiver's compaction passes over the partitions it owns; `0`: none |
 | `HARMONY_MODEL_PREFIX` | `models/`: model artefacts go to `s3://<bucket>/<prefix><version>/` |
+| `HARMONY_MODEL_VERSIONS` | `3` published model versions kept (at least 1); older ones' factor rows, registry rows and artefacts are deleted after each publication, never the current version's |
 | `HARMONY_SPARK_MASTER` | `local[2]` (any Spark master URL) |
 | `HARMONY_SPARK_DRIVER_MEMORY` | `4g` (in local mode the driver also runs the executors) |
+| `HARMONY_SPARK_EXECUTOR_MEMORY` | `2g`: the memory of each executor on a standalone master; `harmony stack up --spark-workers N` has each worker offer this much (one executor each) |
 | `HARMONY_TRAIN_TUNE` | `1`: `harmony train` picks hyperparameters on an inner split of its training data; `0`: the three below |
 | `HARMONY_ALS_RANK` | `50` (chosen by cross-validation on MovieLens 100K training folds) |
 | `HARMONY_ALS_REG` | `0.15` (ALS regParam; the same) |
@@ -54,6 +59,7 @@ from events.errors import HarmonyError
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_KAFKA_HEAP = "512m"
 DEFAULT_CASSANDRA_HEAP = "512m"
+DEFAULT_SPARK_EXECUTOR_MEMORY = "2g"
 CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
 
 
@@ -85,9 +91,14 @@ class Settings:
     archive_gzip_level: int
     archive_uploads: int
     archive_fast_lag: int
+    archive_compact_bytes: int
+    archive_compact_age: float
+    archive_compact_interval: float
     model_prefix: str
+    model_versions: int
     spark_master: str
     spark_driver_memory: str
+    spark_executor_memory: str
     train_tune: bool
     als_rank: int
     als_reg: float
@@ -134,9 +145,14 @@ def load() -> Settings:
         archive_gzip_level=_number(env, "HARMONY_ARCHIVE_GZIP_LEVEL", 3, int, 0),
         archive_uploads=_number(env, "HARMONY_ARCHIVE_UPLOADS", 2, int, 1),
         archive_fast_lag=_number(env, "HARMONY_ARCHIVE_FAST_LAG", 5_000, int, 0),
+        archive_compact_bytes=_number(env, "HARMONY_ARCHIVE_COMPACT_BYTES", 64 << 20, int, 1),
+        archive_compact_age=_number(env, "HARMONY_ARCHIVE_COMPACT_AGE", 86_400.0, float, 0.0),
+        archive_compact_interval=_number(env, "HARMONY_ARCHIVE_COMPACT_INTERVAL", 600.0, float, 0.0),
         model_prefix=env.get("HARMONY_MODEL_PREFIX", "models/"),
+        model_versions=_number(env, "HARMONY_MODEL_VERSIONS", 3, int, 1),
         spark_master=env.get("HARMONY_SPARK_MASTER", "local[2]"),
         spark_driver_memory=env.get("HARMONY_SPARK_DRIVER_MEMORY", "4g"),
+        spark_executor_memory=env.get("HARMONY_SPARK_EXECUTOR_MEMORY", DEFAULT_SPARK_EXECUTOR_MEMORY),
         train_tune=_number(env, "HARMONY_TRAIN_TUNE", 1, int, 0) != 0,
         als_rank=_number(env, "HARMONY_ALS_RANK", 50, int, 1),
         als_reg=_number(env, "HARMONY_ALS_REG", 0.15, float, 0.0),

@@ -1,4 +1,5 @@
-"""The local stack: SeaweedFS (S3) and Apache Kafka in KRaft mode, on loopback; Apache Cassandra on request.
+"""The local stack: SeaweedFS (S3) and Apache Kafka in KRaft mode, on loopback; Apache Cassandra and a Spark
+standalone cluster on request.
 
 Kafka runs from the jars scripts/setup.sh copied from Maven Central (.jvm/kafka/lib), one JVM per
 broker, each broker its own KRaft controller: one node by default, three with `--brokers 3` (every
@@ -12,6 +13,7 @@ topic then replicated three times, `min.insync.replicas=2`). Everything lives in
     kafka/<node>/  the broker's generated config and its log dirs
     cassandra/cluster.json   the Cassandra cluster's size, fixed on its first start
     cassandra/node<i>/       the node's cassandra.yaml, logback.xml and its data, commitlog, hints
+    spark/worker<i>/         the Spark worker's work dir (`work/`: executors' output) and local dir (`local/`)
     logs/          service output
 
 Cassandra (`--cassandra`: one node; `--cassandra-nodes 3`) runs from .jvm/cassandra/lib, one JVM per
@@ -20,8 +22,16 @@ a seed, one token each (evenly spaced), started one after another. stack.json th
 `{"cassandra": {"contact_points": [...], "port": N, "url": "cassandra://h1,h2,h3:N/harmony"}}`: the
 URL is the contact points, comma-separated, the one CQL port, and the keyspace.
 
-`up` starts whatever is not running (a stopped stack, one broker or node killed, Cassandra asked for
-on a stack running without it), so it also repairs; a stack running with Cassandra keeps it.
+Spark (`--spark-workers N`) runs from the installed pyspark wheel's jars (SPARK_HOME = the package): one
+master and N workers, each a JVM started with the command line Spark's own launcher builds (what
+bin/spark-class would exec), every file they write in the state dir. Each worker offers
+HARMONY_SPARK_EXECUTOR_MEMORY (room for one executor) and the machine's cores shared out. stack.json then
+names it as `{"spark": {"master": "spark://127.0.0.1:P", "webui": "http://127.0.0.1:Q", "workers": N}}`;
+commands use it when HARMONY_SPARK_MASTER names it.
+
+`up` starts whatever is not running (a stopped stack, one broker, node or Spark worker killed, Cassandra or
+Spark asked for on a stack running without it), so it also repairs; a stack running with Cassandra or Spark
+keeps it.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -39,12 +50,13 @@ import socket
 import subprocess
 import sysconfig
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from archive.segments import ensure_bucket, s3_client
 from events.errors import HarmonyError
-from harmony.settings import DEFAULT_CASSANDRA_HEAP, DEFAULT_KAFKA_HEAP, PROJECT_DIR
+from harmony.settings import DEFAULT_CASSANDRA_HEAP, DEFAULT_KAFKA_HEAP, DEFAULT_SPARK_EXECUTOR_MEMORY, PROJECT_DIR
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,9 @@ STOP_TIMEOUT = 60.0
 READY_TIMEOUT = 90.0
 CASSANDRA_READY_TIMEOUT = 180.0  # per node: 7-26 s measured on 2 cores (busy), more while Kafka starts too
 S3_PORTS = ("master", "volume", "filer", "s3")
+SPARK_DAEMON_HEAP = "512m"  # the master's and each worker's own JVM; executors are sized by the driver
+SPARK_MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+SPARK_WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 # Cassandra 5.0's conf/jvm17-server.options: without them the daemon fails on Java 17.
 CASSANDRA_JAVA17_FLAGS = (
     "-Djdk.attach.allowAttachSelf=true",
@@ -97,6 +112,15 @@ def find_kafka_lib(lib: Path = KAFKA_LIB) -> Path:
 
 def find_cassandra_lib(lib: Path = CASSANDRA_LIB) -> Path:
     return _find_lib(lib, "cassandra-all-*.jar", "Apache Cassandra")
+
+
+def find_spark_home() -> Path:
+    """The installed pyspark package: its jars hold the standalone master and worker (the wheel has no
+    sbin scripts to start them)."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise StackError("pyspark is not installed in this environment; run `make setup`")
+    return _find_lib(Path(spec.origin).parent / "jars", "spark-core_*.jar", "Spark").parent
 
 
 def require_java(minimum: int = 17) -> str:
@@ -146,13 +170,15 @@ def _free_port(avoid: set[int], grpc_twin: bool = False, hosts: tuple[str, ...] 
 
 
 def _choose_ports(
-    directory: Path, brokers: int = 1, cassandra_nodes: int = 0, running: frozenset[str] = frozenset()
+    directory: Path, brokers: int = 1, cassandra_nodes: int = 0, running: frozenset[str] = frozenset(),
+    spark_workers: int = 0,
 ) -> dict:
     """Reuse the last ports when they are free, so clients keep their addresses; else pick new ones.
     The ports of services still `running` (names, as in stack.json) are kept as they are.
 
     {"master", "volume", "filer", "s3": port, "kafka": [[client port, controller port] per broker],
-     "cassandra": [storage port, CQL port] (the same on every node's address; kept while unused)}.
+     "cassandra": [storage port, CQL port] (the same on every node's address; kept while unused),
+     "spark": [[RPC port, web UI port] of the master, then of each worker] (kept while unused)}.
     """
     previous = _read_json(directory / "ports.json")
     ports: dict = {}
@@ -177,12 +203,29 @@ def _choose_ports(
             not taken & set(old) and all(port_free(p, host) for p in old for host in hosts))):
         ports["cassandra"] = old
         taken.update(old)
+    spark: list[list[int] | None] = []
+    if spark_workers:  # each of the master and the workers keeps its pair if it runs or the pair is free
+        previous_spark = previous.get("spark", [])
+        for index, name in enumerate(spark_services(spark_workers)):
+            pair = previous_spark[index] if index < len(previous_spark) else None
+            usable = pair and (name in running or (not taken & set(pair) and all(port_free(p) for p in pair)))
+            spark.append(pair if usable else None)
+            taken.update(pair if usable else ())
+    elif "spark" in previous:
+        ports["spark"] = previous["spark"]
     if "kafka" not in ports:
         ports.update({name: pick(True) for name in S3_PORTS})
         ports["kafka"] = [[pick(False), pick(False)] for _ in range(brokers)]
     if cassandra_nodes and "cassandra" not in ports:
         ports["cassandra"] = [pick(False, hosts), pick(False, hosts)]
-    return {name: ports[name] for name in (*S3_PORTS, "kafka", "cassandra") if name in ports}
+    if spark:
+        ports["spark"] = [pair or [pick(False), pick(False)] for pair in spark]
+    return {name: ports[name] for name in (*S3_PORTS, "kafka", "cassandra", "spark") if name in ports}
+
+
+def spark_services(workers: int) -> list[str]:
+    """The Spark cluster's service names in stack.json: the master first, then the workers."""
+    return ["spark-master", *(f"spark-worker-{n}" for n in range(1, workers + 1))]
 
 
 def _read_json(path: Path) -> dict:
@@ -227,12 +270,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of this process counts as gone.
+    # A zombie counts as gone: reaped here if it is this process's child, else left to its parent (which may
+    # be a process that started the stack and never reaps, while `harmony stack down` runs elsewhere).
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return False
     except ChildProcessError:
-        return True
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def _running(service: dict) -> bool:
@@ -248,11 +296,11 @@ def _command_line(pid: int) -> list[str] | None:
         return None
 
 
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     out = open(log_path, "ab")
     # A new session: the services outlive `harmony stack up` and ignore the terminal's Ctrl-C.
     process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
+                               start_new_session=True, env=env)
     # Popen returns while exec may still be setting the program up, its command line not yet shown:
     # the service is recognised as running (and so stopped) only once it is.
     deadline = time.monotonic() + 5
@@ -286,21 +334,25 @@ def status(directory: Path) -> dict:
         "brokers": info["brokers"],
         "services": services,
     }
-    if "cassandra" in info:
-        answer["cassandra"] = info["cassandra"]
+    for optional in ("cassandra", "spark"):
+        if optional in info:
+            answer[optional] = info[optional]
     return answer
 
 
 def up(
     directory: Path, topic: str, partitions: int, brokers: int | None = None, kafka_heap: str = DEFAULT_KAFKA_HEAP,
-    cassandra_nodes: int = 0, cassandra_heap: str = DEFAULT_CASSANDRA_HEAP,
+    cassandra_nodes: int = 0, cassandra_heap: str = DEFAULT_CASSANDRA_HEAP, spark_workers: int = 0,
+    spark_memory: str = DEFAULT_SPARK_EXECUTOR_MEMORY,
 ) -> dict:
-    """Start SeaweedFS, Kafka and, if asked, Cassandra (what is not running of them); wait until each really
-    serves; answer status().
+    """Start SeaweedFS, Kafka and, if asked, Cassandra and Spark (what is not running of them); wait until each
+    really serves; answer status().
 
     `brokers` defaults to the size the state dir's cluster was formatted with (1 for a new one).
     `cassandra_nodes`: 0 for none (a stack running with Cassandra keeps it), else 1 or 3; like `brokers`, fixed
     by the state dir's first Cassandra start.
+    `spark_workers`: 0 for none (a stack running with Spark keeps its workers), else a Spark master and that many
+    workers (more than are running adds some), each offering `spark_memory` to executors.
     """
     directory.mkdir(parents=True, exist_ok=True)
     cluster = _cluster(directory, brokers)
@@ -312,20 +364,26 @@ def up(
     nodes = cassandra_nodes or len(current.get("cassandra", {}).get("contact_points", ()))
     if nodes:
         _cassandra_cluster(directory, nodes)
-    wanted = ["s3", *(f"kafka-{n}" for n in range(1, brokers + 1)), *(f"cassandra-{n}" for n in range(1, nodes + 1))]
+    workers = spark_workers or current.get("spark", {}).get("workers", 0)
+    if workers < current.get("spark", {}).get("workers", 0):
+        raise StackError(f"the stack in {directory} runs {current['spark']['workers']} Spark worker(s); "
+                         "`harmony stack down` first to run fewer")
+    wanted = ["s3", *(f"kafka-{n}" for n in range(1, brokers + 1)), *(f"cassandra-{n}" for n in range(1, nodes + 1)),
+              *(spark_services(workers) if workers else ())]
     services = {name: s for name, s in current.get("services", {}).items() if _running(s)}
     if current and all(name in services for name in wanted):
         return status(directory)
     weed = find_weed()
     lib = find_kafka_lib()
     cassandra_lib = find_cassandra_lib() if nodes else None
+    spark_home = find_spark_home() if workers else None
     java = require_java()
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
     (directory / "s3").mkdir(exist_ok=True)
     creds = _credentials(directory)
     # The services still running keep their ports (a repair); the others prefer their last ones.
-    ports = _choose_ports(directory, brokers, nodes, frozenset(services))
+    ports = _choose_ports(directory, brokers, nodes, frozenset(services), workers)
     (directory / "ports.json").write_text(json.dumps(ports))
     s3_endpoint = f"http://127.0.0.1:{ports['s3']}"
     addresses = [f"127.0.0.1:{port}" for port, _ in ports["kafka"]]
@@ -334,14 +392,17 @@ def up(
     hosts = cassandra_hosts(nodes)
     if nodes:
         state["cassandra"] = cassandra_endpoint(hosts, ports["cassandra"][1])
+    if workers:
+        state["spark"] = spark_endpoint(ports["spark"][0], workers)
 
     def record() -> None:
         _write_private(directory / "stack.json", json.dumps(state))
 
     started: dict[str, subprocess.Popen] = {}
 
-    def start(name: str, args: list[str], log_name: str | None = None, **service) -> None:
-        process = _spawn(args, logs / f"{log_name or name}.log")
+    def start(name: str, args: list[str], log_name: str | None = None, env: dict[str, str] | None = None,
+              **service) -> None:
+        process = _spawn(args, logs / f"{log_name or name}.log", env)
         started[name] = process
         services[name] = {"pid": process.pid, "command": process.args, **service}
         record()
@@ -368,10 +429,30 @@ def up(
         # The first Cassandra node starts alongside Kafka; each next one once the one before serves CQL.
         for node in list(commands)[:1]:
             start_node(node)
+        if workers and "spark-master" not in services:
+            master, webui = ports["spark"][0]
+            env = _spark_env(spark_home)
+            start("spark-master", _spark_command(java, spark_home, env, SPARK_MASTER_CLASS, "--host", "127.0.0.1",
+                                                 "--port", str(master), "--webui-port", str(webui)),
+                  env=env, address=f"127.0.0.1:{master}", webui=state["spark"]["webui"])
         if "s3" in started:
             _wait_s3_ready(s3_endpoint, creds, started["s3"], logs / "seaweedfs.log")
         _wait_kafka_ready(state["kafka_bootstrap"], brokers, topic, partitions,
                           {name: p for name, p in started.items() if name.startswith("kafka-")}, logs)
+        if workers:
+            def spark_processes() -> dict[str, tuple[subprocess.Popen, Path]]:
+                return {f"Spark {name}": (process, logs / f"{name}.log") for name, process in started.items()
+                        if name.startswith("spark-")}
+
+            # Workers started before the master answers register only at their next retry, 5-15 s later.
+            _wait_spark_ready(state["spark"]["webui"], [], spark_processes())
+            for worker, (rpc, webui) in enumerate(ports["spark"][1:], start=1):
+                if f"spark-worker-{worker}" not in services:
+                    args, env = _spark_worker(java, spark_home, directory, state["spark"]["master"], worker,
+                                              [rpc, webui], workers, spark_memory)
+                    start(f"spark-worker-{worker}", args, env=env, address=f"127.0.0.1:{rpc}",
+                          webui=f"http://127.0.0.1:{webui}")
+            _wait_spark_ready(state["spark"]["webui"], [rpc for rpc, _ in ports["spark"][1:]], spark_processes())
         for node in commands:
             name = f"cassandra-{node}"
             if name not in started:
@@ -386,10 +467,13 @@ def up(
                 services.pop(name)
             if not any(name.startswith("cassandra-") for name in services):
                 state.pop("cassandra", None)
+            if "spark-master" not in services:
+                state.pop("spark", None)
             record()
         raise
     log.info("stack up", extra={"kafka_bootstrap": state["kafka_bootstrap"], "s3_endpoint": s3_endpoint,
-                                "cassandra": state.get("cassandra", {}).get("url"), "started": sorted(started)})
+                                "cassandra": state.get("cassandra", {}).get("url"),
+                                "spark_master": state.get("spark", {}).get("master"), "started": sorted(started)})
     return status(directory)
 
 
@@ -597,6 +681,67 @@ def _cassandra_command(java: str, lib: Path, config: Path, heap: str, logs: Path
     ]
 
 
+def spark_endpoint(master: list[int], workers: int) -> dict:
+    """What stack.json says about Spark: the master's URL (a value for HARMONY_SPARK_MASTER), its web UI, the
+    number of workers."""
+    rpc, webui = master
+    return {"master": f"spark://127.0.0.1:{rpc}", "webui": f"http://127.0.0.1:{webui}", "workers": workers}
+
+
+def _spark_env(home: Path) -> dict[str, str]:
+    """The environment of Spark's launcher and daemons: the wheel as SPARK_HOME (read, never written), loopback."""
+    core = next((home / "jars").glob("spark-core_*.jar")).name  # spark-core_2.13-4.3.0.jar
+    return {
+        **os.environ, "SPARK_HOME": str(home),
+        # The launcher looks for build directories to learn the Scala version unless told; a wheel has none.
+        "SPARK_SCALA_VERSION": core.split("_")[1].split("-")[0],
+        "SPARK_DAEMON_MEMORY": SPARK_DAEMON_HEAP,
+        "SPARK_LOCAL_IP": "127.0.0.1",  # executors inherit it from their worker and bind to loopback too
+    }
+
+
+def _spark_command(java: str, home: Path, env: dict[str, str], main_class: str, *args: str) -> list[str]:
+    """The JVM command line bin/spark-class would exec, from Spark's own launcher (it adds the module flags
+    Java 17 needs). Run directly, not through spark-class, so the service's PID and /proc command line are
+    the JVM's from the start (spark-class is a shell script that execs java later)."""
+    done = subprocess.run([java, "-Xmx128m", "-cp", f"{home / 'jars'}/*", "org.apache.spark.launcher.Main",
+                           main_class, *args], env=env, capture_output=True, timeout=120)
+    if done.returncode:
+        raise StackError(f"Spark's launcher failed for {main_class}: {done.stderr.decode(errors='replace')[-300:]}")
+    # The launcher prints a NUL and a newline, then the arguments, each ended by a NUL.
+    return [arg.decode() for arg in done.stdout.partition(b"\0\n")[2].split(b"\0")[:-1]]
+
+
+def _spark_worker(java: str, home: Path, directory: Path, master: str, worker: int, ports: list[int], workers: int,
+                  memory: str) -> tuple[list[str], dict[str, str]]:
+    """Worker `worker`'s command line and environment: its work dir (executors' output) and local dir (shuffle,
+    blocks) in <state>/spark/worker<i>/, the machine's cores shared out among the workers."""
+    folder = directory / "spark" / f"worker{worker}"
+    for part in ("work", "local"):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+    env = {**_spark_env(home), "SPARK_LOCAL_DIRS": str(folder / "local"),  # executors inherit it
+           # Finished applications' dirs (executor logs) are removed after Spark's default of 7 days.
+           "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=true"}
+    rpc, webui = ports
+    cores = max(1, (os.cpu_count() or 1) // workers)
+    args = _spark_command(java, home, env, SPARK_WORKER_CLASS, master, "--host", "127.0.0.1", "--port", str(rpc),
+                          "--webui-port", str(webui), "--cores", str(cores), "--memory", memory,
+                          "--work-dir", str(folder / "work"))
+    return args, env
+
+
+def _wait_spark_ready(webui: str, workers: list[int], processes: dict[str, tuple[subprocess.Popen, Path]]) -> None:
+    """Ready means the master's web UI answers /json/ and lists each of the `workers` (RPC ports) ALIVE."""
+    def serving() -> None:
+        with urllib.request.urlopen(f"{webui}/json/", timeout=5) as response:
+            listed = json.load(response)
+        alive = {worker["port"] for worker in listed["workers"] if worker["state"] == "ALIVE"}
+        if missing := [port for port in workers if port not in alive]:
+            raise StackError(f"{len(missing)} of {len(workers)} Spark workers not registered")
+
+    _wait_ready(f"Spark master at {webui}", serving, processes)
+
+
 def _wait_ready(what: str, probe: Callable[[], object], processes: dict[str, tuple[subprocess.Popen, Path]],
                 timeout: float = READY_TIMEOUT, interval: float = 0.5) -> None:
     """Call `probe` until it returns; fail in one line (naming the logs) if a process exits or time runs out."""
@@ -731,7 +876,10 @@ def describe(info: dict) -> str:
              f"  kafka      {info['kafka_bootstrap']}", f"  s3         {info['s3_endpoint']}"]
     if "cassandra" in info:
         lines.append(f"  cassandra  {info['cassandra']['url']}")
+    if "spark" in info:  # commands use the cluster only when told to
+        lines.append(f"  spark      {info['spark']['master']}  (web UI {info['spark']['webui']}; "
+                     f"export HARMONY_SPARK_MASTER={info['spark']['master']} to train on it)")
     for name, service in info["services"].items():
-        lines.append(f"  {name:11} pid {service['pid']:<8} {service['address']:24} "
+        lines.append(f"  {name:14} pid {service['pid']:<8} {service['address']:24} "
                      f"{'alive' if service['alive'] else 'DEAD'}")
     return "\n".join(lines)

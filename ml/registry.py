@@ -122,10 +122,12 @@ def read_artefacts(s3, info: ModelInfo) -> FactorModel:
 
     item_ids = joined("item", "ids")
     taste = pd.Index(joined("taste", "ids")).get_indexer(item_ids)  # the taste rows in the items' order
+    def vectors(kind: str, rank: int) -> np.ndarray:
+        return joined(kind, "vectors").reshape(-1, rank)
+
     return FactorModel(info.mu, joined("user", "ids"), item_ids, joined("user", "biases"), joined("item", "biases"),
-                       joined("user", "vectors").reshape(-1, info.rank), joined("item", "vectors").reshape(-1, info.rank),
-                       joined("item", "counts"), joined("taste", "vectors").reshape(-1, taste_rank(info))[taste],
-                       dict(info.params))
+                       vectors("user", info.rank), vectors("item", info.rank), joined("item", "counts"),
+                       vectors("taste", taste_rank(info))[taste], dict(info.params))
 
 
 def retain(store: ProjectionStore, s3, bucket: str, prefix: str, keep: int) -> list[str]:

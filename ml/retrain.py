@@ -80,7 +80,7 @@ def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, log: di
     say = progress or (lambda message: None)
     trained_at = datetime.now(timezone.utc)
     replayed = replay(spark, source, log, progress=say)
-    if replayed.ratings.isEmpty():
+    if not replayed.ratings.count():  # the whole replay, into its cache
         raise TrainingError("the archive holds no ratings yet: import or submit reviews and run the archiver")
     model, metrics = fit_for_publication(spark, replayed.ratings, params, tune=tune, holdout=holdout, seed=seed,
                                          progress=say)

@@ -1,8 +1,9 @@
 """A SparkSession with the settings that worked here (docs/stack-notes.md, Spark section).
 
-The master and the driver's memory are parameters; the composition root passes
-``HARMONY_SPARK_MASTER`` and ``HARMONY_SPARK_DRIVER_MEMORY`` (in local mode the driver JVM also
-runs the executors).
+The master and the memory are parameters; the composition root passes ``HARMONY_SPARK_MASTER``,
+``HARMONY_SPARK_DRIVER_MEMORY`` (in local mode the driver JVM also runs the executors) and
+``HARMONY_SPARK_EXECUTOR_MEMORY`` (each executor's on a standalone master such as the one
+`harmony stack up --spark-workers N` starts; no more than a worker offers, or no executor starts).
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from pathlib import Path
 
 
 def session(master: str, driver_memory: str, app_name: str = "harmony-ml",
-            checkpoint_dir: str | Path | None = None):
+            checkpoint_dir: str | Path | None = None, executor_memory: str = "1g"):
     """Start (or reuse) a SparkSession bound to loopback, quiet, with a checkpoint directory.
 
     The checkpoint directory keeps ALS with ``maxIter >= 15`` from dying of a StackOverflowError
-    (long RDD lineage); without one it is a fresh temporary directory.
+    (long RDD lineage); without one it is a fresh temporary directory. On a standalone master the
+    executors write it too: the stack's workers run on this machine, so a local path serves.
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # Python workers must run this interpreter (the venv with the project), not whatever `python3` is.
+    # Python workers must run this interpreter (the venv with the project installed editable, so
+    # executors import ml.* as the driver does), not whatever `python3` is. The driver hands this
+    # variable to the executors of a standalone cluster too; the `spark.pyspark.python` setting would
+    # come too late here (it is read by spark-submit, before this process).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines would land in our JSON logs
     from pyspark.sql import SparkSession
@@ -31,6 +36,7 @@ def session(master: str, driver_memory: str, app_name: str = "harmony-ml",
         SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.driver.memory", driver_memory)
+        .config("spark.executor.memory", executor_memory)  # unused in local mode
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")

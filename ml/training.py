@@ -47,6 +47,7 @@ from ml.knn import feasible, fit_knn
 BIAS_PASSES = 10
 CHUNK_ROWS = 20_000  # factor rows per chunk streamed to the driver
 RATINGS_PER_TASK = 1_000_000
+ONE_TASK_RATINGS = 10_000_000  # up to this many, the bias passes run in one task: ~160 MB of arrays there
 
 
 @dataclass(frozen=True)
@@ -141,11 +142,12 @@ class Indexed:
         return np.sum([np.frombuffer(row.sums) for row in rows], axis=0) if rows else np.zeros(size)
 
     def baseline(self, reg_user: float, reg_item: float) -> Baseline:
-        """:func:`fit_baseline` over these ratings. When they are in one Spark task, it runs whole in
-        that task (one job, not two a pass: what small data costs is jobs); else a job a half pass."""
+        """:func:`fit_baseline` over these ratings. Up to ``ONE_TASK_RATINGS`` it runs whole in one
+        Spark task (one job, not two a pass: a job costs far more than a pass over some millions of
+        ratings in NumPy), beyond that a Spark job a half pass. Either way on executors."""
         import pyarrow as pa
 
-        if self.ratings.rdd.getNumPartitions() > 1:
+        if self.n_ratings > ONE_TASK_RATINGS:
             return fit_baseline(self, reg_user, reg_item)
         n_users, n_items = self.n_users, self.n_items
 
@@ -161,7 +163,8 @@ class Indexed:
                                               pa.array([fitted.item_bias.tobytes()], pa.binary())],
                                              names=["users", "items"])
 
-        row = self.ratings.mapInArrow(whole, "users binary, items binary").first()
+        # collect(), not first(): first() may stop reading the task's output before it ends.
+        [row] = self.ratings.coalesce(1).mapInArrow(whole, "users binary, items binary").collect()
         return Baseline(self.mean, np.frombuffer(row.users).copy(), np.frombuffer(row.items).copy())
 
     def local(self) -> LocalRatings:
@@ -204,8 +207,8 @@ def index(ratings) -> Indexed:
     indexed = (ratings.join(users.withColumnRenamed("id", "user"), "user")
                .join(items.withColumnRenamed("id", "item"), "item").select("u", "i", "r"))
     count, mean = indexed.agg(F.count("*"), F.avg("r")).first()
-    # A task per million ratings: up to a million, the bias passes run in one task (Indexed.baseline).
-    indexed = indexed.repartition(count // RATINGS_PER_TASK + 1).cache()
+    tasks = max(ratings.sparkSession.sparkContext.defaultParallelism, count // RATINGS_PER_TASK + 1)
+    indexed = indexed.repartition(tasks).cache()
     return Indexed(indexed, users, items, users.count(), items.count(), count, float(mean) if count else 3.0)
 
 

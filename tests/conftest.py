@@ -92,6 +92,18 @@ def cassandra_node(tmp_path_factory) -> dict:
     launcher.down(directory)
 
 
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory) -> Path:
+    """A Spark standalone master and one worker offering 1 GiB to executors, started by the launcher as
+    `harmony stack up --spark-workers 1` does, in a state dir of its own with its own SeaweedFS and Kafka
+    (test_spark_cluster kills, repairs and stops its services). Yields the state dir; stopped at the end
+    of the session."""
+    directory = tmp_path_factory.mktemp("spark")
+    launcher.up(directory, "harmony.reviews", PARTITIONS, spark_workers=1, spark_memory="1g")
+    yield directory
+    launcher.down(directory)
+
+
 # Runs a test once on each projection store: `@BOTH_STORES` before a test that uses `env`.
 BOTH_STORES = pytest.mark.parametrize("store_kind", ["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])
 

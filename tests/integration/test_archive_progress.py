@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from archive.progress import ArchiveProgress
-from archive.segments import archived_until, ensure_bucket, put_segment, s3_client
+from archive.segments import ensure_bucket, put_segment, s3_client
 from events.reader import LogRecord
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,8 @@ def test_the_last_archived_offsets_are_those_a_full_listing_finds(archive):
         put(0, first, last)
     put(2, 5, 7)
     put(2, 5, 9)  # writers overlapped: the same first offset, a longer segment
-    assert progress.archived() == archived_until(s3, bucket, topic) == {0: 1_000_000_006, 2: 9}
+    assert progress.archived() == ArchiveProgress(s3, bucket, topic).archived() == {0: 1_000_000_006, 2: 9}
+    assert progress.archived([2, 5]) == {2: 9, 5: -1}
 
 
 def test_after_the_first_read_only_new_segments_are_listed(archive):
@@ -55,7 +56,7 @@ def test_after_the_first_read_only_new_segments_are_listed(archive):
     before = listings()
     archived = progress.archived()
     assert listings() - before == 1 + 2  # the partitions, and one listing per partition
-    assert archived == archived_until(s3, bucket, topic) == {0: 3010, 1: 4}
+    assert archived == ArchiveProgress(s3, bucket, topic).archived() == {0: 3010, 1: 4}
 
     before = listings()
     assert progress.archived() == {0: 3010, 1: 4}

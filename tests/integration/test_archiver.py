@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from archive.segments import archived_until, ensure_bucket, list_segments, read_archive, s3_client
+from archive.progress import ArchiveProgress
+from archive.segments import ensure_bucket, list_segments, read_archive, s3_client
 from events.reader import read_log
 from tests.conftest import PARTITIONS, Service, wait_until
 from tests.integration.helpers import produce, produce_events, review_stream
@@ -62,7 +63,7 @@ def archived_records(s3, bucket, topic) -> dict[int, list]:
 
 
 def archived_count(s3, bucket, topic) -> int:
-    return sum(last + 1 for last in archived_until(s3, bucket, topic).values())
+    return sum(last + 1 for last in ArchiveProgress(s3, bucket, topic).archived().values())
 
 
 def assert_archive_is_the_log(s3, bucket, settings) -> None:

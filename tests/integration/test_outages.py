@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from archive.segments import archived_until, s3_client
+from archive.progress import ArchiveProgress
+from archive.segments import s3_client
 from harmony import stack as launcher
 from tests.conftest import PARTITIONS, Service, wait_until
 from tests.integration.helpers import applied, assert_store_equals_log, log_end, produce_events, review_stream
@@ -72,7 +73,7 @@ def assert_all_projected_once_and_archived(settings, store, services: list[Servi
     done = datetime.now(timezone.utc)
     wait_until(lambda: reports_on(store, done), 10, f"the worker reports its lag: {services[0].log()[-2000:]}")
     assert [lag.lag for lag in store.lag()] == [0] * PARTITIONS
-    wait_until(lambda: sum(o + 1 for o in archived_until(s3, settings.s3_bucket, settings.topic).values()) == total,
+    wait_until(lambda: sum(o + 1 for o in ArchiveProgress(s3, settings.s3_bucket, settings.topic).archived().values()) == total,
                120, f"the archiver went on: {services[1].log()[-2000:]}", 0.2)
     assert_alive(*services)
     assert_store_equals_log(settings.kafka_bootstrap, settings.topic, store)

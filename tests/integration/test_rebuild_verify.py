@@ -76,7 +76,8 @@ def test_rebuild_while_events_keep_arriving_stays_consistent(settings, env, serv
 
 @BOTH_STORES
 def test_archiver_killed_mid_stream_then_verify_passes_and_rebuilds_match(settings, env, services, live_store):
-    from archive.segments import archived_until, s3_client
+    from archive.progress import ArchiveProgress
+    from archive.segments import s3_client
 
     s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
     events = review_stream(20_000, seed=21, catalogue=0.05)
@@ -84,7 +85,7 @@ def test_archiver_killed_mid_stream_then_verify_passes_and_rebuilds_match(settin
     store = live_store
     services("worker")
     archiver = services("archiver")
-    wait_until(lambda: sum(o + 1 for o in archived_until(s3, settings.s3_bucket, settings.topic).values()) > 0,
+    wait_until(lambda: sum(o + 1 for o in ArchiveProgress(s3, settings.s3_bucket, settings.topic).archived().values()) > 0,
                90, f"archiver wrote a first segment: {archiver.log()[-1500:]}")
     late = threading.Thread(target=produce_events, args=(settings.kafka_bootstrap, settings.topic, events[10_000:]))
     late.start()
@@ -93,7 +94,7 @@ def test_archiver_killed_mid_stream_then_verify_passes_and_rebuilds_match(settin
     services("archiver")
 
     def archived() -> int:
-        return sum(o + 1 for o in archived_until(s3, settings.s3_bucket, settings.topic).values())
+        return sum(o + 1 for o in ArchiveProgress(s3, settings.s3_bucket, settings.topic).archived().values())
 
     wait_until(lambda: archived() == len(events), 120, "restarted archiver reached the log end")
     wait_until(lambda: applied(store) == len(events), 120, "worker caught up")
@@ -113,7 +114,8 @@ def test_archiver_killed_mid_stream_then_verify_passes_and_rebuilds_match(settin
 
 
 def test_rebuild_from_an_archive_that_lost_its_first_segment_refuses(settings, env, services):
-    from archive.segments import archived_until, ensure_bucket, list_segments, s3_client
+    from archive.progress import ArchiveProgress
+    from archive.segments import ensure_bucket, list_segments, s3_client
 
     s3 = s3_client(settings.s3_endpoint, settings.aws_access_key_id, settings.aws_secret_access_key)
     ensure_bucket(s3, settings.s3_bucket)
@@ -121,7 +123,7 @@ def test_rebuild_from_an_archive_that_lost_its_first_segment_refuses(settings, e
     produce_events(settings.kafka_bootstrap, settings.topic, events)
     env["HARMONY_ARCHIVE_SEGMENT_RECORDS"] = "100"  # several segments per partition
     archiver = services("archiver")
-    wait_until(lambda: sum(o + 1 for o in archived_until(s3, settings.s3_bucket, settings.topic).values())
+    wait_until(lambda: sum(o + 1 for o in ArchiveProgress(s3, settings.s3_bucket, settings.topic).archived().values())
                == len(events), 120, f"archiver reached the log end: {archiver.log()[-1500:]}")
     first, *rest = list_segments(s3, settings.s3_bucket, settings.topic)[0]
     assert first.first == 0 and rest

@@ -107,7 +107,7 @@ def start_api(env: dict, log_path: Path) -> tuple[Service, str]:
 @pytest.fixture(scope="module")
 def site(stack_dir, tmp_path_factory):
     """The product on the session's stack with demo-like data and a trained model: the site's URL."""
-    from archive.segments import archived_until
+    from archive.progress import ArchiveProgress
     from harmony import bootstrap
     from harmony.settings import load
 
@@ -125,8 +125,8 @@ def site(stack_dir, tmp_path_factory):
             end = sum(log_end(settings.kafka_bootstrap, settings.topic).values())
             wait_until(lambda: applied(store) == end, 120, f"worker behind: {services[0].log()[-2000:]}", 0.5)
             checkpoint = store.checkpoint()
-            wait_until(lambda: all(o >= checkpoint[p] for p, o in archived_until(
-                s3, settings.s3_bucket, settings.topic, checkpoint).items()), 120,
+            wait_until(lambda: all(o >= checkpoint[p] for p, o in ArchiveProgress(
+                s3, settings.s3_bucket, settings.topic).archived(checkpoint).items()), 120,
                 f"archiver behind: {services[1].log()[-2000:]}", 0.5)
             store.close()
             harmony(env, "train", "--no-tune")

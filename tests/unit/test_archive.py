@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 
 import pytest
 
+from archive.progress import ArchiveProgress
 from archive.segments import (
-    ArchiveError, Segment, archived_until, decode_segment, encode_segment, list_segments,
+    ArchiveError, Segment, decode_segment, encode_segment, list_segments,
     parse_segment_key, plan, plan_archive, put_segment, read_archive, segment_key,
 )
 from events.codec import encode
@@ -205,11 +206,11 @@ def s3_bucket(env):
 
 
 @pytest.mark.integration
-def test_list_read_and_archived_until_on_s3(s3_bucket):
+def test_list_read_and_the_archives_end_on_s3(s3_bucket):
     s3, bucket = s3_bucket
     topic = f"t.{uuid.uuid4().hex[:8]}"
-    assert archived_until(s3, bucket, topic) == {}
-    assert archived_until(s3, bucket, topic, [0, 1]) == {0: -1, 1: -1}
+    assert ArchiveProgress(s3, bucket, topic).archived() == {}
+    assert ArchiveProgress(s3, bucket, topic).archived([0, 1]) == {0: -1, 1: -1}
     written = {0: [], 1: []}
     # Many small segments: more than one listing page (1000 keys).
     with ThreadPoolExecutor(16) as pool:
@@ -225,8 +226,8 @@ def test_list_read_and_archived_until_on_s3(s3_bucket):
     segments = list_segments(s3, bucket, topic)
     assert sorted(segments) == [0, 1] and len(segments[0]) == 1200 and len(segments[1]) == 3
     assert [s.first for s in segments[0]] == list(range(1200))
-    assert archived_until(s3, bucket, topic) == {0: 1199, 1: 8999}
-    assert archived_until(s3, bucket, topic, [1, 5]) == {1: 8999, 5: -1}
+    assert ArchiveProgress(s3, bucket, topic).archived() == {0: 1199, 1: 8999}
+    assert ArchiveProgress(s3, bucket, topic).archived([1, 5]) == {1: 8999, 5: -1}
 
     read = {0: [], 1: []}
     for batch in read_archive(s3, bucket, topic, log={0: range(0, 1200), 1: range(0, 9000)}, prefetch=8):
@@ -261,4 +262,4 @@ def test_malformed_records_on_s3(s3_bucket):
     topic = f"odd.{uuid.uuid4().hex[:8]}"
     put_segment(s3, bucket, topic, ODD, LEVEL)
     assert [r for b in read_archive(s3, bucket, topic) for r in b] == ODD
-    assert archived_until(s3, bucket, topic) == {3: 27}
+    assert ArchiveProgress(s3, bucket, topic).archived() == {3: 27}

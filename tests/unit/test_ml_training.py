@@ -119,13 +119,13 @@ def test_tuning_uses_the_inner_split_and_prefers_the_better_grid_point(spark, sp
 
 
 def test_bias_passes_spread_over_spark_tasks_equal_those_in_one_task_and_on_the_driver(spark, split, monkeypatch):
-    ratings = spark.createDataFrame(split[0])
-    one = training.index(ratings)
-    monkeypatch.setattr(training, "RATINGS_PER_TASK", 1000)  # several tasks: a Spark job a half pass
-    spread = training.index(ratings)
-    assert one.ratings.rdd.getNumPartitions() == 1 and spread.ratings.rdd.getNumPartitions() > 1
-    on_driver = training.fit_baseline(one.local(), 5.0, 5.0)
-    for fitted in (one.baseline(5.0, 5.0), spread.baseline(5.0, 5.0)):
+    data = training.index(spark.createDataFrame(split[0]))
+    assert data.ratings.rdd.getNumPartitions() > 1
+    in_one_task = data.baseline(5.0, 5.0)
+    monkeypatch.setattr(training, "ONE_TASK_RATINGS", 1000)  # a Spark job a half pass, over every task
+    spread = data.baseline(5.0, 5.0)
+    on_driver = training.fit_baseline(data.local(), 5.0, 5.0)
+    for fitted in (in_one_task, spread):
         assert fitted.mu == pytest.approx(on_driver.mu, abs=1e-12)
         np.testing.assert_allclose(fitted.user_bias, on_driver.user_bias, atol=1e-9)
         np.testing.assert_allclose(fitted.item_bias, on_driver.item_bias, atol=1e-9)
