@@ -21,7 +21,7 @@ listed or written object are ever deleted, so every offset stays in some object 
 (strict inclusion has no cycles: the outermost object of a chain of inclusions is never deleted).
 While both exist, planning takes the object that reaches furthest, and readers trim overlaps. A
 reader that planned before a deletion plans that partition again (`read_archive`) or reads the
-cover (`get_segment`). A compactor stopped after its PUT, or among its deletes, leaves segments
+cover (`iter_segment`). A compactor stopped after its PUT, or among its deletes, leaves segments
 inside the merged object; the next pass deletes them first.
 
 Memory: records stream from the inputs (a few compressed objects fetched ahead) through gzip to a

@@ -31,13 +31,18 @@ offsets tell: readers that must not miss a record pass them (`plan_archive`).
 Compaction (archive/compaction.py) merges runs of segments into bigger segments of the same
 format and key scheme, writing the merged object before deleting the ones it covers: planning
 prefers the object that reaches furthest, so it leaves out the covered ones while both exist, and
-readers that planned before a deletion plan again (`read_archive`) or read the cover (`get_segment`).
+readers that planned before a deletion plan again (`read_archive`) or read the cover (`iter_segment`).
+
+Readers stream: a segment's records come in lists of a bounded number, decompressed, decoded and
+checked as the object's bytes arrive, so a reader's memory does not grow with the object (a
+compacted one is 64 MiB compressed, ~10x that as JSON, millions of records).
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import io
 import logging
 import re
 from collections import deque
@@ -54,6 +59,9 @@ from events.reader import LogRecord
 
 SUFFIX = ".jsonl.gz"
 logger = logging.getLogger(__name__)  # not `log`: that names the log's offsets here
+CHUNK = 50_000  # records in a list readers yield
+BLOCK = 1 << 20  # decompressed bytes decoded at once
+FETCH_AHEAD = 4 << 20  # objects up to this size (compressed) are fetched whole ahead; bigger ones stream
 _KEY_PATTERN = re.compile(r"^(?P<topic>.+)/p(?P<partition>\d{4,})/(?P<first>\d{12,})-(?P<last>\d{12,})\.jsonl\.gz$")
 
 
@@ -235,10 +243,6 @@ def encode_segment(records: list[LogRecord], compresslevel: int) -> bytes:
     return gzip.compress(encode_lines(records), compresslevel=compresslevel, mtime=0)
 
 
-def decode_lines(data: bytes) -> list[LogRecord]:
-    return [_record(line) for line in _line_decoder.decode_lines(data)]
-
-
 def _record(line: _Line) -> LogRecord:
     key = line.key.encode("utf-8") if line.key is not UNSET else (
         base64.b64decode(line.key_b64) if line.key_b64 is not UNSET else None)
@@ -247,12 +251,48 @@ def _record(line: _Line) -> LogRecord:
     return LogRecord(line.partition, line.offset, key, value)
 
 
-def decode_segment(data: bytes) -> list[LogRecord]:
-    """The records of a segment object, in order."""
+def _decoded(body, key: str) -> Iterator[LogRecord]:
+    """The records of a segment object read from `body` (a file), decompressed and decoded a block
+    at a time (memory: a block and its records); `body` is closed at the end, or when closed early."""
     try:
-        return decode_lines(gzip.decompress(data))
+        with gzip.GzipFile(fileobj=body, mode="rb") as data:
+            rest = b""
+            while block := data.read(BLOCK):
+                lines, _, rest = (rest + block).rpartition(b"\n")
+                yield from map(_record, _line_decoder.decode_lines(lines))
+            yield from map(_record, _line_decoder.decode_lines(rest))  # a last line without a line break
     except (OSError, EOFError, msgspec.DecodeError, ValueError) as error:
-        raise ArchiveError(f"corrupt segment: {error}") from error
+        raise ArchiveError(f"corrupt segment {key}: {error}") from error
+    finally:
+        body.close()
+
+
+def _records(segment: Segment, source: Segment, body, chunk: int) -> Iterator[list[LogRecord]]:
+    """`segment`'s records in lists of at most `chunk`, read from `body`, the object of `source` (the
+    segment itself, or an object covering it). Checked as they go, as keys promise: the object's
+    records are of its partition, begin at its first offset, increase, stay within its last; the
+    segment's run to its last offset. Else ArchiveError (lists may have been yielded before)."""
+    batch: list[LogRecord] = []
+    previous = source.first - 1
+    with closing(_decoded(body, source.key)) as records:  # closed at the break too
+        for record in records:
+            if (record.partition != source.partition or record.offset <= previous or record.offset > source.last
+                    or (previous < source.first and record.offset != source.first)):
+                where = f"after offset {previous}" if previous >= source.first else "first"
+                raise ArchiveError(f"segment {source.key} holds partition {record.partition} offset {record.offset} "
+                                   f"{where}")
+            if record.offset > segment.last:
+                break  # read from a cover: the rest is not the segment's
+            previous = record.offset
+            if record.offset >= segment.first:
+                batch.append(record)
+                if len(batch) == chunk:
+                    yield batch
+                    batch = []
+    if previous != segment.last:
+        raise ArchiveError(f"segment {source.key} stops at offset {previous}, not {segment.last}")
+    if batch:
+        yield batch
 
 
 # -- S3 ---------------------------------------------------------------------------------------------
@@ -295,62 +335,48 @@ def put_segment(s3, bucket: str, topic: str, records: list[LogRecord], compressl
     return Segment(first.partition, first.offset, last.offset, key, len(body))
 
 
-def get_segment(s3, bucket: str, segment: Segment) -> list[LogRecord]:
-    """The records of a planned segment. If compaction has since merged it into a bigger object and
-    deleted it, they are read from that object (a reader planning many segments does better to
-    plan again, as `read_archive` does: each one gone costs a read of its cover up to it)."""
+def iter_segment(s3, bucket: str, segment: Segment, chunk: int = CHUNK) -> Iterator[list[LogRecord]]:
+    """The records of a planned segment, in order, in lists of at most `chunk`: streamed from S3,
+    decompressed, decoded and checked as they arrive (ArchiveError if the object does not hold
+    exactly the offsets its key names). If compaction has since merged the segment into a bigger
+    object and deleted it, they are read from that object (a reader planning many segments does
+    better to plan again, as `read_archive` does: each one gone costs a read of its cover up to it)."""
     try:
-        return _fetch(s3, bucket, segment)
+        source, body = segment, _open(s3, bucket, segment.key)
     except SegmentGone:
-        topic = segment.key.rsplit("/", 2)[0]
-        covers = [s for s in list_segments(s3, bucket, topic, [segment.partition])[segment.partition]
-                  if s.first <= segment.first and s.last >= segment.last]
-        if not covers:
-            raise ArchiveError(f"segment {segment.key} is gone and no object covers it") from None
-        logger.warning("segment gone, reading its cover", extra={"key": segment.key, "cover": covers[-1].key})
-        records = []
-        with closing(_stream_lines(s3, bucket, covers[-1].key)) as lines:  # closed at the break too
-            for line in lines:
-                record = _record(_line_decoder.decode(line))
-                if record.offset > segment.last:
-                    break
-                if record.offset >= segment.first:
-                    records.append(record)
-        return _checked(segment, records)
+        source = _cover(s3, bucket, segment)
+        logger.warning("segment gone, reading its cover", extra={"key": segment.key, "cover": source.key})
+        body = _open(s3, bucket, source.key)
+    yield from _records(segment, source, body, chunk)
 
 
-def _fetch(s3, bucket: str, segment: Segment) -> list[LogRecord]:
-    return _checked(segment, decode_segment(get_object(s3, bucket, segment.key)))
+def _cover(s3, bucket: str, segment: Segment) -> Segment:
+    """An object holding all of a segment's offsets: the one starting last, the fewest to skip."""
+    topic = segment.key.rsplit("/", 2)[0]
+    covers = [s for s in list_segments(s3, bucket, topic, [segment.partition])[segment.partition]
+              if s.first <= segment.first and s.last >= segment.last]
+    if not covers:
+        raise ArchiveError(f"segment {segment.key} is gone and no object covers it")
+    return covers[-1]
 
 
 def get_object(s3, bucket: str, key: str) -> bytes:
     """A segment object's bytes; SegmentGone if it is not there (any more)."""
+    return _open(s3, bucket, key).read()
+
+
+def _open(s3, bucket: str, key: str):
+    """A segment object's body, a file to read as its bytes arrive; SegmentGone if it is not there (any more)."""
     try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return s3.get_object(Bucket=bucket, Key=key)["Body"]
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             raise SegmentGone(f"segment {key} is gone (compaction merged it into a bigger one)") from None
         raise
 
 
-def _checked(segment: Segment, records: list[LogRecord]) -> list[LogRecord]:
-    if not records or (records[0].offset != segment.first or records[-1].offset != segment.last
-                    or any(r.partition != segment.partition for r in (records[0], records[-1]))):
-        held = f"{records[0].offset}..{records[-1].offset}" if records else "nothing"
-        raise ArchiveError(f"segment {segment.key} holds offsets {held}")
-    return records
-
-
-def _stream_lines(s3, bucket: str, key: str) -> Iterator[bytes]:
-    """The JSON lines of a segment object, decompressed as they arrive (memory: one line)."""
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    try:
-        with gzip.GzipFile(fileobj=body, mode="rb") as lines:
-            yield from lines
-    except (OSError, EOFError) as error:
-        raise ArchiveError(f"corrupt segment {key}: {error}") from error
-    finally:
-        body.close()
+def _fetched(s3, bucket: str, segment: Segment) -> io.BytesIO:
+    return io.BytesIO(get_object(s3, bucket, segment.key))
 
 
 def plan(segments: list[Segment], strict: bool = True) -> list[Segment]:
@@ -410,41 +436,46 @@ def plan_archive(found: dict[int, list[Segment]], log: dict[int, range] | None) 
 
 def read_archive(
     s3, bucket: str, topic: str, partitions: Iterable[int] | None = None, *,
-    log: dict[int, range] | None = None, prefetch: int = 4,
+    log: dict[int, range] | None = None, prefetch: int = 4, chunk: int = CHUNK,
 ) -> Iterator[list[LogRecord]]:
-    """Yield the archived records, one list per segment, partition after partition in offset order.
+    """Yield the archived records in lists of at most `chunk` (a segment may come as several),
+    partition after partition in offset order, each list of one partition.
 
     Up to `prefetch` segments are fetched ahead by a thread pool (the boto3 client is shared;
-    boto3 clients are thread-safe). Overlapping segments are trimmed, so no offset is yielded twice.
-    Given `log` (the offsets of the partitions read, see `plan_archive`), a hole raises
-    ArchiveError before anything is read; without it, holes are skipped. A segment that compaction
-    deleted after the listing (archive/compaction.py writes its cover first) makes the rest of its
-    partition be listed and planned again from the last offset yielded.
+    boto3 clients are thread-safe), whole and compressed if at most FETCH_AHEAD bytes (the
+    archiver's: many and small); bigger ones (compacted) stream when their turn comes, so memory
+    stays bounded whatever the objects' size. Overlapping segments are trimmed, so no offset is
+    yielded twice. Given `log` (the offsets of the partitions read, see `plan_archive`), a hole
+    raises ArchiveError before anything is read; without it, holes are skipped. A segment that
+    compaction deleted after the listing (archive/compaction.py writes its cover first) makes the
+    rest of its partition be listed and planned again from the last offset yielded.
     """
     strict = log is not None
     order = deque(segment for chain in plan_archive(list_segments(s3, bucket, topic, partitions), log)
                   for segment in chain)
     pool = ThreadPoolExecutor(max_workers=max(1, prefetch), thread_name_prefix="archive-read")
-    pending: deque[tuple[Segment, Future]] = deque()
+    pending: deque[tuple[Segment, Future | None]] = deque()  # None: to stream, not fetched ahead
 
     def refill() -> None:
         while order and len(pending) < max(1, prefetch):
             segment = order.popleft()
-            pending.append((segment, pool.submit(_fetch, s3, bucket, segment)))
+            ahead = pool.submit(_fetched, s3, bucket, segment) if segment.size <= FETCH_AHEAD else None
+            pending.append((segment, ahead))
 
     try:
         covered: dict[int, int] = {}
         refill()
         while pending:
-            item, future = pending.popleft()
+            item, ahead = pending.popleft()
             try:
-                records = future.result()
+                body = _open(s3, bucket, item.key) if ahead is None else ahead.result()
             except SegmentGone:
                 after = covered.get(item.partition, item.first - 1)
                 rest = [s for s, _ in pending if s.partition != item.partition] + [
                     s for s in order if s.partition != item.partition]
                 for _, other in pending:
-                    other.cancel()
+                    if other is not None:
+                        other.cancel()
                 pending.clear()
                 order = deque(_replanned(s3, bucket, topic, item, after, strict) + rest)
                 logger.info("segment gone, planned again", extra={"key": item.key, "after": after})
@@ -452,11 +483,13 @@ def read_archive(
                 continue
             refill()
             last = covered.get(item.partition, -1)
-            if records and records[0].offset <= last:
-                records = [r for r in records if r.offset > last]
-            if records:
-                covered[item.partition] = records[-1].offset
-                yield records
+            with closing(_records(item, item, body, chunk)) as batches:  # closed if the reader stops early
+                for records in batches:
+                    if records[0].offset <= last:
+                        records = [r for r in records if r.offset > last]
+                    if records:
+                        covered[item.partition] = records[-1].offset
+                        yield records
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 

@@ -99,14 +99,16 @@ def scratch(name: str, keep: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def local_stack(name: str, topic: str, partitions: int, keep: bool = False) -> Iterator[tuple[Path, dict]]:
-    """A fresh local stack in a temporary state directory; always taken down (and removed) afterwards."""
+def local_stack(name: str, topic: str, partitions: int, keep: bool = False,
+                **services) -> Iterator[tuple[Path, dict]]:
+    """A fresh local stack in a temporary state directory (`services`: more of `harmony.stack.up`'s
+    arguments, e.g. spark_workers); always taken down (and removed) afterwards."""
     from harmony import stack
 
     with scratch(name, keep) as directory:
         try:
             with console.status("starting the local stack (SeaweedFS + Kafka)…"):
-                info = stack.up(directory, topic, partitions)
+                info = stack.up(directory, topic, partitions, **services)
             console.log(f"stack up: kafka {info['kafka_bootstrap']}, s3 {info['s3_endpoint']}, state {directory}")
             yield directory, info
         finally:

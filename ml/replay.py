@@ -54,21 +54,22 @@ class Replayed:
 
 
 def _read_segments(source: ArchiveSource, segments: list[Segment], tasks):
-    """mapInArrow body: each input row names a planned segment; out come its records."""
+    """mapInArrow body: each input row names a planned segment; out come its records, streamed
+    (a compacted segment holds millions)."""
     import pyarrow as pa
 
-    from archive.segments import get_segment
+    from archive.segments import iter_segment
 
     client = source.client()
     for task in tasks:
         for index in task.column("id").to_pylist():
-            records = get_segment(client, source.bucket, segments[index])
-            yield pa.RecordBatch.from_arrays(
-                [pa.array([r.key.decode("utf-8", "replace") if r.key is not None else "" for r in records]),
-                 pa.array([r.partition for r in records], pa.int32()),
-                 pa.array([r.offset for r in records], pa.int64()),
-                 pa.array([r.value for r in records], pa.binary())],
-                names=["key", "partition", "offset", "value"])
+            for records in iter_segment(client, source.bucket, segments[index]):
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([r.key.decode("utf-8", "replace") if r.key is not None else "" for r in records]),
+                     pa.array([r.partition for r in records], pa.int32()),
+                     pa.array([r.offset for r in records], pa.int64()),
+                     pa.array([r.value for r in records], pa.binary())],
+                    names=["key", "partition", "offset", "value"])
 
 
 def _fold_users(batches):

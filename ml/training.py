@@ -46,7 +46,7 @@ from ml.knn import feasible, fit_knn
 
 BIAS_PASSES = 10
 CHUNK_ROWS = 20_000  # factor rows per chunk streamed to the driver
-RATINGS_PER_TASK = 1_000_000
+BROADCAST_IDS = 1_000_000  # up to this many users (or movies), their numbers are broadcast to the index join
 ONE_TASK_RATINGS = 10_000_000  # up to this many, the bias passes run in one task: ~160 MB of arrays there
 
 
@@ -81,6 +81,7 @@ class Baseline:
     mu: float
     user_bias: np.ndarray
     item_bias: np.ndarray
+    item_counts: np.ndarray  # ratings per item in the data it was fitted on
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Indexed users/items; -1 means unseen (bias 0)."""
@@ -159,13 +160,14 @@ class Indexed:
             u, i, r = (np.concatenate(column) if column else np.zeros(0) for column in columns)
             fitted = fit_baseline(LocalRatings(u.astype(np.int64), i.astype(np.int64), r, n_users, n_items),
                                   reg_user, reg_item)
-            yield pa.RecordBatch.from_arrays([pa.array([fitted.user_bias.tobytes()], pa.binary()),
-                                              pa.array([fitted.item_bias.tobytes()], pa.binary())],
-                                             names=["users", "items"])
+            yield pa.RecordBatch.from_arrays([pa.array([values.tobytes()], pa.binary()) for values in
+                                              (fitted.user_bias, fitted.item_bias, fitted.item_counts)],
+                                             names=["users", "items", "counts"])
 
         # collect(), not first(): first() may stop reading the task's output before it ends.
-        [row] = self.ratings.coalesce(1).mapInArrow(whole, "users binary, items binary").collect()
-        return Baseline(self.mean, np.frombuffer(row.users).copy(), np.frombuffer(row.items).copy())
+        [row] = self.ratings.coalesce(1).mapInArrow(whole, "users binary, items binary, counts binary").collect()
+        return Baseline(self.mean, np.frombuffer(row.users).copy(), np.frombuffer(row.items).copy(),
+                        np.frombuffer(row.counts, dtype=np.int64).copy())
 
     def local(self) -> LocalRatings:
         """The ratings as arrays on the driver: for data that :func:`ml.knn.feasible` calls small."""
@@ -187,13 +189,17 @@ def fit_baseline(data: LocalRatings | Indexed, reg_user: float, reg_item: float,
     for _ in range(passes):
         bi = data.bincount("i", lambda u, i, r, bu=bu: r - mu - bu[u]) / (reg_item + n_i)
         bu = data.bincount("u", lambda u, i, r, bi=bi: r - mu - bi[i]) / (reg_user + n_u)
-    return Baseline(mu, bu, bi)
+    return Baseline(mu, bu, bi, n_i.astype(np.int64))
 
 
 def _dense_ids(ratings, column: str, name: str):
-    """(id string, <name> int): the distinct ids of a column numbered 0.. in id order, in Spark."""
-    ids = ratings.select(column).distinct().orderBy(column).rdd.map(lambda row: row[0]).zipWithIndex()
-    return ratings.sparkSession.createDataFrame(ids, f"id string, {name} int")
+    """(id string, <name> int): the distinct ids of a column numbered 0.. in id order, in Spark (the
+    numbering in one task: ids only, and twice as fast here as zipWithIndex through Python)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    number = (F.row_number().over(Window.orderBy(column)) - 1).cast("int")
+    return ratings.select(column).distinct().select(F.col(column).alias("id"), number.alias(name))
 
 
 def index(ratings) -> Indexed:
@@ -202,14 +208,17 @@ def index(ratings) -> Indexed:
 
     ratings = ratings.select(F.col("user").cast("string"), F.col("item").cast("string"),
                              F.col("rating").cast("double").alias("r"))
+    count, mean = ratings.agg(F.count("*"), F.avg("r")).first()  # every rating has both ids: the same figures
     users = _dense_ids(ratings, "user", "u").cache()
     items = _dense_ids(ratings, "item", "i").cache()
-    indexed = (ratings.join(users.withColumnRenamed("id", "user"), "user")
-               .join(items.withColumnRenamed("id", "item"), "item").select("u", "i", "r"))
-    count, mean = indexed.agg(F.count("*"), F.avg("r")).first()
-    tasks = max(ratings.sparkSession.sparkContext.defaultParallelism, count // RATINGS_PER_TASK + 1)
-    indexed = indexed.repartition(tasks).cache()
-    return Indexed(indexed, users, items, users.count(), items.count(), count, float(mean) if count else 3.0)
+    n_users, n_items = users.count(), items.count()
+
+    def numbers(ids, count: int):  # broadcast (no shuffle of the ratings) unless there are very many
+        return F.broadcast(ids) if count <= BROADCAST_IDS else ids
+
+    indexed = (ratings.join(numbers(users.withColumnRenamed("id", "user"), n_users), "user")
+               .join(numbers(items.withColumnRenamed("id", "item"), n_items), "item").select("u", "i", "r").cache())
+    return Indexed(indexed, users, items, n_users, n_items, count, float(mean) if count else 3.0)
 
 
 def residuals(data: Indexed, baseline: Baseline):
@@ -333,7 +342,7 @@ def _user_rows(data: Indexed, baseline: Baseline, factors, params: Params):
     return data.users.join(factors.withColumnRenamed("id", "u"), "u").mapInArrow(rows, USER_ROWS)
 
 
-def _item_rows(data: Indexed, baseline: Baseline, factors, taste, counts: np.ndarray, params: Params):
+def _item_rows(data: Indexed, baseline: Baseline, factors, taste, params: Params):
     """ITEM_ROWS of the exact form: ``[q_i, 1, w_bi b_i]``, with counts and taste vectors."""
     import pyarrow as pa
 
@@ -345,15 +354,15 @@ def _item_rows(data: Indexed, baseline: Baseline, factors, taste, counts: np.nda
                                       params.blend_item_bias * bias])
             yield pa.RecordBatch.from_arrays(
                 [batch.column("id"), batch.column("i"), pa.array(bias), _vectors(vector),
-                 pa.array(counts[i].astype(np.int64)), _vectors(matrix(batch.column("taste"), params.taste_rank))],
+                 pa.array(baseline.item_counts[i]), _vectors(matrix(batch.column("taste"), params.taste_rank))],
                 names=["id", "i", "bias", "vector", "count", "taste"])
 
     return (data.items.join(factors.withColumnRenamed("id", "i"), "i")
             .join(taste.select(taste.id.alias("i"), taste.features.alias("taste")), "i").mapInArrow(rows, ITEM_ROWS))
 
 
-def _blended_rows(spark, data: Indexed, baseline: Baseline, users, items, taste, counts: np.ndarray,
-                  params: Params, say: Callable[[str], None]):
+def _blended_rows(spark, data: Indexed, baseline: Baseline, users, items, taste, params: Params,
+                  say: Callable[[str], None]):
     """USER_ROWS and ITEM_ROWS of the blend with kNN terms, factorised by SVD on the driver (small data only)."""
     import pandas as pd
 
@@ -386,7 +395,7 @@ def _blended_rows(spark, data: Indexed, baseline: Baseline, users, items, taste,
     people = pd.DataFrame({"id": user_ids["id"], "u": user_ids["u"], "bias": baseline.user_bias,
                            "vector": list(user_factors.astype(np.float32))})
     movies = pd.DataFrame({"id": item_ids["id"], "i": item_ids["i"], "bias": baseline.item_bias,
-                           "vector": list(item_factors.astype(np.float32)), "count": counts.astype(np.int64),
+                           "vector": list(item_factors.astype(np.float32)), "count": baseline.item_counts,
                            "taste": list(item_taste)})
     return spark.createDataFrame(people, USER_ROWS), spark.createDataFrame(movies, ITEM_ROWS), keep
 
@@ -409,23 +418,23 @@ def fit(spark, ratings, params: Params, *, tune_params: bool = False,
     p = params
     baseline = data.baseline(p.reg_user, p.reg_item)
     say(f"fit: ALS rank {p.rank} on {data.n_ratings:,} residuals, {data.n_users:,} users, {data.n_items:,} items")
-    als = fit_als(residuals(data, baseline), rank=p.rank, reg=p.reg, max_iter=p.max_iter, seed=p.seed)
+    residual = residuals(data, baseline).cache()
+    als = fit_als(residual, rank=p.rank, reg=p.reg, max_iter=p.max_iter, seed=p.seed)
     say(f"fit: taste (implicit ALS rank {p.taste_rank}) on who rated what")
     taste = fit_als(data.ratings.select("u", "i", F.lit(1.0).cast("float").alias("r")),
                     rank=p.taste_rank, reg=p.taste_reg, max_iter=p.taste_max_iter, seed=p.seed, implicit=True,
                     alpha=p.taste_alpha).itemFactors
-    counts = data.bincount("i", lambda u, i, r: np.ones(len(r)))
     if ((p.blend_knn and feasible(data.n_users, data.n_items, data.n_ratings))
             or (p.blend_user_knn and feasible(data.n_items, data.n_users, data.n_ratings))):
-        users, items, rank = _blended_rows(spark, data, baseline, als.userFactors, als.itemFactors, taste, counts,
-                                           p, say)
+        users, items, rank = _blended_rows(spark, data, baseline, als.userFactors, als.itemFactors, taste, p, say)
     else:
         users = _user_rows(data, baseline, als.userFactors, p)
-        items = _item_rows(data, baseline, als.itemFactors, taste, counts, p)
+        items = _item_rows(data, baseline, als.itemFactors, taste, p)
         rank = p.rank + 2
     trained = Trained(baseline.mu, rank, asdict(p), users.cache(), items.cache())
     trained.users.count(), trained.items.count()  # computed while the indexed ratings are cached
     data.unpersist()
+    residual.unpersist()
     return trained
 
 

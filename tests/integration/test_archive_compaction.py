@@ -14,7 +14,7 @@ import pytest
 from archive import compaction
 from archive.compaction import CompactionPolicy, Compactor
 from archive.progress import ArchiveProgress
-from archive.segments import ensure_bucket, get_segment, list_segments, plan_archive, read_archive, s3_client
+from archive.segments import ensure_bucket, iter_segment, list_segments, plan_archive, read_archive, s3_client
 from events.reader import log_offsets
 from tests.conftest import wait_until
 from tests.integration.helpers import applied, produce_events, review_stream
@@ -48,13 +48,14 @@ def archived(settings, env, services):
 
 
 def each_offset_once(s3, settings, offsets: dict[int, range], in_log: dict[int, list]) -> None:
-    """read_archive and a strict plan_archive + get_segment give the log's records, each offset once."""
+    """read_archive and a strict plan_archive + iter_segment give the log's records, each offset once."""
     read: dict[int, list] = {}
     for batch in read_archive(s3, settings.s3_bucket, settings.topic, log=offsets):
         read.setdefault(batch[0].partition, []).extend(batch)
     assert read == in_log
     for chain in plan_archive(list_segments(s3, settings.s3_bucket, settings.topic), offsets):
-        assert [r for s in chain for r in get_segment(s3, settings.s3_bucket, s)] == in_log[chain[0].partition]
+        assert [r for s in chain for part in iter_segment(s3, settings.s3_bucket, s) for r in part] == \
+            in_log[chain[0].partition]
     assert ArchiveProgress(s3, settings.s3_bucket, settings.topic).archived() == {
         p: r.stop - 1 for p, r in offsets.items()}
 
@@ -110,7 +111,8 @@ def test_a_reader_reading_while_compaction_deletes_reads_each_offset_once(settin
         read.setdefault(batch[0].partition, []).extend(batch)
     assert read == in_log
     # Segments planned before the compaction, read after it: from their cover.
-    assert [r for s in planned[0] for r in get_segment(s3, settings.s3_bucket, s)] == in_log[planned[0][0].partition]
+    assert [r for s in planned[0] for part in iter_segment(s3, settings.s3_bucket, s) for r in part] == \
+        in_log[planned[0][0].partition]
 
 
 def test_harmony_archive_compact_then_verify_and_rebuild_from_the_archive(settings, env, services, live_store,

@@ -13,14 +13,16 @@ from datetime import datetime, timezone
 
 import pytest
 
+from archive import segments
 from archive.progress import ArchiveProgress
 from archive.segments import (
-    ArchiveError, Segment, decode_segment, encode_segment, list_segments,
+    ArchiveError, Segment, encode_lines, encode_segment, iter_segment, list_segments,
     parse_segment_key, plan, plan_archive, put_segment, read_archive, segment_key,
 )
 from events.codec import encode
 from events.reader import LogRecord
 from events.types import ReviewSubmitted
+from tests.unit.fakes import MemoryBucket
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 LEVEL = 3  # gzip level: the format and its determinism hold at any level
@@ -61,6 +63,22 @@ ODD = [
 ]
 
 
+def streamed(data: bytes, segment: Segment, chunk: int = segments.CHUNK) -> list[list[LogRecord]]:
+    """The lists `iter_segment` reads from an object holding data under the segment's key."""
+    s3 = MemoryBucket()
+    s3.put_object(Bucket="b", Key=segment.key, Body=data)
+    return list(iter_segment(s3, "b", segment, chunk))
+
+
+def segment_of(partition, first, last):
+    return Segment(partition, first, last, segment_key("t", partition, first, last))
+
+
+def round_trip(batch: list[LogRecord]) -> list[LogRecord]:
+    segment = segment_of(batch[0].partition, batch[0].offset, batch[-1].offset)
+    return [r for part in streamed(encode_segment(batch, LEVEL), segment) for r in part]
+
+
 # -- keys ------------------------------------------------------------------------------------------
 
 
@@ -87,14 +105,14 @@ def test_lexicographic_key_order_is_offset_order():
 
 def test_round_trip_of_events():
     batch = records(2, 500, 1000)
-    assert decode_segment(encode_segment(batch, LEVEL)) == batch
+    assert round_trip(batch) == batch
 
 
 def test_round_trip_of_malformed_values_and_odd_keys():
-    assert decode_segment(encode_segment(ODD, LEVEL)) == ODD
+    assert round_trip(ODD) == ODD
     # Mixed into a batch of good events, every record still comes back exactly.
     mixed = sorted(records(3, 0, 10) + ODD + records(3, 28, 10), key=lambda r: r.offset)
-    assert decode_segment(encode_segment(mixed, LEVEL)) == mixed
+    assert round_trip(mixed) == mixed
 
 
 def test_events_are_embedded_as_json_and_malformed_values_as_base64():
@@ -126,11 +144,42 @@ def test_a_segment_is_one_partition_with_increasing_offsets():
         encode_segment(records(0, 5, 1) + records(0, 5, 1), LEVEL)
 
 
+def test_a_segment_bigger_than_a_chunk_streams_in_bounded_lists(monkeypatch):
+    monkeypatch.setattr(segments, "BLOCK", 777)  # lines straddle the decompressed blocks
+    batch = records(1, 100, 2500)
+    lists = streamed(encode_segment(batch, LEVEL), segment_of(1, 100, 2599), chunk=1000)
+    assert [len(part) for part in lists] == [1000, 1000, 500]
+    assert [r for part in lists for r in part] == batch
+    # The last line needs no line break.
+    assert streamed(gzip.compress(encode_lines(batch[:3]).rstrip(b"\n")), segment_of(1, 100, 102)) == [batch[:3]]
+
+
 def test_corrupt_segments_raise_archive_error():
-    with pytest.raises(ArchiveError):
-        decode_segment(b"not gzip")
-    with pytest.raises(ArchiveError):
-        decode_segment(gzip.compress(b'{"partition":0}\n'))
+    with pytest.raises(ArchiveError, match="corrupt"):
+        streamed(b"not gzip", segment_of(0, 0, 0))
+    with pytest.raises(ArchiveError, match="corrupt"):
+        streamed(gzip.compress(b'{"partition":0}\n'), segment_of(0, 0, 0))
+    data = encode_segment(records(0, 0, 3000), LEVEL)
+    with pytest.raises(ArchiveError, match="corrupt"):  # truncated: the lists before it came already
+        streamed(data[:len(data) // 2], segment_of(0, 0, 2999), chunk=100)
+
+
+@pytest.mark.parametrize("segment, message", [
+    (segment_of(0, 9, 20), "offset 10 first"),  # the key names offsets before the object's first
+    (segment_of(0, 11, 20), "offset 10 first"),  # ... or after it
+    (segment_of(0, 10, 18), "offset 19 after offset 18"),  # the object holds offsets after its key's last
+    (segment_of(0, 10, 21), "stops at offset 20, not 21"),  # ... or ends before it
+    (segment_of(1, 10, 20), "partition 0 offset 10 first"),  # another partition
+])
+def test_a_segment_holding_other_offsets_than_its_key_names_raises_archive_error(segment, message):
+    with pytest.raises(ArchiveError, match=message):
+        streamed(encode_segment(records(0, 10, 11), LEVEL), segment, chunk=3)
+
+
+def test_offsets_must_increase_within_a_segment():
+    twice = records(0, 10, 3) + records(0, 12, 3)
+    with pytest.raises(ArchiveError, match="offset 12 after offset 12"):
+        streamed(gzip.compress(encode_lines(twice)), segment_of(0, 10, 14))
 
 
 def test_plan_drops_overlaps_and_finds_holes():
@@ -147,10 +196,6 @@ def test_plan_drops_overlaps_and_finds_holes():
     with pytest.raises(ArchiveError, match="10..19"):
         plan([seg(0, 9), seg(20, 29)])
     assert plan([seg(0, 9), seg(20, 29)], strict=False) == [seg(0, 9), seg(20, 29)]
-
-
-def segment_of(partition, first, last):
-    return Segment(partition, first, last, segment_key("t", partition, first, last))
 
 
 def test_a_strict_plan_covers_each_partition_from_its_log_start():

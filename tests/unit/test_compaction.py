@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from archive import compaction
+from archive import compaction, segments
 from archive.compaction import CompactionPolicy, Compactor
 from archive.progress import ArchiveProgress
 from archive.segments import (
-    SegmentGone, get_segment, list_segments, plan_archive, put_segment, read_archive, segment_key,
+    ArchiveError, SegmentGone, iter_segment, list_segments, plan_archive, put_segment, read_archive, segment_key,
 )
 from events.reader import LogRecord
 
@@ -116,9 +116,16 @@ def compactor(s3, clock, target: int = 1 << 30, age: float = DAY, **kwargs) -> C
 
 def read_all(s3, log=None) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
-    for batch in read_archive(s3, "b", TOPIC, log=log, prefetch=3):
+    for batch in read_archive(s3, "b", TOPIC, log=log, prefetch=3, chunk=7):  # a merged object: several lists
+        assert 0 < len(batch) <= 7 and {r.partition for r in batch} == {batch[0].partition}
         out.setdefault(batch[0].partition, []).extend(r.offset for r in batch)
     return out
+
+
+def read_segment(s3, segment, chunk: int = 7) -> list[int]:
+    lists = list(iter_segment(s3, "b", segment, chunk))
+    assert all(0 < len(part) <= chunk for part in lists)
+    return [r.offset for part in lists for r in part]
 
 
 def planned(s3) -> dict[int, list[tuple[int, int]]]:
@@ -134,7 +141,7 @@ def each_offset_once(s3, ends: dict[int, int]) -> None:
         assert chain[0].first == 0 and chain[-1].last == ends[chain[0].partition]
         assert all(b.first == a.last + 1 for a, b in zip(chain, chain[1:])), chain
     for chain in plan_archive(list_segments(s3, "b", TOPIC), log):
-        assert [r.offset for s in chain for r in get_segment(s3, "b", s)] == list(range(ends[chain[0].partition] + 1))
+        assert [o for s in chain for o in read_segment(s3, s)] == list(range(ends[chain[0].partition] + 1))
 
 
 def bounds(count: int, size: int = 10, start: int = 0) -> list[tuple[int, int]]:
@@ -152,7 +159,7 @@ def test_a_day_old_run_is_merged_but_the_newest_segment_stays(s3, clock):
     assert planned(s3) == {0: [(0, 189), (190, 199)], 1: [(0, 19), (20, 29)]}
     each_offset_once(s3, {0: 199, 1: 29})
     # The merged object is a segment like any other: same key scheme, same format, one line per offset.
-    assert [r.offset for r in get_segment(s3, "b", list_segments(s3, "b", TOPIC)[0][0])] == list(range(190))
+    assert read_segment(s3, list_segments(s3, "b", TOPIC)[0][0]) == list(range(190))
     assert compactor(s3, clock).compact()["merged"] == 0  # nothing left to merge
 
 
@@ -227,7 +234,9 @@ def test_two_compactors_at_once_leave_each_offset_once(s3, clock):
     assert late.compact()["merged"] == 0 and len(s3.objects) == 2
 
 
-def test_readers_that_listed_before_the_deletes_read_on(s3, clock):
+@pytest.mark.parametrize("ahead", [segments.FETCH_AHEAD, 0])  # small objects fetched ahead; big ones streamed
+def test_readers_that_listed_before_the_deletes_read_on(s3, clock, monkeypatch, ahead):
+    monkeypatch.setattr(segments, "FETCH_AHEAD", ahead)
     write(s3, clock, 0, bounds(30))
     write(s3, clock, 1, bounds(30))
     clock.now += DAY
@@ -240,12 +249,18 @@ def test_readers_that_listed_before_the_deletes_read_on(s3, clock):
     s3.on_get = compact_once
     assert read_all(s3, {0: range(300), 1: range(300)}) == {0: list(range(300)), 1: list(range(300))}
     assert done[0]["deleted"] == 58
-    # get_segment on a planned segment that is gone reads it from its cover.
+    # iter_segment on a planned segment that is gone streams it from its cover, in bounded lists.
     write(s3, clock, 2, bounds(5))
     chain = list_segments(s3, "b", TOPIC, [2])[2]
     clock.now += DAY
     compactor(s3, clock).compact()
-    assert [r.offset for s in chain for r in get_segment(s3, "b", s)] == list(range(50))
+    assert planned(s3)[2] == [(0, 39), (40, 49)]
+    assert [o for s in chain for o in read_segment(s3, s, chunk=3)] == list(range(50))
+    assert [len(part) for part in iter_segment(s3, "b", chain[1], 4)] == [4, 4, 2]
+    # Gone with no cover: an error, not a gap.
+    s3.delete_objects("b", {"Objects": [{"Key": segment_key(TOPIC, 2, 0, 39)}]})
+    with pytest.raises(ArchiveError, match="no object covers it"):
+        list(iter_segment(s3, "b", chain[1]))
 
 
 def test_the_archives_end_is_found_the_same_before_during_and_after_compaction(s3, clock):
