@@ -161,13 +161,14 @@ class Indexed:
             fitted = fit_baseline(LocalRatings(u.astype(np.int64), i.astype(np.int64), r, n_users, n_items),
                                   reg_user, reg_item)
             yield pa.RecordBatch.from_arrays([pa.array([values.tobytes()], pa.binary()) for values in
-                                              (fitted.user_bias, fitted.item_bias, fitted.item_counts)],
-                                             names=["users", "items", "counts"])
+                                              (np.array([fitted.mu]), fitted.user_bias, fitted.item_bias,
+                                               fitted.item_counts)], names=["mu", "users", "items", "counts"])
 
         # collect(), not first(): first() may stop reading the task's output before it ends.
-        [row] = self.ratings.coalesce(1).mapInArrow(whole, "users binary, items binary, counts binary").collect()
-        return Baseline(self.mean, np.frombuffer(row.users).copy(), np.frombuffer(row.items).copy(),
-                        np.frombuffer(row.counts, dtype=np.int64).copy())
+        [row] = (self.ratings.coalesce(1).mapInArrow(whole, "mu binary, users binary, items binary, counts binary")
+                 .collect())
+        return Baseline(float(np.frombuffer(row.mu)[0]), np.frombuffer(row.users).copy(),
+                        np.frombuffer(row.items).copy(), np.frombuffer(row.counts, dtype=np.int64).copy())
 
     def local(self) -> LocalRatings:
         """The ratings as arrays on the driver: for data that :func:`ml.knn.feasible` calls small."""
