@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def fit_als(ratings, *, rank: int, reg: float, max_iter: int, seed: int, implicit: bool = False,
             alpha: float = 1.0):
@@ -15,3 +17,12 @@ def fit_als(ratings, *, rank: int, reg: float, max_iter: int, seed: int, implici
               itemCol="i", ratingCol="r", nonnegative=False, coldStartStrategy="nan", seed=seed,
               checkpointInterval=5, numUserBlocks=blocks, numItemBlocks=blocks)
     return als.fit(ratings)
+
+
+def dense_factors(factors, n: int, width: int) -> np.ndarray:
+    """(n, width) float32 array of a (small) factor DataFrame's rows, by their id; zeros for an id
+    without a row."""
+    rows = factors.toPandas()
+    out = np.zeros((n, width), dtype=np.float32)
+    out[rows["id"].to_numpy()] = np.array(rows["features"].tolist(), dtype=np.float32).reshape(-1, width)
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ml import matching
-from ml.als import fit_als
+from ml.als import dense_factors, fit_als
 from ml.factors import MAX_RATING, MIN_RATING, FactorModel
 from ml.knn import fit_knn
 from ml.metrics import rmse
@@ -57,14 +57,11 @@ def _als_predict(spark, data: LocalRatings, residual: np.ndarray, params: Params
     frame = spark.createDataFrame(pd.DataFrame({"u": data.u.astype(np.int32), "i": data.i.astype(np.int32),
                                                 "r": residual.astype(np.float32)}))
     model = fit_als(frame, rank=params.rank, reg=params.reg, max_iter=params.max_iter, seed=params.seed)
-    factors = []
-    for rows, n in ((model.userFactors.toPandas(), data.n_users), (model.itemFactors.toPandas(), data.n_items)):
-        dense = np.zeros((n, params.rank))
-        dense[rows["id"].to_numpy()] = np.array(rows["features"].tolist()).reshape(-1, params.rank)
-        factors.append(dense)
+    users = dense_factors(model.userFactors, data.n_users, params.rank).astype(float)
+    items = dense_factors(model.itemFactors, data.n_items, params.rank).astype(float)
     known = (vu >= 0) & (vi >= 0)
     out = np.zeros(len(vu))
-    out[known] = np.einsum("ij,ij->i", factors[0][vu[known]], factors[1][vi[known]])
+    out[known] = np.einsum("ij,ij->i", users[vu[known]], items[vi[known]])
     return out
 
 

@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ml.als import fit_als
+from ml.als import dense_factors, fit_als
 from ml.factors import MAX_RATING, MIN_RATING, FactorModel
 from ml.knn import feasible, fit_knn
 
@@ -371,14 +371,8 @@ def _blended_rows(spark, data: Indexed, baseline: Baseline, users, items, taste,
     residual = local.r - baseline.predict(local.u, local.i)
     p = params
 
-    def dense(factors, n, width):  # ALS factor rows by index; every indexed id has one
-        rows = factors.toPandas()
-        out = np.zeros((n, width), dtype=np.float32)
-        out[rows["id"].to_numpy()] = np.array(rows["features"].tolist(), dtype=np.float32).reshape(-1, width)
-        return out
-
     say(f"fit: factorising the blend of ALS and kNN ({data.n_users:,} x {data.n_items:,})")
-    blend = p.blend_als * (dense(users, data.n_users, p.rank).astype(float) @ dense(items, data.n_items, p.rank).T)
+    blend = p.blend_als * (dense_factors(users, data.n_users, p.rank).astype(float) @ dense_factors(items, data.n_items, p.rank).T)
     blend += p.blend_user_bias * baseline.user_bias[:, None] + p.blend_item_bias * baseline.item_bias
     blend += p.blend_intercept
     item_knn = fit_knn(local.u, local.i, residual, data.n_users, data.n_items) if p.blend_knn else None
@@ -392,7 +386,7 @@ def _blended_rows(spark, data: Indexed, baseline: Baseline, users, items, taste,
     user_factors, item_factors = left[:, :keep] * weights[:keep], right[:keep].T
     user_ids = data.users.orderBy("u").toPandas()
     item_ids = data.items.orderBy("i").toPandas()
-    item_taste = dense(taste, data.n_items, p.taste_rank)
+    item_taste = dense_factors(taste, data.n_items, p.taste_rank)
     people = pd.DataFrame({"id": user_ids["id"], "u": user_ids["u"], "bias": baseline.user_bias,
                            "vector": list(user_factors.astype(np.float32))})
     movies = pd.DataFrame({"id": item_ids["id"], "i": item_ids["i"], "bias": baseline.item_bias,
