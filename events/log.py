@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -11,12 +12,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from events.codec import encode
+from events.codec import Sealer
 from events.errors import HarmonyError
 from events.position import Position
 from events.reader import log_offsets
 from events.topic import accounts_topic, deadletter_topic, review_topics
 from events.types import Event
+
+
+SEAL_CHUNK = 4096  # events sealed at once by append_bulk
 
 
 class LogUnavailable(HarmonyError):
@@ -46,16 +50,18 @@ class LogConfig:
 
 
 class KafkaEventLog:
-    """Appends events keyed by their partition key, so a user's events keep their order.
+    """Appends events keyed by their partition key, so a user's events keep their order: a personal
+    event sealed and keyed by its user's subject (`sealer`), any other by its own key.
 
     One long-lived idempotent producer (acks=all, producer id and sequence numbers): a send it
     retries after a lost answer or a leader change is written once. Sends are batched (linger)
     and each append waits for its acknowledgement, or answers LogUnavailable after `timeout`.
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, timeout: float, linger_ms: int = 5):
+    def __init__(self, bootstrap: str, topic: str, *, timeout: float, sealer: Sealer, linger_ms: int = 5):
         self.topic = topic
         self.timeout = timeout
+        self.sealer = sealer
         self._options = dict(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -110,10 +116,11 @@ class KafkaEventLog:
         """Send one event (to the review log, or `topic`) and wait for its acknowledgement (or LogUnavailable)."""
         if self._producer is None:
             raise LogUnavailable("not connected to the broker")
+        [(key, value)] = await self.sealer.records([event])
         try:
             async with asyncio.timeout(self.timeout):
                 # The default partitioner (murmur2 of the key, as Faust's) keeps a user's events in one partition.
-                sent = await self._producer.send(topic or self.topic, encode(event), key=event.key.encode())
+                sent = await self._producer.send(topic or self.topic, value, key=key)
                 record = await sent
         except (TimeoutError, KafkaError) as error:
             raise LogUnavailable(f"broker did not acknowledge: {error!r}") from error
@@ -161,27 +168,26 @@ class KafkaEventLog:
         try:
             async with asyncio.timeout(self.timeout):
                 partitions = sorted(await producer.partitions_for(self.topic))
-            appended = 0
-            for event in events:
-                key = event.key.encode()
-                partition = partition_of.get(key)
-                if partition is None:
-                    if len(partition_of) >= 1 << 20:
-                        partition_of.clear()
-                    partition = partition_of[key] = partitioner(key, partitions, partitions)
-                value = encode(event)
-                builder = builders.get(partition)
-                if builder is None:
-                    builder = builders[partition] = producer.create_batch()
-                if builder.append(key=key, value=value, timestamp=None) is None:
-                    await submit(partition, builder)
-                    builder = builders[partition] = producer.create_batch()
+            events = iter(events)
+            # Sealed a chunk at a time: one key-store lookup for the chunk's new users.
+            while chunk := list(itertools.islice(events, SEAL_CHUNK)):
+                for appended, (key, value) in enumerate(await self.sealer.records(chunk), 1):
+                    partition = partition_of.get(key)
+                    if partition is None:
+                        if len(partition_of) >= 1 << 20:
+                            partition_of.clear()
+                        partition = partition_of[key] = partitioner(key, partitions, partitions)
+                    builder = builders.get(partition)
+                    if builder is None:
+                        builder = builders[partition] = producer.create_batch()
                     if builder.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"event {event.event_id} is larger than a record batch")
-                appended += 1
-                if appended % 256 == 0:
-                    # Parsing runs on this loop too: let the sender and the sockets move on.
-                    await asyncio.sleep(0)
+                        await submit(partition, builder)
+                        builder = builders[partition] = producer.create_batch()
+                        if builder.append(key=key, value=value, timestamp=None) is None:
+                            raise ValueError(f"a record of {len(value)} bytes is larger than a record batch")
+                    if appended % 256 == 0:
+                        # Parsing runs on this loop too: let the sender and the sockets move on.
+                        await asyncio.sleep(0)
             for partition, builder in builders.items():
                 if builder.record_count():
                     await submit(partition, builder)

@@ -8,7 +8,7 @@ On the wire an event is one flat JSON object whose `type` names its class.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Union
+from typing import Annotated, ClassVar, Union
 
 import msgspec
 
@@ -39,6 +39,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     occurred_at: Timestamp
     recorded_at: Timestamp
 
+    # A personal event is sealed under its user's key in the log (events/sealing.py).
+    personal: ClassVar[bool] = False
+
     @property
     def key(self) -> str:
         """The partition key: a user's events share one partition, so they are totally ordered."""
@@ -62,6 +65,8 @@ class ReviewEvent(Event, frozen=True, kw_only=True):
     user_id: UserId
     movie_id: MovieId
     request_digest: str | None = None
+
+    personal: ClassVar[bool] = True
 
     @property
     def key(self) -> str:
@@ -104,15 +109,29 @@ class AccountOpened(Event, frozen=True, kw_only=True, tag="AccountOpened"):
     user_id: UserId
     password_hash: str  # argon2id, with its parameters and salt (PHC string)
 
+    personal: ClassVar[bool] = True
+
     @property
     def key(self) -> str:
         return self.user_id
 
 
-AnyEvent = Union[ReviewSubmitted, ReviewRetracted, MovieCatalogued]
+class SubjectForgotten(Event, frozen=True, kw_only=True, tag="SubjectForgotten"):
+    """A user asked to be forgotten: their key is deleted, so their sealed events are unreadable,
+    and every view drops what it holds of them (their account too). Appended to the review log,
+    keyed by the subject (so after the user's events), naming nothing but the subject."""
+
+    subject: str
+
+    @property
+    def key(self) -> str:
+        return self.subject
+
+
+AnyEvent = Union[ReviewSubmitted, ReviewRetracted, MovieCatalogued, SubjectForgotten]
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.__struct_config__.tag: cls for cls in (ReviewSubmitted, ReviewRetracted, MovieCatalogued)
+    cls.__struct_config__.tag: cls for cls in (ReviewSubmitted, ReviewRetracted, MovieCatalogued, SubjectForgotten)
 }
 
 

@@ -9,6 +9,7 @@ adapter.
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import functools
 import hashlib
@@ -29,10 +30,13 @@ def log_config(settings: Settings) -> LogConfig:
     return LogConfig(settings.kafka_bootstrap, settings.topic, settings.partitions, settings.append_timeout)
 
 
-def event_log(settings: Settings) -> KafkaEventLog:
-    """The API's producer (started by the API's lifespan)."""
+def event_log(settings: Settings, keys=None) -> KafkaEventLog:
+    """The API's producer (started by the API's lifespan), sealing with `keys` (default: the keyring)."""
+    from events.codec import Sealer
+
     config = log_config(settings)
-    return KafkaEventLog(config.bootstrap, config.topic, timeout=config.append_timeout)
+    return KafkaEventLog(config.bootstrap, config.topic, timeout=config.append_timeout,
+                         sealer=Sealer(keys or keyring(settings)))
 
 
 def store(settings: Settings) -> ProjectionStore:
@@ -49,15 +53,17 @@ def store(settings: Settings) -> ProjectionStore:
                        "cassandra://host1,host2:port/keyspace")
 
 
-def cassandra_config(settings: Settings):
-    """`cassandra://host1,host2:port/keyspace` (port 9042 and keyspace `harmony` when left out)."""
+def cassandra_config(settings: Settings, url: str | None = None):
+    """`cassandra://host1,host2:port/keyspace` (port 9042 and keyspace `harmony` when left out): the
+    store's URL, or `url`."""
     from projections.cassandra_store import CassandraConfig
 
-    where, _, keyspace = settings.store_url.removeprefix("cassandra://").partition("/")
+    url = url or settings.store_url
+    where, _, keyspace = url.removeprefix("cassandra://").partition("/")
     hosts, _, port = where.rpartition(":") if ":" in where else (where, "", "9042")
     keyspace = keyspace or "harmony"
     if not hosts or not port.isdigit() or not keyspace.replace("_", "").isalnum():
-        raise HarmonyError(f"HARMONY_STORE={settings.store_url!r} is not cassandra://host1,host2:port/keyspace")
+        raise HarmonyError(f"{url!r} is not cassandra://host1,host2:port/keyspace")
     return CassandraConfig(tuple(hosts.split(",")), int(port), keyspace, settings.cassandra_replication,
                            settings.cassandra_consistency, connect_timeout=5.0)
 
@@ -109,20 +115,71 @@ def token_key(settings: Settings) -> bytes:
         if len(settings.token_key) < MIN_KEY:
             raise HarmonyError(f"HARMONY_TOKEN_KEY must have at least {MIN_KEY} characters")
         return settings.token_key.encode()
-    path = settings.state_dir / "token.key"
+    return _generated_secret(settings, "token.key", lambda: secrets.token_urlsafe(48)).encode()
+
+
+def master_keys(settings: Settings) -> tuple[bytes, tuple[bytes, ...]]:
+    """The master key (HARMONY_MASTER_KEY, or the key generated once into the state dir) and the
+    other ones that may still wrap keys (HARMONY_PREVIOUS_MASTER_KEY; master.key.next while
+    `harmony keys rotate` moves the keys to it)."""
+    current = settings.master_key or _generated_secret(
+        settings, "master.key", lambda: base64.b64encode(os.urandom(32)).decode())
+    previous = [(settings.previous_master_key, "HARMONY_PREVIOUS_MASTER_KEY")] if settings.previous_master_key else []
+    rotating = settings.state_dir / "master.key.next"
+    if not settings.master_key and rotating.exists() and (text := _private_text(rotating).strip()):
+        previous.append((text, str(rotating)))
+    return _master_key(current, "HARMONY_MASTER_KEY"), tuple(_master_key(key, name) for key, name in previous)
+
+
+def _master_key(text: str, name: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise HarmonyError(f"{name} (or master.key) must be 32 bytes in base64")
+    return key
+
+
+def key_store(settings: Settings):
+    """The key store `HARMONY_KEY_STORE` names."""
+    url = settings.key_store_url
+    if url.startswith("sqlite:///"):
+        from keys.sqlite_keys import SQLiteKeys
+
+        return SQLiteKeys(url.removeprefix("sqlite:///"))
+    if url.startswith("cassandra://"):
+        from keys.cassandra_keys import CassandraKeys
+
+        return CassandraKeys(cassandra_config(settings, url))
+    raise HarmonyError(f"unsupported HARMONY_KEY_STORE {url!r}: use sqlite:///path or "
+                       "cassandra://host1,host2:port/keyspace")
+
+
+def keyring(settings: Settings):
+    """The users' subjects and data keys, unwrapped with the master key."""
+    from keys.keyring import Keyring
+
+    current, previous = master_keys(settings)
+    return Keyring(key_store(settings), current, previous)
+
+
+def _generated_secret(settings: Settings, name: str, make) -> str:
+    """The text of a secret generated once into the state dir by `make` (mode 600)."""
+    path = settings.state_dir / name
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    try:  # exclusive create: of two processes starting at once, one writes and both read its key
+    try:  # exclusive create: of two processes starting at once, one writes and both read its secret
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         pass
     else:
         with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_urlsafe(48))
+            file.write(make())
     for _ in range(50):  # the other process may be between its create and its write
-        if key := _private_text(path).strip():
-            return key.encode()
+        if text := _private_text(path).strip():
+            return text
         time.sleep(0.1)
-    raise HarmonyError(f"{path} is empty: delete it to have a new key generated")
+    raise HarmonyError(f"{path} is empty: delete it to have a new one generated")
 
 
 def _private_text(path) -> str:
@@ -222,7 +279,7 @@ def run_worker(settings: Settings) -> None:
     from projections import worker
 
     config = worker.WorkerConfig(log_config(settings), settings.catch_up_lag, settings.state_dir / "faust")
-    worker.run(config, store(settings))
+    worker.run(config, store(settings), keyring(settings))
 
 
 def run_archiver(settings: Settings) -> None:

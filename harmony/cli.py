@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from aiokafka.errors import KafkaError
 from botocore.exceptions import BotoCoreError, ClientError
@@ -52,7 +53,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from commands.imports.cli import run
 
-    return run(bootstrap.log_config(settings), args)
+    from events.codec import Sealer
+
+    return run(bootstrap.log_config(settings), Sealer(bootstrap.keyring(settings)), args)
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
@@ -99,6 +102,18 @@ def cmd_accounts(settings: Settings, args: argparse.Namespace) -> int:
         raise HarmonyError(str(error)) from None
     asyncio.run(bootstrap.open_account(settings, command))
     print(f"opened an account for {args.user_id}: POST /v1/tokens with its user id and password gives a token")
+    return 0
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from harmony import keys_admin
+
+    if args.action == "backup":
+        print(keys_admin.backup(settings, args.path))
+    elif args.action == "restore":
+        print(keys_admin.restore(settings, args.path))
+    else:
+        print(keys_admin.rotate(settings))
     return 0
 
 
@@ -211,6 +226,17 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("user_id")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.set_defaults(run=cmd_accounts)
+
+    keys = sub.add_parser("keys", help="back up, restore and re-wrap the users' data keys (the key store)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    for action, text in (("backup", "write every wrapped key, the forgotten ids' digests and the keyring's "
+                                    "settings to PATH (mode 600)"),
+                         ("restore", "put a backup's keys back into the key store, leaving out users forgotten "
+                                     "since")):
+        key_actions.add_parser(action, help=text).add_argument("path", metavar="PATH", type=Path)
+    key_actions.add_parser("rotate", help="re-wrap every key under a new master key: a new master.key, or "
+                                          "HARMONY_MASTER_KEY with the old one in HARMONY_PREVIOUS_MASTER_KEY")
+    keys.set_defaults(run=cmd_keys)
 
     demo = sub.add_parser("demo", help="stack + worker + API with demo data; Ctrl-C stops it all")
     demo.add_argument("--host", default="127.0.0.1")

@@ -51,8 +51,8 @@ def run_rebuild(settings: Settings, name: str, from_archive: bool, as_json: bool
         progress.advance(task, records)
 
     try:
-        result = asyncio.run(rebuilding.rebuild(live, log.bootstrap, log.topic, views, archive=archive,
-                                                progress=advance))
+        result = asyncio.run(rebuilding.rebuild(live, log.bootstrap, log.topic, views, bootstrap.keyring(settings),
+                                                archive=archive, progress=advance))
     finally:
         progress.stop()
         live.close()
@@ -68,7 +68,8 @@ def run_verify(settings: Settings, as_json: bool) -> int:
     log = bootstrap.log_config(settings)
     live = bootstrap.store(settings)
     with console.status("folding the log and comparing the projection ..."):
-        projection = asyncio.run(verifying.verify_projection(log.bootstrap, log.topic, live))
+        projection = asyncio.run(verifying.verify_projection(log.bootstrap, log.topic, live,
+                                                             bootstrap.keyring(settings)))
     with console.status("comparing the S3 archive with the log ..."):
         archive = asyncio.run(  # no log offsets: a hole is a difference to name, not an error
             verifying.verify_archive(log.bootstrap, log.topic, _archive(settings, None)))
@@ -120,8 +121,9 @@ def run_train(settings: Settings, tune: bool, as_json: bool) -> int:
             console.log(message)
             status.update(message)
 
+        keys = bootstrap.keyring(settings)
         info = retrain(bootstrap.spark(settings), bootstrap.archive_source(settings), live, client, log=offsets,
-                       prefix=settings.model_prefix, params=bootstrap.training_params(settings), tune=tune,
+                       data_keys=keys.data_keys(), prefix=settings.model_prefix, params=bootstrap.training_params(settings), tune=tune,
                        holdout=settings.train_holdout, progress=progress)
     try:
         dropped = registry.retain(live, client, settings.s3_bucket, settings.model_prefix, settings.model_versions)

@@ -15,6 +15,9 @@
 | `HARMONY_CASSANDRA_HEAP` | `512m`: the JVM heap of each local Cassandra node (`harmony stack up --cassandra`) |
 | `HARMONY_APPEND_TIMEOUT` | `3.0` seconds before a command answers 503 |
 | `HARMONY_TOKEN_KEY` | the key access tokens are signed with (at least 32 characters); unset: a random key generated once into `<state dir>/token.key` (mode 600). Every API process of a deployment needs the same one |
+| `HARMONY_MASTER_KEY` | the key every user's data key is wrapped with: 32 bytes, base64 (`python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"`); unset: a random key generated once into `<state dir>/master.key` (mode 600). Back it up apart from the key store |
+| `HARMONY_PREVIOUS_MASTER_KEY` | none: while `harmony keys rotate` re-wraps the keys under a new `HARMONY_MASTER_KEY`, the one they were wrapped with |
+| `HARMONY_KEY_STORE` | `sqlite:///<state dir>/keys.db` (or `cassandra://h1,h2:port/keyspace`): the users' data keys, never derived from the log nor archived (`harmony keys backup`) |
 | `HARMONY_TOKEN_LIFETIME` | `3600` seconds an access token is valid |
 | `HARMONY_TRUSTED_PROXIES` | none: `X-Forwarded-For`/`X-Forwarded-Proto` are ignored. Comma-separated addresses or networks (`10.0.0.0/8`) of the reverse proxies whose forwarded headers name the client (the sign-in throttle counts by it) and the scheme |
 | `HARMONY_ACCOUNTS_PER_HOUR` | `10` account openings (`POST /v1/accounts`) one client address may ask for an hour, counted in the projection store by every API process |
@@ -78,6 +81,9 @@ class Settings:
     cassandra_heap: str
     append_timeout: float
     token_key: str
+    master_key: str
+    previous_master_key: str
+    key_store_url: str
     token_lifetime: int
     accounts_per_hour: int
     password_hashes: int
@@ -131,6 +137,9 @@ def load() -> Settings:
         cassandra_heap=env.get("HARMONY_CASSANDRA_HEAP", DEFAULT_CASSANDRA_HEAP),
         append_timeout=_number(env, "HARMONY_APPEND_TIMEOUT", 3.0, float, 0.1),
         token_key=env.get("HARMONY_TOKEN_KEY", ""),
+        master_key=env.get("HARMONY_MASTER_KEY", ""),
+        previous_master_key=env.get("HARMONY_PREVIOUS_MASTER_KEY", ""),
+        key_store_url=env.get("HARMONY_KEY_STORE") or f"sqlite:///{directory / 'keys.db'}",
         token_lifetime=_number(env, "HARMONY_TOKEN_LIFETIME", 3600, int, 1),
         accounts_per_hour=_number(env, "HARMONY_ACCOUNTS_PER_HOUR", 10, int, 1),
         password_hashes=_number(env, "HARMONY_PASSWORD_HASHES", 2, int, 1),

@@ -4,8 +4,10 @@ Publication is ordered so that a reader never sees half a model:
 
 1. the user and item factor rows (with their rating counts) and the items' taste rows (kind
    ``taste``, no bias) go to the projection store under the version, a chunk at a time, each
-   chunk also to S3 under ``<prefix><version>/`` as ``<kind>-<part>.npz`` (ids, biases,
-   vectors, counts); the model is streamed out of Spark, never whole on the driver;
+   item and taste chunk also to S3 under ``<prefix><version>/`` as ``<kind>-<part>.npz`` (ids,
+   biases, vectors, counts); the model is streamed out of Spark, never whole on the driver. A
+   user's factors are personal data: they live in the store alone, where forgetting the user
+   deletes them (``ModelRegistry.forget_factors``), never in an artefact kept for years;
 2. then ``manifest.json`` (the registry row): a version with a manifest is complete;
 3. the registry row is written and made current in one store transaction.
 
@@ -54,6 +56,7 @@ def _rows(ids: np.ndarray, biases: np.ndarray, vectors: np.ndarray, counts: np.n
 
 
 KINDS = ("user", "item", "taste")
+ARCHIVED = ("item", "taste")  # the kinds written to S3 too: about movies, not people
 
 
 def _part(ids: list[str], biases: np.ndarray, vectors: np.ndarray, counts: np.ndarray) -> bytes:
@@ -72,8 +75,9 @@ def publish(store: ProjectionStore, s3, bucket: str, prefix: str, model: Publish
                      params=model.params, mu=model.mu, rank=model.rank, artefacts=f"s3://{bucket}/{folder}")
     for kind in KINDS:
         for part, (ids, biases, vectors, counts) in enumerate(model.chunks(kind, BATCH)):
-            s3.put_object(Bucket=bucket, Key=f"{folder}{kind}-{part:05d}.npz", Body=_part(ids, biases, vectors, counts),
-                          ContentType="application/octet-stream")
+            if kind in ARCHIVED:
+                s3.put_object(Bucket=bucket, Key=f"{folder}{kind}-{part:05d}.npz", Body=_part(ids, biases, vectors, counts),
+                              ContentType="application/octet-stream")
             store.put_factors(version, kind, _rows(ids, biases, vectors, counts))
     s3.put_object(Bucket=bucket, Key=folder + "manifest.json", Body=msgspec.json.encode(info),
                   ContentType="application/json")
@@ -106,7 +110,8 @@ def load(store: ProjectionStore, version: str | None = None) -> tuple[ModelInfo,
 
 
 def read_artefacts(s3, info: ModelInfo) -> FactorModel:
-    """The version's S3 artefacts, as published (its parts of each kind, in order)."""
+    """The version's S3 artefacts, as published (its parts of each kind, in order): the movies'
+    factors; no user's (those are in the store only)."""
     bucket, _, folder = info.artefacts.removeprefix("s3://").partition("/")
     keys = sorted(item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder)
                   for item in page.get("Contents", ()))

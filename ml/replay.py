@@ -11,8 +11,10 @@ then grouped by their Kafka key (a user's events share one key, ``events.types``
 position, and each user's events are folded in log order by the projector's fold
 (``events.fold.ReviewFold``: segments may overlap after a rebalance, a retried command may append
 an event again), one user at a time, so a task holds one user's events, not its partition's.
-Malformed records and catalogue events carry no rating. The watermark is the last archived offset
-included per partition.
+Malformed records and catalogue events carry no rating. The tasks open sealed events with the
+data keys the driver hands them (``data_keys``: subject -> key, broadcast); a forgotten user's
+key is gone, so their events are unreadable, skipped and counted, and the model never sees them.
+The watermark is the last archived offset included per partition.
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ class Replayed:
     watermark: dict[int, int]  # partition -> last offset included
     segments: int
     records: int  # records in the planned segments (overlaps counted once per segment)
+    unreadable: object  # Spark accumulator: sealed records whose key is gone, once the ratings are computed
+
+
+class TaskKeys(dict):
+    """subject -> data key, as a task gets them; `events.sealing.Keys`' reading side."""
+
+    def cipher(self, subject: str):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        key = self.get(subject)
+        return AESGCM(key) if key is not None else None
 
 
 def _read_segments(source: ArchiveSource, segments: list[Segment], tasks):
@@ -72,13 +85,16 @@ def _read_segments(source: ArchiveSource, segments: list[Segment], tasks):
                     names=["key", "partition", "offset", "value"])
 
 
-def _fold_users(batches):
+def _fold_users(keys, unreadable, batches):
     """mapInArrow body over records sorted by (key, partition, offset): each key's events folded in
     log order, out come the ratings standing at the end."""
     import pyarrow as pa
 
     from events.codec import DecodeError, decode
     from events.fold import ReviewFold
+    from events.sealing import Unreadable
+
+    keys = TaskKeys(keys.value)
 
     def ratings_of(fold: ReviewFold):
         current = fold.current()
@@ -97,32 +113,37 @@ def _fold_users(batches):
             if not fold.take(partition, offset) or value is None:
                 continue
             try:
-                event = decode(value)
+                event = decode(value, keys)
             except DecodeError:
                 continue  # the projector dead-letters it
+            except Unreadable:
+                unreadable.add(1)
+                continue
             fold.apply(event)
     if fold is not None and fold.reviews:
         yield ratings_of(fold)
 
 
-def replay(spark, source: ArchiveSource, log: dict[int, range], *,
+def replay(spark, source: ArchiveSource, log: dict[int, range], data_keys: dict[str, bytes], *,
            progress: Callable[[str], None] | None = None) -> Replayed:
     """The latest rating per (user, movie) over the whole archive, as a cached Spark DataFrame.
     `log`: the offsets each partition's log holds (`events.reader.log_offsets`), which the
-    archive must cover from the log start on."""
+    archive must cover from the log start on; `data_keys`: subject -> data key."""
     say = progress or (lambda message: None)
     chains = plan_archive(list_segments(source.client(), source.bucket, source.topic), log)
     watermark = {chain[0].partition: chain[-1].last for chain in chains}
     segments = [segment for chain in chains for segment in chain]
     records = sum(s.count for s in segments)
     say(f"replay: {len(segments)} segments, {records:,} records, watermark {watermark}")
+    unreadable = spark.sparkContext.accumulator(0)
     if not segments:
-        return Replayed(spark.createDataFrame([], RATINGS), watermark, 0, 0)
+        return Replayed(spark.createDataFrame([], RATINGS), watermark, 0, 0, unreadable)
     parallelism = spark.sparkContext.defaultParallelism
     tasks = spark.range(len(segments), numPartitions=min(len(segments),
                                                          max(parallelism, -(-len(segments) // SEGMENTS_PER_TASK))))
     logged = tasks.mapInArrow(lambda batches: _read_segments(source, segments, batches), RECORDS)
     folds = max(parallelism, records // RECORDS_PER_FOLD_TASK + 1)
     by_user = logged.repartition(folds, "key").sortWithinPartitions("key", "partition", "offset")
-    ratings = by_user.mapInArrow(_fold_users, RATINGS).cache()
-    return Replayed(ratings, watermark, len(segments), records)
+    keys = spark.sparkContext.broadcast(data_keys)
+    ratings = by_user.mapInArrow(lambda batches: _fold_users(keys, unreadable, batches), RATINGS).cache()
+    return Replayed(ratings, watermark, len(segments), records, unreadable)

@@ -71,22 +71,26 @@ def fit_for_publication(spark, ratings, params: training.Params, *, tune: bool, 
     return training.fit(spark, ratings, params, tune_params=tune, progress=say), metrics
 
 
-def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, log: dict[int, range], prefix: str,
-            params: training.Params, tune: bool = False, holdout: float, seed: int = 42,
-            progress: Callable[[str], None] | None = None) -> ModelInfo:
+def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, log: dict[int, range],
+            data_keys: dict[str, bytes], prefix: str, params: training.Params, tune: bool = False, holdout: float,
+            seed: int = 42, progress: Callable[[str], None] | None = None) -> ModelInfo:
     """Train on the archive and publish a new current version; ``log`` is the offsets each partition's
-    log holds (the archive must cover them, see ``ml.replay``); with ``tune``, ``params`` are where
-    the tuning (on the training data only) starts."""
+    log holds (the archive must cover them, see ``ml.replay``), ``data_keys`` the users' keys
+    (subject -> key) that open their events; with ``tune``, ``params`` are where the tuning (on the
+    training data only) starts."""
     say = progress or (lambda message: None)
     trained_at = datetime.now(timezone.utc)
-    replayed = replay(spark, source, log, progress=say)
+    replayed = replay(spark, source, log, data_keys, progress=say)
     if not replayed.ratings.count():  # the whole replay, into its cache
         raise TrainingError("the archive holds no ratings yet: import or submit reviews and run the archiver")
+    if replayed.unreadable.value:
+        say(f"replay: {replayed.unreadable.value:,} events of forgotten users skipped (their keys are gone)")
     model, metrics = fit_for_publication(spark, replayed.ratings, params, tune=tune, holdout=holdout, seed=seed,
                                          progress=say)
     say(f"publish: rank {model.rank}")
     info = registry.publish(store, s3, source.bucket, prefix, model, trained_at=trained_at,
-                            watermark=replayed.watermark, metrics=metrics | {"archive_records": replayed.records})
+                            watermark=replayed.watermark, metrics=metrics | {"archive_records": replayed.records,
+                                                                 "unreadable_events": replayed.unreadable.value})
     model.unpersist()
     replayed.ratings.unpersist()
     return info

@@ -21,6 +21,7 @@ from events.codec import DecodeError, decode_account
 from events.follow import LogFollower
 from events.position import Position
 from events.reader import LogRecord
+from events.sealing import Keys, Unreadable
 from projections.store import AccountRow, AccountsView, ReadModels
 
 log = logging.getLogger(__name__)
@@ -57,27 +58,35 @@ def skeleton(user_id: str) -> str:
     return _tr39(_tr39(user_id).casefold())
 
 
-def fold_accounts(records: list[LogRecord]) -> tuple[list[AccountRow], dict[int, int]]:
-    """The openings these records hold, and the checkpoint (partition -> last offset) they reach."""
+def fold_accounts(records: list[LogRecord], keys: Keys | None) -> tuple[list[AccountRow], dict[int, int]]:
+    """The openings these records hold, and the checkpoint (partition -> last offset) they reach.
+    Synchronous: the keys of subjects not seen yet are read from the key store."""
+    if keys is not None:
+        keys.load([record.key.decode("utf-8", "replace") for record in records if record.key])
     openings, checkpoint = [], {}
     for record in records:
         try:
-            event = decode_account(record.value or b"")
+            event, subject = decode_account(record.value or b"", keys)
+        except Unreadable:
+            pass  # a forgotten user's opening
         except DecodeError as error:  # skipped, never fatal: one bad record must not lock everyone out
             log.warning("skipped an account record", extra={"partition": record.partition,
                                                            "offset": record.offset, "reason": str(error)})
         else:
             openings.append(AccountRow(event.user_id, event.event_id, event.password_hash,
-                                       record.partition, record.offset, skeleton(event.user_id)))
+                                       record.partition, record.offset, skeleton(event.user_id), subject))
         checkpoint[record.partition] = max(record.offset, checkpoint.get(record.partition, -1))
     return openings, checkpoint
 
 
-async def follow_accounts(bootstrap: str, topic: str, store: AccountsView) -> None:
+async def follow_accounts(bootstrap: str, topic: str, store: AccountsView, keys: Keys | None) -> None:
     """Apply the accounts topic to the store from its accounts checkpoint on, until cancelled."""
 
+    def fold_and_put(records: list[LogRecord]) -> None:
+        store.put_accounts(*fold_accounts(records, keys))
+
     async def apply(records: list[LogRecord]) -> None:
-        await asyncio.to_thread(store.put_accounts, *fold_accounts(records))
+        await asyncio.to_thread(fold_and_put, records)
 
     done = await asyncio.to_thread(store.accounts_checkpoint)
     await LogFollower(bootstrap, topic, apply, {p: offset + 1 for p, offset in done.items()}).run()

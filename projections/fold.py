@@ -17,14 +17,15 @@ from typing import NamedTuple
 
 from events.errors import HarmonyError
 from events.fold import ReviewFold
-from events.types import AnyEvent, MovieCatalogued, ReviewSubmitted
+from events.types import AnyEvent, MovieCatalogued, ReviewSubmitted, SubjectForgotten
 from projections.store import CatalogueEntry, Changes, HistoryRow, ProjectionWriter, ReviewRow
 
 
 class Record(NamedTuple):
     partition: int
     offset: int
-    event: AnyEvent | None  # None: dead-lettered, only its offset counts
+    event: AnyEvent | None  # None: dead-lettered or unreadable, only its offset counts
+    subject: str | None = None  # the subject it was sealed under (None: in clear)
 
 
 class LogGap(HarmonyError):
@@ -67,15 +68,20 @@ def fold(store: ProjectionWriter, records: list[Record]) -> Changes:
     changes = Changes(since=done)
     catalogue = changes.catalogue
     history = changes.history
+    subjects = changes.subjects
     take, apply = reviews.take, reviews.apply
-    for partition, offset, event in fresh:
+    for partition, offset, event, subject in fresh:
         take(partition, offset)
         if event is None or not apply(event):
             continue
         if type(event) is MovieCatalogued:
             catalogue[event.movie_id] = (offset, CatalogueEntry(
                 event.movie_id, event.title, event.year, list(event.genres), event.image_url))
+        elif type(event) is SubjectForgotten:
+            changes.forgotten.append(event.subject)
         else:
+            if subject is not None:
+                subjects[subject] = event.user_id
             history.append(HistoryRow(event.user_id, event.event_id, type(event).__name__,
                                       event.occurred_at, event.recorded_at, partition, offset, event.payload()))
     changes.checkpoint = {p: o for p, o in reviews.checkpoint.items() if o > done.get(p, -1)}

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator, Awaitable, Callable, NamedTuple
 
-from events.codec import DecodeError, decode
+from events.codec import DecodeError, decode_sealed
 from events.reader import LogRecord, read_log
+from events.sealing import Keys, Unreadable
+from events.types import SubjectForgotten
 from projections.fold import LogGap, Record, after_checkpoint, fold
 from projections.store import ProjectionWriter
 
@@ -20,30 +22,44 @@ class DeadLetter(NamedTuple):
     reason: str
 
 
-Decoded = tuple[list[Record], list[DeadLetter]]
+class Decoded(NamedTuple):
+    records: list[Record]
+    dead: list[DeadLetter]
+    unreadable: int  # sealed records whose key is gone: skipped like dead letters, not sent anywhere
 
 # Records read and decoded ahead of the store at most (about 400 bytes each in memory as read).
 READ_AHEAD = 40_000
 
 
-def decode_batch(raw: list[LogRecord]) -> Decoded:
+def decode_batch(raw: list[LogRecord], keys: Keys | None) -> Decoded:
+    """Open and decode records in log order (synchronous: the keys of subjects not seen yet are read
+    from the key store, so async code calls it in a worker thread). A forgetting seen here makes
+    its subject's later records unreadable at once, before any store has applied it."""
+    if keys is not None:
+        keys.load([item.key.decode("utf-8", "replace") for item in raw if item.key])
     records: list[Record] = []
     dead: list[DeadLetter] = []
+    unreadable = 0
     for item in raw:
         try:
             if item.value is None:
                 raise DecodeError("record has no value")
-            event = decode(item.value)
+            event, subject = decode_sealed(item.value, keys)
         except DecodeError as error:
             dead.append(DeadLetter(item, str(error)))
             records.append(Record(item.partition, item.offset, None))
+        except Unreadable:
+            unreadable += 1
+            records.append(Record(item.partition, item.offset, None))
         else:
-            records.append(Record(item.partition, item.offset, event))
-    return records, dead
+            if type(event) is SubjectForgotten and keys is not None:
+                keys.drop(event.subject)
+            records.append(Record(item.partition, item.offset, event, subject))
+    return Decoded(records, dead, unreadable)
 
 
 async def read_ahead(
-    chunks: AsyncIterator[list[LogRecord]], most: int = READ_AHEAD,
+    chunks: AsyncIterator[list[LogRecord]], keys: Keys | None, most: int = READ_AHEAD,
 ) -> AsyncIterator[tuple[list[LogRecord], Decoded]]:
     """Each chunk with its decoding; the next ones are read and decoded while the caller works on
     the last (a store writes outside the GIL, in a worker thread). Chunks that arrived meanwhile are
@@ -55,7 +71,7 @@ async def read_ahead(
     async def fill() -> None:
         try:
             async for chunk in chunks:
-                await queue.put((chunk, decode_batch(chunk)))
+                await queue.put((chunk, await asyncio.to_thread(decode_batch, chunk, keys)))
         except Exception:
             await queue.put(None)  # the consuming side stops at it, then meets the error
             raise
@@ -65,13 +81,15 @@ async def read_ahead(
     try:
         item = await queue.get()
         while item is not None:
-            chunk, (records, dead) = item
+            chunk, decoded = item
             item = queue.get_nowait() if not queue.empty() else False
             while item and len(chunk) < most:
-                more, (more_records, more_dead) = item
-                chunk, records, dead = chunk + more, records + more_records, dead + more_dead
+                more, also = item
+                chunk = chunk + more
+                decoded = Decoded(decoded.records + also.records, decoded.dead + also.dead,
+                                  decoded.unreadable + also.unreadable)
                 item = queue.get_nowait() if not queue.empty() else False
-            yield chunk, (records, dead)
+            yield chunk, decoded
             if item is False:
                 item = await queue.get()
         await filling
@@ -105,11 +123,13 @@ class LogProjector:
 
     def __init__(
         self, bootstrap: str, topic: str, store: ProjectionWriter,
-        dead_letter: Callable[[DeadLetter], Awaitable[None]],
+        dead_letter: Callable[[DeadLetter], Awaitable[None]], keys: Keys | None,
     ):
         self.bootstrap, self.topic, self.store = bootstrap, topic, store
         self.dead_letter = dead_letter
+        self.keys = keys
         self.refused: dict[int, int] = {}  # partition -> commits the store refused
+        self.unreadable = 0  # records skipped because their key is gone (forgotten users)
         self._one_at_a_time = asyncio.Lock()
 
     async def project(self, batch: list[LogRecord]) -> None:
@@ -132,7 +152,7 @@ class LogProjector:
                 read.update((r.partition, r.offset) for r in chunk)
                 yield chunk
 
-        async for chunk, decoded in read_ahead(checked()):
+        async for chunk, decoded in read_ahead(checked(), self.keys):
             await self._apply(chunk, decoded)
         for partition, offset in end.items():
             if read.get(partition, -1) < offset - 1:
@@ -158,10 +178,10 @@ class LogProjector:
             # Only what the store has not applied is decoded (or dead-lettered): a replay sends no
             # dead letter again.
             if decoded is None:
-                records, dead = decode_batch([r for r in batch if r.offset > done.get(r.partition, -1)])
-            else:
-                records = [r for r in decoded[0] if r.offset > done.get(r.partition, -1)]
-                dead = [d for d in decoded[1] if d.record.offset > done.get(d.record.partition, -1)]
+                decoded = await asyncio.to_thread(
+                    decode_batch, [r for r in batch if r.offset > done.get(r.partition, -1)], self.keys)
+            records = [r for r in decoded.records if r.offset > done.get(r.partition, -1)]
+            dead = [d for d in decoded.dead if d.record.offset > done.get(d.record.partition, -1)]
             if not records:
                 return
             # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
@@ -169,6 +189,7 @@ class LogProjector:
                 await self.dead_letter(letter)
             try:
                 if await asyncio.to_thread(commit, self.store, records):
+                    self.unreadable += decoded.unreadable
                     return
             except LogGap:  # the checkpoint moved back between the two reads (a swap): read the hole
                 continue

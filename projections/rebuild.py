@@ -13,6 +13,7 @@ import asyncio
 from typing import Callable, Iterable
 
 from events.reader import LogRecord, read_log
+from events.sealing import Keys
 from projections.maintenance import lease
 from projections.projector import apply_records, decode_batch, read_ahead
 from projections.store import ProjectionStore
@@ -21,29 +22,29 @@ Progress = Callable[[int], None]  # called with the number of records just read
 
 
 async def fold_log(
-    bootstrap: str, topic: str, store: ProjectionStore,
+    bootstrap: str, topic: str, store: ProjectionStore, keys: Keys | None,
     end: dict[int, int] | None = None, progress: Progress = lambda n: None,
 ) -> int:
     """Apply the log from the store's checkpoint up to `end` (default: the log end) to `store`.
-    Dead letters are only skipped here; the live worker already sent them. Answer the count read."""
+    Dead letters and unreadable records are only skipped here; the live worker already sent and
+    counted them. Answer the count read."""
     done = store.checkpoint()
     count = 0
-    async for batch, (records, _) in read_ahead(
-            read_log(bootstrap, topic, start={p: o + 1 for p, o in done.items()}, end=end)):
-        await asyncio.to_thread(apply_records, store, records)
+    async for batch, decoded in read_ahead(
+            read_log(bootstrap, topic, start={p: o + 1 for p, o in done.items()}, end=end), keys):
+        await asyncio.to_thread(apply_records, store, decoded.records)
         count += len(batch)
         progress(len(batch))
     return count
 
 
 def fold_batches(store: ProjectionStore, batches: Iterable[list[LogRecord]], end: dict[int, int],
-                 progress: Progress = lambda n: None) -> int:
+                 keys: Keys | None, progress: Progress = lambda n: None) -> int:
     """Apply archived batches, keeping only records before `end` per partition."""
     count = 0
     for batch in batches:
         wanted = [r for r in batch if r.offset < end.get(r.partition, 0)]
-        records, _ = decode_batch(wanted)
-        apply_records(store, records)
+        apply_records(store, decode_batch(wanted, keys).records)
         count += len(wanted)
         progress(len(batch))
     return count
@@ -58,6 +59,7 @@ async def rebuild(
     bootstrap: str,
     topic: str,
     views: list[str],
+    keys: Keys | None,
     archive: Iterable[list[LogRecord]] | None = None,
     progress: Progress = lambda n: None,
 ) -> dict:
@@ -66,11 +68,11 @@ async def rebuild(
         fresh = live.scratch("rebuild")
         try:
             target = ends_after(live.checkpoint())
-            from_archive = fold_batches(fresh, archive, target, progress) if archive is not None else 0
-            from_log = await fold_log(bootstrap, topic, fresh, target, progress)
+            from_archive = fold_batches(fresh, archive, target, keys, progress) if archive is not None else 0
+            from_log = await fold_log(bootstrap, topic, fresh, keys, target, progress)
             # The projector went on while the whole log was folded: catch up with where it is now,
             # which takes a moment, so the swap sets it back by at most that moment's events.
-            from_log += await fold_log(bootstrap, topic, fresh, ends_after(live.checkpoint()), progress)
+            from_log += await fold_log(bootstrap, topic, fresh, keys, ends_after(live.checkpoint()), progress)
             held.check()
             live.swap_in(fresh, views)
             return {"views": views, "from_archive": from_archive, "from_log": from_log,

@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     key TEXT NOT NULL, attempt TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL, PRIMARY KEY (key, attempt)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS attempts_expiring ON attempts (expires);
+-- Who each subject (the id naming a user in the log) is, as the projectors read it: what a
+-- forgetting, which names only the subject, needs to find the user's rows (not a view).
+CREATE TABLE IF NOT EXISTS subjects (subject TEXT PRIMARY KEY, user_id TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS lag (
     partition INTEGER PRIMARY KEY, checkpoint INTEGER NOT NULL, high_watermark INTEGER NOT NULL,
     updated_at INTEGER NOT NULL, refused INTEGER NOT NULL
@@ -126,6 +129,26 @@ def _chunks(items: list, size: int = _CHUNK):
 _genres = msgspec.json.Decoder(list[str]).decode  # faster than json.loads: a search reads thousands
 
 
+def _forget(db: sqlite3.Connection, subjects: list[str]) -> None:
+    """Delete every row of the users these subjects name, and the subjects' rows."""
+    for chunk in _chunks(subjects):
+        marks = ",".join("?" * len(chunk))
+        users = [(user,) for (user,) in db.execute(f"SELECT user_id FROM subjects WHERE subject IN ({marks})", chunk)]
+        for table in ("reviews", "history", "accounts", "subjects"):
+            db.executemany(f"DELETE FROM {table} WHERE user_id = ?", users)
+
+
+def _checkpoint_wal(db: sqlite3.Connection) -> None:
+    """Copy the WAL into the file and empty it, so deleted rows' old page images go too (a reader
+    holding an older snapshot can keep part of it a moment: tried a few times)."""
+    for _ in range(20):
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        time.sleep(0.05)
+    log.warning("the WAL could not be emptied after a forgetting: it is at the next checkpoint")
+
+
 def _entry(movie_id, title, year, genres, image_url) -> CatalogueEntry:
     return CatalogueEntry(movie_id, title, year, _genres(genres), image_url)
 
@@ -155,6 +178,8 @@ class SQLiteStore:
         self._attempts_db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._attempts_lock = threading.Lock()
         self._attempts_db.execute("PRAGMA synchronous=NORMAL")  # a power loss may forget the last attempts
+        for db in (self._db, self._attempts_db):  # a forgotten user's deleted rows are overwritten, not left
+            db.execute("PRAGMA secure_delete=ON")
         if scratch:
             self._db.execute("PRAGMA journal_mode=OFF")
             self._db.execute("PRAGMA synchronous=OFF")
@@ -248,6 +273,8 @@ class SQLiteStore:
                         for h in changes.history
                     ],
                 )
+                db.executemany("INSERT OR IGNORE INTO subjects VALUES (?, ?)", list(changes.subjects.items()))
+                _forget(db, changes.forgotten)
                 db.executemany(
                     "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
                     [(p, max(o, stored.get(p, -1))) for p, o in changes.checkpoint.items()],
@@ -256,6 +283,8 @@ class SQLiteStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if changes.forgotten and not self._scratch:
+                _checkpoint_wal(db)
         return True
 
     def record_lag(self, lags: list[PartitionLag]) -> None:
@@ -387,6 +416,8 @@ class SQLiteStore:
                     'partition = excluded.partition, "offset" = excluded."offset" '
                     'WHERE (excluded.partition, excluded."offset") < (accounts.partition, accounts."offset")',
                     [(a.user_id, a.event_id, a.password_hash, a.partition, a.offset, a.skeleton) for a in openings])
+                self._db.executemany("INSERT OR IGNORE INTO subjects VALUES (?, ?)",
+                                     [(a.subject, a.user_id) for a in openings if a.subject is not None])
                 self._db.executemany(
                     'INSERT INTO accounts_checkpoints VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET '
                     '"offset" = max("offset", excluded."offset")', list(checkpoint.items()))
@@ -508,6 +539,12 @@ class SQLiteStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def forget_factors(self, user_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM factors WHERE version IN (SELECT version FROM models) "
+                             "AND kind = 'user' AND id = ?", (user_id,))
+            _checkpoint_wal(self._db)
 
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows and the checkpoints in a stable order, from one snapshot."""

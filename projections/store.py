@@ -81,6 +81,7 @@ class AccountRow(msgspec.Struct, frozen=True):
     partition: int  # its log position in the accounts topic: the lowest holds the id
     offset: int
     skeleton: str  # what the user id looks like (projections.accounts.skeleton)
+    subject: str | None = None  # the subject it was sealed under (None: in clear)
 
 
 class Changes(msgspec.Struct):
@@ -99,6 +100,10 @@ class Changes(msgspec.Struct):
     reviews: dict[ReviewKey, tuple[int, ReviewRow | None]] = {}  # (version, row); None: retracted
     catalogue: dict[str, tuple[int, CatalogueEntry]] = {}  # movie_id -> (version, entry)
     history: list[HistoryRow] = []
+    subjects: dict[str, str] = {}  # subject -> user id, of the sealed events the batch holds
+    # Subjects forgotten in the batch: after the rows above, every row of their users goes (their
+    # reviews, history, account), and the subject's row. Final, so also kept from a refused batch.
+    forgotten: list[str] = []
     checkpoint: dict[int, int] = {}  # partition -> last offset the batch covers
 
 
@@ -263,6 +268,9 @@ class ModelRegistry(Protocol):
 
     def models(self) -> list[ModelInfo]:
         """Every registry row, newest version first (versions sort by when they were trained)."""
+
+    def forget_factors(self, user_id: str) -> None:
+        """Delete the user's factor rows from every published version (the user asked to be forgotten)."""
 
     def drop_model(self, version: str) -> bool:
         """Delete a version's registry row, then its factor rows of every kind (also of a version with

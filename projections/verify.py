@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Iterable
 
 from events.codec import DecodeError, decode
 from events.reader import LogRecord, read_log
+from events.sealing import Keys, Unreadable
 from events.types import MovieCatalogued, ReviewEvent
 from projections.maintenance import lease
 from projections.rebuild import ends_after, fold_log
@@ -64,14 +66,17 @@ def first_view_difference(live: dict[str, list[tuple]], folded: dict[str, list[t
     return None
 
 
-async def changed_after(bootstrap: str, topic: str, checkpoint: dict[int, int]) -> tuple[set, set]:
+async def changed_after(bootstrap: str, topic: str, checkpoint: dict[int, int],
+                        keys: Keys | None) -> tuple[set, set]:
     """The review keys and movie ids that events after `checkpoint` (up to the log end) change."""
     reviews, movies = set(), set()
     async for batch in read_log(bootstrap, topic, start=ends_after(checkpoint)):
+        if keys is not None:
+            await asyncio.to_thread(keys.load, [r.key.decode("utf-8", "replace") for r in batch if r.key])
         for record in batch:
             try:
-                event = decode(record.value or b"")
-            except DecodeError:
+                event = decode(record.value or b"", keys)
+            except (DecodeError, Unreadable):
                 continue
             if isinstance(event, ReviewEvent):
                 reviews.add((event.user_id, event.movie_id))
@@ -90,7 +95,7 @@ def at_checkpoint(contents: dict[str, list[tuple]], checkpoint: dict[int, int], 
     }
 
 
-async def verify_projection(bootstrap: str, topic: str, live: ProjectionStore) -> dict:
+async def verify_projection(bootstrap: str, topic: str, live: ProjectionStore, keys: Keys | None) -> dict:
     """Fold the log up to the store's checkpoint into a scratch store and compare every view, at that
     checkpoint: a store read while the projector writes (Cassandra has no snapshot) may already hold
     later changes, so rows that events after it change are left out of the comparison."""
@@ -99,11 +104,11 @@ async def verify_projection(bootstrap: str, topic: str, live: ProjectionStore) -
         checkpoint = dict(snapshot["checkpoints"])
         folded_store = live.scratch("verify")
         try:
-            await fold_log(bootstrap, topic, folded_store, ends_after(checkpoint))
+            await fold_log(bootstrap, topic, folded_store, keys, ends_after(checkpoint))
             folded = folded_store.contents()
         finally:
             folded_store.close()
-    reviews, movies = await changed_after(bootstrap, topic, checkpoint)
+    reviews, movies = await changed_after(bootstrap, topic, checkpoint, keys)
     return {"applied": sum(ends_after(checkpoint).values()),
             "difference": first_view_difference(at_checkpoint(snapshot, checkpoint, reviews, movies),
                                                 at_checkpoint(folded, checkpoint, reviews, movies))}

@@ -25,6 +25,7 @@ from events.faust_apps import crash_on_failure, faust_app, run_beside, skip_to
 from events.log import LogConfig
 from events.reader import LogRecord
 from events.retry import broker_unavailable, retrying
+from events.sealing import Keys
 from events.topic import ensure_topics
 from projections.accounts import follow_accounts
 from projections.projector import DeadLetter, LogProjector
@@ -44,7 +45,7 @@ class WorkerConfig:
     faust_dir: Path  # Faust writes a folder per app here
 
 
-def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
+def create_app(config: WorkerConfig, store: ProjectionStore, keys: Keys) -> faust.App:
     topic = config.log.topic
     app = faust_app(f"harmony-projector.{topic}", config.log.bootstrap, config.faust_dir, BATCH_SIZE, 4)  # one group per log
     reviews = app.topic(topic, key_serializer="raw", value_serializer="raw", internal=False)
@@ -63,7 +64,7 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
         log.warning("dead-lettered a record", extra={"partition": letter.record.partition,
                                                      "offset": letter.record.offset, "reason": letter.reason})
 
-    projector = LogProjector(config.log.bootstrap, topic, store, dead_letter)
+    projector = LogProjector(config.log.bootstrap, topic, store, dead_letter, keys)
 
     @app.agent(reviews, concurrency=1)
     async def project(stream):
@@ -85,7 +86,7 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
     @app.task
     async def project_accounts():
         async with crash_on_failure("projecting accounts"):
-            await follow_accounts(config.log.bootstrap, config.log.accounts_topic, store)
+            await follow_accounts(config.log.bootstrap, config.log.accounts_topic, store, keys)
 
     stalled: dict[int, PartitionLag] = {}
     catching_up: set[asyncio.Task] = set()
@@ -114,7 +115,8 @@ def create_app(config: WorkerConfig, store: ProjectionStore) -> faust.App:
             if lags:
                 await asyncio.to_thread(store.record_lag, lags)
                 log.info("projector lag", extra={"lag": {lag.partition: lag.lag for lag in lags},
-                                                 "total": sum(lag.lag for lag in lags)})
+                                                 "total": sum(lag.lag for lag in lags),
+                                                 "unreadable": projector.unreadable})
 
     return app
 
@@ -135,12 +137,12 @@ def partition_lag(app: faust.App, topic: str, done: dict[int, int],
     return lags
 
 
-def run(config: WorkerConfig, store: ProjectionStore) -> None:
+def run(config: WorkerConfig, store: ProjectionStore, keys: Keys) -> None:
     """Run the worker until SIGINT/SIGTERM; the store is closed at the end."""
     started = time.monotonic()
     uvloop.install()  # Faust's per-event overhead is mostly event-loop work
     asyncio.run(ensure_topics(config.log.bootstrap, config.log.topics))
-    app = create_app(config, store)
+    app = create_app(config, store, keys)
     log.info("projection worker starting", extra={"broker": config.log.bootstrap,
                                                   "setup_s": round(time.monotonic() - started, 2)})
     worker = faust.Worker(app, loglevel="INFO", quiet=True, override_logging=False, redirect_stdouts=False)

@@ -48,7 +48,7 @@ def reference_fold(records: Iterable[tuple[int, int, object]]) -> Views:
     """Fold (partition, offset, event or None) records, given in log order per partition."""
     views = Views({}, {}, {}, {})
     seen: set[str] = set()  # review event ids applied
-    for partition, offset, event in records:
+    for partition, offset, event, *_ in records:
         if offset <= views.checkpoints.get(partition, -1):
             continue  # this position was applied already
         views.checkpoints[partition] = offset

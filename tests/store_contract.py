@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from events.types import MovieCatalogued, ReviewRetracted, ReviewSubmitted
+from events.types import MovieCatalogued, ReviewRetracted, ReviewSubmitted, SubjectForgotten
 from ml import registry
 from ml.factors import FactorModel
 from projections.fold import LogGap, Record, fold
@@ -47,6 +47,16 @@ def catalogued(eid, movie, title, year=None, genres=()):
 
 def records(*events, partition=0, start=0):
     return [Record(partition, start + i, e) for i, e in enumerate(events)]
+
+
+def sealed(*events, subject, partition=0, start=0):
+    """Records of one user's events as the projector has them once opened: with their subject."""
+    return [Record(partition, start + i, e, None if isinstance(e, SubjectForgotten) else subject)
+            for i, e in enumerate(events)]
+
+
+def forgotten(eid, subject):
+    return SubjectForgotten(event_id=eid, occurred_at=T0, recorded_at=T0, subject=subject)
 
 
 def small_model(seed: int) -> FactorModel:
@@ -283,6 +293,50 @@ class StoreContract:
             counts = sorted(tally.count for [tally] in pool.map(
                 lambda n: handles[n % 2].add_attempt(["k"], f"t{n}", time.time(), 60), range(16)))
         assert all(count >= k for k, count in enumerate(counts, 1)) and counts[-1] == 16
+
+    # -- forgetting ------------------------------------------------------------------------
+
+    def test_a_forgotten_subject_takes_every_row_of_its_user_and_nobody_elses(self, store):
+        apply_records(store, sealed(sub("a", "u", "m", 2.0), sub("b", "u", "n", 4.0), subject="su")
+                      + sealed(sub("c", "v", "m", 5.0), subject="sv", partition=1))
+        store.put_accounts([AccountRow("u", "o1", "hash", 0, 0, "u", "su"), AccountRow("v", "o2", "hash", 0, 1, "v", "sv")],
+                           {0: 1})
+        apply_records(store, sealed(forgotten("f", "su"), subject="su", start=2))
+        reader = self.other_handle(store)
+        for handle in (store, reader):
+            assert handle.user_reviews("u", 10, None) == [] and handle.user_history("u", 0, None, None) == []
+            assert handle.user_event("u", "a") is None and handle.account("u") is None
+            assert handle.movie("m").review_count == 1 and handle.movie("m").mean_rating == 5.0
+            assert handle.movie("n") is None
+            assert [r.movie_id for r in handle.user_reviews("v", 10, None)] == ["m"] and handle.account("v")
+        assert store.checkpoint() == {0: 2, 1: 0}
+
+    def test_a_forgetting_in_the_batch_of_the_users_first_events_takes_them_too(self, store):
+        apply_records(store, sealed(sub("a", "u", "m", 2.0), forgotten("f", "su"), subject="su"))
+        assert store.user_reviews("u", 10, None) == [] and store.user_history("u", 0, None, None) == []
+        assert store.movie("m") is None
+
+    def test_a_forgotten_user_with_an_account_and_no_reviews_loses_the_account(self, store):
+        store.put_accounts([AccountRow("u", "o1", "hash", 0, 0, "u", "su")], {0: 0})
+        apply_records(store, records(forgotten("f", "su")))
+        assert store.account("u") is None and store.accounts_with_skeleton("u") == []
+
+    def test_forgetting_an_unknown_subject_changes_no_view(self, store):
+        apply_records(store, sealed(sub("a", "u", "m", 2.0), subject="su"))
+        before = store.contents()
+        apply_records(store, records(forgotten("f", "nobody"), start=1))
+        after = store.contents()
+        assert {k: v for k, v in after.items() if k != "checkpoints"} == {k: v for k, v in before.items()
+                                                                           if k != "checkpoints"}
+
+    def test_forget_factors_deletes_the_users_rows_of_every_published_version(self, store):
+        bucket = MemoryBucket()
+        infos = [registry.publish(store, bucket, "models", "models/", small_model(n), trained_at=T0 + timedelta(days=n),
+                                  watermark={}, metrics={}) for n in (1, 2)]
+        store.forget_factors("ana")
+        for info in infos:
+            assert {row.id for row in store.factors(info.version, "user")} == {"ben", "cy"}
+            assert {row.id for row in store.factors(info.version, "item")} == {"m1", "m2"}
 
     # -- the model registry ------------------------------------------------------------------
 

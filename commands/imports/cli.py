@@ -19,18 +19,19 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from commands.imports import open_source
 from commands.imports.rows import BadRowError
 from commands.imports.runner import progress_bar, run_import
+from events.codec import Sealer
 from events.errors import HarmonyError
 from events.log import LogConfig, LogUnavailable
 
 
-def run(log: LogConfig, args: argparse.Namespace) -> int:
+def run(log: LogConfig, sealer: Sealer, args: argparse.Namespace) -> int:
     def fail(message: str) -> int:
         print(f"harmony import: {message}", file=sys.stderr)
         return 1
 
     try:
         source = open_source(args.source, args.path)
-        result = asyncio.run(run_import(log, source, strict=args.strict, progress=progress_bar()))
+        result = asyncio.run(run_import(log, source, sealer, strict=args.strict, progress=progress_bar()))
     except BadRowError as error:
         return fail(f"{error.row} (--strict: nothing was appended)")
     except KafkaConnectionError as error:

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColum
 from rich.text import Text
 
 from commands.imports.rows import ImportContext
+from events.codec import Sealer
 from events.log import KafkaEventLog, LogConfig
 from events.topic import ensure_topics
 
@@ -102,6 +103,7 @@ def progress_bar(console: Console | None = None, disable: bool = False) -> Progr
 async def run_import(
     config: LogConfig,
     source: Source,
+    sealer: Sealer,
     *,
     strict: bool = False,
     progress: Progress | None = None,
@@ -112,7 +114,7 @@ async def run_import(
     total = sum(path.stat().st_size for path in source.files)
     progress = progress or progress_bar(disable=True)
     await ensure_topics(config.bootstrap, config.topics)
-    log = KafkaEventLog(config.bootstrap, config.topic,
+    log = KafkaEventLog(config.bootstrap, config.topic, sealer=sealer,
                         timeout=max(BULK_TIMEOUT, config.append_timeout), linger_ms=BULK_LINGER_MS)
     await log.start()
     try:

@@ -74,7 +74,7 @@ def memory_auth(log: MemoryLog, store: ProjectionStore, openings_per_hour: int =
         return {0: len(log.topics.get(ACCOUNTS, []))}
 
     # The projection worker's job, done as each opening is appended.
-    log.followers.setdefault(ACCOUNTS, []).append(lambda records: store.put_accounts(*fold_accounts(records)))
+    log.followers.setdefault(ACCOUNTS, []).append(lambda records: store.put_accounts(*fold_accounts(records, None)))
     passwords = Passwords(hashes, hasher or cheap_hasher())
     view = StoredAccounts(store, ends, wait=0.3)
     return Auth(Accounts(log, ACCOUNTS, view, passwords), TokenSigner(TOKEN_KEY, 3600), store,

@@ -281,7 +281,7 @@ def test_while_the_accounts_are_not_all_read_sign_in_is_a_503_not_counted_as_a_f
         is_problem(behind, 503)
         assert behind.headers["retry-after"] == "1"
     opened = log.topics[ACCOUNTS]
-    store.put_accounts(*fold_accounts([LogRecord(0, n, e.key.encode(), encode(e)) for n, e in enumerate(opened)]))
+    store.put_accounts(*fold_accounts([LogRecord(0, n, e.key.encode(), encode(e)) for n, e in enumerate(opened)], None))
     assert sign_in(client).status_code == 200  # not throttled: no failed try was counted
     is_problem(sign_in(client, "ben"), 401)  # caught up, and ben has no account
 

@@ -67,7 +67,7 @@ def test_an_event_type_writes_the_version_it_declares():
 
     event = RetractedV2(event_id="e", occurred_at=NOW, recorded_at=NOW, user_id="u", movie_id="m")
     assert schema_version(RetractedV2) == 2 == msgspec.json.decode(encode(event))["schema_version"]
-    assert SCHEMA_VERSIONS == {"ReviewSubmitted": 1, "ReviewRetracted": 1, "MovieCatalogued": 1}
+    assert SCHEMA_VERSIONS == {"ReviewSubmitted": 1, "ReviewRetracted": 1, "MovieCatalogued": 1, "SubjectForgotten": 1}
 
 
 def test_position_token_round_trips_and_rejects_garbage():

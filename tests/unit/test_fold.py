@@ -17,7 +17,7 @@ def store(tmp_path):
 
 def test_undecodable_records_become_dead_letters_and_still_advance_the_checkpoint(store):
     raw = [LogRecord(0, 0, b"u", b"nonsense"), LogRecord(0, 1, b"u", encode(sub("a", "u", "m", 3.0)))]
-    decoded, dead = decode_batch(raw)
+    decoded, dead, _ = decode_batch(raw, None)
     assert [d.record.offset for d in dead] == [0] and "undecodable" in dead[0].reason
     apply_records(store, decoded)
     assert store.checkpoint() == {0: 1} and store.movie("m").review_count == 1
@@ -88,7 +88,7 @@ def test_a_replay_dead_letters_only_records_past_the_checkpoint(store):
     async def dead_letter(letter):
         letters.append(letter.record.offset)
 
-    projector = LogProjector("unused:9092", "reviews", store, dead_letter)
+    projector = LogProjector("unused:9092", "reviews", store, dead_letter, None)
     asyncio.run(projector.project(batch))
     asyncio.run(projector.project(batch + [LogRecord(0, 2, b"u", encode(sub("b", "u", "n", 3.0)))]))
     assert letters == [1], "the replayed bad record is dead-lettered once"
@@ -109,7 +109,7 @@ def test_read_ahead_hands_over_what_arrived_meanwhile_as_one_batch_in_order_up_t
 
     async def consume(most):
         handed = []
-        async for batch, (records, dead) in read_ahead(source(), most=most):
+        async for batch, (records, dead, _) in read_ahead(source(), None, most=most):
             assert [r.offset for r in records] == [r.offset for r in batch] and not dead
             handed.append([r.offset for r in batch])
             await asyncio.sleep(0.01)  # a slow store: the next chunks arrive meanwhile
@@ -132,7 +132,7 @@ def test_read_ahead_passes_on_the_error_of_its_source_after_what_was_read():
 
     async def consume():
         seen = []
-        async for batch, _ in read_ahead(source()):
+        async for batch, _ in read_ahead(source(), None):
             seen.extend(r.offset for r in batch)
         return seen
 

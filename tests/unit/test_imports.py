@@ -319,5 +319,5 @@ def test_cli_without_a_broker_fails_in_one_line(tmp_path, monkeypatch, capsys, m
 def test_cli_bad_path_fails_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARMONY_KAFKA_BOOTSTRAP", "127.0.0.1:9")
     args = argparse.Namespace(source="amazon", path=str(tmp_path / "missing.json"), strict=False, json=False)
-    assert cli_run(log_config(load()), args) == 1
+    assert cli_run(log_config(load()), None, args) == 1  # fails before anything is sealed
     assert capsys.readouterr().err.strip().startswith("harmony import: ")

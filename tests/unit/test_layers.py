@@ -14,6 +14,7 @@ ALLOWED = {
     "events": {"events"},
     "commands": {"events", "commands"},
     "projections": {"events", "projections"},
+    "keys": {"events", "projections", "keys"},  # the Cassandra adapter shares the store's connection pieces
     "archive": {"events", "archive"},
     "ml": {"events", "projections", "archive", "ml"},
     "api": {"events", "commands", "projections", "ml", "api"},
@@ -21,7 +22,7 @@ ALLOWED = {
 }
 LAYERS = set(ALLOWED) | {"harmony"}
 # Store adapters: only the composition root (and the tests) may name one.
-ADAPTERS = {"projections.sqlite_store"}
+ADAPTERS = {"projections.sqlite_store", "keys.sqlite_keys", "keys.cassandra_keys"}
 MAY_NAME_ADAPTERS = {"harmony", "tests"}
 
 

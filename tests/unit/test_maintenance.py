@@ -23,7 +23,7 @@ def test_a_second_maintenance_command_is_refused_naming_the_holder(store, tmp_pa
     try:
         with lease(store, "rebuild all"):
             with pytest.raises(HarmonyError, match=r"being maintained by rebuild all \(pid \d+"):
-                asyncio.run(rebuild(other, "unused:9092", "reviews", ["reviews"]))
+                asyncio.run(rebuild(other, "unused:9092", "reviews", ["reviews"], None))
             assert list(tmp_path.glob("p.db.rebuild-*")) == [], "the refused rebuild made no scratch store"
         with lease(other, "verify"):  # released at the end of the block
             pass

@@ -82,7 +82,7 @@ def test_ids_already_in_the_log_are_left_as_they_are(world):
     client, _, store = world
     opened = AccountOpened(event_id="a1", occurred_at=NOW, recorded_at=NOW, user_id="ana ",  # opened before the rule
                            password_hash=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD))
-    store.put_accounts(*fold_accounts([LogRecord(0, 0, opened.key.encode(), encode(opened))]))
+    store.put_accounts(*fold_accounts([LogRecord(0, 0, opened.key.encode(), encode(opened))], None))
     assert client.post("/v1/tokens", json={"user_id": "ana ", "password": PASSWORD}).status_code == 200
 
 
