@@ -25,6 +25,7 @@ from api.auth import AccessToken, Auth, issue_token, open_account
 from api.bodies import (
     CatalogueEntries, Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies,
 )
+from api.forgetting import forget_user
 from api.health import healthz, lag, readyz
 from api.history import user_history
 from api.match import DECIMAL, MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, YEARS, ItemsCache, match, strategies
@@ -35,6 +36,7 @@ from api.problems import HANDLERS
 from api.reviews import LogEnds, retract_review, submit_review, user_reviews
 from api.wire import MAX_KEY, MAX_LIMIT
 from commands.accounts import AccountOpenedView, Credentials, OpenAccount
+from commands.forgetting import Forgetting
 from commands.handlers import ReviewCommands
 from commands.types import Receipt, SubmitReview
 from events.types import UserId, max_length
@@ -119,6 +121,13 @@ OPERATIONS = [
                links=(Link("ReadReviews", "user_reviews", "the user's reviews, once the retraction shows",
                            {"user_id": "$request.path.user_id", "after": "$response.body#/token"}),)),
      retract_review),
+    (Operation("DELETE", "/v1/users/{user_id}", "Forget the user: their account, reviews and history", 202, Receipt,
+               None, (USER,), (401, 403, 404, 503),
+               "Needs a token for the user. The user id is retired at once (every read of it answers 404 "
+               "\"this user asked to be forgotten\"); their key is deleted, so every event they wrote is "
+               "unreadable in the log and its archive; the projections then delete their reviews, history and "
+               "account, and the next model is trained without them. Cannot be undone.", signed_in=True),
+     forget_user),
     (Operation("GET", "/v1/users/{user_id}/reviews", "A user's current reviews, newest first", 200,
                ReviewsPage, None,
                (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
@@ -232,8 +241,8 @@ async def keep_connecting(event_log: EventLogConnection) -> None:
             await asyncio.sleep(RECONNECT_EVERY)
 
 
-def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: ReviewCommands, auth: Auth, *,
-               site: list[BaseRoute] = (), not_found: ASGIApp | None = None) -> Starlette:
+def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: ReviewCommands, auth: Auth,
+               forgetting: Forgetting, *, site: list[BaseRoute] = (), not_found: ASGIApp | None = None) -> Starlette:
     """The API, and the `site` routes (the website, a client of the API) beside it if given;
     `not_found` answers addresses no route matches (by default a 404 problem)."""
     app = Starlette(routes=ROUTES + list(site), exception_handlers=HANDLERS, lifespan=lifespan)
@@ -244,6 +253,7 @@ def create_app(store: ProjectionStore, event_log: EventLogConnection, commands: 
     app.state.log_ends = LogEnds(event_log.ends)  # what read-your-writes tokens are checked against
     app.state.commands = commands
     app.state.auth = auth
+    app.state.forgetting = forgetting
     app.state.openapi = openapi_document(auth.private_history)
     app.state.items = ItemsCache()  # the current model's item side, shared by /v1/match requests
     return app

@@ -28,6 +28,7 @@ from commands.accounts import (
 )
 from commands.user_ids import InvalidUserId
 from events.log import LogUnavailable
+from events.sealing import Forgotten
 from projections.store import Attempts, Tally
 
 REALM = 'Bearer realm="moviEharmony"'
@@ -150,6 +151,8 @@ async def open_account(request: Request) -> Response:
         raise invalid(str(error), "user_id") from None
     except AccountTaken as error:
         raise ProblemError(409, str(error)) from None
+    except Forgotten:
+        raise ProblemError(409, f"user id {command.user_id!r} asked to be forgotten: choose another") from None
     except PasswordsBusy as error:  # nothing was hashed: not counted
         await run_in_threadpool(auth.attempts.drop_attempt, [key], attempt)
         raise busy(error) from None
@@ -166,6 +169,8 @@ async def issue_token(request: Request) -> Response:
               (PER_CLIENT, PER_CLIENT.key(client))]
     keys = [key for _, key in checks]
     attempt = await admit(auth, checks, "too many failed sign-ins")
+    if await run_in_threadpool(request.app.state.forgetting.forgotten, [user]):
+        raise ProblemError(401, "wrong user id or password", {"WWW-Authenticate": REALM})
     try:
         matches = await auth.accounts.check(credentials)
     except (AccountsBehind, PasswordsBusy) as error:  # not a failed try: no password was compared

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from api.auth import authorize
 from api.bodies import HistoryEvent, HistoryPage
+from api.forgetting import refuse_forgotten
 from api.problems import ProblemError
 from api.wire import MAX_LIMIT, Offset, decode_cursor, encode_cursor, in_utc, int_param, json_response
 from events.position import Position
@@ -23,6 +24,7 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
     user_id = request.path_params["user_id"]
     if request.app.state.auth.private_history:
         authorize(request, user_id)
+    refuse_forgotten(request, [user_id])
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     before = decode_cursor(cursor, HistoryCursor) if cursor is not None else None

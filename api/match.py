@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.bodies import Match, MatchedMovie, MemberScore, MovieRef, Strategies, Strategy
+from api.forgetting import refuse_forgotten
 from api.problems import ProblemError
 from api.wire import int_param, json_response
 from commands.types import CommandUserId
@@ -199,6 +200,7 @@ async def match(request: Request) -> Response:
     filters = dataclasses.replace(filters, genres=_genres(request, items))
 
     def answer() -> Response:
+        refuse_forgotten(request, users)
         published, ratings = _reads(store, items, users)
         members = [matching.member(items, user, ratings[user], published.get(user)) for user in users]
         scored = matching.score(items, members, filters, strategy, weights, limit)

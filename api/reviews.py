@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from api.auth import authorize
 from api.bodies import ReviewsPage
+from api.forgetting import FORGOTTEN, refuse_forgotten
 from api.problems import ProblemError
 from api.wire import (
     MAX_LIMIT, decode_cursor, encode_cursor, idempotency_key, int_param, invalid, json_response, read_json,
@@ -23,6 +24,7 @@ from commands.handlers import IdempotencyConflict, InvalidCommand, Lookup, Recor
 from commands.types import Receipt, RetractReview, SubmitReview
 from events.log import LogUnavailable
 from events.position import Position
+from events.sealing import Forgotten
 from projections.store import ProjectionStore, Review
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ async def run_command(action, command, request: Request) -> Response:
         raise invalid(str(error), error.field) from None
     except IdempotencyConflict as error:
         raise ProblemError(409, str(error)) from None
+    except Forgotten:
+        raise ProblemError(404, FORGOTTEN) from None
     except LogUnavailable as error:
         log.warning("append failed", extra={"error": str(error)})
         raise ProblemError(
@@ -139,6 +143,7 @@ async def user_reviews(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
+    await run_in_threadpool(refuse_forgotten, request, [user_id])
     if (token := request.query_params.get("after")) is not None:
         await wait_for(store, request.app.state.log_ends, token)
     after = decode_cursor(cursor, ReviewsCursor) if cursor is not None else None

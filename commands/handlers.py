@@ -171,6 +171,11 @@ class ReviewCommands:
             return Receipt(event_id=event_id, position=first.position, token=first.position.token())
         return await self._write(make_event(event_id, digest))
 
+    def forget_user(self, user_id: str) -> None:
+        """Drop what this process remembers of the user's requests (they asked to be forgotten)."""
+        for scope in [scope for scope in self._answers if scope.split("\x1f")[1] == user_id]:
+            del self._answers[scope]
+
     def _remember(self, scope: str, digest: str, now: datetime, answer: asyncio.Future[Receipt]) -> None:
         self._answers[scope] = (digest, now, answer)
         self._answers.move_to_end(scope)

@@ -249,16 +249,41 @@ def api(settings: Settings):
     from commands.handlers import ReviewCommands
     from web import pages
 
-    log = event_log(settings)
+    keys = keyring(settings)
+    log = event_log(settings, keys)
     projection_store = store(settings)
     auth = Auth(accounts(settings, log, projection_store), token_signer(settings), projection_store,
                 openings_limit(settings.accounts_per_hour), private_history=settings.private_history)
     appends = InstrumentedLog(log)
-    app = create_app(projection_store, log, ReviewCommands(appends, recorded_in(projection_store)), auth,
+    commands = ReviewCommands(appends, recorded_in(projection_store))
+    app = create_app(projection_store, log, commands, auth, forgetting(appends, keys, projection_store, commands),
                      site=pages.routes(), not_found=pages.not_found)
     app.state.csrf_key = csrf_key(settings)
     install(app, appends, archive_progress(settings))
     return app
+
+
+def forgetting(log, keys, projection_store: ProjectionStore, commands=None):
+    """How a user is forgotten: on this log, keyring and store (and `commands`' memory of them)."""
+    from commands.forgetting import Forgetting
+
+    return Forgetting(log, keys, projection_store, caches=(commands.forget_user,) if commands else ())
+
+
+async def forget_user(settings: Settings, user_id: str):
+    """`harmony users forget`: forget a user as the API does, from here."""
+    keys = keyring(settings)
+    log = event_log(settings, keys)
+    projection_store = await asyncio.to_thread(store, settings)
+    try:
+        await log.start()
+        try:
+            return await forgetting(log, keys, projection_store).forget(user_id)
+        finally:
+            await log.stop()
+    finally:
+        projection_store.close()
+        keys.records.close()
 
 
 def archive_progress(settings: Settings):

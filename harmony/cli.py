@@ -105,6 +105,15 @@ def cmd_accounts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    receipt = asyncio.run(bootstrap.forget_user(settings, args.user_id))
+    print(f"forgot {args.user_id}: their key is deleted and the projections drop their rows "
+          f"(event {receipt.event_id} at {receipt.position.partition}/{receipt.position.offset})")
+    return 0
+
+
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     from harmony import keys_admin
 
@@ -226,6 +235,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("user_id")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.set_defaults(run=cmd_accounts)
+
+    users = sub.add_parser("users", help="forget a user (GDPR article 17): as DELETE /v1/users/{id} does")
+    user_actions = users.add_subparsers(dest="action", required=True)
+    forget = user_actions.add_parser("forget", help="retire the user id, delete their key (their events become "
+                                                   "unreadable) and have the projections drop their rows")
+    forget.add_argument("user_id")
+    users.set_defaults(run=cmd_users)
 
     keys = sub.add_parser("keys", help="back up, restore and re-wrap the users' data keys (the key store)")
     key_actions = keys.add_subparsers(dest="action", required=True)

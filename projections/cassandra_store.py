@@ -92,6 +92,9 @@ CREATE TABLE IF NOT EXISTS accounts (
 -- Look-alike user ids (projections.accounts.skeleton) of the accounts.
 CREATE TABLE IF NOT EXISTS account_skeletons (skeleton text, user_id text, PRIMARY KEY ((skeleton), user_id));
 CREATE TABLE IF NOT EXISTS accounts_checkpoints (partition int PRIMARY KEY, log_offset bigint);
+-- Who each subject (the id naming a user in the log) is, as the projectors read it: what a forgetting,
+-- which names only the subject, needs to find the user's rows. Facts: written again, the same row.
+CREATE TABLE IF NOT EXISTS subjects (subject text PRIMARY KEY, user_id text);
 -- Attempts per key (the sign-in and opening limits): a row each, living its window (TTL). Deleted
 -- rows and expired ones need no grace: a deletion a replica missed only counts an attempt again until
 -- its TTL ends, so tombstones go at the next compaction.
@@ -406,10 +409,50 @@ class CassandraStore:
         for version, c in changes.catalogue.values():
             rows.add(("c", c.movie_id), put_movie, (c.movie_id, c.title, c.year, c.genres, c.image_url, version))
         self._index_titles(rows, [c for _, c in changes.catalogue.values()], q)
+        self._put_subjects(rows, changes.subjects.items())
         self._send(rows)
         if changes.reviews:
             self._send(self._page_rows(changes, q))
+        if changes.forgotten:
+            # Before the commit: a forgetting is final, so it stands whether or not the commit does, and
+            # one the process died before finishing is done again with the batch.
+            self._forget(changes.forgotten, since.views)
         return self._commit(since, changes.checkpoint)
+
+    def _put_subjects(self, rows: Writes, subjects: Iterable[tuple[str, str]]) -> None:
+        put = self._statement("INSERT INTO {base}.subjects (subject, user_id) VALUES (?,?)")
+        for subject, user in subjects:
+            rows.add(("sj", subject), put, (subject, user))
+
+    def _forget(self, subjects: list[str], views: dict[str, str]) -> None:
+        """Delete every row of the users these subjects name, and the subjects' rows. Plain deletes (the
+        client's clock) shadow rows versioned by log offsets for good: a forgotten id never comes back."""
+        q = partial(self._statement, **views)
+        users = [user for (user,) in self._read_all(
+            self._statement("SELECT user_id FROM {base}.subjects WHERE subject = ?"), [(s,) for s in subjects])]
+        # Every movie each user has a review event of: their rows of the per-movie ratings (statistics).
+        movies = self._read_all(q("SELECT user_id, movie_id FROM {reviews}.review_events WHERE bucket = ? "
+                                  "AND user_id = ? GROUP BY bucket, user_id, movie_id"),
+                                [(bucket(user), user) for user in users])
+        accounts = self._read_all(self._statement("SELECT user_id, skeleton FROM {base}.accounts WHERE user_id = ?"),
+                                  [(user,) for user in users])
+        deletes = [(q("DELETE FROM {reviews}.movie_ratings WHERE movie_id = ? AND user_id = ?"), (movie, user))
+                   for user, movie in movies]
+        deletes += [(self._statement("DELETE FROM {base}.account_skeletons WHERE skeleton = ? AND user_id = ?"),
+                     (alike, user)) for user, alike in accounts if alike is not None]
+        for user in users:
+            b = bucket(user)
+            deletes += [
+                (q("DELETE FROM {reviews}.user_reviews WHERE user_id = ?"), (user,)),
+                (q("DELETE FROM {reviews}.review_events WHERE bucket = ? AND user_id = ?"), (b, user)),
+                (q("DELETE FROM {history}.user_events WHERE user_id = ?"), (user,)),
+                (self._statement("DELETE FROM {base}.applied_at WHERE bucket = ? AND key = ?"), (b, user)),
+                # Above every opening's timestamp (FIRST_WINS less its position), so none stands.
+                (self._statement("DELETE FROM {base}.accounts USING TIMESTAMP ? WHERE user_id = ?"),
+                 (FIRST_WINS, user)),
+            ]
+        deletes += [(self._statement("DELETE FROM {base}.subjects WHERE subject = ?"), (s,)) for s in subjects]
+        execute_concurrent(self._session, deletes, concurrency=CONCURRENCY, raise_on_first_error=True)
 
     @staticmethod
     def _index_titles(rows: Writes, entries: list[CatalogueEntry], q) -> None:
@@ -628,6 +671,7 @@ class CassandraStore:
             rows.add(("a", a.user_id), put, (a.user_id, a.event_id, a.password_hash, a.partition, a.offset,
                                              a.skeleton, FIRST_WINS - (a.partition << 40) - a.offset))
             rows.add(("s", a.skeleton), alike, (a.skeleton, a.user_id))
+        self._put_subjects(rows, ((a.subject, a.user_id) for a in openings if a.subject is not None))
         self._send(rows)  # before the checkpoint that covers them
         self._write_all(self._statement(
             "INSERT INTO {base}.accounts_checkpoints (partition, log_offset) VALUES (?,?) USING TIMESTAMP ?"),
@@ -712,6 +756,12 @@ class CassandraStore:
         rows = self._session.execute(self._statement("SELECT info FROM {base}.models"))
         return sorted((msgspec.json.decode(info, type=ModelInfo) for (info,) in rows),
                       key=lambda info: info.version, reverse=True)
+
+    def forget_factors(self, user_id: str) -> None:
+        versions = [v for (v,) in self._session.execute(self._statement("SELECT version FROM {base}.models"))]
+        self._write_all(self._statement(
+            "DELETE FROM {base}.factors WHERE version = ? AND kind = 'user' AND bucket = ? AND id = ?"),
+            [(version, factor_bucket(user_id), user_id) for version in versions])
 
     def drop_model(self, version: str) -> bool:
         # No transaction: the check, then the deletes. Meanwhile the pointer can move only to a version

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryLog, memory_auth
+from tests.unit.fakes import MemoryLog, memory_auth, memory_forgetting
 
 
 @pytest.fixture
@@ -17,7 +17,8 @@ def world(tmp_path):
     """A test client of the app, the log behind its commands and the store behind its queries."""
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
-    with TestClient(create_app(store, log, ReviewCommands(log), memory_auth(log, store))) as client:
+    with TestClient(create_app(store, log, ReviewCommands(log), memory_auth(log, store),
+                                   memory_forgetting(log, store, tmp_path / "keys.db"))) as client:
         yield client, log, store
     store.close()
 

@@ -9,6 +9,7 @@ from argon2 import PasswordHasher
 from api.auth import Auth, openings_limit
 from api.tokens import TokenSigner
 from commands.accounts import Accounts, Passwords
+from commands.forgetting import Forgetting
 from events.codec import encode
 from events.log import LogUnavailable
 from events.position import Position
@@ -79,6 +80,14 @@ def memory_auth(log: MemoryLog, store: ProjectionStore, openings_per_hour: int =
     view = StoredAccounts(store, ends, wait=0.3)
     return Auth(Accounts(log, ACCOUNTS, view, passwords), TokenSigner(TOKEN_KEY, 3600), store,
                 openings_limit(openings_per_hour), **options)
+
+
+def memory_forgetting(log: MemoryLog, store, keys_path) -> Forgetting:
+    """Forgetting on the log, with a real keyring in a SQLite file at `keys_path`, and `store`'s factor rows."""
+    from keys.keyring import Keyring
+    from keys.sqlite_keys import SQLiteKeys
+
+    return Forgetting(log, Keyring(SQLiteKeys(keys_path), bytes(32)), store)
 
 
 def cheap_hasher() -> PasswordHasher:

@@ -13,7 +13,7 @@ from api.app import create_app
 from commands.handlers import ReviewCommands
 from commands.types import SubmitReview
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryLog, memory_auth
+from tests.unit.fakes import MemoryLog, memory_auth, memory_forgetting
 from tests.unit.test_api import project
 from tests.unit.test_match import publish
 
@@ -68,7 +68,8 @@ def seeded(tmp_path):
 def test_healthz_answers_while_a_slow_store_read_is_in_flight(seeded, path, method):
     store, log, token = seeded
     slow_store = SlowStore(store, method)
-    app = create_app(slow_store, log, ReviewCommands(log), memory_auth(log, slow_store))
+    app = create_app(slow_store, log, ReviewCommands(log), memory_auth(log, slow_store),
+                     memory_forgetting(log, slow_store, store.path.with_name("keys.db")))
 
     async def scenario():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:

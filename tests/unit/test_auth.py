@@ -25,7 +25,7 @@ from events.reader import LogRecord
 from projections.accounts import fold_accounts
 from projections.sqlite_store import SQLiteStore
 from projections.store import Tally
-from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth
+from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth, memory_forgetting
 from tests.unit.test_api import is_problem
 
 PASSWORD = "correct horse battery staple"
@@ -70,7 +70,8 @@ class Hasher(PasswordHasher):
 def auth_client(tmp_path, **options):
     log, store = MemoryLog(), SQLiteStore(tmp_path / "p.db")
     try:
-        with TestClient(create_app(store, log, ReviewCommands(log), memory_auth(log, store, **options))) as client:
+        with TestClient(create_app(store, log, ReviewCommands(log), memory_auth(log, store, **options),
+                                   memory_forgetting(log, store, tmp_path / "keys.db"))) as client:
             yield client
     finally:
         store.close()
@@ -309,7 +310,8 @@ def test_a_password_is_never_in_the_log_a_response_or_a_log_line(world, caplog):
 def test_history_can_require_the_users_token(tmp_path):
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
-    app = create_app(store, log, ReviewCommands(log), memory_auth(log, store, private_history=True))
+    app = create_app(store, log, ReviewCommands(log), memory_auth(log, store, private_history=True),
+                     memory_forgetting(log, store, tmp_path / "keys.db"))
     with TestClient(app) as client:
         is_problem(client.get("/v1/users/ana/history"), 401)
         is_problem(client.get("/v1/users/ana/history", headers=bearer("ben")), 403)

@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import MemoryLog, bearer, memory_auth
+from tests.unit.fakes import MemoryLog, bearer, memory_auth, memory_forgetting
 from tests.unit.test_api import project
 
 T1 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -21,7 +21,8 @@ def client(tmp_path):
     clock = {"now": T1}
     log = MemoryLog()
     store = SQLiteStore(tmp_path / "p.db")
-    with TestClient(create_app(store, log, ReviewCommands(log, clock=lambda: clock["now"]), memory_auth(log, store))) as http:
+    with TestClient(create_app(store, log, ReviewCommands(log, clock=lambda: clock["now"]), memory_auth(log, store),
+                               memory_forgetting(log, store, tmp_path / "keys.db"))) as http:
         def at(moment, method, *args, **kwargs):
             clock["now"] = moment
             response = getattr(http, method)(*args, **kwargs)

@@ -18,7 +18,7 @@ from api.metrics import InstrumentedLog, install
 from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
 from projections.store import ModelInfo, PartitionLag
-from tests.unit.fakes import MemoryLog, bearer, memory_auth
+from tests.unit.fakes import MemoryLog, bearer, memory_auth, memory_forgetting
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REQUESTS = "harmony_http_request_duration_seconds"
@@ -27,7 +27,8 @@ REVIEW = {"user_id": "ana", "movie_id": "m1", "rating": 4.5}
 
 def instrumented_app(store, log, archived=None):
     appends = InstrumentedLog(log)
-    app = create_app(store, log, ReviewCommands(appends), memory_auth(log, store))
+    app = create_app(store, log, ReviewCommands(appends), memory_auth(log, store),
+                     memory_forgetting(log, store, store.path.with_name("keys.db")))
     install(app, appends, archived)
     return app
 

@@ -14,7 +14,7 @@ from api.app import create_app
 from api.tokens import TokenSigner
 from commands.handlers import ReviewCommands
 from projections.sqlite_store import SQLiteStore
-from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth
+from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth, memory_forgetting
 from tests.unit.test_api import project
 from tests.unit.test_match import catalogue, publish
 from web import pages
@@ -35,7 +35,8 @@ def site_app(tmp_path, **auth_options):
 
 def api_process(log, store, csrf_key: bytes = CSRF_KEY, **auth_options):
     """One API process with the site, over `log` and `store`."""
-    app = create_app(store, log, ReviewCommands(log), memory_auth(log, store, **auth_options), site=pages.routes(),
+    app = create_app(store, log, ReviewCommands(log), memory_auth(log, store, **auth_options),
+                     memory_forgetting(log, store, store.path.with_name("keys.db")), site=pages.routes(),
                      not_found=pages.not_found)
     app.state.csrf_key = csrf_key
     return app
