@@ -107,7 +107,8 @@ OPERATIONS = [
                links=(Link("SubmitReview", "submit_review", "write a review as the user, with the token",
                            body={"user_id": "$request.body#/user_id"}),)), issue_token),
     (Operation("POST", "/v1/reviews", "Submit or replace a review", 202, Receipt, SubmitReview, (KEY,),
-               (400, 409, 413, 415, 422, 503), "Needs a token for the review's user.", signed_in=True,
+               (400, 404, 409, 413, 415, 422, 503), "Needs a token for the review's user (404: the user asked to be "
+               "forgotten).", signed_in=True,
                links=(Link("ReadReviews", "user_reviews", "the user's reviews, once this one is among them",
                            {"user_id": "$request.body#/user_id", "after": "$response.body#/token"}),
                       Link("Retract", "retract_review", "retract the review",
@@ -117,12 +118,12 @@ OPERATIONS = [
                            {"user_id": "$request.body#/user_id"}))),
      submit_review),
     (Operation("DELETE", "/v1/users/{user_id}/reviews/{movie_id}", "Retract a review", 202, Receipt, None,
-               (USER, FILM, KEY), (400, 409, 422, 503), "Needs a token for the user.", signed_in=True,
+               (USER, FILM, KEY), (400, 404, 409, 422, 503), "Needs a token for the user.", signed_in=True,
                links=(Link("ReadReviews", "user_reviews", "the user's reviews, once the retraction shows",
                            {"user_id": "$request.path.user_id", "after": "$response.body#/token"}),)),
      retract_review),
     (Operation("DELETE", "/v1/users/{user_id}", "Forget the user: their account, reviews and history", 202, Receipt,
-               None, (USER,), (401, 403, 404, 503),
+               None, (USER,), (404, 503),
                "Needs a token for the user. The user id is retired at once (every read of it answers 404 "
                "\"this user asked to be forgotten\"); their key is deleted, so every event they wrote is "
                "unreadable in the log and its archive; the projections then delete their reviews, history and "
@@ -135,7 +136,7 @@ OPERATIONS = [
                 Param("after", "query", "a command's token: wait until that write is visible (a token past the "
                       "log's end: 400)",
                       {"type": "string", "minLength": 1})),
-               (400, 503),
+               (400, 404, 503), "404: the user asked to be forgotten.",
                links=(Link("NextPage", "user_reviews", "the next page",
                            {"user_id": "$request.path.user_id", "cursor": "$response.body#/next_cursor"}),)),
      user_reviews),
@@ -145,7 +146,7 @@ OPERATIONS = [
                 cursor("next_cursor of the previous page"),
                 Param("as_of", "query", "RFC 3339 time: only events recorded by then, plus the reviews "
                       "as they stood", {"type": "string", "format": "date-time"})),
-               (400,),
+               (400, 404), "404: the user asked to be forgotten.",
                links=(Link("NextPage", "user_history", "the next page",
                            {"user_id": "$request.path.user_id", "cursor": "$response.body#/next_cursor"}),)),
      user_history),

@@ -20,7 +20,7 @@ MODULES = {"ingest": "bench.ingest", "catchup": "bench.catchup", "stack": "bench
            "import": "bench.import_bench", "archive": "bench.archive_bench", "rebuild": "bench.rebuild_bench",
            "train": "bench.train_bench", "stores": "bench.store_bench", "match": "bench.match_bench",
            "site": "bench.site_bench", "metrics": "bench.metrics_bench", "startup": "bench.startup_bench",
-           "fuzz": "bench.fuzz"}
+           "fuzz": "bench.fuzz", "sealing": "bench.sealing_cost"}
 
 
 def run_child(module: str) -> dict:

@@ -225,7 +225,7 @@ def spark_path(spark, source, params, exclude: set[int], workers: list[int], sto
 
     with PeakRss(tree=True, exclude=exclude) as driver, PeakRss(roots=workers) as executors:
         started = time.perf_counter()
-        replayed = replay(spark, source, {}, progress=console.log)
+        replayed = replay(spark, source, {}, {}, progress=console.log)
         count = replayed.ratings.count()
         replayed_at = time.perf_counter()
         model = training.fit(spark, replayed.ratings, params)

@@ -43,21 +43,21 @@ class NothingToForget(HarmonyError):
 class Forgetting:
     def __init__(self, log: EventAppender, keys: ForgettingKeys, factors: FactorRows,
                  caches: tuple[Callable[[str], None], ...] = (), clock=utcnow):
-        self._log, self._keys, self._factors, self._caches, self._clock = log, keys, factors, caches, clock
+        self._log, self.keys, self._factors, self._caches, self._clock = log, keys, factors, caches, clock
         self._forgotten: set[str] = set()  # ids known forgotten: never unforgotten, so kept
 
     async def forget(self, user_id: str) -> Receipt:
         """Forget the user (see the module); raises NothingToForget, or LogUnavailable (then the id
         is retired already and a retry finishes the work)."""
-        subject = await asyncio.to_thread(self._keys.subject_of, user_id)
+        subject = await asyncio.to_thread(self.keys.subject_of, user_id)
         if subject is None:
             raise NothingToForget(f"user {user_id!r} has nothing to forget")
-        await asyncio.to_thread(self._keys.retire, user_id)
+        await asyncio.to_thread(self.keys.retire, user_id)
         self._forgotten.add(user_id)
         now = self._clock()
         event = SubjectForgotten(event_id=str(uuid.uuid4()), occurred_at=now, recorded_at=now, subject=subject)
         position = await self._log.append(event)
-        await asyncio.to_thread(self._keys.forget, user_id)
+        await asyncio.to_thread(self.keys.forget, user_id)
         await asyncio.to_thread(self._factors.forget_factors, user_id)
         for drop in self._caches:
             drop(user_id)
@@ -66,7 +66,7 @@ class Forgetting:
     def forgotten(self, user_ids: list[str]) -> str | None:
         """The first of these user ids that asked to be forgotten, if any (synchronous: a key-store read)."""
         for user_id in user_ids:
-            if user_id in self._forgotten or self._keys.is_forgotten(user_id):
+            if user_id in self._forgotten or self.keys.is_forgotten(user_id):
                 self._forgotten.add(user_id)
                 return user_id
         return None

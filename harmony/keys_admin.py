@@ -14,21 +14,20 @@ NEXT = "master.key.next"
 
 
 def backup(settings: Settings, path: Path) -> str:
-    keyring = bootstrap.keyring(settings)
-    try:
-        count = keyring.backup(path)
-    finally:
-        keyring.records.close()
+    count = _with_keyring(settings, lambda keyring: keyring.backup(path))
     return f"backed up {count} keys to {path} (mode 600; the master key is not in it: keep that apart)"
 
 
 def restore(settings: Settings, path: Path) -> str:
+    return f"restored {_with_keyring(settings, lambda keyring: keyring.restore(path))} keys from {path}"
+
+
+def _with_keyring(settings: Settings, work):
     keyring = bootstrap.keyring(settings)
     try:
-        count = keyring.restore(path)
+        return work(keyring)
     finally:
         keyring.records.close()
-    return f"restored {count} keys from {path}"
 
 
 def rotate(settings: Settings) -> str:

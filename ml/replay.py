@@ -57,13 +57,18 @@ class Replayed:
 
 
 class TaskKeys(dict):
-    """subject -> data key, as a task gets them; `events.sealing.Keys`' reading side."""
+    """subject -> data key, as a task gets them; `events.sealing.Keys`' reading side. A task folds
+    one user's events after another, so only the last subject's cipher is kept."""
+
+    last: tuple = (None, None)
 
     def cipher(self, subject: str):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        key = self.get(subject)
-        return AESGCM(key) if key is not None else None
+        if self.last[0] != subject:
+            key = self.get(subject)
+            self.last = (subject, AESGCM(key) if key is not None else None)
+        return self.last[1]
 
 
 def _read_segments(source: ArchiveSource, segments: list[Segment], tasks):

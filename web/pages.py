@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from web import signin
+from web import forget, signin
 from web.client import Answer, Api, segment
 from web.limits import input_limits
 from web.rendering import HERE, PageError, page, posted_form, render, this_page
@@ -52,7 +52,17 @@ async def home(request: Request) -> Response:
     return render(request, "match.html", 200 if result is None or result.ok else result.status,
                   people=people, more=more, strategy=strategy, strategies=strategies.body["strategies"],
                   genres=genres.body["genres"], chosen=chosen, year_from=query.get("year_from", ""),
-                  year_to=query.get("year_to", ""), users=users, result=result)
+                  year_to=query.get("year_to", ""), users=users, result=result,
+                  forgotten=forgotten_member(result, users))
+
+
+def forgotten_member(result: Answer | None, users: list[str]) -> str | None:
+    """The member the API refused the match for because they asked to be forgotten, if any."""
+    if result is None or not forget.forgotten(result):
+        return None
+    # With several members the API's detail names the one: "ben: this user asked to be forgotten".
+    named = result.detail.removesuffix(f": {forget.FORGOTTEN}")
+    return named if named in users else users[0]
 
 
 # -- QueryUser -----------------------------------------------------------------------------------
@@ -94,6 +104,8 @@ async def user_reviews(request: Request) -> Response:
         else:
             notice = {"submitted": "Your review was saved.", "retracted": "Your review was retracted."}.get(
                 query.get("done", ""))
+        if forget.forgotten(answer):
+            return forget.forgotten_page(request, user)
         if not answer.ok:
             raise PageError(answer.status, answer.detail)
         reviews = answer.body["reviews"]
@@ -120,6 +132,8 @@ async def user_history(request: Request) -> Response:
     async with Api(request, token_of(request)) as api:
         answer = await api.get(f"/v1/users/{segment(user)}/history", limit=EVENTS_PER_PAGE,
                                cursor=query.get("cursor"), as_of=end_of(on) if on else None)
+        if forget.forgotten(answer):
+            return forget.forgotten_page(request, user)
         if answer.status == 401:  # histories are private (HARMONY_PRIVATE_HISTORY=1): the owner's only
             return signin.sign_in_first(request, this_page(request), "private")
         if answer.status == 403:
@@ -229,6 +243,9 @@ def routes() -> list[BaseRoute]:
         Route("/users/{user_id}", user_reviews, methods=["GET"]),
         Route("/users/{user_id}/history", user_history, methods=["GET"]),
         Route("/users/{user_id}/reviews/{movie_id}/retract", retract_review, methods=["POST"]),
+        Route("/users/{user_id}/delete", forget.confirm, methods=["GET"]),
+        Route("/users/{user_id}/delete", forget.delete_account, methods=["POST"]),
+        Route("/deleted", forget.deleted, methods=["GET"]),
         Route("/review", new_review, methods=["GET"]),
         Route("/review", submit_review, methods=["POST"]),
         Route("/signin", signin.sign_in_form, methods=["GET"]),

@@ -19,6 +19,7 @@ REASONS = {  # why the visitor was sent to sign in
     "expired": "Your session has ended: sign in again to carry on.",
     "opened": "Your account is open: sign in with it.",
     "private": "Histories of reviews are private here: sign in to see yours.",
+    "delete": "Sign in to delete your account.",
 }
 UNAVAILABLE = "The service is briefly unavailable: nothing was changed. Send the form again in a moment."
 

@@ -11,8 +11,10 @@ import pytest
 
 from datetime import datetime, timezone
 
+from events.codec import decode_account
 from events.reader import read_log
 from events.types import ReviewSubmitted
+from harmony import bootstrap
 from tests.conftest import serving, wait_until
 from tests.integration.helpers import produce_events
 
@@ -54,12 +56,18 @@ def test_harmony_accounts_add_opens_an_account_the_api_signs_in(env, api, settin
     short = subprocess.run([sys.executable, "-m", "harmony", "accounts", "add", "x", "--password-stdin"],
                            input="short\n", env=env, capture_output=True, text=True, timeout=60)
     assert short.returncode == 1 and "password" in short.stderr and "short" not in short.stderr.split("password")[0]
-    # The password is in no record of the accounts topic (its argon2id hash is).
+    # The password is in no record of the accounts topic; its argon2id hash is, sealed under the user's key.
     async def records():
         return [r async for batch in read_log(settings.kafka_bootstrap, f"{settings.topic}.accounts") for r in batch]
 
-    values = [r.value for r in asyncio.run(records())]
-    assert len(values) == 1 and PASSWORD.encode() not in values[0] and b"$argon2id$" in values[0]
+    [record] = asyncio.run(records())
+    for clear in (PASSWORD.encode(), b"$argon2id$", b"cli-user"):
+        assert clear not in record.key + record.value
+    keys = bootstrap.keyring(settings)
+    keys.load([record.key.decode()])
+    opening, subject = decode_account(record.value, keys)
+    assert opening.user_id == "cli-user" and opening.password_hash.startswith("$argon2id$")
+    assert subject == record.key.decode() == keys.subject_of("cli-user")
 
 
 def test_before_the_worker_has_read_an_account_sign_in_is_a_503_not_a_failed_try(services, start_worker):

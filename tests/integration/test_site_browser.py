@@ -320,6 +320,31 @@ def test_enter_review_finds_a_movie_by_typing_submits_sees_it_listed_then_retrac
     shot(page, "14-enter-review-retracted")
 
 
+def test_a_user_deletes_their_account_and_reviews_and_is_forgotten(page):
+    user = f"leaver-{uuid.uuid4().hex[:6]}"
+    page.goto("/signup?next=%2Freview%3Fq%3Dheat")
+    page.get_by_label("User id").fill(user)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    page.wait_for_url("**/review?q=heat")
+    page.get_by_role("radio", name="2 of 5", exact=True).check()  # Heat, the only match, is chosen
+    page.get_by_role("button", name="Save review").click()
+    page.wait_for_url(f"**/users/{user}?after=*")
+    assert "Heat" in page.locator("table.reviews").inner_text()
+    page.get_by_role("link", name="Delete my account and reviews").click()
+    page.wait_for_url(f"**/users/{user}/delete")
+    assert "It cannot be undone." in page.inner_text("main")
+    shot(page, "18-delete-account-confirmation")
+    page.get_by_role("button", name="Delete my account and reviews").click()
+    page.wait_for_url("**/deleted")
+    assert "Your account and reviews are being deleted" in page.get_by_role("status").inner_text()
+    assert "Sign in" in page.get_by_role("navigation", name="Account").inner_text()
+    response = page.goto(f"/users/{user}")
+    assert response.status == 404 and "This user asked to be forgotten." in page.inner_text("main")
+    shot(page, "19-forgotten-user")
+
+
 def test_enter_review_works_without_javascript(browser, site):
     context = browser.new_context(base_url=site["url"], java_script_enabled=False)
     page = context.new_page()

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 SMALL = training.Params(rank=4, reg=0.1, max_iter=5)
 SEGMENT = 400  # records per archive segment: several segments per partition
+CLEAR = {}  # no data keys: these logs are written in clear, as before sealing (test_forget_me has sealed ones)
 
 
 def submitted(user, movie, rating, minute):
@@ -86,7 +87,7 @@ def archived(settings, tmp_path):
 
 def test_replay_equals_a_direct_fold_of_the_log(spark, settings, archived):
     source, _, ends = archived
-    replayed = replay(spark, source, offsets_of(settings))
+    replayed = replay(spark, source, offsets_of(settings), CLEAR)
     ratings = {(row.user, row.item): row.rating for row in replayed.ratings.collect()}
     folded = fold_of_log(settings.kafka_bootstrap, settings.topic)
     expected = {key: rating for key, (rating, *_) in folded.reviews.items()}
@@ -103,25 +104,25 @@ def test_replay_refuses_an_archive_that_misses_the_start_of_the_log(spark, setti
     produce_events(settings.kafka_bootstrap, settings.topic, review_stream(200, seed=5))
     log = offsets_of(settings)
     assert sum(map(len, log.values())) == sum(o + 1 for o in ends.values()) + 200
-    assert replay(spark, source, log).watermark == ends
+    assert replay(spark, source, log, CLEAR).watermark == ends
 
     # A partition whose log holds records but which has no segment.
     for segment in list_segments(s3, settings.s3_bucket, settings.topic)[1]:
         s3.delete_object(Bucket=settings.s3_bucket, Key=segment.key)
     with pytest.raises(ArchiveError, match=f"partition 1 is not archived, though its log holds offsets "
                                            f"0..{log[1].stop - 1}"):
-        replay(spark, source, log)
+        replay(spark, source, log, CLEAR)
     # A partition whose first segment is lost: its chain now starts after the log start.
     first, *rest = list_segments(s3, settings.s3_bucket, settings.topic)[0]
     assert first.first == 0
     s3.delete_object(Bucket=settings.s3_bucket, Key=first.key)
     with pytest.raises(ArchiveError, match=f"partition 0: offsets 0..{min(s.first for s in rest) - 1} "):
-        replay(spark, source, log)
+        replay(spark, source, log, CLEAR)
 
 
 def test_published_factors_reproduce_the_model(spark, settings, archived, live_store):
     source, s3, _ = archived
-    frame = replay(spark, source, offsets_of(settings)).ratings.toPandas()
+    frame = replay(spark, source, offsets_of(settings), CLEAR).ratings.toPandas()
     trained = training.fit(spark, frame, SMALL)  # published from Spark, a chunk at a time
     info = registry.publish(live_store, s3, settings.s3_bucket, f"models/{settings.topic}/", trained,
                             trained_at=EPOCH, watermark={0: 1}, metrics={})
@@ -140,7 +141,7 @@ def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, s
     source, s3, ends = archived
     prefix = f"models/{settings.topic}/"
     log = offsets_of(settings)
-    first = retrain(spark, source, live_store, s3, log=log, prefix=prefix, params=SMALL, holdout=0.1)
+    first = retrain(spark, source, live_store, s3, log=log, data_keys=CLEAR, prefix=prefix, params=SMALL, holdout=0.1)
     assert live_store.model() == first
     assert first.watermark == ends
     assert first.metrics["ratings"] > 0 and 0 < first.metrics["holdout"]["rmse"] < 2
@@ -152,7 +153,7 @@ def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, s
         if segment.first in (SEGMENT // 2, SEGMENT):  # the second segment and the one overlapping it
             s3.delete_object(Bucket=settings.s3_bucket, Key=segment.key)
     with pytest.raises(ArchiveError):
-        retrain(spark, source, live_store, s3, log=log, prefix=prefix, params=SMALL, holdout=0.1)
+        retrain(spark, source, live_store, s3, log=log, data_keys=CLEAR, prefix=prefix, params=SMALL, holdout=0.1)
     assert live_store.model() == first
     after = registry.load(live_store)[1]
     users = np.repeat(before.user_ids, len(before.item_ids))
@@ -163,7 +164,7 @@ def test_retrain_publishes_a_current_version_and_a_failed_run_leaves_it(spark, s
 def test_retrain_on_an_empty_archive_is_a_clear_error(spark, settings, live_store):
     source, s3 = archive_of(settings)
     with pytest.raises(TrainingError, match="no ratings"):
-        retrain(spark, source, live_store, s3, log=offsets_of(settings), prefix="models/", params=SMALL,
+        retrain(spark, source, live_store, s3, log=offsets_of(settings), data_keys=CLEAR, prefix="models/", params=SMALL,
                 holdout=0.1)
     assert live_store.model() is None
 

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.tokens import TokenSigner
 from commands.handlers import ReviewCommands
+from events.types import SubjectForgotten
 from projections.sqlite_store import SQLiteStore
 from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth, memory_forgetting
 from tests.unit.test_api import project
@@ -263,7 +264,8 @@ def test_the_address_to_come_back_to_is_always_a_page_of_this_site(site):
     assert sign_up(client, "bea", next="//evil.example").headers["location"] == "/users/bea"
 
 
-@pytest.mark.parametrize("action", ["/review", "/users/ana/reviews/am/retract", "/signin", "/signup", "/signout"])
+@pytest.mark.parametrize("action", ["/review", "/users/ana/reviews/am/retract", "/users/ana/delete", "/signin",
+                                    "/signup", "/signout"])
 def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(site, action):
     client, log, store = site
     signed_in(client, "ana")
@@ -430,6 +432,59 @@ def test_unknown_users_and_bad_dates_are_readable_pages(site):
     readable(client.get("/users/nobody/history"), 404, "never reviewed anything")
     client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "h", "rating": 2})
     readable(client.get("/users/ana/history", params={"on": "yesterday"}), 400, "is not a date")
+
+
+def test_only_the_signed_in_user_reaches_the_deletion_of_their_own_account(site):
+    client, log, store = site
+    response = client.get("/users/ana/delete", follow_redirects=False)
+    assert response.status_code == 303
+    assert parse_qs(urlsplit(response.headers["location"]).query) == {"next": ["/users/ana/delete"],
+                                                                      "why": ["delete"]}
+    readable(client.get(response.headers["location"]), 200, "Sign in to delete your account.")
+    signed_in(client, "bea")
+    assert "Delete my account" in client.get("/users/bea").text
+    client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "h", "rating": 2})
+    assert "Delete my account" not in client.get("/users/ana").text
+    readable(client.get("/users/ana/delete"), 403, "Only ana can delete their account.")
+    form = hidden(client.get("/users/bea/delete"), "/users/bea/delete")
+    readable(client.post("/users/ana/delete", data=form), 403, "Only ana can delete their account.")
+    assert not any(isinstance(e, SubjectForgotten) for e in log.events)
+
+
+def test_confirming_forgets_the_user_signs_them_out_and_their_pages_say_so(site):
+    client, log, store = site
+    publish(store)  # a model that knows ana and ben
+    client.app.state.forgetting.keys.subjects(["ana"])  # as sealing the account's events makes the user's key
+    signed_in(client, "ana")
+    assert submit(client, movie_id="am", rating="4", summary="Mine").status_code == 303
+    project(log, store)
+    own = client.get("/users/ana")
+    assert 'href="/users/ana/delete">Delete my account and reviews</a>' in own.text
+    confirmation = client.get("/users/ana/delete")
+    readable(confirmation, 200, "Delete your account and reviews?", "all your reviews", "recommendation model",
+             "It cannot be undone.", "Cancel")
+    assert re.search(r'<h1>[^<]+</h1>', confirmation.text) and 'href="/users/ana">Cancel</a>' in confirmation.text
+    response = client.post("/users/ana/delete", data=hidden(confirmation, "/users/ana/delete"),
+                           follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/deleted"
+    assert 'session=""; ' in cookies(response)["session"] and "Max-Age=0" in cookies(response)["session"]
+    readable(client.get("/deleted"), 200, "Your account and reviews are being deleted", "Sign in · Sign up")
+    assert [e for e in log.events if isinstance(e, SubjectForgotten)]
+    project(log, store)
+    for path in ("/users/ana", "/users/ana/history"):
+        shown = readable(client.get(path), 404, "This user asked to be forgotten.")
+        assert "Mine" not in shown and "Sorry" not in shown
+    readable(client.get("/", params={"user": ["ben", "ana"]}), 404, "This user asked to be forgotten: ana.")
+
+
+def test_an_outage_while_deleting_is_a_readable_503_and_keeps_the_session(site):
+    client, log, store = site
+    client.app.state.forgetting.keys.subjects(["ana"])
+    signed_in(client, "ana")
+    log.down = True
+    confirmation = client.get("/users/ana/delete")
+    response = client.post("/users/ana/delete", data=hidden(confirmation, "/users/ana/delete"))
+    readable(response, 503, "could not finish deleting your account", "Signed in as ana")
 
 
 def test_a_failure_inside_a_page_is_a_readable_500(site, monkeypatch):
