@@ -30,14 +30,14 @@ def refuse_forgotten(request: Request, user_ids: list[str]) -> None:
 async def forget_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     authorize(request, user_id)
-    await run_in_threadpool(refuse_forgotten, request, [user_id])
     try:
         receipt = await request.app.state.forgetting.forget(user_id)
     except NothingToForget as error:
         raise ProblemError(404, str(error)) from None
     except LogUnavailable as error:
         log.warning("append failed", extra={"error": str(error)})
-        raise ProblemError(503, "the event log is unavailable: the user id is retired, retry to finish forgetting",
+        raise ProblemError(503, "the event log is unavailable: the user id is retired; send the request again to "
+                                "finish forgetting",
                            {"Retry-After": "1"}) from None
     attempts = request.app.state.auth.attempts
     await run_in_threadpool(attempts.clear_attempts, PER_USER.key(user_id))

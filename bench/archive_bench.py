@@ -102,9 +102,11 @@ class SegmentLog:
 
 
 async def produce_and_watch(settings, args, follow: SegmentLog, archiver: Child, pids: dict[str, int]) -> dict:
+    from events.codec import Sealer
     from events.log import KafkaEventLog
+    from harmony.bootstrap import keyring
 
-    log = KafkaEventLog(settings.kafka_bootstrap, settings.topic, timeout=30.0)
+    log = KafkaEventLog(settings.kafka_bootstrap, settings.topic, timeout=30.0, sealer=Sealer(keyring(settings)))
     await log.start()
     acked = 0
 

@@ -55,8 +55,9 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> dict:
     return {"events": count, "seconds": round(elapsed, 3), "per_s": round(count / elapsed, 1)}
 
 
-async def offline_fold(bootstrap: str, topic: str, store_path: Path, expected: int) -> dict:
-    """read_log → decode_batch → fold → apply in the worker's batches, like its projector but without Faust."""
+async def offline_fold(bootstrap: str, topic: str, store_path: Path, expected: int, keys=None) -> dict:
+    """read_log → decode_batch → fold → apply in the worker's batches, like its projector but without
+    Faust; `keys` open sealed records (None: a log in clear)."""
     from events.reader import read_log
     from projections.fold import fold
     from projections.projector import decode_batch
@@ -69,7 +70,7 @@ async def offline_fold(bootstrap: str, topic: str, store_path: Path, expected: i
 
     def apply(raw: list) -> None:
         t0 = perf()
-        records = decode_batch(raw, None).records
+        records = decode_batch(raw, keys).records
         t1 = perf()
         changes = fold(store, records)
         t2 = perf()

@@ -26,11 +26,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from commands.imports import open_source
 from commands.imports.rows import ImportContext
 from commands.imports.runner import progress_bar, run_import
-from events.codec import encode
+from events.codec import Sealer, encode
 from events.topic import ensure_topics, review_topics
 from events.types import ReviewSubmitted
 from bench.common import base_parser, console, local_stack, produce_batched, run_benchmark
-from harmony.bootstrap import log_config
+from harmony.bootstrap import keyring, log_config
 from harmony.settings import PROJECT_DIR, load
 
 TARGET = 50_000.0
@@ -169,7 +169,9 @@ def run(args) -> dict:
         for name, kind, path in runs:
             console.log(f"import {kind} {path}")
             settings = topic_settings(name.replace(".", "-"))
-            result = asyncio.run(run_import(log_config(settings), open_source(kind, path), progress=progress_bar()))
+            sealer = Sealer(keyring(settings))
+            result = asyncio.run(run_import(log_config(settings), open_source(kind, path), sealer,
+                                            progress=progress_bar()))
             assert sum(offset + 1 for offset in result.last_offsets.values()) == result.events_appended
             figures["imports"][name] = {
                 "events": result.events_appended, "reviews": result.reviews, "movies": result.movies,

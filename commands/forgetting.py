@@ -50,7 +50,9 @@ class Forgetting:
         """Forget the user (see the module); raises NothingToForget, or LogUnavailable (then the id
         is retired already and a retry finishes the work)."""
         subject = await asyncio.to_thread(self.keys.subject_of, user_id)
-        if subject is None:
+        if subject is None:  # a retired id with its subject still there is one whose forgetting was cut short
+            if self.forgotten([user_id]):
+                raise NothingToForget("this user asked to be forgotten")
             raise NothingToForget(f"user {user_id!r} has nothing to forget")
         await asyncio.to_thread(self.keys.retire, user_id)
         self._forgotten.add(user_id)

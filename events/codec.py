@@ -136,14 +136,16 @@ class Sealer:
 
     def __init__(self, keys: Keys):
         self.keys = keys
+        self._queued: set[str] = set()  # users whose subjects the next lookup fetches (or makes)
+        self._lookup: asyncio.Future | None = None
 
     async def records(self, events: Iterable[Event]) -> list[tuple[bytes, bytes]]:
         """The records of these events; raises Forgotten if one is about a forgotten user (the
         subjects this process does not know yet are looked up, or made, in a worker thread)."""
         events = list(events)
-        unknown = [e.user_id for e in events if e.personal and self.keys.known_subject(e.user_id) is None]
+        unknown = {e.user_id for e in events if e.personal and self.keys.known_subject(e.user_id) is None}
         if unknown:
-            await asyncio.to_thread(self.keys.subjects, unknown)
+            await self._learn(unknown)
         out = []
         for event in events:
             if not event.personal:
@@ -155,3 +157,20 @@ class Sealer:
                 raise Forgotten(f"user {event.user_id!r} asked to be forgotten")
             out.append((subject.encode(), seal(encode(event), subject, cipher)))
         return out
+
+    async def _learn(self, users: set[str]) -> None:
+        """Look up (or make) these users' subjects. Writers arriving while a lookup runs go together in
+        the next one: one key-store transaction, one sync to disk, for every new user among them."""
+        self._queued |= users
+        while users:
+            if self._lookup is None:
+                batch, self._queued = self._queued, set()
+                self._lookup = asyncio.ensure_future(self._look(batch))
+            users = users - await asyncio.shield(self._lookup)
+
+    async def _look(self, batch: set[str]) -> set[str]:
+        try:
+            await asyncio.to_thread(self.keys.subjects, list(batch))
+        finally:
+            self._lookup = None
+        return batch

@@ -11,7 +11,7 @@ forgetting) stay clear.
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -71,3 +71,9 @@ def unseal(subject: str, sealed: bytes, keys: Keys | None) -> bytes:
     if cipher is None:
         raise Unreadable(f"subject {subject} was forgotten")
     return cipher.decrypt(sealed[:NONCE], sealed[NONCE:], subject.encode())
+
+
+def record_subjects(record_keys: Iterable[bytes | None]) -> list[str]:
+    """The subjects these records' Kafka keys may name, to load their keys before opening them (a
+    catalogue event's key names a movie)."""
+    return [key.decode("utf-8", "replace") for key in record_keys if key and not key.startswith(b"movie:")]

@@ -73,3 +73,15 @@ async def _ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> dict[str, in
         return {topic["topic"]: len(topic["partitions"]) for topic in described}
     finally:
         await admin.close()
+
+
+async def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Delete these topics (and every record in them), those that exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        if gone := [name for name in names if name in existing]:
+            await admin.delete_topics(gone)
+    finally:
+        await admin.close()

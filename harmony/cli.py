@@ -114,6 +114,12 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from harmony.maintenance import run_migrate
+
+    return run_migrate(settings, args.topic, args.delete_old, args.json)
+
+
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     from harmony import keys_admin
 
@@ -242,6 +248,14 @@ def parser() -> argparse.ArgumentParser:
                                                    "unreadable) and have the projections drop their rows")
     forget.add_argument("user_id")
     users.set_defaults(run=cmd_users)
+
+    migrate = sub.add_parser("migrate", help="copy the log (and the accounts topic) into a new topic with every "
+                                             "personal event sealed: how a log written in clear is replaced")
+    migrate.add_argument("topic", help="the new topic (its accounts topic is TOPIC.accounts)")
+    migrate.add_argument("--delete-old", action="store_true",
+                         help="then delete the old topics and their S3 archive (what makes forgetting complete)")
+    migrate.add_argument("--json", action="store_true")
+    migrate.set_defaults(run=cmd_migrate)
 
     keys = sub.add_parser("keys", help="back up, restore and re-wrap the users' data keys (the key store)")
     key_actions = keys.add_subparsers(dest="action", required=True)

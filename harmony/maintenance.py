@@ -12,6 +12,7 @@ from rich.progress import (
     BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
 )
 
+from events.errors import HarmonyError
 from events.reader import log_offsets
 from harmony import bootstrap
 from harmony.settings import Settings
@@ -140,4 +141,63 @@ def run_train(settings: Settings, tune: bool, as_json: bool) -> int:
         figures = f"holdout RMSE {holdout['rmse']:.4f}, nDCG@10 {holdout['ndcg@10']:.4f}" if holdout else "no holdout"
         console.print(f"published model {info.version} (rank {info.rank}, {info.metrics['ratings']:,} ratings, "
                       f"{figures}); watermark {info.watermark}")
+    return 0
+
+
+def run_migrate(settings: Settings, target: str, delete_old: bool, as_json: bool) -> int:
+    """Copy the review log and the accounts topic into `target` (and `target.accounts`) sealed, then,
+    with `delete_old`, delete the old topics and their archive (events/migration.py)."""
+    from events.codec import Sealer
+    from events.log import KafkaEventLog
+    from events.migration import copy_sealed
+    from events.topic import accounts_topic, delete_topics, ensure_topics, review_topics
+
+    log = bootstrap.log_config(settings)
+    if target == log.topic:
+        raise HarmonyError(f"{target} is the log itself: name a new topic")
+    keys = bootstrap.keyring(settings)
+    pairs = [(log.topic, target, False), (log.accounts_topic, accounts_topic(target), True)]
+
+    async def copy(advance) -> dict:
+        await ensure_topics(log.bootstrap, review_topics(target, log.partitions))
+        copied = {}
+        for source, destination, accounts in pairs:
+            sink = KafkaEventLog(log.bootstrap, destination, timeout=max(30.0, log.append_timeout), sealer=Sealer(keys))
+            await sink.start()
+            try:
+                copied[destination] = await copy_sealed(log.bootstrap, source, sink, keys, accounts=accounts,
+                                                        progress=advance)
+            finally:
+                await sink.stop()
+        return copied
+
+    async def total() -> int:
+        return sum(len(held) for offsets in [await log_offsets(log.bootstrap, source) for source, _, _ in pairs]
+                   for held in offsets.values())
+
+    with _progress() as progress:
+        task = progress.add_task(f"copying {log.topic} into {target}, sealed", total=asyncio.run(total()) or None)
+        copied = asyncio.run(copy(lambda n: progress.advance(task, n)))
+    deleted = {}
+    if delete_old:
+        from archive.segments import list_segments
+
+        asyncio.run(delete_topics(log.bootstrap, [log.topic, log.deadletter_topic, log.accounts_topic]))
+        client = bootstrap.s3(settings)
+        segments = [s for chain in list_segments(client, settings.s3_bucket, log.topic).values() for s in chain]
+        for segment in segments:
+            client.delete_object(Bucket=settings.s3_bucket, Key=segment.key)
+        deleted = {"topics": [log.topic, log.deadletter_topic, log.accounts_topic], "archive_objects": len(segments)}
+    result = {topic: {"events": c.events, "left_behind": c.left_behind} for topic, c in copied.items()}
+    keys.records.close()
+    if as_json:
+        print(json.dumps({"copied": result, "deleted": deleted}))
+        return 0
+    for topic, figures in result.items():
+        left = ", ".join(f"{n:,} {why}" for why, n in figures["left_behind"].items()) or "none"
+        console.print(f"copied {figures['events']:,} events into {topic} (left behind: {left})")
+    if deleted:
+        console.print(f"deleted the topics {', '.join(deleted['topics'])} and {deleted['archive_objects']:,} archive objects")
+    console.print(f"now set HARMONY_TOPIC={target} and start the worker on an empty projection store (the views are "
+                  "projected again from the new log; the archiver archives it)")
     return 0

@@ -21,7 +21,7 @@ from events.codec import DecodeError, decode_account
 from events.follow import LogFollower
 from events.position import Position
 from events.reader import LogRecord
-from events.sealing import Keys, Unreadable
+from events.sealing import Keys, Unreadable, record_subjects
 from projections.store import AccountRow, AccountsView, ReadModels
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def fold_accounts(records: list[LogRecord], keys: Keys | None) -> tuple[list[Acc
     """The openings these records hold, and the checkpoint (partition -> last offset) they reach.
     Synchronous: the keys of subjects not seen yet are read from the key store."""
     if keys is not None:
-        keys.load([record.key.decode("utf-8", "replace") for record in records if record.key])
+        keys.load(record_subjects(record.key for record in records))
     openings, checkpoint = [], {}
     for record in records:
         try:

@@ -11,7 +11,7 @@ from typing import AsyncIterator, Awaitable, Callable, NamedTuple
 
 from events.codec import DecodeError, decode_sealed
 from events.reader import LogRecord, read_log
-from events.sealing import Keys, Unreadable
+from events.sealing import Keys, Unreadable, record_subjects
 from events.types import SubjectForgotten
 from projections.fold import LogGap, Record, after_checkpoint, fold
 from projections.store import ProjectionWriter
@@ -36,7 +36,7 @@ def decode_batch(raw: list[LogRecord], keys: Keys | None) -> Decoded:
     from the key store, so async code calls it in a worker thread). A forgetting seen here makes
     its subject's later records unreadable at once, before any store has applied it."""
     if keys is not None:
-        keys.load([item.key.decode("utf-8", "replace") for item in raw if item.key])
+        keys.load(record_subjects(item.key for item in raw))
     records: list[Record] = []
     dead: list[DeadLetter] = []
     unreadable = 0

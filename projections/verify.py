@@ -8,7 +8,7 @@ from typing import Iterable
 
 from events.codec import DecodeError, decode
 from events.reader import LogRecord, read_log
-from events.sealing import Keys, Unreadable
+from events.sealing import Keys, Unreadable, record_subjects
 from events.types import MovieCatalogued, ReviewEvent
 from projections.maintenance import lease
 from projections.rebuild import ends_after, fold_log
@@ -72,7 +72,7 @@ async def changed_after(bootstrap: str, topic: str, checkpoint: dict[int, int],
     reviews, movies = set(), set()
     async for batch in read_log(bootstrap, topic, start=ends_after(checkpoint)):
         if keys is not None:
-            await asyncio.to_thread(keys.load, [r.key.decode("utf-8", "replace") for r in batch if r.key])
+            await asyncio.to_thread(keys.load, record_subjects(r.key for r in batch))
         for record in batch:
             try:
                 event = decode(record.value or b"", keys)

@@ -146,11 +146,14 @@ def env(stack_dir, store_url, monkeypatch) -> dict[str, str]:
 def use_environment(monkeypatch, stack_dir: Path, store_url: str, **more: str) -> dict[str, str]:
     """Name the stack in `stack_dir`, a fresh topic (created) and the store, plus `more` settings,
     in this process's environment; answer the environment for child processes."""
+    topic = f"test.{uuid.uuid4().hex[:12]}"
     values = {
         "HARMONY_STATE_DIR": str(stack_dir),
-        "HARMONY_TOPIC": f"test.{uuid.uuid4().hex[:12]}",
+        "HARMONY_TOPIC": topic,
         "HARMONY_PARTITIONS": str(PARTITIONS),
         "HARMONY_STORE": store_url,
+        # A key store per test, as a store: a user one test forgets is no one's in the next.
+        "HARMONY_KEY_STORE": f"sqlite:///{stack_dir / 'keys' / topic}.db",
         "HARMONY_LOG_FORMAT": "json",
         **more,
     }

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from events.codec import DecodeError, decode, encode
 from events.reader import LogRecord, read_log, stop_consumer, topic_partitions
+from events.sealing import Unreadable, record_subjects
 from events.types import AnyEvent, Event, MovieCatalogued, ReviewRetracted, ReviewSubmitted
 from projections.store import ProjectionStore
 from tests.conftest import Service, wait_until
@@ -90,16 +91,22 @@ async def _read_whole_log(bootstrap: str, topic: str) -> list[LogRecord]:
 
 
 def log_records(bootstrap: str, topic: str) -> list[tuple[int, int, AnyEvent | None]]:
-    """The whole log as (partition, offset, event), None for a record that does not decode (what
-    the projector dead-letters)."""
+    """The whole log as (partition, offset, event), opened with the test session's keys; None for a
+    record that does not decode (what the projector dead-letters) or whose key is gone."""
+    from harmony.bootstrap import keyring
+    from harmony.settings import load
+
+    records = asyncio.run(_read_whole_log(bootstrap, topic))
+    keys = keyring(load())  # the session's state dir: its key store
+    keys.load(record_subjects(r.key for r in records))
 
     def event(value: bytes | None) -> AnyEvent | None:
         try:
-            return None if value is None else decode(value)
-        except DecodeError:
+            return None if value is None else decode(value, keys)
+        except (DecodeError, Unreadable):
             return None
 
-    return [(r.partition, r.offset, event(r.value)) for r in asyncio.run(_read_whole_log(bootstrap, topic))]
+    return [(r.partition, r.offset, event(r.value)) for r in records]
 
 
 def fold_of_log(bootstrap: str, topic: str) -> Views:

@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from events.codec import decode
+from events.codec import Sealer, decode
 from events.log import KafkaEventLog
 from events.reader import read_log
 from events.types import ReviewSubmitted
+from harmony import bootstrap
 from projections.sqlite_store import SQLiteStore
 from tests.conftest import wait_until
 from tests.integration.helpers import assert_store_equals_log
@@ -204,8 +205,10 @@ def test_append_bulk_keeps_each_users_order_across_batches(settings):
         for i in range(count)
     )
 
+    keys = bootstrap.keyring(settings)
+
     async def scenario():
-        log = KafkaEventLog(settings.kafka_bootstrap, settings.topic, timeout=30, linger_ms=20)
+        log = KafkaEventLog(settings.kafka_bootstrap, settings.topic, timeout=30, linger_ms=20, sealer=Sealer(keys))
         await log.start()
         acked = []
         try:
@@ -216,7 +219,7 @@ def test_append_bulk_keeps_each_users_order_across_batches(settings):
         records = 0
         async for batch in read_log(settings.kafka_bootstrap, settings.topic):
             for record in sorted(batch, key=lambda r: (r.partition, r.offset)):
-                event = decode(record.value)
+                event = decode(record.value, keys)
                 order[event.user_id].append(int(event.event_id[1:]))
                 records += 1
         return positions, acked, order, records
@@ -231,8 +234,8 @@ def test_append_bulk_keeps_each_users_order_across_batches(settings):
 
 def test_appends_and_bulk_appends_put_a_key_where_kafkas_own_partitioner_does(settings):
     """A user's events must share a partition whoever appended them (the API, an import, a Java
-    client, Faust): murmur2 of the key, as Kafka's DefaultPartitioner (a producer library's default
-    may differ: librdkafka's is CRC32)."""
+    client, Faust): murmur2 of the key (the user's subject), as Kafka's DefaultPartitioner (a
+    producer library's default may differ: librdkafka's is CRC32)."""
     from aiokafka.partitioner import DefaultPartitioner
 
     now = datetime.now(timezone.utc)
@@ -242,9 +245,10 @@ def test_appends_and_bulk_appends_put_a_key_where_kafkas_own_partitioner_does(se
                                movie_id="m", rating=3.0, reviewed_at=now, source="test")
 
     users = [f"user {i} ∂" for i in range(60)]
+    keys = bootstrap.keyring(settings)
 
     async def scenario():
-        log = KafkaEventLog(settings.kafka_bootstrap, settings.topic, timeout=30)
+        log = KafkaEventLog(settings.kafka_bootstrap, settings.topic, timeout=30, sealer=Sealer(keys))
         await log.start()
         try:
             one_by_one = await asyncio.gather(*(log.append(event(i, user)) for i, user in enumerate(users)))
@@ -254,13 +258,14 @@ def test_appends_and_bulk_appends_put_a_key_where_kafkas_own_partitioner_does(se
         where: dict[str, set[int]] = defaultdict(set)
         async for batch in read_log(settings.kafka_bootstrap, settings.topic):
             for record in batch:
-                if record.value and decode(record.value).event_id.startswith("p"):
-                    where[record.key.decode()].add(record.partition)
+                opened = decode(record.value, keys)
+                if opened.event_id.startswith("p"):
+                    where[opened.user_id].add(record.partition)
         return one_by_one, where
 
     one_by_one, where = asyncio.run(scenario())
     partitions = list(range(settings.partitions))
-    expected = {user: DefaultPartitioner()(user.encode(), partitions, partitions) for user in users}
+    expected = {user: DefaultPartitioner()(keys.known_subject(user).encode(), partitions, partitions) for user in users}
     assert [p.partition for p in one_by_one] == [expected[user] for user in users]
     assert where == {user: {expected[user]} for user in users}
     assert len(set(expected.values())) > 1

@@ -40,9 +40,20 @@ def test_a_forgotten_user_is_404_everywhere_at_once_and_their_key_and_factors_ar
 
     for path in ("/v1/users/ana/reviews", "/v1/users/ana/history", "/v1/match?users=ana,ben"):
         assert "asked to be forgotten" in is_problem(client.get(path), 404)["detail"]
-    is_problem(client.delete("/v1/users/ana", headers=bearer("ana")), 404)
+    assert "asked to be forgotten" in is_problem(client.delete("/v1/users/ana", headers=bearer("ana")), 404)["detail"]
     assert {row.id for row in store.factors(info.version, "user")} == {"ben"}
     assert client.get("/v1/users/ben/reviews").json()["reviews"] and client.get("/v1/users/ben/history").status_code == 200
+
+
+def test_a_forgetting_cut_short_by_the_log_is_finished_by_a_retry(world):
+    client, log, store = world
+    wrote_a_review(client, log, store, "ana")
+    log.down = True
+    assert client.delete("/v1/users/ana", headers=bearer("ana")).status_code == 503
+    assert is_problem(client.get("/v1/users/ana/reviews"), 404)  # retired already
+    log.down = False
+    assert client.delete("/v1/users/ana", headers=bearer("ana")).status_code == 202
+    assert client.app.state.forgetting.keys.subject_of("ana") is None
 
 
 def test_a_user_with_nothing_written_has_nothing_to_forget(world):

@@ -96,3 +96,26 @@ def test_a_batch_skips_and_counts_unreadable_records_and_a_forgetting_closes_its
     assert [r.event.event_id if r.event else None for r in decoded.records] == ["e1", "e2", "f", None]
     assert [r.subject for r in decoded.records[:2]] == [subject, subject]
     assert decoded.unreadable == 1 and decoded.dead == []
+
+
+def test_writers_of_new_users_at_once_share_one_key_store_lookup(keys):
+    lookups = []
+
+    class Counted:
+        """The real keyring, counting its key-store lookups."""
+
+        def __getattr__(self, name):
+            return getattr(keys, name)
+
+        def subjects(self, user_ids):
+            lookups.append(len(user_ids))
+            return keys.subjects(user_ids)
+
+    sealer = Sealer(Counted())
+
+    async def writers():
+        return await asyncio.gather(*(sealer.records([review(f"e{n}", user=f"user-{n}")]) for n in range(40)))
+
+    written = asyncio.run(writers())
+    assert {records[0][0] for records in written} == {keys.known_subject(f"user-{n}").encode() for n in range(40)}
+    assert sum(lookups) == 40 and len(lookups) < 40
