@@ -144,9 +144,14 @@ OPERATIONS = [
                HistoryPage, None,
                (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
                 cursor("next_cursor of the previous page"),
-                Param("as_of", "query", "RFC 3339 time: only events recorded by then, plus the reviews "
-                      "as they stood", {"type": "string", "format": "date-time"})),
-               (400, 404), "404: the user asked to be forgotten.",
+                Param("as_of", "query", "RFC 3339 time: only events the log recorded by then, plus the "
+                      "reviews as they stood (the audit)", {"type": "string", "format": "date-time"}),
+                Param("written_by", "query", "RFC 3339 time: only events that occurred by then (a review "
+                      "by when it was written, an import by its original date, a retraction by when it was "
+                      "made), plus the reviews as they stood by those dates",
+                      {"type": "string", "format": "date-time"})),
+               (400, 404), "Newest first by log position. One clock at a time: `as_of` (when the log recorded "
+               "each event) or `written_by` (when it occurred), both: 400. 404: the user asked to be forgotten.",
                links=(Link("NextPage", "user_history", "the next page",
                            {"user_id": "$request.path.user_id", "cursor": "$response.body#/next_cursor"}),)),
      user_history),

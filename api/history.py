@@ -1,6 +1,9 @@
-"""A user's audit trail: every event about their reviews, and with `as_of` the reviews as they stood."""
+"""A user's audit trail: every event about their reviews, and with `as_of` (by the time the log recorded
+each event) or `written_by` (by the time it occurred: a review's own date) the reviews as they stood."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import msgspec
 from starlette.requests import Request
@@ -19,6 +22,19 @@ from projections.store import ProjectionStore, Review
 HistoryCursor = tuple[Offset, Offset]  # the last row's (partition, offset)
 
 
+def time_param(request: Request, name: str) -> datetime | None:
+    """An optional RFC 3339 query parameter; 400 when it is not one."""
+    if (raw := request.query_params.get(name)) is None:
+        return None
+    try:
+        moment = msgspec.convert(raw, Timestamp)
+        in_utc(moment)
+    except (msgspec.ValidationError, OverflowError):
+        raise ProblemError(400, f"{name} must be an RFC 3339 time with a zone in the years 1 to 9999, "
+                                f"not {raw!r}") from None
+    return moment
+
+
 def user_history(request: Request) -> Response:  # plain def: Starlette runs it in its thread pool
     store: ProjectionStore = request.app.state.store
     user_id = request.path_params["user_id"]
@@ -28,23 +44,21 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     before = decode_cursor(cursor, HistoryCursor) if cursor is not None else None
-    as_of = None
-    if (raw := request.query_params.get("as_of")) is not None:
-        try:
-            as_of = msgspec.convert(raw, Timestamp)
-            in_utc(as_of)
-        except (msgspec.ValidationError, OverflowError):
-            raise ProblemError(400, f"as_of must be an RFC 3339 time with a zone in the years 1 to 9999, "
-                                    f"not {raw!r}") from None
-    rows = store.user_history(user_id, limit + 1, before, as_of)
+    as_of, written_by = time_param(request, "as_of"), time_param(request, "written_by")
+    if as_of is not None and written_by is not None:
+        raise ProblemError(400, "as_of and written_by are two clocks: give one of them, not both")
+    # as_of: events by the time the log recorded them (the audit); written_by: by the time they
+    # occurred (a review's own date, an import's original one), folded in log order all the same.
+    at, clock = (written_by, "occurred") if written_by is not None else (as_of, "recorded")
+    rows = store.user_history(user_id, limit + 1, before, at, clock=clock)
     page, more = rows[:limit], len(rows) > limit
     # What an event changed depends on the movie's event before it: one look per movie of the page.
     prior = store.review_events_before(user_id, list({r.payload["movie_id"] for r in page}),
-                                       (page[-1].partition, page[-1].offset), as_of) if more else {}
+                                       (page[-1].partition, page[-1].offset), at, clock=clock) if more else {}
     done = changes(page, prior)
     reviews = None
-    if as_of is not None:
-        stood = reviews_at(store.user_history(user_id, 0, None, as_of))
+    if at is not None:
+        stood = reviews_at(store.user_history(user_id, 0, None, at, clock=clock))
         reviews = [msgspec.convert(r, Review, strict=False) for r in stood]
     return json_response(
         HistoryPage(

@@ -35,8 +35,8 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, ValueSequenc
 
 from events.errors import HarmonyError
 from projections.store import (
-    FACTOR_KINDS, REBUILDABLE, AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie,
-    PartitionLag, ReviewRow, Tally,
+    FACTOR_KINDS, REBUILDABLE, AccountRow, CatalogueEntry, Changes, Clock, FactorRow, HistoryRow, ModelInfo,
+    Movie, PartitionLag, ReviewRow, Tally,
 )
 from projections.timestamps import from_micros, micros
 from projections.titles import LAST_CHAR, MIN_PREFIX, folded_words
@@ -146,6 +146,11 @@ class Checkpoint(dict):
 _encode = msgspec.json.Encoder().encode
 _history_row = msgspec.json.Decoder(HistoryRow).decode
 _review_row = msgspec.json.Decoder(ReviewRow).decode
+
+
+def _at(row: HistoryRow, clock: Clock) -> datetime:
+    """The time of a history row `as_of` compares."""
+    return row.occurred_at if clock == "occurred" else row.recorded_at
 
 
 def _reviewed_at(event: HistoryRow):
@@ -600,7 +605,8 @@ class CassandraStore:
         return Movie(movie_id, title, year, list(genres or []), count, total / count if count else None)
 
     def user_history(
-        self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
+        self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None,
+        clock: Clock = "recorded",
     ) -> list[HistoryRow]:
         cql, values = HISTORY, (user_id,)
         if before is not None:
@@ -612,7 +618,7 @@ class CassandraStore:
             query.fetch_size = limit  # `as_of` filters here: fetch a page at a time, and stop at `limit`
         rows: list[HistoryRow] = []
         for row in (_history_row(event) for (event,) in self._session.execute(query)):  # pages fetched as iterated
-            if as_of is not None and row.recorded_at > as_of:
+            if as_of is not None and _at(row, clock) > as_of:
                 continue
             rows.append(row)
             if limit and len(rows) == limit:
@@ -620,16 +626,27 @@ class CassandraStore:
         return rows
 
     def review_events_before(self, user_id: str, movie_ids: list[str], before: tuple[int, int],
-                             as_of: datetime | None) -> dict[str, str]:
+                             as_of: datetime | None, clock: Clock = "recorded") -> dict[str, str]:
         if not movie_ids:
             return {}
+        found: dict[str, str] = {}
+        if as_of is not None and clock == "occurred":
+            # review_events keeps no time of a retraction: read the user's history rows before the page.
+            query = self._statement(HISTORY + " AND (log_partition, log_offset) < (?, ?)",
+                                    **self._views()).bind((user_id, *before))
+            wanted = set(movie_ids)
+            for row in (_history_row(event) for (event,) in self._session.execute(query)):  # newest first
+                if row.payload["movie_id"] in wanted and row.occurred_at <= as_of:
+                    found.setdefault(row.payload["movie_id"], row.type)
+                    if len(found) == len(wanted):
+                        break
+            return found
         cql = ("SELECT movie_id, type, recorded_at FROM {reviews}.review_events WHERE bucket = ? AND user_id = ? "
                "AND movie_id IN ? AND (log_partition, log_offset) < (?, ?)")
         # Newest first within each movie: the first row of each (GROUP BY) unless `as_of` skips some.
         rows = self._session.execute(self._statement(
             cql if as_of is not None else cql + " GROUP BY bucket, user_id, movie_id", **self._views()),
             (bucket(user_id), user_id, ValueSequence(movie_ids), *before))
-        found: dict[str, str] = {}
         for movie_id, type, recorded_at in rows:
             if as_of is None or recorded_at <= micros(as_of):
                 found.setdefault(movie_id, type)

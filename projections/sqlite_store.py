@@ -19,7 +19,8 @@ import msgspec
 
 from projections.timestamps import from_micros, micros
 from projections.store import (
-    AccountRow, CatalogueEntry, Changes, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow, Tally,
+    AccountRow, CatalogueEntry, Changes, Clock, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
+    Tally,
 )
 from projections.titles import LAST_CHAR, folded_words
 
@@ -111,6 +112,9 @@ _PROJECTED_TABLES = (*(t for tables in VIEW_TABLES.values() for t in tables), "c
                      "accounts", "accounts_checkpoints")
 
 CHECKPOINT = 'SELECT partition, "offset" FROM main.checkpoints'
+
+# The history column each clock of `as_of` compares (a filter among one user's rows, by history_by_user).
+CLOCK_COLUMNS = {"recorded": "recorded_at", "occurred": "occurred_at"}
 
 # SQLite caps the number of bound parameters per statement; stay well under it.
 _CHUNK = 500
@@ -351,7 +355,8 @@ class SQLiteStore:
         return Movie(movie_id, title, year, json.loads(genres), count, total / count if count else None)
 
     def user_history(
-        self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
+        self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None,
+        clock: Clock = "recorded",
     ) -> list[HistoryRow]:
         query = (
             'SELECT user_id, event_id, type, occurred_at, recorded_at, partition, "offset", payload '
@@ -362,7 +367,7 @@ class SQLiteStore:
             query += ' AND (partition, "offset") < (?, ?)'
             params += list(before)
         if as_of is not None:
-            query += " AND recorded_at <= ?"
+            query += f" AND {CLOCK_COLUMNS[clock]} <= ?"
             params.append(micros(as_of))
         query += ' ORDER BY partition DESC, "offset" DESC'
         if limit:
@@ -373,9 +378,9 @@ class SQLiteStore:
         return [_history_row(*row) for row in rows]
 
     def review_events_before(self, user_id: str, movie_ids: list[str], before: tuple[int, int],
-                             as_of: datetime | None) -> dict[str, str]:
+                             as_of: datetime | None, clock: Clock = "recorded") -> dict[str, str]:
         query = ('SELECT type FROM history WHERE user_id = ? AND movie_id = ? AND (partition, "offset") < (?, ?)'
-                 + (" AND recorded_at <= ?" if as_of is not None else "")
+                 + (f" AND {CLOCK_COLUMNS[clock]} <= ?" if as_of is not None else "")
                  + ' ORDER BY partition DESC, "offset" DESC LIMIT 1')
         found = {}
         with self._lock:

@@ -8,7 +8,7 @@ adapter.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -49,6 +49,11 @@ class Movie(msgspec.Struct, frozen=True):
     genres: list[str]
     review_count: int
     mean_rating: float | None
+
+
+# Which time of an event `as_of` compares: when the log recorded it, or when it occurred (a
+# submission's occurred_at is when the review was written; an import keeps the original date).
+Clock = Literal["recorded", "occurred"]
 
 
 class HistoryRow(msgspec.Struct, frozen=True):
@@ -180,16 +185,18 @@ class ReadModels(Protocol):
         """Every genre a catalogue entry has had, sorted."""
 
     def user_history(
-        self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None
+        self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None,
+        clock: Clock = "recorded",
     ) -> list[HistoryRow]:
         """The user's review events, newest first (by log position); `before` is the last row's
-        (partition, offset); `as_of` keeps events recorded at or before it; limit 0 means all."""
+        (partition, offset); `as_of` keeps events whose `clock` time (`recorded_at`, or with
+        "occurred" `occurred_at`) is at or before it; limit 0 means all."""
 
     def review_events_before(self, user_id: str, movie_ids: list[str], before: tuple[int, int],
-                             as_of: datetime | None) -> dict[str, str]:
+                             as_of: datetime | None, clock: Clock = "recorded") -> dict[str, str]:
         """For each of these movies, the type of the user's newest review event of it before the log
-        position `before` (recorded at or before `as_of`), for those with one: what a page of the
-        audit trail needs to tell a replacement from a first review without reading older pages."""
+        position `before` (its `clock` time at or before `as_of`), for those with one: what a page of
+        the audit trail needs to tell a replacement from a first review without reading older pages."""
 
     def user_event(self, user_id: str, event_id: str) -> HistoryRow | None:
         """The user's review event with this id, if applied (how a retried command finds its first sending)."""

@@ -35,6 +35,12 @@ def sub(eid, user, movie, rating, minutes=0):
                            rating=rating, reviewed_at=at)
 
 
+def imported(eid, user, movie, rating, written, minutes=0):
+    """A review written at `written`, recorded by the log `minutes` after T0 (as an import records it)."""
+    return ReviewSubmitted(event_id=eid, occurred_at=written, recorded_at=T0 + timedelta(minutes=minutes),
+                           user_id=user, movie_id=movie, rating=rating, reviewed_at=written)
+
+
 def ret(eid, user, movie, minutes=0):
     at = T0 + timedelta(minutes=minutes)
     return ReviewRetracted(event_id=eid, occurred_at=at, recorded_at=at, user_id=user, movie_id=movie)
@@ -216,6 +222,39 @@ class StoreContract:
         assert store.review_events_before("u", ["m", "n"], (0, 2), None) == {"m": "ReviewSubmitted", "n": "ReviewSubmitted"}
         assert store.review_events_before("u", ["m"], (0, 0), None) == {}
         assert store.review_events_before("u", ["m", "n"], (0, 4), T0 + timedelta(seconds=30)) == {"m": "ReviewSubmitted"}
+
+    def test_history_by_the_time_events_occurred_keeps_imports_at_their_own_dates(self, store):
+        old = T0 - timedelta(days=10)
+        apply_records(store, records(imported("a", "u", "m", 2.0, old, minutes=5), sub("b", "u", "n", 3.0, minutes=1),
+                                     ret("c", "u", "n", minutes=2), imported("d", "u", "k", 4.0, old, minutes=6),
+                                     imported("e", "v", "m", 1.0, old, minutes=6)))
+
+        def ids(limit, before, as_of, clock):
+            return [r.event_id for r in store.user_history("u", limit, before, as_of, clock=clock)]
+
+        assert ids(0, None, T0, "occurred") == ["d", "a"]
+        assert ids(0, None, T0, "recorded") == []
+        assert ids(0, None, T0 + timedelta(minutes=1), "occurred") == ["d", "b", "a"]
+        assert ids(0, None, T0 + timedelta(minutes=1), "recorded") == ["b"]
+        assert ids(0, None, T0 + timedelta(minutes=5), "recorded") == ["c", "b", "a"]
+        assert ids(0, None, old - timedelta(microseconds=1), "occurred") == []
+        assert ids(1, None, T0, "occurred") == ["d"]
+        assert ids(1, (0, 3), T0, "occurred") == ["a"]
+        assert ids(0, None, None, "occurred") == ["d", "c", "b", "a"]
+
+    def test_the_newest_event_before_a_position_by_the_time_it_occurred(self, store):
+        old = T0 - timedelta(days=10)
+        apply_records(store, records(imported("a", "u", "m", 2.0, old, minutes=5), sub("b", "u", "n", 3.0, minutes=1),
+                                     ret("c", "u", "n", minutes=2), imported("d", "u", "k", 4.0, old, minutes=6)))
+        before = store.review_events_before
+        assert before("u", ["m", "n", "k"], (0, 4), T0 + timedelta(minutes=2), clock="occurred") == {
+            "m": "ReviewSubmitted", "n": "ReviewRetracted", "k": "ReviewSubmitted"}
+        assert before("u", ["m", "n"], (0, 4), T0 + timedelta(seconds=90), clock="occurred") == {
+            "m": "ReviewSubmitted", "n": "ReviewSubmitted"}
+        assert before("u", ["m", "n"], (0, 4), T0, clock="occurred") == {"m": "ReviewSubmitted"}
+        assert before("u", ["m", "n"], (0, 4), T0 + timedelta(seconds=90), clock="recorded") == {"n": "ReviewSubmitted"}
+        assert before("u", ["m"], (0, 0), T0, clock="occurred") == {}
+        assert before("u", [], (0, 4), T0, clock="occurred") == {}
 
     def test_an_applied_event_is_found_by_its_user_and_id(self, store):
         apply_records(store, records(sub("a", "u", "m", 2.0), ret("b", "u", "m", minutes=1), sub("c", "v", "m", 1.0)))

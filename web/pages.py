@@ -117,11 +117,17 @@ async def user_reviews(request: Request) -> Response:
 
 
 def end_of(day_text: str) -> str:
-    """The end of a day (UTC) as the API's `as_of`."""
+    """The end of a day (UTC) as the API's `as_of` or `written_by`."""
     try:
         return f"{date.fromisoformat(day_text).isoformat()}T23:59:59.999999Z"
     except ValueError:
         raise PageError(400, f"“{day_text}” is not a date: use the form YYYY-MM-DD.") from None
+
+
+# The history page's clocks: the API parameter each asks with. "written": by the reviews' own dates
+# (an import keeps its original date, a retraction counts from when it was made); "recorded": by
+# when the log recorded each change (the audit: an import counts from the day it ran).
+CLOCKS = {"written": "written_by", "recorded": "as_of"}
 
 
 @page
@@ -129,9 +135,12 @@ async def user_history(request: Request) -> Response:
     user = request.path_params["user_id"]
     query = request.query_params
     on = query.get("on", "")
+    clock = query.get("clock") or "written"
+    if clock not in CLOCKS:
+        raise PageError(400, f"“{clock}” is not a clock: choose “written” or “recorded”.")
     async with Api(request, token_of(request)) as api:
         answer = await api.get(f"/v1/users/{segment(user)}/history", limit=EVENTS_PER_PAGE,
-                               cursor=query.get("cursor"), as_of=end_of(on) if on else None)
+                               cursor=query.get("cursor"), **{CLOCKS[clock]: end_of(on) if on else None})
         if forget.forgotten(answer):
             return forget.forgotten_page(request, user)
         if answer.status == 401:  # histories are private (HARMONY_PRIVATE_HISTORY=1): the owner's only
@@ -146,7 +155,7 @@ async def user_history(request: Request) -> Response:
         ids = dict.fromkeys([e["payload"]["movie_id"] for e in events] + [r["movie_id"] for r in stood or []])
         movies = await titles(api, list(ids))
     return render(request, "history.html", user=user, events=events, stood=stood, movies=movies, on=on,
-                  next_cursor=answer.body["next_cursor"], first_page=not query.get("cursor"))
+                  clock=clock, next_cursor=answer.body["next_cursor"], first_page=not query.get("cursor"))
 
 
 # -- EnterReview ---------------------------------------------------------------------------------

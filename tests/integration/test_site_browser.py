@@ -257,6 +257,19 @@ def test_query_user_pages_through_reviews_then_sees_the_history_as_of_an_earlier
     shot(page, "07-user-history-as-of")
 
 
+def test_an_imported_users_history_stands_by_the_dates_the_reviews_were_written(page):
+    page.goto("/users/1/history")  # MovieLens ratings of November 1997, imported today
+    page.get_by_label("As they stood at the end of").fill("1997-12-31")
+    page.get_by_role("button", name="Show").click()  # "as written", the default
+    page.wait_for_url(re.compile("on=1997-12-31"))
+    assert page.locator("ul.stood li").count() > 0 and "1997" in page.locator("ol.events time").first.inner_text()
+    page.get_by_label("as recorded by the log").check()
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile("clock=recorded"))
+    assert page.locator("ul.stood li").count() == 0
+    assert "the log had recorded no reviews" in page.locator("section[aria-labelledby=stood]").inner_text()
+
+
 def test_sign_up_signs_the_new_user_in_and_sign_out_signs_them_out(page):
     user = f"new-{uuid.uuid4().hex[:6]}"
     page.goto("/users")

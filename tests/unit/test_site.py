@@ -3,8 +3,10 @@ flows against the real stack are in tests/integration/test_site_browser.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -13,7 +15,7 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.tokens import TokenSigner
 from commands.handlers import ReviewCommands
-from events.types import SubjectForgotten
+from events.types import ReviewSubmitted, SubjectForgotten
 from projections.sqlite_store import SQLiteStore
 from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth, memory_forgetting
 from tests.unit.test_api import project
@@ -424,6 +426,36 @@ def test_a_users_reviews_page_through_and_the_history_goes_back_in_time(site):
     history = readable(client.get("/users/ana/history"), 200, "Every change, newest first", "Changed the review of")
     assert "Older changes" in history
     readable(client.get("/users/ana/history", params={"on": "1999-12-31"}), 200, "had no reviews then")
+
+
+def test_the_history_page_shows_imported_reviews_by_their_own_dates_or_as_the_log_recorded_them(site):
+    client, log, store = site
+    written, today = datetime(1997, 11, 20, 6, 0, tzinfo=timezone.utc), datetime.now(timezone.utc)
+    asyncio.run(log.append(ReviewSubmitted(event_id="ml-ana-h", occurred_at=written, recorded_at=today, user_id="ana",
+                                           movie_id="h", rating=4.0, reviewed_at=written, source="movielens")))
+    client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "sw", "rating": 5})
+    project(log, store)
+
+    def stood(response) -> str:
+        found = re.search(r'<section aria-labelledby="stood">.*?</section>', response.text, re.S)
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found.group(0))) if found else ""
+
+    as_written = client.get("/users/ana/history", params={"on": "1997-12-31"})  # "as written" is the default
+    readable(as_written, 200, "Dates on this page are as written", "Reviews as written by the end of 1997-12-31",
+             "Changes written by then", "Reviewed Heat", f"(recorded {today:%-d %b %Y})")
+    assert "Heat" in stood(as_written) and "written 20 Nov 1997" in stood(as_written)
+    assert "Star Wars" not in as_written.text
+    assert re.search(r'value="written" checked', as_written.text)
+    as_recorded = client.get("/users/ana/history", params={"on": "1997-12-31", "clock": "recorded"})
+    readable(as_recorded, 200, "Dates on this page are as recorded by the log",
+             "None: the log had recorded no reviews of ana’s by then", "No changes recorded by then")
+    assert "Heat" not in stood(as_recorded) and re.search(r'value="recorded" checked', as_recorded.text)
+    assert 'href="/users/ana/history?clock=recorded">All of it' in as_recorded.text
+    now = client.get("/users/ana/history", params={"on": f"{today:%Y-%m-%d}", "clock": "recorded"})
+    readable(now, 200, "Reviews as the log had them", "Changes recorded by then", "(written 20 Nov 1997)")
+    assert "Heat" in stood(now) and "Star Wars" in stood(now)
+    readable(client.get("/users/ana/history"), 200, "Every change, newest first", "20 Nov 1997, 06:00 UTC")
+    readable(client.get("/users/ana/history", params={"clock": "sundial"}), 400, "is not a clock")
 
 
 def test_unknown_users_and_bad_dates_are_readable_pages(site):
