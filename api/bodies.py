@@ -30,13 +30,15 @@ class HistoryEvent(msgspec.Struct):
 
 
 class HistoryPage(msgspec.Struct, omit_defaults=True):
-    """Every event about the user's reviews, newest first; with `as_of`, only those recorded by
-    then, and `reviews` as they stood at that moment."""
+    """Every event about the user's reviews, newest first; with `as_of`, only those the log recorded
+    by then, with `written_by` only those that occurred by then (a review's own date), and
+    `reviews` as they stood at that moment."""
 
     user_id: str
     events: list[HistoryEvent]
     next_cursor: str | None
     as_of: datetime | None = None
+    written_by: datetime | None = None
     reviews: list[Review] | None = None
 
 

@@ -70,6 +70,7 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
             ],
             next_cursor=encode_cursor((page[-1].partition, page[-1].offset)) if more else None,
             as_of=as_of,
+            written_by=written_by,
             reviews=reviews,
         )
     )

@@ -118,7 +118,8 @@ def test_written_by_answers_the_reviews_by_their_own_dates(client):
     assert stood("written_by", T1 + timedelta(minutes=90)) == ({"m": 2.0, "n": 4.0}, ["submitted", "submitted"])
     assert stood("written_by", T1 + timedelta(hours=3)) == ({"n": 4.0}, ["retracted", "submitted", "submitted"])
     page = http.get("/v1/users/ana/history", params={"written_by": iso(end_of_1997)}).json()
-    assert "as_of" not in page and page["reviews"][0]["reviewed_at"] == "1997-09-22T03:00:00Z"
+    assert "as_of" not in page and page["written_by"] == "1997-12-31T23:59:59.999999Z"
+    assert page["reviews"][0]["reviewed_at"] == "1997-09-22T03:00:00Z"
     assert page["events"][0]["occurred_at"] == "1997-09-22T03:00:00Z"
 
 
