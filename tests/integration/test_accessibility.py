@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.test_site_browser import HISTORY_USER, PASSWORD, browser, site  # noqa: F401 (fixtures)
+from tests.integration.test_site_browser import HISTORY_USER, PASSWORD, browser, browsing, site  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +37,8 @@ RUN_AXE = """async () => {
 def visitor(browser, site):  # noqa: F811
     """A page in a fresh browser context. Its CSP is bypassed only so that axe's script can be injected."""
     assert AXE.is_file(), f"axe-core is missing at {AXE}: `make test` installs it (scripts/setup.sh --test)"
-    context = browser.new_context(base_url=site["url"], viewport={"width": 1100, "height": 900}, bypass_csp=True)
-    page = context.new_page()
-    failures = []
-    page.on("pageerror", lambda error: failures.append(str(error)))
-    yield page
-    context.close()
-    assert not failures, f"JavaScript errors: {failures}"
+    with browsing(browser, site, bypass_csp=True) as page:
+        yield page
 
 
 def violations(page) -> list[dict]:

@@ -7,6 +7,7 @@ Each step keeps a screenshot in `artefacts/screenshots/` (HARMONY_ARTEFACTS to p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -153,15 +154,22 @@ def browser(site):  # after the site: Playwright's sync API keeps an event loop 
         browser.close()
 
 
-@pytest.fixture
-def page(browser, site):
-    context = browser.new_context(base_url=site["url"], viewport={"width": 1100, "height": 900})
+@contextlib.contextmanager
+def browsing(browser, site, **options):
+    """A page in a fresh browser context on the site; no JavaScript error may happen in it."""
+    context = browser.new_context(base_url=site["url"], viewport={"width": 1100, "height": 900}, **options)
     page = context.new_page()
     failures = []
     page.on("pageerror", lambda error: failures.append(str(error)))
     yield page
     context.close()
     assert not failures, f"JavaScript errors: {failures}"
+
+
+@pytest.fixture
+def page(browser, site):
+    with browsing(browser, site) as page:
+        yield page
 
 
 def shot(page, name: str) -> None:
