@@ -143,11 +143,15 @@ async def user_reviews(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
-    await run_in_threadpool(refuse_forgotten, request, [user_id])
     if (token := request.query_params.get("after")) is not None:
         await wait_for(store, request.app.state.log_ends, token)
     after = decode_cursor(cursor, ReviewsCursor) if cursor is not None else None
-    rows = await run_in_threadpool(store.user_reviews, user_id, limit + 1, after)
+
+    def read() -> list:  # the key-store check and the store read in one trip to the thread pool
+        refuse_forgotten(request, [user_id])
+        return store.user_reviews(user_id, limit + 1, after)
+
+    rows = await run_in_threadpool(read)
     page, more = rows[:limit], len(rows) > limit
     last = page[-1] if page else None
     return json_response(

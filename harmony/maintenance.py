@@ -122,10 +122,10 @@ def run_train(settings: Settings, tune: bool, as_json: bool) -> int:
             console.log(message)
             status.update(message)
 
-        keys = bootstrap.keyring(settings)
         info = retrain(bootstrap.spark(settings), bootstrap.archive_source(settings), live, client, log=offsets,
-                       data_keys=keys.data_keys(), prefix=settings.model_prefix, params=bootstrap.training_params(settings), tune=tune,
-                       holdout=settings.train_holdout, progress=progress)
+                       data_keys=bootstrap.keyring(settings).data_keys(), prefix=settings.model_prefix,
+                       params=bootstrap.training_params(settings), tune=tune, holdout=settings.train_holdout,
+                       progress=progress)
     try:
         dropped = registry.retain(live, client, settings.s3_bucket, settings.model_prefix, settings.model_versions)
     except (BotoCoreError, ClientError) as error:  # published all the same; the next run finishes the clean-up

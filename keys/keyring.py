@@ -57,9 +57,9 @@ class Keyring:
             found = self.records.by_user(missing)
             new = [user for user in missing if user not in found]
             if new:
-                gone = self.records.forgotten([self.digest(user) for user in new])
-                fresh = [user for user in new if self.digest(user) not in gone]
-                rows = [self._new_row(user) for user in fresh]
+                digests = {user: self.digest(user) for user in new}
+                gone = self.records.forgotten(list(digests.values()))
+                rows = [self._new_row(user) for user, digest in digests.items() if digest not in gone]
                 found.update(self.records.claim(rows) if rows else {})
             with self._lock:
                 self._remember(found.values())
@@ -169,8 +169,9 @@ class Keyring:
         self.records.add_forgotten([base64.b64decode(line["forgotten"]) for line in lines if "forgotten" in line])
         rows = [SubjectRow(line["user_id"], line["subject"], base64.b64decode(line["wrapped"]))
                 for line in lines if "user_id" in line]
-        gone = self.records.forgotten([self.digest(row.user_id) for row in rows])
-        kept = [row for row in rows if self.digest(row.user_id) not in gone]
+        digests = [self.digest(row.user_id) for row in rows]
+        gone = self.records.forgotten(digests)
+        kept = [row for row, digest in zip(rows, digests) if digest not in gone]
         before = self.records.by_user([row.user_id for row in kept])
         self.records.claim(kept)
         return len(kept) - len(before)

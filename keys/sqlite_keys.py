@@ -73,9 +73,13 @@ class SQLiteKeys:
             self._db.executemany("INSERT OR IGNORE INTO forgotten (digest) VALUES (?)", [(d,) for d in digests])
 
     def forgotten(self, digests: list[bytes]) -> set[bytes]:
+        found = set()
         with self._lock:
-            return {digest for digest in digests
-                    if self._db.execute("SELECT 1 FROM forgotten WHERE digest = ?", (digest,)).fetchone()}
+            for start in range(0, len(digests), _CHUNK):
+                chunk = digests[start:start + _CHUNK]
+                found.update(digest for (digest,) in self._db.execute(
+                    f"SELECT digest FROM forgotten WHERE digest IN ({','.join('?' * len(chunk))})", chunk))
+        return found
 
     def all_forgotten(self) -> list[bytes]:
         with self._lock:

@@ -76,8 +76,8 @@ def publish(store: ProjectionStore, s3, bucket: str, prefix: str, model: Publish
     for kind in KINDS:
         for part, (ids, biases, vectors, counts) in enumerate(model.chunks(kind, BATCH)):
             if kind in ARCHIVED:
-                s3.put_object(Bucket=bucket, Key=f"{folder}{kind}-{part:05d}.npz", Body=_part(ids, biases, vectors, counts),
-                              ContentType="application/octet-stream")
+                s3.put_object(Bucket=bucket, Key=f"{folder}{kind}-{part:05d}.npz",
+                              Body=_part(ids, biases, vectors, counts), ContentType="application/octet-stream")
             store.put_factors(version, kind, _rows(ids, biases, vectors, counts))
     s3.put_object(Bucket=bucket, Key=folder + "manifest.json", Body=msgspec.json.encode(info),
                   ContentType="application/json")

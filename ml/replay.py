@@ -56,17 +56,20 @@ class Replayed:
     unreadable: object  # Spark accumulator: sealed records whose key is gone, once the ratings are computed
 
 
-class TaskKeys(dict):
-    """subject -> data key, as a task gets them; `events.sealing.Keys`' reading side. A task folds
-    one user's events after another, so only the last subject's cipher is kept."""
+class TaskKeys:
+    """The broadcast subject -> data key, as a task opens events with it (`events.sealing.Keys`'
+    reading side). A task folds one user's events after another, so only the last subject's cipher
+    is kept."""
 
-    last: tuple = (None, None)
+    def __init__(self, keys: dict[str, bytes]):
+        self.keys = keys  # the broadcast's own dict: not copied per task
+        self.last = (None, None)
 
     def cipher(self, subject: str):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         if self.last[0] != subject:
-            key = self.get(subject)
+            key = self.keys.get(subject)
             self.last = (subject, AESGCM(key) if key is not None else None)
         return self.last[1]
 

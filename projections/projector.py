@@ -177,11 +177,11 @@ class LogProjector:
                 continue
             # Only what the store has not applied is decoded (or dead-lettered): a replay sends no
             # dead letter again.
-            if decoded is None:
-                decoded = await asyncio.to_thread(
-                    decode_batch, [r for r in batch if r.offset > done.get(r.partition, -1)], self.keys)
-            records = [r for r in decoded.records if r.offset > done.get(r.partition, -1)]
-            dead = [d for d in decoded.dead if d.record.offset > done.get(d.record.partition, -1)]
+            # Decoded again on each try when not given: the checkpoint may have moved back meanwhile.
+            fresh = decoded or await asyncio.to_thread(
+                decode_batch, [r for r in batch if r.offset > done.get(r.partition, -1)], self.keys)
+            records = [r for r in fresh.records if r.offset > done.get(r.partition, -1)]
+            dead = [d for d in fresh.dead if d.record.offset > done.get(d.record.partition, -1)]
             if not records:
                 return
             # Dead letters are acknowledged before the checkpoint moves past them: none is lost.
@@ -189,7 +189,7 @@ class LogProjector:
                 await self.dead_letter(letter)
             try:
                 if await asyncio.to_thread(commit, self.store, records):
-                    self.unreadable += decoded.unreadable
+                    self.unreadable += fresh.unreadable
                     return
             except LogGap:  # the checkpoint moved back between the two reads (a swap): read the hole
                 continue
