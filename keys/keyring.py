@@ -159,8 +159,12 @@ class Keyring:
     def restore(self, path: Path) -> int:
         """Put a backup's keys back (those whose user id has none), leaving out user ids forgotten
         since: answer how many keys were restored."""
-        lines = [msgspec.json.decode(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
-        settings = {line["setting"]: base64.b64decode(line["value"]) for line in lines if "setting" in line}
+        try:
+            lines = [msgspec.json.decode(line, type=dict) for line in Path(path).read_bytes().splitlines()
+                     if line.strip()]
+            settings = {line["setting"]: base64.b64decode(line["value"]) for line in lines if "setting" in line}
+        except (msgspec.DecodeError, KeyError, ValueError) as error:
+            raise HarmonyError(f"{path} is not a key backup (`harmony keys backup` writes one): {error}") from None
         for name, value in settings.items():
             self._unwrap(value, name.encode())  # a backup under another master key changes nothing
         for name, value in settings.items():

@@ -95,3 +95,11 @@ def test_a_missing_backup_is_one_line(state, tmp_path, capsys):
     assert main(["keys", "restore", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("harmony keys: ") and "nothing" in err and err.count("\n") == 1
+
+
+def test_a_file_that_is_not_a_backup_is_one_line_and_changes_nothing(state, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a backup\n")
+    assert main(["keys", "restore", str(tmp_path / "notes.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("harmony keys: ") and "is not a key backup" in err and err.count("\n") == 1
+    assert keyring_opens(*state)
