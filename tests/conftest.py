@@ -219,7 +219,12 @@ def serving(start: Callable[..., Service]) -> tuple[Service, httpx.Client]:
     port = free_port()
     service = start("api", "--port", str(port))
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=15)
-    wait_until(lambda: _ready(client), 30, f"API not ready: {service.log()[-2000:]}")
+    # 60 s: on Cassandra the first process to open a test's fresh keyspace creates its tables, which
+    # took over 30 s once in a full suite run.
+    try:
+        wait_until(lambda: _ready(client), 60, "API not ready")
+    except AssertionError as error:  # the log as it is at the timeout, not as it was at the start
+        raise AssertionError(f"{error}: {service.log()[-2000:]}") from None
     return service, client
 
 
