@@ -23,16 +23,20 @@ from starlette.types import ASGIApp
 
 from api.auth import AccessToken, Auth, issue_token, open_account
 from api.bodies import (
-    CatalogueEntries, Genres, Health, HistoryPage, LagReport, Match, ModelView, MoviesPage, ReviewsPage, Strategies,
+    CatalogueEntries, Genres, Health, HistoryPage, LagReport, Match, ModelView, MovieReviewsPage, MoviesPage, Reviewers,
+    ReviewsPage, SimilarMovies, Strategies,
 )
 from api.forgetting import forget_user
 from api.health import healthz, lag, readyz
 from api.history import user_history
-from api.match import DECIMAL, MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, YEARS, ItemsCache, match, strategies
+from api.match import (
+    DECIMAL, MAX_EXCLUDE, MAX_GROUP, MAX_MATCH_LIMIT, MAX_SIMILAR, YEARS, ItemsCache, match, similar_movies, strategies,
+)
 from api.models import current_model, model_version
-from api.movies import MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, catalogue_entries, genres, movie, search_movies
+from api.movies import MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, catalogue_entries, genres, movie, movie_reviews, search_movies
 from api.openapi import Link, Operation, Param, document
 from api.problems import HANDLERS
+from api.reviewers import MAX_PREFIX, MAX_REVIEWERS, reviewers
 from api.reviews import LogEnds, retract_review, submit_review, user_reviews
 from api.wire import MAX_KEY, MAX_LIMIT
 from commands.accounts import AccountOpenedView, Credentials, OpenAccount
@@ -174,7 +178,31 @@ OPERATIONS = [
                "From the catalogue projection, as the title search."), catalogue_entries),
     (Operation("GET", "/v1/genres", "Every genre in the catalogue", 200, Genres), genres),
     (Operation("GET", "/v1/movies/{movie_id}", "A movie's catalogue entry and review statistics", 200,
-               Movie, None, (FILM,), (404,)), movie),
+               Movie, None, (FILM,), (404,), "`ratings` is the histogram: each rating given, lowest first, with "
+               "how many current reviews give it.",
+               links=(Link("Reviews", "movie_reviews", "the movie's reviews", {"movie_id": "$request.path.movie_id"}),
+                      Link("Similar", "similar_movies", "movies like it",
+                           {"movie_id": "$request.path.movie_id"}))), movie),
+    (Operation("GET", "/v1/movies/{movie_id}/reviews", "A movie's current reviews, newest first", 200,
+               MovieReviewsPage, None,
+               (FILM, Param("limit", "query", f"page size, 1 to {MAX_LIMIT} (20)", bounded(1, MAX_LIMIT)),
+                cursor("next_cursor of the previous page")),
+               (400, 404), "Each review names its user. 404: a movie neither catalogued nor reviewed.",
+               links=(Link("NextPage", "movie_reviews", "the next page",
+                           {"movie_id": "$request.path.movie_id", "cursor": "$response.body#/next_cursor"}),)),
+     movie_reviews),
+    (Operation("GET", "/v1/movies/{movie_id}/similar", "More like this: movies picked by the same people", 200,
+               SimilarMovies, None,
+               (FILM, Param("limit", "query", f"movies, 1 to {MAX_SIMILAR} (10)", bounded(1, MAX_SIMILAR))),
+               (400, 404, 503), "Nearest movies by the cosine of the current model's taste factors (learnt from "
+               "who reviewed what), among movies with enough reviews to be matched. 404: the model does not "
+               "know the movie; 503: no model has been trained yet."), similar_movies),
+    (Operation("GET", "/v1/users", "User ids that start with a prefix, of users with reviews", 200, Reviewers, None,
+               (Param("prefix", "query", f"the start of a user id, case ignored (1 to {MAX_PREFIX} characters)",
+                      {"type": "string", "minLength": 1, "maxLength": MAX_PREFIX}, required=True),
+                Param("limit", "query", f"user ids, 1 to {MAX_REVIEWERS} (10)", bounded(1, MAX_REVIEWERS))),
+               (400,), "For suggesting a friend's id as it is typed; ordered by the id with case ignored. User "
+               "ids are public already, through their reviews."), reviewers),
     (Operation("GET", "/v1/projections/lag", "Events the projector is behind the log, per partition", 200,
                LagReport), lag),
     (Operation("GET", "/v1/match", "Movies the users may like to watch together", 200, Match, None,

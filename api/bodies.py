@@ -7,7 +7,7 @@ from datetime import datetime
 import msgspec
 
 from events.position import Position
-from projections.store import CatalogueEntry, PartitionLag, Review
+from projections.store import CatalogueEntry, PartitionLag, Review, ReviewRow
 
 
 class ReviewsPage(msgspec.Struct):
@@ -107,6 +107,37 @@ class MoviesPage(msgspec.Struct):
     total: int
     movies: list[CatalogueEntry]
     next_cursor: str | None
+
+
+class MovieReviewsPage(msgspec.Struct):
+    """A page of a movie's current reviews, newest first, each with its reviewer."""
+
+    movie_id: str
+    reviews: list[ReviewRow]
+    next_cursor: str | None
+
+
+class SimilarMovie(msgspec.Struct):
+    movie_id: str
+    title: str | None
+    year: int | None
+    genres: list[str]
+    similarity: float  # cosine of the two movies' taste factors, in (0, 1]
+
+
+class SimilarMovies(msgspec.Struct):
+    """Movies picked by the same people as this one, most alike first, from the current model."""
+
+    movie_id: str
+    model_version: str
+    movies: list[SimilarMovie]
+
+
+class Reviewers(msgspec.Struct):
+    """Ids of users with reviews that start with the prefix (case ignored), in order."""
+
+    prefix: str
+    users: list[str]
 
 
 class CatalogueEntries(msgspec.Struct):

@@ -1,4 +1,5 @@
-"""GET /v1/match: movies a group may like together, from the current model, with the reasons."""
+"""Answers from the current model: GET /v1/match (movies a group may like together, with the
+reasons) and GET /v1/movies/{id}/similar (more like this)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.bodies import Match, MatchedMovie, MemberScore, MovieRef, Strategies, Strategy
+from api.bodies import Match, MatchedMovie, MemberScore, MovieRef, SimilarMovie, SimilarMovies, Strategies, Strategy
 from api.forgetting import refuse_forgotten
 from api.problems import ProblemError
 from api.wire import int_param, json_response
@@ -28,6 +29,7 @@ from projections.store import ProjectionStore
 MAX_GROUP = 8  # users in one /v1/match
 MAX_MATCH_LIMIT = 50  # movies in one answer
 MAX_EXCLUDE = 100  # movie ids in `exclude`
+MAX_SIMILAR = 50  # movies in one /v1/movies/{id}/similar
 YEARS = (1800, 2200)  # what a year filter may say
 REFRESH_EVERY = 1.0  # seconds between looks at which model is current
 FIRST_BACKOFF, MAX_BACKOFF = 5.0, 300.0  # seconds before loading a version that failed again
@@ -212,6 +214,25 @@ async def match(request: Request) -> Response:
     return await anyio.to_thread.run_sync(answer, limiter=_SCORING)
 
 
+async def similar_movies(request: Request) -> Response:
+    movie_id = request.path_params["movie_id"]
+    limit = int_param(request, "limit", 10, 1, MAX_SIMILAR)
+    cache: ItemsCache = request.app.state.items
+    items = cache.fresh() or await run_in_threadpool(cache.current, request.app.state.store)
+    picks = await anyio.to_thread.run_sync(matching.similar, items, movie_id, limit, limiter=_SCORING)
+    if picks is None:
+        raise ProblemError(404, f"movie {movie_id!r} is not in model {items.version} (too few reviews when "
+                                "it was trained, or newer)")
+    return json_response(SimilarMovies(movie_id, items.version, [
+        SimilarMovie(items.names[p.position], items.titles[p.position], _year(items, p.position),
+                     list(items.genres[p.position]), round(p.score, 4)) for p in picks]))
+
+
+def _year(items: matching.Items, position: int) -> int | None:
+    year = items.years[position]
+    return None if np.isnan(year) else int(year)
+
+
 def matched_movies(items: matching.Items, members: list[matching.Member],
                    scored: matching.Scored) -> list[MatchedMovie]:
     """The picks as the API shows them: catalogue facts, each member's side and reasons."""
@@ -227,9 +248,8 @@ def matched_movies(items: matching.Items, members: list[matching.Member],
     movies = []
     for n, pick in enumerate(picks):
         k = pick.position
-        year = items.years[k]
         movies.append(MatchedMovie(
-            items.names[k], items.titles[k], None if np.isnan(year) else int(year), list(items.genres[k]),
+            items.names[k], items.titles[k], _year(items, k), list(items.genres[k]),
             round(pick.score, 4),
             {m.user_id: MemberScore(round(predicted[j][n], 4), round(affinity[j][n], 4),
                                     [ref(r) for r in reasons[j][n]]) for j, m in enumerate(members)},

@@ -1,13 +1,15 @@
-"""Movies: one movie's catalogue entry and statistics, and finding movies by title."""
+"""Movies: one movie's catalogue entry, statistics and reviews, and finding movies by title."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.bodies import CatalogueEntries, Genres, MoviesPage
+from api.bodies import CatalogueEntries, Genres, MovieReviewsPage, MoviesPage
 from api.problems import ProblemError
-from api.wire import Offset, decode_cursor, encode_cursor, int_param, json_response
+from api.wire import MAX_LIMIT, Offset, decode_cursor, encode_cursor, int_param, json_response
 from projections import titles
 from projections.store import ProjectionStore
 
@@ -16,6 +18,7 @@ MAX_SEARCH_LIMIT = 50
 MAX_IDS = 100  # movie ids in one catalogue lookup
 
 SearchCursor = tuple[Offset]  # how many results earlier pages held
+MovieReviewsCursor = tuple[datetime, str]  # the last row's (reviewed_at, user_id)
 
 
 # Plain defs: Starlette runs them in its thread pool.
@@ -26,6 +29,21 @@ def movie(request: Request) -> Response:
     if row is None:
         raise ProblemError(404, f"no movie {movie_id!r} in the catalogue or reviews")
     return json_response(row)
+
+
+def movie_reviews(request: Request) -> Response:
+    store: ProjectionStore = request.app.state.store
+    movie_id = request.path_params["movie_id"]
+    limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
+    cursor = request.query_params.get("cursor")
+    after = decode_cursor(cursor, MovieReviewsCursor) if cursor is not None else None
+    rows = store.movie_reviews(movie_id, limit + 1, after)
+    if not rows and after is None and store.movie(movie_id) is None:
+        raise ProblemError(404, f"no movie {movie_id!r} in the catalogue or reviews")
+    page, more = rows[:limit], len(rows) > limit
+    last = page[-1] if page else None
+    return json_response(MovieReviewsPage(movie_id, page, encode_cursor((last.reviewed_at, last.user_id)) if more
+                                          else None))
 
 
 def search_movies(request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections import deque
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from events.codec import Sealer
 from events.errors import HarmonyError
@@ -25,6 +26,20 @@ SEAL_CHUNK = 4096  # events sealed at once by append_bulk
 
 class LogUnavailable(HarmonyError):
     """The broker did not acknowledge in time; the event may or may not have been written."""
+
+
+class KeyPartitioner(DefaultPartitioner):
+    """The producer's default partitioner (murmur2 of the key, as Kafka's and Faust's), remembering the
+    hashes of recent keys: murmur2 is pure Python, about 5 µs for a 32-character subject, a tenth of
+    an append's CPU, and the same users write again and again."""
+
+    def __init__(self, keys: int = 1 << 16):
+        self._hash = functools.lru_cache(maxsize=keys)(murmur2)
+
+    def __call__(self, key, all_partitions, available):
+        if key is None:
+            return super().__call__(key, all_partitions, available)
+        return all_partitions[(self._hash(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,7 @@ class KafkaEventLog:
             max_batch_size=1 << 20,
             request_timeout_ms=max(1000, int(timeout * 1000)),
             retry_backoff_ms=100,
+            partitioner=KeyPartitioner(),
         )
         self._producer: AIOKafkaProducer | None = None
 
@@ -119,7 +135,7 @@ class KafkaEventLog:
         [(key, value)] = await self.sealer.records([event])
         try:
             async with asyncio.timeout(self.timeout):
-                # The default partitioner (murmur2 of the key, as Faust's) keeps a user's events in one partition.
+                # The partitioner (murmur2 of the key, as Faust's) keeps a user's events in one partition.
                 sent = await self._producer.send(topic or self.topic, value, key=key)
                 record = await sent
         except (TimeoutError, KafkaError) as error:
@@ -145,7 +161,7 @@ class KafkaEventLog:
         if self._producer is None:
             raise LogUnavailable("not connected to the broker")
         producer = self._producer
-        partitioner = DefaultPartitioner()  # the producer's own: murmur2 of the key
+        partitioner = self._options["partitioner"]  # the producer's own: murmur2 of the key
         partition_of: dict[bytes, int] = {}
         builders: dict[int, object] = {}
         pending: deque[tuple[asyncio.Future, int, int]] = deque()

@@ -375,5 +375,16 @@ def because(items: Items, member: Member, picks: list[Pick]) -> list[list[int]]:
     return [liked[ok].tolist() for liked, ok in zip(member.liked[best], alike)]
 
 
+def similar(items: Items, movie_id: str, limit: int) -> list[Pick] | None:
+    """The ``limit`` movies with evidence most like this one (cosine similarity of taste factors:
+    picked by the same people), positive similarity only; None if the model does not know it."""
+    k = items.position.get(movie_id)
+    if k is None:
+        return None
+    positions = items.pool[items.pool != k]
+    similarity = np.take(items.unit_taste, positions, axis=0) @ items.unit_taste[k]
+    return [pick for pick in _top(similarity, positions, limit) if pick.score > 0] if len(positions) else []
+
+
 def liked_genres(items: Items, member: Member) -> set[str]:
     return {genre for k in member.liked.tolist() for genre in items.genres[k]}

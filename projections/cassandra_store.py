@@ -1,9 +1,9 @@
 """The scale-out projection store: Apache Cassandra, through cassandra-driver.
 
 Query-first tables, one per question the port asks; docs/cassandra.md lists them and gives the
-reasoning. The views (`user_reviews`, `review_events`, `movie_ratings`, `catalogue`, `user_events`)
-live in the keyspaces the current generation names; the checkpoint, where events were first applied,
-the lease, the lag and the model registry in the store's own keyspace.
+reasoning. The views (`user_reviews`, `movie_reviews`, `reviewers`, `review_events`, `movie_ratings`,
+`catalogue`, `user_events`) live in the keyspaces the current generation names; the checkpoint, where
+events were first applied, the lease, the lag and the model registry in the store's own keyspace.
 
 A batch's rows go out first, as unlogged batches of many partitions, each row versioned by the log
 offset of the event behind it (`USING TIMESTAMP`): Cassandra keeps the newest write per cell, so a
@@ -20,6 +20,7 @@ import math
 import time
 import uuid
 import zlib
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
@@ -36,7 +37,7 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, ValueSequenc
 from events.errors import HarmonyError
 from projections.store import (
     FACTOR_KINDS, REBUILDABLE, AccountRow, CatalogueEntry, Changes, Clock, FactorRow, HistoryRow, ModelInfo,
-    Movie, PartitionLag, ReviewRow, Tally,
+    Movie, PartitionLag, RatingCount, ReviewRow, Tally,
 )
 from projections.timestamps import from_micros, micros
 from projections.titles import LAST_CHAR, MIN_PREFIX, folded_words
@@ -66,6 +67,14 @@ TABLES = """
 CREATE TABLE IF NOT EXISTS user_reviews (
     user_id text, reviewed_at bigint, movie_id text, rating double, review blob,
     PRIMARY KEY ((user_id), reviewed_at, movie_id)) WITH CLUSTERING ORDER BY (reviewed_at DESC, movie_id DESC);
+-- A movie's current reviews, newest first: user_reviews' rows by movie, written and replaced alike.
+CREATE TABLE IF NOT EXISTS movie_reviews (
+    movie_id text, reviewed_at bigint, user_id text, rating double, review blob,
+    PRIMARY KEY ((movie_id), reviewed_at, user_id)) WITH CLUSTERING ORDER BY (reviewed_at DESC, user_id DESC);
+-- Reviewer suggestions: the ids of users given a review, casefolded, by their first character (a
+-- prefix is one slice of one partition). Kept on a retraction: reviewers() checks user_reviews.
+CREATE TABLE IF NOT EXISTS reviewers (
+    initial text, folded text, user_id text, PRIMARY KEY ((initial), folded, user_id));
 -- Every review event of a user by movie, newest first (reviewed_at null: a retraction).
 CREATE TABLE IF NOT EXISTS review_events (
     bucket int, user_id text, movie_id text, log_partition int, log_offset bigint, type text, recorded_at bigint,
@@ -117,6 +126,8 @@ CREATE TABLE IF NOT EXISTS models (version text PRIMARY KEY, info text);
 CREATE TABLE IF NOT EXISTS current_model (name text PRIMARY KEY, version text);
 """
 
+PUT_MOVIE_REVIEW = ("INSERT INTO {reviews}.movie_reviews (movie_id, reviewed_at, user_id, rating, review) "
+                    "VALUES (?,?,?,?,?) USING TIMESTAMP ?")
 GENERATION = "SELECT id, reviews, movies, history FROM {base}.generation WHERE name = 'current'"
 HISTORY = "SELECT event FROM {history}.user_events WHERE user_id = ?"
 
@@ -278,6 +289,8 @@ class CassandraStore:
                 self._drop_legacy_tables()
         elif "catalogue" in had and "title_words" not in had:
             self._index_titles_once()
+        if "user_reviews" in had and "movie_reviews" not in had:
+            self._index_reviews_once()
 
     def _tables(self, keyspace: str) -> set[str]:
         return {name for (name,) in self._session.execute(
@@ -295,6 +308,26 @@ class CassandraStore:
         self._create_tables(where["movies"])
         rows = Writes()
         self._index_titles(rows, self.catalogue(), partial(self._statement, **where))
+        self._send(rows)
+
+    def _index_reviews_once(self) -> None:
+        """A keyspace from before movie pages and reviewer suggestions: fill `movie_reviews` (at the
+        versions of the `user_reviews` rows) and `reviewers` from the live reviews once, a slice at a time."""
+        where = self._views()
+        self._create_tables(where["reviews"])
+        q = partial(self._statement, **where)
+        put = q(PUT_MOVIE_REVIEW)
+        rows, users = Writes(), set()
+        for n, (review, version) in enumerate(self._session.execute(q(
+                "SELECT review, writetime(review) FROM {reviews}.user_reviews")), 1):  # pages fetched as iterated
+            r = _review_row(review)
+            values = (r.movie_id, micros(r.reviewed_at), r.user_id, r.rating, review, version)
+            rows.add(("mr", r.movie_id), put, values, review)
+            users.add(r.user_id)
+            if n % 10_000 == 0:
+                self._send(rows)
+                rows = Writes()
+        self._add_reviewers(rows, users, q)
         self._send(rows)
 
     def _connect(self):
@@ -409,6 +442,7 @@ class CassandraStore:
                 rows.add(("r", movie), delete_rating, (version, movie, user))
             else:
                 rows.add(("r", movie), put_rating, (movie, user, r.rating, version))
+        self._add_reviewers(rows, {user for (user, _), (_, r) in changes.reviews.items() if r is not None}, q)
         put_movie = q("INSERT INTO {movies}.catalogue (movie_id, title, year, genres, image_url) VALUES (?,?,?,?,?) "
                       "USING TIMESTAMP ?")
         for version, c in changes.catalogue.values():
@@ -424,6 +458,14 @@ class CassandraStore:
             self._forget(changes.forgotten, since.views)
         return self._commit(since, changes.checkpoint)
 
+    @staticmethod
+    def _add_reviewers(rows: Writes, users: set[str], q) -> None:
+        """These users' rows of the reviewer directory, added to `rows` (facts: written again, the same row)."""
+        put = q("INSERT INTO {reviews}.reviewers (initial, folded, user_id) VALUES (?,?,?)")
+        for user in users:
+            folded = user.casefold()
+            rows.add(("rv", folded[0]), put, (folded[0], folded, user))
+
     def _put_subjects(self, rows: Writes, subjects: Iterable[tuple[str, str]]) -> None:
         put = self._statement("INSERT INTO {base}.subjects (subject, user_id) VALUES (?,?)")
         for subject, user in subjects:
@@ -435,20 +477,25 @@ class CassandraStore:
         q = partial(self._statement, **views)
         users = [user for (user,) in self._read_all(
             self._statement("SELECT user_id FROM {base}.subjects WHERE subject = ?"), [(s,) for s in subjects])]
-        # Every movie each user has a review event of: their rows of the per-movie ratings (statistics).
-        movies = self._read_all(q("SELECT user_id, movie_id FROM {reviews}.review_events WHERE bucket = ? "
-                                  "AND user_id = ? GROUP BY bucket, user_id, movie_id"),
-                                [(bucket(user), user) for user in users])
+        # Every review event of each user: their rows of the per-movie ratings (statistics), and of the
+        # movies' pages under every reviewed_at a review of theirs had.
+        events = set(self._read_all(q("SELECT user_id, movie_id, reviewed_at FROM {reviews}.review_events "
+                                      "WHERE bucket = ? AND user_id = ?"), [(bucket(user), user) for user in users]))
         accounts = self._read_all(self._statement("SELECT user_id, skeleton FROM {base}.accounts WHERE user_id = ?"),
                                   [(user,) for user in users])
         deletes = [(q("DELETE FROM {reviews}.movie_ratings WHERE movie_id = ? AND user_id = ?"), (movie, user))
-                   for user, movie in movies]
+                   for user, movie in {(user, movie) for user, movie, _ in events}]
+        deletes += [(q("DELETE FROM {reviews}.movie_reviews WHERE movie_id = ? AND reviewed_at = ? AND user_id = ?"),
+                     (movie, at, user)) for user, movie, at in events if at is not None]
         deletes += [(self._statement("DELETE FROM {base}.account_skeletons WHERE skeleton = ? AND user_id = ?"),
                      (alike, user)) for user, alike in accounts if alike is not None]
         for user in users:
             b = bucket(user)
+            folded = user.casefold()
             deletes += [
                 (q("DELETE FROM {reviews}.user_reviews WHERE user_id = ?"), (user,)),
+                (q("DELETE FROM {reviews}.reviewers WHERE initial = ? AND folded = ? AND user_id = ?"),
+                 (folded[0], folded, user)),
                 (q("DELETE FROM {reviews}.review_events WHERE bucket = ? AND user_id = ?"), (b, user)),
                 (q("DELETE FROM {history}.user_events WHERE user_id = ?"), (user,)),
                 (self._statement("DELETE FROM {base}.applied_at WHERE bucket = ? AND key = ?"), (b, user)),
@@ -483,7 +530,8 @@ class CassandraStore:
                 and dict(stored.result()) == {p: since[p] for p in partitions if p in since})
 
     def _page_rows(self, changes: Changes, q) -> Writes:
-        """The `user_reviews` rows of the batch's review changes and the removal of those they replace.
+        """The `user_reviews` and `movie_reviews` rows of the batch's review changes and the removal of
+        those they replace.
 
         A row's key holds its reviewed_at, so replacing it needs the old one: `review_events` has every
         review event of a (user, movie) with its reviewed_at. The batch wrote its own before this reads
@@ -500,6 +548,9 @@ class CassandraStore:
                        "VALUES (?,?,?,?,?) USING TIMESTAMP ?")
         delete_review = q("DELETE FROM {reviews}.user_reviews USING TIMESTAMP ? "
                           "WHERE user_id = ? AND reviewed_at = ? AND movie_id = ?")
+        put_movie_review = q(PUT_MOVIE_REVIEW)
+        delete_movie_review = q("DELETE FROM {reviews}.movie_reviews USING TIMESTAMP ? "
+                                "WHERE movie_id = ? AND reviewed_at = ? AND user_id = ?")
         rows = Writes()
         for (user, movie), (version, r) in changes.reviews.items():
             written = events.get((user, movie), [])
@@ -509,9 +560,11 @@ class CassandraStore:
             older = {older_at for offset, older_at in written if offset < version}
             for older_at in older - {None, at}:  # a retraction has no row; the row under `at` is overwritten
                 rows.add(("u", user), delete_review, (version, user, older_at, movie))
+                rows.add(("mr", movie), delete_movie_review, (version, movie, older_at, user))
             if r is not None:
                 review = _encode(r)
                 rows.add(("u", user), put_review, (user, at, movie, r.rating, review, version), review)
+                rows.add(("mr", movie), put_movie_review, (movie, at, user, r.rating, review, version), review)
         return rows
 
     def _commit(self, since: Checkpoint, checkpoint: dict[int, int]) -> bool:
@@ -551,15 +604,42 @@ class CassandraStore:
     # -- read side ----------------------------------------------------------------------
 
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
+        return self._reviews_page("user_reviews", "user_id", "movie_id", user_id, limit, after)
+
+    def movie_reviews(self, movie_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
+        return self._reviews_page("movie_reviews", "movie_id", "user_id", movie_id, limit, after)
+
+    def _reviews_page(self, table: str, key: str, other: str, value: str, limit: int,
+                      after: tuple[datetime, str] | None) -> list[ReviewRow]:
         # Only the page: the partition is clustered newest first, and the cursor is a clustering bound.
-        cql = "SELECT review FROM {reviews}.user_reviews WHERE user_id = ?"
+        cql = f"SELECT review FROM {{reviews}}.{table} WHERE {key} = ?"
         if after is None:
-            rows = self._session.execute(self._statement(cql + " LIMIT ?", **self._views()), (user_id, limit))
+            rows = self._session.execute(self._statement(cql + " LIMIT ?", **self._views()), (value, limit))
         else:
             rows = self._session.execute(
-                self._statement(cql + " AND (reviewed_at, movie_id) < (?, ?) LIMIT ?", **self._views()),
-                (user_id, micros(after[0]), after[1], limit))
+                self._statement(cql + f" AND (reviewed_at, {other}) < (?, ?) LIMIT ?", **self._views()),
+                (value, micros(after[0]), after[1], limit))
         return [_review_row(review) for (review,) in rows]
+
+    def reviewers(self, prefix: str, limit: int) -> list[str]:
+        # Slices of the directory from the prefix on, keeping the users who still have a review (one
+        # row of user_reviews each, read concurrently), until `limit` are kept or the slice ends.
+        folded = prefix.casefold()
+        if not folded:
+            return []
+        where = self._views()
+        directory = self._statement("SELECT folded, user_id FROM {reviews}.reviewers WHERE initial = ? "
+                                    "AND (folded, user_id) > (?, ?) AND (folded, user_id) < (?, ?) LIMIT ?", **where)
+        reviewed = self._statement("SELECT user_id FROM {reviews}.user_reviews WHERE user_id = ? LIMIT 1", **where)
+        found, after = [], (folded, "")  # every id sorts after ""
+        while len(found) < limit:
+            candidates = list(self._session.execute(directory, (folded[0], *after, folded + LAST_CHAR, "", limit)))
+            kept = {user for (user,) in self._read_all(reviewed, [(user,) for _, user in candidates])}
+            found += [user for _, user in candidates if user in kept]
+            if len(candidates) < limit:
+                break
+            after = candidates[-1]
+        return found[:limit]
 
     def user_ratings(self, user_id: str) -> dict[str, float]:
         return dict(self._session.execute(self._statement(
@@ -596,13 +676,16 @@ class CassandraStore:
         where = self._views()
         entry = self._session.execute(self._statement(
             "SELECT title, year, genres FROM {movies}.catalogue WHERE movie_id = ?", **where), (movie_id,)).one()
-        count, total = self._session.execute(self._statement(
-            "SELECT count(rating), sum(rating) FROM {reviews}.movie_ratings WHERE movie_id = ?", **where),
-            (movie_id,)).one()
-        if entry is None and not count:
+        # Every rating of the movie, counted here (as count() and sum() would read them all on the node).
+        counts = Counter(rating for (rating,) in self._session.execute(self._statement(
+            "SELECT rating FROM {reviews}.movie_ratings WHERE movie_id = ?", **where), (movie_id,)))
+        if entry is None and not counts:
             return None
         title, year, genres = entry or (None, None, None)
-        return Movie(movie_id, title, year, list(genres or []), count, total / count if count else None)
+        count = counts.total()
+        mean = sum(rating * n for rating, n in counts.items()) / count if count else None
+        return Movie(movie_id, title, year, list(genres or []), count, mean,
+                     [RatingCount(rating, n) for rating, n in sorted(counts.items())])
 
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None,

@@ -19,8 +19,8 @@ import msgspec
 
 from projections.timestamps import from_micros, micros
 from projections.store import (
-    AccountRow, CatalogueEntry, Changes, Clock, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, ReviewRow,
-    Tally,
+    AccountRow, CatalogueEntry, Changes, Clock, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, RatingCount,
+    ReviewRow, Tally,
 )
 from projections.titles import LAST_CHAR, folded_words
 
@@ -37,8 +37,14 @@ CREATE TABLE IF NOT EXISTS reviews (
     PRIMARY KEY (user_id, movie_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reviews_newest ON reviews (user_id, reviewed_at DESC, movie_id DESC);
--- A movie's statistics are derived from its current reviews, never counted up: nothing to double-count.
-CREATE INDEX IF NOT EXISTS reviews_by_movie ON reviews (movie_id, rating);
+-- A movie's page of reviews, and its statistics (rating covered): derived from its current reviews,
+-- never counted up, so nothing to double-count. It replaces reviews_by_movie (movie_id, rating).
+CREATE INDEX IF NOT EXISTS reviews_by_movie_newest ON reviews (movie_id, reviewed_at DESC, user_id DESC, rating);
+DROP INDEX IF EXISTS reviews_by_movie;
+-- Reviewer suggestions: the ids of users given a review, by their casefolded id. Never removed on a
+-- retraction: reviewers() checks the user still has a review (forgetting removes the row).
+CREATE TABLE IF NOT EXISTS reviewers (folded TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (folded, user_id))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS movies (
     movie_id TEXT PRIMARY KEY, title TEXT NOT NULL, year INTEGER, genres TEXT NOT NULL,
     image_url TEXT
@@ -106,7 +112,8 @@ VIEWS = {
     "checkpoints": "SELECT * FROM checkpoints ORDER BY partition",
 }
 # The tables of each view a rebuild can replace (title search is derived from the catalogue).
-VIEW_TABLES = {"reviews": ("reviews",), "movies": ("movies", "title_words", "genres"), "history": ("history",)}
+VIEW_TABLES = {"reviews": ("reviews", "reviewers"), "movies": ("movies", "title_words", "genres"),
+               "history": ("history",)}
 # Dropped and projected again when SCHEMA_VERSION rises.
 _PROJECTED_TABLES = (*(t for tables in VIEW_TABLES.values() for t in tables), "checkpoints", "lag",
                      "accounts", "accounts_checkpoints")
@@ -140,6 +147,7 @@ def _forget(db: sqlite3.Connection, subjects: list[str]) -> None:
         users = [(user,) for (user,) in db.execute(f"SELECT user_id FROM subjects WHERE subject IN ({marks})", chunk)]
         for table in ("reviews", "history", "accounts", "subjects"):
             db.executemany(f"DELETE FROM {table} WHERE user_id = ?", users)
+        db.executemany("DELETE FROM reviewers WHERE folded = ? AND user_id = ?", [(u.casefold(), u) for (u,) in users])
 
 
 def _checkpoint_wal(db: sqlite3.Connection) -> None:
@@ -155,6 +163,10 @@ def _checkpoint_wal(db: sqlite3.Connection) -> None:
 
 def _entry(movie_id, title, year, genres, image_url) -> CatalogueEntry:
     return CatalogueEntry(movie_id, title, year, _genres(genres), image_url)
+
+
+def _index_reviewers(db: sqlite3.Connection, users: set[str]) -> None:
+    db.executemany("INSERT OR IGNORE INTO reviewers VALUES (?, ?)", [(user.casefold(), user) for user in users])
 
 
 def _index_titles(db: sqlite3.Connection, entries: list[CatalogueEntry]) -> None:
@@ -204,6 +216,7 @@ class SQLiteStore:
         try:
             (version,) = self._db.execute("PRAGMA user_version").fetchone()
             indexed = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'title_words'").fetchone()
+            directory = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviewers'").fetchone()
             if version < SCHEMA_VERSION:
                 if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone():
                     log.warning("projection schema changed: dropping the views; the worker projects them "
@@ -222,6 +235,8 @@ class SQLiteStore:
             if not indexed:  # a catalogue projected before title search was the store's: index it once
                 _index_titles(self._db, [_entry(*row) for row in self._db.execute(
                     "SELECT movie_id, title, year, genres, image_url FROM movies")])
+            if not directory:  # reviews projected before reviewer suggestions: list their users once
+                _index_reviewers(self._db, {user for (user,) in self._db.execute("SELECT user_id FROM reviews")})
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute("COMMIT")
         except BaseException:
@@ -263,6 +278,7 @@ class SQLiteStore:
                     "DELETE FROM reviews WHERE user_id = ? AND movie_id = ?",
                     [key for key, (_, r) in changes.reviews.items() if r is None],
                 )
+                _index_reviewers(db, {user for (user, _), (_, r) in changes.reviews.items() if r is not None})
                 entries = [c for _, c in changes.catalogue.values()]
                 db.executemany(
                     "INSERT OR REPLACE INTO movies VALUES (?,?,?,?,?)",
@@ -302,17 +318,34 @@ class SQLiteStore:
     # -- read side ----------------------------------------------------------------------
 
     def user_reviews(self, user_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
-        query = ("SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews "
-                 "WHERE user_id = ?")
-        params: list = [user_id]
+        return self._reviews_page("user_id", "movie_id", user_id, limit, after)
+
+    def movie_reviews(self, movie_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
+        return self._reviews_page("movie_id", "user_id", movie_id, limit, after)
+
+    def _reviews_page(self, key: str, other: str, value: str, limit: int,
+                      after: tuple[datetime, str] | None) -> list[ReviewRow]:
+        """The current reviews whose `key` column is `value`, newest first by (reviewed_at, `other`)."""
+        query = f"SELECT user_id, movie_id, rating, summary, text, reviewed_at, event_id FROM reviews WHERE {key} = ?"
+        params: list = [value]
         if after is not None:
-            query += " AND (reviewed_at, movie_id) < (?, ?)"
+            query += f" AND (reviewed_at, {other}) < (?, ?)"
             params += [micros(after[0]), after[1]]
-        query += " ORDER BY reviewed_at DESC, movie_id DESC LIMIT ?"
+        query += f" ORDER BY reviewed_at DESC, {other} DESC LIMIT ?"
         params.append(limit)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
         return [ReviewRow(m, r, s, t, from_micros(at), e, user_id=u) for u, m, r, s, t, at, e in rows]
+
+    def reviewers(self, prefix: str, limit: int) -> list[str]:
+        folded = prefix.casefold()
+        if not folded:
+            return []
+        with self._lock:
+            return [user for (user,) in self._db.execute(
+                "SELECT user_id FROM reviewers WHERE folded >= ? AND folded < ? AND EXISTS "
+                "(SELECT 1 FROM reviews WHERE reviews.user_id = reviewers.user_id) ORDER BY folded, user_id LIMIT ?",
+                (folded, folded + LAST_CHAR, limit))]
 
     def user_ratings(self, user_id: str) -> dict[str, float]:
         with self._lock:
@@ -347,12 +380,14 @@ class SQLiteStore:
         with self._lock:
             entry = self._db.execute(
                 "SELECT title, year, genres FROM movies WHERE movie_id = ?", (movie_id,)).fetchone()
-            count, total = self._db.execute(
-                "SELECT count(rating), sum(rating) FROM reviews WHERE movie_id = ?", (movie_id,)).fetchone()
-        if entry is None and not count:
+            ratings = [RatingCount(*row) for row in self._db.execute(
+                "SELECT rating, count(*) FROM reviews WHERE movie_id = ? GROUP BY rating ORDER BY rating", (movie_id,))]
+        if entry is None and not ratings:
             return None
         title, year, genres = entry or (None, None, "[]")
-        return Movie(movie_id, title, year, json.loads(genres), count, total / count if count else None)
+        count = sum(r.count for r in ratings)
+        mean = sum(r.rating * r.count for r in ratings) / count if count else None
+        return Movie(movie_id, title, year, json.loads(genres), count, mean, ratings)
 
     def user_history(
         self, user_id: str, limit: int, before: tuple[int, int] | None, as_of: datetime | None,

@@ -40,6 +40,13 @@ class ReviewRow(Review, frozen=True, kw_only=True):
     user_id: str
 
 
+class RatingCount(msgspec.Struct, frozen=True):
+    """How many current reviews give a movie this rating."""
+
+    rating: float
+    count: int
+
+
 class Movie(msgspec.Struct, frozen=True):
     """A movie's catalogue entry and review statistics, as the read side serves it."""
 
@@ -49,6 +56,7 @@ class Movie(msgspec.Struct, frozen=True):
     genres: list[str]
     review_count: int
     mean_rating: float | None
+    ratings: list[RatingCount] = []  # the histogram: each rating given, lowest first, with its count
 
 
 # Which time of an event `as_of` compares: when the log recorded it, or when it occurred (a
@@ -168,7 +176,17 @@ class ReadModels(Protocol):
         """Every current rating of the user: movie id -> rating (what matching folds in)."""
 
     def movie(self, movie_id: str) -> Movie | None:
-        """The catalogue entry with the count and mean of the current reviews; None if neither."""
+        """The catalogue entry with the count, mean and histogram of the current reviews; None if
+        neither."""
+
+    def movie_reviews(self, movie_id: str, limit: int, after: tuple[datetime, str] | None) -> list[ReviewRow]:
+        """The movie's current reviews, newest first by (reviewed_at, user_id); `after` is the last
+        row's sort key."""
+
+    def reviewers(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` ids of users with a current review whose id, casefolded, starts with
+        `prefix` casefolded; ordered by the casefolded id, then the id. An empty prefix (casefolded)
+        finds none: an index slice needs a first character."""
 
     def catalogue(self) -> list[CatalogueEntry]:
         """Every catalogue entry, in no particular order (matching loads it once per model)."""

@@ -20,7 +20,7 @@ from ml.factors import FactorModel
 from projections.fold import LogGap, Record, fold
 from projections.projector import apply_records
 from projections.store import (
-    FACTOR_KINDS, AccountRow, CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore, Tally,
+    FACTOR_KINDS, AccountRow, CatalogueEntry, FactorRow, ModelInfo, PartitionLag, ProjectionStore, RatingCount, Tally,
 )
 from projections.titles import TitleIndex, search
 from tests.conftest import wait_until
@@ -145,8 +145,8 @@ class StoreContract:
     def test_the_catalogue_fills_the_movie_view_and_a_newer_entry_wins(self, store):
         apply_records(store, records(catalogued("x", "m", "Heat", 1995, ("Crime", "Drama"))))
         movie = store.movie("m")
-        assert (movie.title, movie.year, movie.genres, movie.review_count, movie.mean_rating) == (
-            "Heat", 1995, ["Crime", "Drama"], 0, None)
+        assert (movie.title, movie.year, movie.genres, movie.review_count, movie.mean_rating, movie.ratings) == (
+            "Heat", 1995, ["Crime", "Drama"], 0, None, [])
         newer = fold(store, records(catalogued("z", "m", "Hea"), catalogued("y", "m", "Heat (1995)", 1995), start=1))
         older = fold(store, records(catalogued("z", "m", "Hea"), start=1))
         assert store.apply(newer)
@@ -200,6 +200,49 @@ class StoreContract:
         assert [r.movie_id for r in first] == ["m4", "m3"]
         rest = store.user_reviews("u", 10, (first[-1].reviewed_at, first[-1].movie_id))
         assert [r.movie_id for r in rest] == ["m2", "m1", "m0"]
+
+    def test_a_movies_reviews_are_newest_first_ties_by_user_and_a_cursor_continues_across_them(self, store):
+        apply_records(store, records(sub("a", "d", "m", 1.0, minutes=0), sub("b", "a", "m", 2.0, minutes=1),
+                                     sub("c", "c", "m", 3.0, minutes=1), sub("d", "b", "m", 4.0, minutes=1),
+                                     sub("e", "e", "m", 5.0, minutes=2), sub("f", "a", "other", 1.0, minutes=3)))
+        pages, after = [], None
+        while page := store.movie_reviews("m", 2, after):
+            pages.append([(r.user_id, r.movie_id, r.rating, r.event_id) for r in page])
+            after = (page[-1].reviewed_at, page[-1].user_id)
+        assert pages == [[("e", "m", 5.0, "e"), ("c", "m", 3.0, "c")], [("b", "m", 4.0, "d"), ("a", "m", 2.0, "b")],
+                         [("d", "m", 1.0, "a")]]
+        assert store.movie_reviews("m", 10, None)[0] == store.user_reviews("e", 10, None)[0]
+        assert store.movie_reviews("nothing", 10, None) == []
+
+    def test_a_replacement_moves_a_review_up_a_movies_page_and_a_retraction_takes_it_and_its_count(self, store):
+        apply_records(store, records(sub("a", "u", "m", 2.0, minutes=0), sub("b", "v", "m", 4.0, minutes=1),
+                                     sub("c", "w", "m", 4.0, minutes=2), sub("d", "x", "m", 1.0, minutes=3),
+                                     sub("e", "x", "m", 2.0, minutes=4)))  # replaced in the same batch
+        assert store.movie("m").ratings == [RatingCount(2.0, 2), RatingCount(4.0, 2)]
+        apply_records(store, records(sub("f", "u", "m", 5.0, minutes=5), ret("g", "w", "m", minutes=6), start=5))
+        assert [(r.user_id, r.rating, r.event_id) for r in store.movie_reviews("m", 10, None)] == [
+            ("u", 5.0, "f"), ("x", 2.0, "e"), ("v", 4.0, "b")]
+        movie = store.movie("m")
+        assert (movie.review_count, movie.mean_rating, movie.ratings) == (
+            3, 11 / 3, [RatingCount(2.0, 1), RatingCount(4.0, 1), RatingCount(5.0, 1)])
+        apply_records(store, records(ret("h", "u", "m"), ret("i", "v", "m"), ret("j", "x", "m"), start=7))
+        assert store.movie_reviews("m", 10, None) == [] and store.movie("m") is None
+
+    def test_reviewers_are_found_by_the_casefolded_start_of_their_id_in_order(self, store):
+        users = ["ana", "Ana", "anatole", "ANDRE", "ben", "Straße", "Strasse", "aaa1", "aaa2", "aaa3", "aab"]
+        apply_records(store, records(*[sub(f"s{n}", user, "m", 3.0) for n, user in enumerate(users)],
+                                     sub("t", "ben", "n", 3.0)))
+        # Users whose every review was retracted are no reviewers, one with a review left is.
+        gone = ["aaa1", "aaa2", "aaa3", "ben"]
+        apply_records(store, records(*[ret(f"r{n}", user, "m") for n, user in enumerate(gone)], start=len(users) + 1))
+        assert store.reviewers("AN", 10) == ["Ana", "ana", "anatole", "ANDRE"]
+        assert store.reviewers("an", 2) == ["Ana", "ana"]
+        assert store.reviewers("ANAT", 10) == ["anatole"] and store.reviewers("andrex", 10) == []
+        assert store.reviewers("a", 1) == ["aab"]  # past the retracted ones
+        assert store.reviewers("a", 3) == ["aab", "Ana", "ana"]
+        assert store.reviewers("B", 10) == ["ben"]
+        assert store.reviewers("STRASS", 10) == store.reviewers("straß", 10) == ["Strasse", "Straße"]
+        assert store.reviewers("", 10) == [] and store.reviewers("z", 10) == []
 
     def test_history_is_newest_first_with_a_cursor_and_as_of(self, store):
         apply_records(store, records(sub("a", "u", "m", 2.0, minutes=0), sub("b", "u", "m", 3.0, minutes=1),
@@ -338,22 +381,26 @@ class StoreContract:
     def test_a_forgotten_subject_takes_every_row_of_its_user_and_nobody_elses(self, store):
         apply_records(store, sealed(sub("a", "u", "m", 2.0), sub("b", "u", "n", 4.0), subject="su")
                       + sealed(sub("c", "v", "m", 5.0), subject="sv", partition=1))
+        apply_records(store, sealed(sub("e", "u", "m", 3.0, minutes=1), subject="su", start=2))  # moved on m's page
         store.put_accounts([AccountRow("u", "o1", "hash", 0, 0, "u", "su"), AccountRow("v", "o2", "hash", 0, 1, "v", "sv")],
                            {0: 1})
-        apply_records(store, sealed(forgotten("f", "su"), subject="su", start=2))
+        apply_records(store, sealed(forgotten("f", "su"), subject="su", start=3))
         reader = self.other_handle(store)
         for handle in (store, reader):
             assert handle.user_reviews("u", 10, None) == [] and handle.user_history("u", 0, None, None) == []
             assert handle.user_event("u", "a") is None and handle.account("u") is None
             assert handle.movie("m").review_count == 1 and handle.movie("m").mean_rating == 5.0
-            assert handle.movie("n") is None
+            assert handle.movie("m").ratings == [RatingCount(5.0, 1)]
+            assert [r.user_id for r in handle.movie_reviews("m", 10, None)] == ["v"]
+            assert handle.movie("n") is None and handle.movie_reviews("n", 10, None) == []
+            assert handle.reviewers("u", 10) == [] and handle.reviewers("v", 10) == ["v"]
             assert [r.movie_id for r in handle.user_reviews("v", 10, None)] == ["m"] and handle.account("v")
-        assert store.checkpoint() == {0: 2, 1: 0}
+        assert store.checkpoint() == {0: 3, 1: 0}
 
     def test_a_forgetting_in_the_batch_of_the_users_first_events_takes_them_too(self, store):
         apply_records(store, sealed(sub("a", "u", "m", 2.0), forgotten("f", "su"), subject="su"))
         assert store.user_reviews("u", 10, None) == [] and store.user_history("u", 0, None, None) == []
-        assert store.movie("m") is None
+        assert store.movie("m") is None and store.movie_reviews("m", 10, None) == [] and store.reviewers("u", 10) == []
 
     def test_a_forgotten_user_with_an_account_and_no_reviews_loses_the_account(self, store):
         store.put_accounts([AccountRow("u", "o1", "hash", 0, 0, "u", "su")], {0: 0})
@@ -434,16 +481,18 @@ class StoreContract:
         assert reader.movie("m").mean_rating == 3.0
         fresh = store.scratch("test")
         try:
-            apply_records(fresh, records(sub("a", "u", "m", 2.0), sub("c", "v", "m", 5.0)))
+            apply_records(fresh, records(sub("a", "u", "m", 2.0), sub("c", "w", "m", 5.0)))
             assert reader.movie("m").mean_rating == 3.0, "readers see the old views until the swap"
             store.swap_in(fresh, ["reviews", "movies", "history"])
             wait_until(lambda: reader.movie("m").mean_rating == 3.5, 5, "the reader sees the new views")
-            assert [r.event_id for r in reader.user_reviews("v", 10, None)] == ["c"]
+            assert [r.event_id for r in reader.user_reviews("w", 10, None)] == ["c"]
+            assert [r.event_id for r in reader.movie_reviews("m", 10, None)] == ["c", "a"]
+            assert reader.reviewers("v", 10) == [] and reader.reviewers("w", 10) == ["w"]
         finally:
             fresh.close()
-        apply_records(store, records(sub("d", "w", "m", 2.0), start=2))  # the projector goes on, in the new views
+        apply_records(store, records(sub("d", "x", "m", 2.0), start=2))  # the projector goes on, in the new views
         assert (store.movie("m").review_count, store.checkpoint()) == (3, {0: 2})
-        assert [r.event_id for r in store.user_history("v", 0, None, None)] == ["c"]
+        assert [r.event_id for r in store.user_history("w", 0, None, None)] == ["c"]
 
     def test_a_swap_behind_the_projector_moves_the_checkpoint_back_and_a_batch_folded_before_is_refused(self, store):
         log = records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0), ret("c", "u", "m"), sub("d", "w", "n", 1.0))

@@ -1,7 +1,7 @@
 """The pages: finding movies for two (the home page), a user's reviews and their audit trail, and
-writing a review (signed in: web/signin.py). Each page asks the API (`web.client`) and renders what
-it answers; the forms work without JavaScript, which only adds suggestions as you type and
-character counts."""
+writing a review (signed in: web/signin.py); a movie's page is web/movie.py. Each page asks the API
+(`web.client`) and renders what it answers; the forms work without JavaScript, which only adds
+suggestions as you type and character counts."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from web import forget, signin
 from web.client import Answer, Api, segment
 from web.limits import input_limits
+from web.movie import movie_page
 from web.rendering import HERE, PageError, page, posted_form, render, this_page
 from web.session import session_of, token_of
 from web.static import CachedStatic
@@ -39,6 +40,9 @@ async def home(request: Request) -> Response:
     people = [user.strip() for user in query.getlist("user")]
     more = query.get("more", "")
     users = [u for u in people + [u.strip() for u in more.split(",")] if u]
+    visitor = session_of(request)
+    if not people and visitor is not None:  # signed in, Person 1 is you unless the address names people
+        people = [visitor.user]
     chosen = query.getlist("genre")
     async with Api(request, token_of(request)) as api:
         strategies, genres = await asyncio.gather(api.get("/v1/strategies"), api.get("/v1/genres"))
@@ -53,7 +57,7 @@ async def home(request: Request) -> Response:
                   people=people, more=more, strategy=strategy, strategies=strategies.body["strategies"],
                   genres=genres.body["genres"], chosen=chosen, year_from=query.get("year_from", ""),
                   year_to=query.get("year_to", ""), users=users, result=result,
-                  forgotten=forgotten_member(result, users))
+                  forgotten=forgotten_member(result, users), search=str(request.url))
 
 
 def forgotten_member(result: Answer | None, users: list[str]) -> str | None:
@@ -255,6 +259,7 @@ def routes() -> list[BaseRoute]:
         Route("/users/{user_id}/delete", forget.confirm, methods=["GET"]),
         Route("/users/{user_id}/delete", forget.delete_account, methods=["POST"]),
         Route("/deleted", forget.deleted, methods=["GET"]),
+        Route("/movies/{movie_id}", movie_page, methods=["GET"]),
         Route("/review", new_review, methods=["GET"]),
         Route("/review", submit_review, methods=["POST"]),
         Route("/signin", signin.sign_in_form, methods=["GET"]),

@@ -70,6 +70,8 @@ SIGNED_OUT = [
     ("/", 200),
     ("/?user=1&user=2", 200),  # the cards
     ("/?user=1&user=nobody-at-all", 404),  # an unknown user's message
+    ("/movies/1", 200),  # a movie's page: histogram, reviews, more like this
+    ("/movies/no-such-movie", 404),
     ("/users", 200),
     (f"/users/{HISTORY_USER}", 200),
     (f"/users/{HISTORY_USER}/history", 200),
@@ -133,7 +135,11 @@ def test_every_page_signed_in_has_no_serious_accessibility_violation(visitor):
     visitor.get_by_label("Find it by title").press_sequentially("amel", delay=40)
     visitor.get_by_label("Amélie (2001)").wait_for()
     check(visitor, "/review with suggestions", found)
-    for path in ("/", "/?user=1&user=2", f"/users/{HISTORY_USER}", f"/users/{user}/history",
+    visitor.goto("/")  # you are Person 1; user ids suggested for Person 2
+    visitor.get_by_label("Person 2").press_sequentially("dia", delay=40)
+    visitor.locator("#known-users option").first.wait_for(state="attached")
+    check(visitor, "/ with user id suggestions", found)
+    for path in ("/", "/?user=1&user=2", f"/?user=1&user={HISTORY_USER}", "/movies/1", f"/users/{HISTORY_USER}", f"/users/{user}/history",
                  f"/users/{user}/history?on=2024-03-05", "/users", f"/users/{HISTORY_USER}/delete", "/no-such-page"):
         visitor.goto(path)
         check(visitor, f"{path} (signed in)", found)

@@ -56,6 +56,26 @@ class TestCassandraStore(StoreContract, FoldContract):
         monkeypatch.setattr(store, "_unmoved", lambda since, partitions: True)
         assert not store.apply(stale)
         assert [(r.event_id, r.rating) for r in store.user_reviews("u", 10, None)] == standing
+        assert [(r.event_id, r.rating) for r in store.movie_reviews("m", 10, None)] == standing
+
+
+def test_reviews_projected_before_movie_pages_are_indexed_when_the_keyspace_is_opened(cassandra_node):
+    store = CassandraStore(config_for(cassandra_node["url"], f"pages_{uuid.uuid4().hex[:10]}"), scratch=True)
+    try:
+        apply_records(store, records(sub("a", "Ana", "m", 2.0), sub("b", "ben", "m", 4.0, minutes=1),
+                                     sub("c", "Ana", "m", 3.0, minutes=2)))
+        for table in ("movie_reviews", "reviewers"):  # as a keyspace of the layout before had it
+            store._session.execute(f"DROP TABLE {store.config.keyspace}.{table}")
+        again = CassandraStore(store.config)
+        try:
+            assert [(r.user_id, r.event_id) for r in again.movie_reviews("m", 10, None)] == [("Ana", "c"), ("ben", "b")]
+            assert again.reviewers("a", 10) == ["Ana"]
+            apply_records(again, records(ret("d", "Ana", "m"), start=3))  # the indexed rows are replaced alike
+            assert [r.user_id for r in again.movie_reviews("m", 10, None)] == ["ben"] and again.reviewers("a", 10) == []
+        finally:
+            again.close()
+    finally:
+        store.close()
 
 
 def test_a_keyspace_of_the_older_layout_is_projected_again_and_keeps_its_models(cassandra_node):

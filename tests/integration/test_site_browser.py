@@ -1,4 +1,4 @@
-"""The website's three flows and its accounts end to end, in real headless Chromium (Debian's, driven by Playwright),
+"""The website's flows and its accounts end to end, in real headless Chromium (Debian's, driven by Playwright),
 against the real stack: Apache Kafka and SeaweedFS, the projection worker, the archiver, the API
 serving the site, and a model trained by `harmony train` on a small MovieLens-format import.
 
@@ -44,6 +44,7 @@ USERS = 30
 HISTORY_USER = "diarist"  # reviews recorded day by day in March 2024
 MARCH = datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
 WRITERS = ("web-writer", "nojs-writer", "careful-writer", "outage-writer")  # accounts the fixture opens
+REVIEWER = "1"  # an imported user with reviews, given an account by the fixture as `harmony accounts add` does
 PASSWORD = "a long browser passphrase"
 
 
@@ -83,9 +84,9 @@ def diary() -> list:
     return events
 
 
-def harmony(env: dict, *args: str, timeout: float = 300) -> str:
+def harmony(env: dict, *args: str, timeout: float = 300, stdin: str | None = None) -> str:
     run = subprocess.run([sys.executable, "-m", "harmony", *args], env=env, capture_output=True, text=True,
-                         timeout=timeout)
+                         timeout=timeout, input=stdin)
     assert run.returncode == 0, f"harmony {' '.join(args)}: {run.stderr[-3000:]}"
     return run.stdout
 
@@ -136,6 +137,7 @@ def site(stack_dir, tmp_path_factory):
             for user in WRITERS:
                 opened = httpx.post(f"{url}/v1/accounts", json={"user_id": user, "password": PASSWORD}, timeout=30)
                 assert opened.status_code == 201, opened.text
+            harmony(env, "accounts", "add", REVIEWER, "--password-stdin", stdin=f"{PASSWORD}\n")
             yield {"url": url, "env": env, "folder": folder}
         finally:
             for service in services:
@@ -228,6 +230,53 @@ def test_movie_search_works_from_the_keyboard_alone_with_focus_always_visible(pa
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"user=1&user=2"))
     assert page.locator(".cards .card").count() >= 5
+
+
+def test_signed_in_you_pick_a_friend_by_typing_then_follow_a_pick_to_its_movie_page(page):
+    sign_in(page, REVIEWER, "/")
+    assert page.get_by_label("Person 1").input_value() == REVIEWER  # you, unless you change it
+    friend = page.get_by_label("Person 2")
+    friend.press_sequentially("DIAR", delay=60)  # case does not matter
+    offered = page.locator("#known-users option")
+    offered.first.wait_for(state="attached")
+    assert offered.evaluate_all("options => options.map(o => o.value)") == [HISTORY_USER]
+    # Chromium draws a datalist's popup outside the page, where no script reaches: pick the
+    # suggestion as choosing it does, by putting its value in the field.
+    friend.fill(offered.first.get_attribute("value"))
+    shot(page, "20-friend-suggested")
+    page.get_by_role("button", name="Find movies").click()
+    page.wait_for_url(re.compile(rf"user={REVIEWER}&user={HISTORY_USER}"))
+    cards = page.locator(".cards .card")
+    assert cards.count() >= 5
+    assert cards.first.evaluate("card => card.getBoundingClientRect().top < window.innerHeight")  # no scrolling
+    assert page.locator(".share a").get_attribute("href") == page.url  # the link reproduces the search
+    shot(page, "21-friend-results")
+    title = cards.first.locator("h3 a")
+    name = title.inner_text()
+    title.click()
+    page.wait_for_url(re.compile(r"/movies/[^/?]+$"))
+    assert page.get_by_role("heading", level=1).inner_text().startswith(name)
+    histogram = page.get_by_role("table", name="How many reviews give each rating")
+    counts = [int(c) for c in histogram.locator("tbody td:nth-child(2)").all_inner_texts()]
+    summary = page.locator(".summary").inner_text()
+    assert counts and f"from {sum(counts)} review" in summary
+    reviews = page.locator(".movie-reviews li")
+    assert reviews.count() == min(10, sum(counts))
+    days = [t.get_attribute("datetime") for t in reviews.locator("time").all()]
+    assert days == sorted(days, reverse=True)  # newest first
+    similar = page.locator(".similar li a")
+    assert similar.count() >= 3
+    shot(page, "22-movie-page")
+    if sum(counts) > 10:
+        page.get_by_role("link", name="Older reviews").click()
+        assert page.locator(".movie-reviews li").count() == min(10, sum(counts) - 10)
+    nearest = similar.first.get_attribute("href")
+    reviewer = page.locator(".movie-reviews li").first.get_by_role("link")
+    who = reviewer.inner_text()
+    reviewer.click()  # each review leads to its reviewer's page
+    page.wait_for_url(f"**/users/{quote(who, safe='')}")
+    page.goto(nearest)  # more like this: another movie's page, with its own
+    assert page.locator(".similar li a").count() >= 3
 
 
 def test_movie_search_explains_an_unknown_user(page):

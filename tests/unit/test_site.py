@@ -15,11 +15,12 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.tokens import TokenSigner
 from commands.handlers import ReviewCommands
-from events.types import ReviewSubmitted, SubjectForgotten
+from events.types import MovieCatalogued, ReviewSubmitted, SubjectForgotten
 from projections.sqlite_store import SQLiteStore
 from tests.unit.fakes import ACCOUNTS, TOKEN_KEY, MemoryLog, bearer, memory_auth, memory_forgetting
 from tests.unit.test_api import project
-from tests.unit.test_match import catalogue, publish
+from tests.unit.test_match import MOVIES as MODEL_MOVIES
+from tests.unit.test_match import T0, catalogue, publish
 from web import pages
 from web.static import static_url
 
@@ -538,3 +539,113 @@ def test_static_files_are_cached_for_a_year_under_their_hashed_url(site):
     assert client.get("/static/site.css?v=old").headers["cache-control"] == "no-cache"
     assert client.get("/static/site.css", headers={"If-None-Match": client.get(url).headers["etag"]}).status_code == 304
     assert url in client.get("/").text
+
+
+# -- you and a friend, a page per movie ----------------------------------------------------------
+
+def movie_links(response) -> list[str]:
+    """The movie ids the page links to, in order."""
+    return re.findall(r'href="/movies/([^"?]+)"', response.text)
+
+
+def test_signed_in_person_1_is_the_visitor_unless_the_address_names_people(site):
+    client = site[0]
+    assert 'id="user-1" name="user" value=""' in client.get("/").text
+    signed_in(client, "ana")
+    page = client.get("/")
+    assert 'id="user-1" name="user" value="ana"' in page.text and 'id="user-2" name="user" value=""' in page.text
+    assert 'list="known-users" data-users' in page.text and '<datalist id="known-users">' in page.text
+    assert 'class="results"' not in page.text  # prefilled, not yet asked
+    named = client.get("/", params={"user": ["bob", "cy"]})
+    assert 'id="user-1" name="user" value="bob"' in named.text and 'value="ana"' not in named.text
+
+
+def test_the_answer_shows_the_results_first_with_a_link_that_reproduces_the_search(site):
+    client, log, store = site
+    publish(store)
+    query = [("user", "ana"), ("user", "ben"), ("strategy", "least_misery"), ("more", "")]
+    page = client.get("/", params=query)
+    readable(page, 200, "For ana, ben", "Change the search")
+    assert page.text.index('class="results"') < page.text.index('<form method="get" action="/"')
+    link = html.unescape(re.search(r'Link to this search: <a href="([^"]+)"', page.text).group(1))
+    assert parse_qs(urlsplit(link).query) == parse_qs(urlsplit(str(page.url)).query)
+    again = client.get(link)
+    assert re.findall(r'<li class="card">.*?</li>', again.text, re.S) == \
+        re.findall(r'<li class="card">.*?</li>', page.text, re.S)
+    # a refusal comes first too, with its link
+    refused = client.get("/", params={"user": ["ana", "zed"]})
+    assert refused.text.index('role="alert"') < refused.text.index('<form method="get" action="/"')
+    assert "Link to this search" in refused.text
+
+
+def test_a_movie_page_shows_its_entry_histogram_and_reviews_newest_first_a_page_at_a_time(site):
+    client, log, store = site
+    ratings = [5, 4.5, 4.5, 4, 4, 4, 2, 2, 1, 5, 4, 4]  # 12 reviews: two pages of ten
+    for n, rating in enumerate(ratings):
+        client.post("/v1/reviews", headers=bearer(f"u{n:02}"), json={
+            "user_id": f"u{n:02}", "movie_id": "h", "rating": rating, "summary": f"from u{n:02}",
+            "reviewed_at": f"2024-01-{n + 1:02}T12:00:00Z"})
+    project(log, store)
+    page = client.get("/movies/h")
+    readable(page, 200, "Heat (1995)", "Crime", "Mean rating 3.7 of 5 from 12 reviews", "Reviews, newest first",
+             "No model has been trained yet")
+    rows = re.findall(r'<th scope="row">.*?</span> ([\d.]+)</th>\s*<td>(\d+)</td>', page.text)
+    assert rows == [("5", "2"), ("4.5", "2"), ("4", "5"), ("2", "2"), ("1", "1")]
+    reviewers = re.findall(r'<a href="/users/(u\d+)">', page.text)
+    assert reviewers == [f"u{n:02}" for n in range(11, 1, -1)]  # newest first, ten
+    older = html.unescape(re.search(r'href="(/movies/h\?cursor=[^"]+)" rel="next"', page.text).group(1))
+    second = client.get(older)
+    readable(second, 200, "Older reviews", "from u01", "from u00", "Newest reviews")
+    assert re.findall(r'<a href="/users/(u\d+)">', second.text) == ["u01", "u00"]
+    assert 'rel="next"' not in second.text
+    assert 'href="/review?movie_id=h"' in page.text
+    readable(client.get("/movies/nothing-like-it"), 404, "We have no movie “nothing-like-it”")
+
+
+def test_a_movie_page_shows_the_catalogues_poster_and_lets_its_origin_in_for_images_only(site):
+    client, log, store = site
+    for movie, url in (("p", "https://img.example.org/posters/p.jpg"), ("q", "javascript:alert(1)"),
+                       ("r", "https://bad;script-src *.example/x.jpg")):
+        asyncio.run(log.append(MovieCatalogued(event_id=f"poster-{movie}", occurred_at=T0, recorded_at=T0,
+                                               movie_id=movie, title=f"Poster {movie}", image_url=url)))
+    project(log, store)
+    page = client.get("/movies/p")
+    assert '<img class="poster" src="https://img.example.org/posters/p.jpg" alt="Poster of Poster p"' in page.text
+    policy = page.headers["content-security-policy"]
+    assert "img-src 'self' data: https://img.example.org;" in policy and "default-src 'self';" in policy
+    for movie in ("q", "r"):
+        page = client.get(f"/movies/{movie}")
+        readable(page, 200, f"Poster {movie}", "No reviews yet")
+        assert "<img" not in page.text and page.headers["content-security-policy"] == \
+            client.get("/").headers["content-security-policy"]
+
+
+def test_more_like_this_links_the_models_nearest_movies_or_says_why_there_are_none(site):
+    client, log, store = site
+    catalogue(log, store, {m: (f"Model movie {m}", 2000, ("Drama",)) for m in MODEL_MOVIES})
+    publish(store)  # knows m0..m29, not the site's own movies
+    page = client.get("/movies/m0")
+    readable(page, 200, "Model movie m0", "More like this", "most alike first")
+    similar = re.search(r'<ul class="similar">.*?</ul>', page.text, re.S).group(0)
+    nearest = re.findall(r'href="/movies/([^"]+)">Model movie', similar)
+    assert len(nearest) == 8 and "m0" not in nearest and set(nearest) <= set(MODEL_MOVIES)
+    readable(client.get("/movies/h"), 200, "Heat", "The current model does not know this movie yet")
+
+
+def test_every_movie_title_on_the_site_links_to_its_page(site):
+    client, log, store = site
+    catalogue(log, store, {m: (f"Model movie {m}", 2000, ("Drama",)) for m in MODEL_MOVIES})
+    publish(store)
+    for user in ("ana", "ben"):
+        client.post("/v1/reviews", headers=bearer(user), json={"user_id": user, "movie_id": "m1", "rating": 5})
+    project(log, store)
+    match = client.get("/", params={"user": ["ana", "ben"]})
+    cards = re.findall(r'<li class="card">\s*<h3><a href="/movies/([^"]+)">Model movie', match.text)
+    assert len(cards) == 10
+    assert re.search(r'because they liked <a href="/movies/m1">Model movie m1</a>', match.text)
+    assert movie_links(client.get("/users/ana")) == ["m1"]
+    history = client.get("/users/ana/history", params={"on": "2100-01-01"})
+    assert movie_links(history) == ["m1", "m1"]  # the review as it stood, and the change
+    signed_in(client, "cy")
+    assert "m1" in movie_links(client.get("/review", params={"q": "model movie m1"}))
+    client.get("/movies/m1").raise_for_status()

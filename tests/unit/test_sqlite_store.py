@@ -56,3 +56,18 @@ def test_a_catalogue_projected_before_title_search_is_indexed_when_the_file_is_o
     store = SQLiteStore(path)
     assert [e.movie_id for e in search(store, "hea", 0, 10)[1]] == ["m"] and store.genres() == ["Crime"]
     store.close()
+
+
+def test_reviews_projected_before_movie_pages_get_the_index_and_their_reviewers_when_the_file_is_opened(tmp_path):
+    path = tmp_path / "p.db"
+    store = SQLiteStore(path)
+    apply_records(store, records(sub("a", "Ana", "m", 2.0), sub("b", "ben", "m", 4.0)))
+    store._db.executescript("DROP TABLE reviewers; DROP INDEX reviews_by_movie_newest; "  # as a file of schema 4 had it
+                            "CREATE INDEX reviews_by_movie ON reviews (movie_id, rating);")
+    store.close()
+    store = SQLiteStore(path)
+    indexes = {name for (name,) in store._db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'reviews'")}
+    assert "reviews_by_movie_newest" in indexes and "reviews_by_movie" not in indexes
+    assert store.reviewers("a", 10) == ["Ana"]
+    assert [r.user_id for r in store.movie_reviews("m", 10, None)] == ["ben", "Ana"]
+    store.close()
