@@ -3,8 +3,8 @@ installed by `scripts/setup.sh --test` into `.node/`) runs inside each page in h
 violation of "serious" or "critical" impact may remain. Signed out and signed in, with the states a
 visitor reaches: results, errors beside fields, notices, the 404 pages, a forgotten user's page.
 
-The stack, the data and the browser are test_site_browser's fixtures (the site on the session's
-stack with a MovieLens-format import, a diary of reviews and a trained model).
+The site is the session's (tests/integration/site.py: the stack with a MovieLens-format import, a diary
+of reviews and a trained model), shared with test_site_browser, whose browser fixture this module uses.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.test_site_browser import HISTORY_USER, PASSWORD, browser, browsing, site  # noqa: F401 (fixtures)
+from tests.integration.site import HISTORY_USER, PASSWORD
+from tests.integration.test_site_browser import browser, browsing  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,7 @@ def test_every_page_signed_out_has_no_serious_accessibility_violation(visitor, p
 def test_forms_with_errors_signed_out_have_no_serious_accessibility_violation(visitor):
     found = {}
     visitor.goto("/signin")
-    visitor.get_by_label("User id").fill("web-writer")
+    visitor.get_by_label("User id").fill(f"a11y-{uuid.uuid4().hex[:6]}")  # no one's: the site is shared
     visitor.get_by_label("Password").fill("not the password")
     visitor.get_by_role("button", name="Sign in").click()
     visitor.get_by_role("alert").first.wait_for()
