@@ -21,13 +21,14 @@ import time
 import uuid
 import zlib
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from typing import Iterable, Iterator
 
 import msgspec
-from cassandra import ConsistencyLevel, WriteTimeout, WriteType
+from cassandra import ConsistencyLevel, OperationTimedOut, Timeout, Unavailable, WriteTimeout, WriteType
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
@@ -37,7 +38,7 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, ValueSequenc
 from events.errors import HarmonyError
 from projections.store import (
     FACTOR_KINDS, REBUILDABLE, AccountRow, CatalogueEntry, Changes, Clock, FactorRow, HistoryRow, ModelInfo,
-    Movie, PartitionLag, RatingCount, ReviewRow, Tally,
+    Movie, PartitionLag, RatingCount, ReviewRow, StoreUnavailable, Tally,
 )
 from projections.timestamps import from_micros, micros
 from projections.titles import LAST_CHAR, MIN_PREFIX, folded_words
@@ -240,6 +241,20 @@ class RetryIdempotentWrites(RetryPolicy):
         return self.RETHROW, None
 
 
+# The node (or every node) away, overloaded or slow for now: no request got an answer in time.
+UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, Timeout)
+
+
+@contextmanager
+def _unavailable_is_transient():
+    """What the projector asks, with the store being away for now raised as StoreUnavailable (the
+    worker waits it out and asks again) rather than as the driver's error (which ends the process)."""
+    try:
+        yield
+    except UNAVAILABLE as error:
+        raise StoreUnavailable(f"Cassandra did not answer: {error!r}") from error
+
+
 def _cas_unknown(error: Exception) -> bool:
     """A compare-and-set whose outcome is unknown: a Paxos timeout (contention), or CAS_WRITE_UNKNOWN
     (protocol v5's 0x1700, which cassandra-driver 3.30 does not name: a bare ErrorMessage)."""
@@ -393,6 +408,7 @@ class CassandraStore:
 
     # -- projector side ---------------------------------------------------------------
 
+    @_unavailable_is_transient()
     def checkpoint(self) -> Checkpoint:
         generation, views = self._generation()
         partitions = [p for (p,) in self._session.execute(self._statement(
@@ -402,12 +418,14 @@ class CassandraStore:
             (generation, ValueSequence(partitions)))) if partitions else {}
         return Checkpoint(offsets, generation, dict(views))
 
+    @_unavailable_is_transient()
     def first_applied(self, events: list[tuple[str, str]]) -> dict[str, tuple[int, int]]:
         statement = self._statement("SELECT event_id, log_partition, log_offset FROM {base}.applied_at "
                                     "WHERE bucket = ? AND (key, event_id) IN ?")
         queries = in_chunks((bucket(key), (key, event_id)) for key, event_id in events)
         return {event_id: (partition, offset) for event_id, partition, offset in self._read_all(statement, queries)}
 
+    @_unavailable_is_transient()
     def apply(self, changes: Changes) -> bool:
         since = changes.since
         if not isinstance(since, Checkpoint):

@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from events.errors import HarmonyError
 from events.lag import PartitionLag  # also imported from here by the store's users
 
 ReviewKey = tuple[str, str]  # (user_id, movie_id)
@@ -21,6 +22,11 @@ REBUILDABLE = ("reviews", "movies", "history")
 
 # Every kind of factor row a model version has (ml.registry.publish writes them).
 FACTOR_KINDS = ("user", "item", "taste")
+
+
+class StoreUnavailable(HarmonyError):
+    """The store could not answer for now (a node down, overloaded or timing out): what the projector
+    asked may simply be asked again (its writes are safe to apply twice, its commit is compared)."""
 
 
 class Review(msgspec.Struct, frozen=True):

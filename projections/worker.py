@@ -2,7 +2,7 @@
 
 At-least-once delivery from the broker; the store's checkpoint and event-id
 check make it exactly-once in effect. No Faust tables: state lives in the store.
-A broker away is waited out (events/retry.py): a retry goes on from the store's
+A broker or a store away is waited out (events/retry.py): a retry goes on from the store's
 checkpoint. Any other failure ends the process (crash-only): a restart does the same.
 
 Beside it, the accounts view: a task follows the accounts topic from the store's accounts
@@ -29,13 +29,18 @@ from events.sealing import Keys
 from events.topic import ensure_topics
 from projections.accounts import follow_accounts
 from projections.projector import DeadLetter, LogProjector
-from projections.store import PartitionLag, ProjectionStore
+from projections.store import PartitionLag, ProjectionStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
 BATCH_WAIT = 0.05  # seconds to wait for a batch to fill when the log is quiet
 LAG_INTERVAL = 2.0
+
+
+def unavailable(error: BaseException) -> bool:
+    """The broker or the store away for now (a Cassandra node overloaded by a backlog, say)."""
+    return broker_unavailable(error) or isinstance(error, StoreUnavailable)
 
 
 @dataclass(frozen=True)
@@ -73,14 +78,14 @@ def create_app(config: WorkerConfig, store: ProjectionStore, keys: Keys) -> faus
                        for e in batch]
             async with crash_on_failure("projection"):
                 # A retry goes on from the store's checkpoint: nothing is applied twice.
-                await retrying(broker_unavailable, "projecting a batch", projector.project, records)
+                await retrying(unavailable, "projecting a batch", projector.project, records)
                 # Far behind the log end: Faust's per-event stream (~100 us an event) would take
                 # long, so read the backlog straight from the log in big batches, then skip it.
                 lags = partition_lag(app, topic, await asyncio.to_thread(store.checkpoint))
                 behind = {lag.partition: lag.high_watermark for lag in lags if lag.lag}
                 if sum(lag.lag for lag in lags) > config.catch_up_lag:
                     log.info("reading the backlog straight from the log", extra={"until": behind})
-                    await retrying(broker_unavailable, "reading the backlog", projector.catch_up, behind)
+                    await retrying(unavailable, "reading the backlog", projector.catch_up, behind)
                     await skip_to(app, {TP(topic, partition): high for partition, high in behind.items()})
 
     @app.task
@@ -94,7 +99,7 @@ def create_app(config: WorkerConfig, store: ProjectionStore, keys: Keys) -> faus
     async def catch_up(until: dict[int, int]) -> None:
         async with crash_on_failure("projection"):
             log.info("catching up from the log", extra={"until": until})
-            await retrying(broker_unavailable, "catching up from the log", projector.catch_up, until)
+            await retrying(unavailable, "catching up from the log", projector.catch_up, until)
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():

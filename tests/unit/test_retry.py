@@ -8,10 +8,15 @@ import logging
 import pytest
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from cassandra import InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout, WriteType
+from cassandra.cluster import NoHostAvailable
 
 from archive.buffer import s3_unavailable
 from events import retry
 from events.retry import broker_unavailable, retrying
+from projections.cassandra_store import _unavailable_is_transient
+from projections.store import StoreUnavailable
+from projections.worker import unavailable
 
 
 def s3_error(status: int, code: str) -> ClientError:
@@ -32,6 +37,24 @@ def test_a_service_away_is_told_from_one_that_refuses():
     assert s3_unavailable(s3_error(500, "InternalError"))
     assert not s3_unavailable(s3_error(403, "AccessDenied"))
     assert not s3_unavailable(s3_error(404, "NoSuchBucket"))
+
+
+@pytest.mark.parametrize("error", [
+    NoHostAvailable("Unable to complete the operation", {"127.0.0.1": "Connection is overloaded"}),
+    OperationTimedOut("no answer in 10 s"), Unavailable("2 replicas needed, 1 alive"),
+    WriteTimeout("a replica was slow", write_type=WriteType.BATCH), ReadTimeout("a replica was slow"),
+])
+def test_cassandra_away_is_a_store_unavailable_which_the_worker_waits_out(error):
+    with pytest.raises(StoreUnavailable) as raised, _unavailable_is_transient():
+        raise error
+    assert raised.value.__cause__ is error
+    assert unavailable(raised.value) and unavailable(KafkaConnectionError("down"))
+
+
+def test_a_store_that_refuses_is_not_waited_out():
+    with pytest.raises(InvalidRequest) as raised, _unavailable_is_transient():
+        raise InvalidRequest("unconfigured table")
+    assert not unavailable(raised.value)
 
 
 @pytest.fixture
