@@ -57,7 +57,7 @@ async def home(request: Request) -> Response:
                   people=people, more=more, strategy=strategy, strategies=strategies.body["strategies"],
                   genres=genres.body["genres"], chosen=chosen, year_from=query.get("year_from", ""),
                   year_to=query.get("year_to", ""), users=users, result=result,
-                  forgotten=forgotten_member(result, users), search=str(request.url))
+                  forgotten=forgotten_member(result, users), search=this_page(request))
 
 
 def forgotten_member(result: Answer | None, users: list[str]) -> str | None:

@@ -567,7 +567,7 @@ def test_the_answer_shows_the_results_first_with_a_link_that_reproduces_the_sear
     page = client.get("/", params=query)
     readable(page, 200, "For ana, ben", "Change the search")
     assert page.text.index('class="results"') < page.text.index('<form method="get" action="/"')
-    link = html.unescape(re.search(r'Link to this search: <a href="([^"]+)"', page.text).group(1))
+    link = html.unescape(re.search(r'<a href="([^"]+)">Link to this search</a>', page.text).group(1))
     assert parse_qs(urlsplit(link).query) == parse_qs(urlsplit(str(page.url)).query)
     again = client.get(link)
     assert re.findall(r'<li class="card">.*?</li>', again.text, re.S) == \
