@@ -66,7 +66,11 @@ def serving(directory, **env):
         process = subprocess.Popen([sys.executable, "-c", SERVE, str(port), *map(str, astuple(TIMEOUTS))],
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: healthy(port), 60, f"API not serving: {log_path.read_text()[-2000:]}")
+        try:
+            wait_until(lambda: healthy(port) or process.poll() is not None, 60, "API not serving")
+        except AssertionError as error:  # the log as it is at the timeout, not as it was at the start
+            raise AssertionError(f"{error}: {log_path.read_text()[-3000:]}") from None
+        assert process.poll() is None, f"the API exited with {process.returncode}: {log_path.read_text()[-3000:]}"
         yield Server(port, log_path)
     finally:
         process.terminate()
