@@ -105,31 +105,33 @@ def site(stack_dir, tmp_path_factory):
     from harmony.settings import load
 
     folder = tmp_path_factory.mktemp("site")
+    # This process's environment names the site's settings only while they are read: the site outlives
+    # every module, and children of later tests copy os.environ.
     with pytest.MonkeyPatch.context() as patch:
         env = use_environment(patch, stack_dir, f"sqlite:///{folder / 'projections.db'}",
                               HARMONY_ALS_RANK="4", HARMONY_ALS_MAX_ITER="5", HARMONY_SPARK_DRIVER_MEMORY="1g")
         settings = load()
-        harmony(env, "import", "movielens", str(movielens_folder(folder / "ml")))
-        produce_events(settings.kafka_bootstrap, settings.topic, diary())
-        services = [Service([name], env, folder / f"{name}.log").start() for name in ("worker", "archiver")]
-        try:
-            store = bootstrap.store(settings)
-            s3 = bootstrap.s3(settings)
-            end = sum(log_end(settings.kafka_bootstrap, settings.topic).values())
-            wait_until(lambda: applied(store) == end, 120, f"worker behind: {services[0].log()[-2000:]}", 0.5)
-            checkpoint = store.checkpoint()
-            wait_until(lambda: all(o >= checkpoint[p] for p, o in ArchiveProgress(
-                s3, settings.s3_bucket, settings.topic).archived(checkpoint).items()), 120,
-                f"archiver behind: {services[1].log()[-2000:]}", 0.5)
-            store.close()
-            harmony(env, "train", "--no-tune")
-            api, url = start_api(env, folder / "api.log")
-            services.append(api)
-            for user in WRITERS:
-                opened = httpx.post(f"{url}/v1/accounts", json={"user_id": user, "password": PASSWORD}, timeout=30)
-                assert opened.status_code == 201, opened.text
-            harmony(env, "accounts", "add", REVIEWER, "--password-stdin", stdin=f"{PASSWORD}\n")
-            yield {"url": url, "env": env, "folder": folder}
-        finally:
-            for service in services:
-                service.stop()
+    harmony(env, "import", "movielens", str(movielens_folder(folder / "ml")))
+    produce_events(settings.kafka_bootstrap, settings.topic, diary())
+    services = [Service([name], env, folder / f"{name}.log").start() for name in ("worker", "archiver")]
+    try:
+        store = bootstrap.store(settings)
+        s3 = bootstrap.s3(settings)
+        end = sum(log_end(settings.kafka_bootstrap, settings.topic).values())
+        wait_until(lambda: applied(store) == end, 120, f"worker behind: {services[0].log()[-2000:]}", 0.5)
+        checkpoint = store.checkpoint()
+        wait_until(lambda: all(o >= checkpoint[p] for p, o in ArchiveProgress(
+            s3, settings.s3_bucket, settings.topic).archived(checkpoint).items()), 120,
+            f"archiver behind: {services[1].log()[-2000:]}", 0.5)
+        store.close()
+        harmony(env, "train", "--no-tune")
+        api, url = start_api(env, folder / "api.log")
+        services.append(api)
+        for user in WRITERS:
+            opened = httpx.post(f"{url}/v1/accounts", json={"user_id": user, "password": PASSWORD}, timeout=30)
+            assert opened.status_code == 201, opened.text
+        harmony(env, "accounts", "add", REVIEWER, "--password-stdin", stdin=f"{PASSWORD}\n")
+        yield {"url": url, "env": env, "folder": folder}
+    finally:
+        for service in services:
+            service.stop()
