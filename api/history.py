@@ -13,7 +13,7 @@ from api.auth import authorize
 from api.bodies import HistoryEvent, HistoryPage
 from api.forgetting import refuse_forgotten
 from api.problems import ProblemError
-from api.wire import MAX_LIMIT, Offset, decode_cursor, encode_cursor, in_utc, int_param, json_response
+from api.wire import MAX_LIMIT, Offset, decode_cursor, in_utc, int_param, json_response, page_of
 from events.position import Position
 from events.types import Timestamp
 from projections.history import changes, reviews_at
@@ -51,10 +51,10 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
     # occurred (a review's own date, an import's original one), folded in log order all the same.
     at, clock = (written_by, "occurred") if written_by is not None else (as_of, "recorded")
     rows = store.user_history(user_id, limit + 1, before, at, clock=clock)
-    page, more = rows[:limit], len(rows) > limit
+    page, next_cursor = page_of(rows, limit, lambda last: (last.partition, last.offset))
     # What an event changed depends on the movie's event before it: one look per movie of the page.
     prior = store.review_events_before(user_id, list({r.payload["movie_id"] for r in page}),
-                                       (page[-1].partition, page[-1].offset), at, clock=clock) if more else {}
+                                       (page[-1].partition, page[-1].offset), at, clock=clock) if next_cursor else {}
     done = changes(page, prior)
     reviews = None
     if at is not None:
@@ -68,7 +68,7 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
                              Position(r.partition, r.offset), r.payload)
                 for r, change in zip(page, done)
             ],
-            next_cursor=encode_cursor((page[-1].partition, page[-1].offset)) if more else None,
+            next_cursor=next_cursor,
             as_of=as_of,
             written_by=written_by,
             reviews=reviews,

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from api.bodies import CatalogueEntries, Genres, MovieReviewsPage, MoviesPage
 from api.problems import ProblemError
-from api.wire import MAX_LIMIT, Offset, decode_cursor, encode_cursor, int_param, json_response
+from api.wire import MAX_LIMIT, Offset, decode_cursor, encode_cursor, int_param, json_response, page_of
 from projections import titles
 from projections.store import ProjectionStore
 
@@ -40,10 +40,8 @@ def movie_reviews(request: Request) -> Response:
     rows = store.movie_reviews(movie_id, limit + 1, after)
     if not rows and after is None and store.movie(movie_id) is None:
         raise ProblemError(404, f"no movie {movie_id!r} in the catalogue or reviews")
-    page, more = rows[:limit], len(rows) > limit
-    last = page[-1] if page else None
-    return json_response(MovieReviewsPage(movie_id, page, encode_cursor((last.reviewed_at, last.user_id)) if more
-                                          else None))
+    page, next_cursor = page_of(rows, limit, lambda last: (last.reviewed_at, last.user_id))
+    return json_response(MovieReviewsPage(movie_id, page, next_cursor))
 
 
 def search_movies(request: Request) -> Response:

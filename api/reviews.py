@@ -18,7 +18,7 @@ from api.bodies import ReviewsPage
 from api.forgetting import FORGOTTEN, refuse_forgotten
 from api.problems import ProblemError
 from api.wire import (
-    MAX_LIMIT, decode_cursor, encode_cursor, idempotency_key, int_param, invalid, json_response, read_json,
+    MAX_LIMIT, decode_cursor, idempotency_key, int_param, invalid, json_response, page_of, read_json,
 )
 from commands.handlers import IdempotencyConflict, InvalidCommand, Lookup, Recorded
 from commands.types import Receipt, RetractReview, SubmitReview
@@ -152,12 +152,11 @@ async def user_reviews(request: Request) -> Response:
         return store.user_reviews(user_id, limit + 1, after)
 
     rows = await run_in_threadpool(read)
-    page, more = rows[:limit], len(rows) > limit
-    last = page[-1] if page else None
+    page, next_cursor = page_of(rows, limit, lambda last: (last.reviewed_at, last.movie_id))
     return json_response(
         ReviewsPage(
             user_id=user_id,
             reviews=[Review(r.movie_id, r.rating, r.summary, r.text, r.reviewed_at, r.event_id) for r in page],
-            next_cursor=encode_cursor((last.reviewed_at, last.movie_id)) if more else None,
+            next_cursor=next_cursor,
         )
     )

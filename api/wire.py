@@ -8,7 +8,7 @@ import json
 import logging
 import re
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
@@ -116,6 +116,12 @@ def int_param(request: Request, name: str, default: int | None, low: int, high: 
 
 def encode_cursor(key: tuple) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode()
+
+
+def page_of(rows: list, limit: int, key: Callable[[Any], tuple]) -> tuple[list, str | None]:
+    """The first `limit` of rows read as `limit + 1`, and the cursor after them (None: the last page)."""
+    page = rows[:limit]
+    return page, encode_cursor(key(page[-1])) if len(rows) > limit else None
 
 
 def decode_cursor(cursor: str, kind: type):
