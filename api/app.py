@@ -37,7 +37,7 @@ from api.movies import MAX_IDS, MAX_QUERY, MAX_SEARCH_LIMIT, catalogue_entries, 
 from api.openapi import Link, Operation, Param, document
 from api.problems import HANDLERS
 from api.reviewers import MAX_PREFIX, MAX_REVIEWERS, reviewers
-from api.reviews import LogEnds, retract_review, submit_review, user_reviews
+from api.reviews import READ_WAIT, LogEnds, retract_review, submit_review, user_reviews
 from api.wire import MAX_KEY, MAX_LIMIT
 from commands.accounts import AccountOpenedView, Credentials, OpenAccount
 from commands.forgetting import Forgetting
@@ -90,6 +90,8 @@ def cursor(description: str) -> Param:
     return Param("cursor", "query", description, {"type": "string", "minLength": 1})
 
 
+AFTER = Param("after", "query", "a command's token: wait until that write is visible (a token past the log's end: "
+              f"400; not visible within {READ_WAIT:.0f} s: 503 with Retry-After)", {"type": "string", "minLength": 1})
 KEY = Param("Idempotency-Key", "header", f"makes a retried request have exactly one effect (1 to {MAX_KEY} "
             "visible ASCII characters)", {"type": "string", "minLength": 1, "maxLength": MAX_KEY,
                                           "pattern": "^[ -~]+$"})
@@ -118,8 +120,8 @@ OPERATIONS = [
                       Link("Retract", "retract_review", "retract the review",
                            {"user_id": "$request.body#/user_id", "movie_id": "$request.body#/movie_id"}),
                       Link("Movie", "movie", "the movie's statistics", {"movie_id": "$request.body#/movie_id"}),
-                      Link("History", "user_history", "the user's audit trail",
-                           {"user_id": "$request.body#/user_id"}))),
+                      Link("History", "user_history", "the user's audit trail, once this event is in it",
+                           {"user_id": "$request.body#/user_id", "after": "$response.body#/token"}))),
      submit_review),
     (Operation("DELETE", "/v1/users/{user_id}/reviews/{movie_id}", "Retract a review", 202, Receipt, None,
                (USER, FILM, KEY), (400, 404, 409, 422, 503), "Needs a token for the user.", signed_in=True,
@@ -137,9 +139,7 @@ OPERATIONS = [
                ReviewsPage, None,
                (USER, Param("limit", "query", f"page size, 1 to {MAX_LIMIT}", bounded(1, MAX_LIMIT)),
                 cursor("next_cursor of the previous page"),
-                Param("after", "query", "a command's token: wait until that write is visible (a token past the "
-                      "log's end: 400)",
-                      {"type": "string", "minLength": 1})),
+                AFTER),
                (400, 404, 503), "404: the user asked to be forgotten.",
                links=(Link("NextPage", "user_reviews", "the next page",
                            {"user_id": "$request.path.user_id", "cursor": "$response.body#/next_cursor"}),)),
@@ -153,8 +153,9 @@ OPERATIONS = [
                 Param("written_by", "query", "RFC 3339 time: only events that occurred by then (a review "
                       "by when it was written, an import by its original date, a retraction by when it was "
                       "made), plus the reviews as they stood by those dates",
-                      {"type": "string", "format": "date-time"})),
-               (400, 404), "Newest first by log position. One clock at a time: `as_of` (when the log recorded "
+                      {"type": "string", "format": "date-time"}),
+                AFTER),
+               (400, 404, 503), "Newest first by log position. One clock at a time: `as_of` (when the log recorded "
                "each event) or `written_by` (when it occurred), both: 400. 404: the user asked to be forgotten.",
                links=(Link("NextPage", "user_history", "the next page",
                            {"user_id": "$request.path.user_id", "cursor": "$response.body#/next_cursor"}),)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,6 +14,7 @@ from api.auth import authorize
 from api.bodies import HistoryEvent, HistoryPage
 from api.forgetting import refuse_forgotten
 from api.problems import ProblemError
+from api.reviews import wait_for
 from api.wire import MAX_LIMIT, Offset, decode_cursor, in_utc, int_param, json_response, page_of
 from events.position import Position
 from events.types import Timestamp
@@ -35,12 +37,11 @@ def time_param(request: Request, name: str) -> datetime | None:
     return moment
 
 
-def user_history(request: Request) -> Response:  # plain def: Starlette runs it in its thread pool
+async def user_history(request: Request) -> Response:
     store: ProjectionStore = request.app.state.store
     user_id = request.path_params["user_id"]
     if request.app.state.auth.private_history:
         authorize(request, user_id)
-    refuse_forgotten(request, [user_id])
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     before = decode_cursor(cursor, HistoryCursor) if cursor is not None else None
@@ -50,6 +51,16 @@ def user_history(request: Request) -> Response:  # plain def: Starlette runs it 
     # as_of: events by the time the log recorded them (the audit); written_by: by the time they
     # occurred (a review's own date, an import's original one), folded in log order all the same.
     at, clock = (written_by, "occurred") if written_by is not None else (as_of, "recorded")
+    if (token := request.query_params.get("after")) is not None:
+        await wait_for(store, request.app.state.log_ends, token)
+    return await run_in_threadpool(history_page, request, user_id, limit, before, as_of, written_by, at, clock)
+
+
+def history_page(request: Request, user_id: str, limit: int, before: HistoryCursor | None, as_of: datetime | None,
+                 written_by: datetime | None, at: datetime | None, clock: str) -> Response:
+    """The page's reads, in one trip to the thread pool."""
+    store: ProjectionStore = request.app.state.store
+    refuse_forgotten(request, [user_id])
     rows = store.user_history(user_id, limit + 1, before, at, clock=clock)
     page, next_cursor = page_of(rows, limit, lambda last: (last.partition, last.offset))
     # What an event changed depends on the movie's event before it: one look per movie of the page.
