@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -71,12 +72,28 @@ def wait_until(predicate, timeout: float, message: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f}s: {message}")
 
 
+_stopping: list[threading.Thread] = []  # stacks stopping in the background
+
+
+def stop_in_background(directory: Path) -> None:
+    """Stop a stack the tests are done with while the next tests run: SeaweedFS takes about 15 s to exit
+    on SIGTERM (its filer's graceful stop). pytest_sessionfinish waits for every one."""
+    thread = threading.Thread(target=launcher.down, args=(directory,), name=f"stopping {directory.name}")
+    thread.start()
+    _stopping.append(thread)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for thread in _stopping:
+        thread.join()
+
+
 @pytest.fixture(scope="session")
 def stack_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("stack")
     launcher.up(directory, "harmony.reviews", PARTITIONS)
     yield directory
-    launcher.down(directory)
+    stop_in_background(directory)
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +106,7 @@ def cassandra_node(tmp_path_factory) -> dict:
     info = launcher.up(directory, "harmony.reviews", PARTITIONS, cassandra_nodes=1,
                        cassandra_heap=load().cassandra_heap)
     yield info["cassandra"]
-    launcher.down(directory)
+    stop_in_background(directory)
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +118,7 @@ def spark_cluster(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("spark")
     launcher.up(directory, "harmony.reviews", PARTITIONS, spark_workers=1, spark_memory="1g")
     yield directory
-    launcher.down(directory)
+    stop_in_background(directory)
 
 
 # Runs a test once on each projection store: `@BOTH_STORES` before a test that uses `env`.

@@ -18,7 +18,7 @@ from cassandra.protocol import ErrorMessage
 from harmony import bootstrap
 from harmony import stack as launcher
 from harmony.settings import load
-from tests.conftest import PARTITIONS, Service, use_environment, wait_until
+from tests.conftest import PARTITIONS, Service, stop_in_background, use_environment, wait_until
 from tests.integration.helpers import applied, fold_of_log, produce_events, review_stream
 from tests.reference_fold import assert_same
 
@@ -51,7 +51,7 @@ def cluster_dir(tmp_path_factory):
         _up(directory)
         yield directory
     finally:
-        launcher.down(directory)
+        stop_in_background(directory)
 
 
 @pytest.fixture

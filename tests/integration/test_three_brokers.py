@@ -21,7 +21,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from harmony import bootstrap, stack as launcher
-from tests.conftest import PARTITIONS, wait_until
+from tests.conftest import PARTITIONS, stop_in_background, wait_until
 from tests.integration.helpers import log_end
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def stack_dir(tmp_path_factory):
     info = launcher.up(directory, "harmony.reviews", PARTITIONS, brokers=3)
     assert [name for name in info["services"] if name.startswith("kafka-")] == ["kafka-1", "kafka-2", "kafka-3"]
     yield directory
-    launcher.down(directory)
+    stop_in_background(directory)
 
 
 async def _describe(bootstrap: str, topic: str) -> tuple[list[int], list[dict]]:
