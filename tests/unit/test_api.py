@@ -34,13 +34,15 @@ def test_submit_then_read_your_write(world):
     assert [(r["movie_id"], r["rating"]) for r in page["reviews"]] == [("m1", 4.5)]
 
 
-def test_after_token_not_yet_projected_answers_503_after_waiting(world, monkeypatch):
+@pytest.mark.parametrize("read", ["reviews", "history"])
+def test_after_token_not_yet_projected_answers_503_after_waiting(world, monkeypatch, read):
     client, _, _ = world
     monkeypatch.setattr(api_reviews, "READ_WAIT", 0.2)
     receipt = client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m1", "rating": 4.5}).json()
-    response = client.get("/v1/users/ana/reviews", params={"after": receipt["token"]})
+    response = client.get(f"/v1/users/ana/{read}", params={"after": receipt["token"]})
     is_problem(response, 503)
     assert response.headers["retry-after"] == "1"
+    is_problem(client.get(f"/v1/users/ana/{read}", params={"after": "nonsense"}), 400)
 
 
 def test_history_waits_for_the_write_behind_after(world):
@@ -49,16 +51,6 @@ def test_history_waits_for_the_write_behind_after(world):
     project(log, store)
     page = client.get("/v1/users/ana/history", params={"after": receipt.json()["token"]}).json()
     assert [e["event_id"] for e in page["events"]] == [receipt.json()["event_id"]]
-
-
-def test_history_after_a_token_not_yet_projected_answers_503(world, monkeypatch):
-    client, _, _ = world
-    monkeypatch.setattr(api_reviews, "READ_WAIT", 0.2)
-    receipt = client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m1", "rating": 4.5}).json()
-    response = client.get("/v1/users/ana/history", params={"after": receipt["token"]})
-    is_problem(response, 503)
-    assert response.headers["retry-after"] == "1"
-    is_problem(client.get("/v1/users/ana/history", params={"after": "nonsense"}), 400)
 
 
 def test_broker_down_answers_503_and_not_ready(world):
