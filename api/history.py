@@ -48,19 +48,19 @@ async def user_history(request: Request) -> Response:
     as_of, written_by = time_param(request, "as_of"), time_param(request, "written_by")
     if as_of is not None and written_by is not None:
         raise ProblemError(400, "as_of and written_by are two clocks: give one of them, not both")
-    # as_of: events by the time the log recorded them (the audit); written_by: by the time they
-    # occurred (a review's own date, an import's original one), folded in log order all the same.
-    at, clock = (written_by, "occurred") if written_by is not None else (as_of, "recorded")
     if (token := request.query_params.get("after")) is not None:
         await wait_for(store, request.app.state.log_ends, token)
-    return await run_in_threadpool(history_page, request, user_id, limit, before, as_of, written_by, at, clock)
+    return await run_in_threadpool(history_page, request, user_id, limit, before, as_of, written_by)
 
 
 def history_page(request: Request, user_id: str, limit: int, before: HistoryCursor | None, as_of: datetime | None,
-                 written_by: datetime | None, at: datetime | None, clock: str) -> Response:
-    """The page's reads, in one trip to the thread pool."""
+                 written_by: datetime | None) -> Response:
+    """The key-store check and the page's reads, in one trip to the thread pool."""
     store: ProjectionStore = request.app.state.store
     refuse_forgotten(request, [user_id])
+    # as_of: events by the time the log recorded them (the audit); written_by: by the time they
+    # occurred (a review's own date, an import's original one), folded in log order all the same.
+    at, clock = (written_by, "occurred") if written_by is not None else (as_of, "recorded")
     rows = store.user_history(user_id, limit + 1, before, at, clock=clock)
     page, next_cursor = page_of(rows, limit, lambda last: (last.partition, last.offset))
     # What an event changed depends on the movie's event before it: one look per movie of the page.
