@@ -170,6 +170,12 @@ def _entry(movie_id, title, year, genres, image_url) -> CatalogueEntry:
     return CatalogueEntry(movie_id, title, year, _genres(genres), image_url)
 
 
+def _execute_each(db: sqlite3.Connection, script: str) -> None:
+    """Run a script's statements one by one: `executescript` would commit the transaction they are in."""
+    for statement in filter(str.strip, script.split(";")):
+        db.execute(statement)
+
+
 def _index_reviewers(db: sqlite3.Connection, users: set[str]) -> None:
     db.executemany("INSERT OR IGNORE INTO reviewers VALUES (?, ?)", [(user.casefold(), user) for user in users])
 
@@ -232,8 +238,7 @@ class SQLiteStore:
             if accounts and "skeleton" not in accounts:  # from before skeletons: the worker reads the topic again
                 self._db.execute("DROP TABLE accounts")
                 self._db.execute("DROP TABLE accounts_checkpoints")
-            for statement in filter(str.strip, (SCHEMA + ("" if self._scratch else READ_INDEXES)).split(";")):
-                self._db.execute(statement)
+            _execute_each(self._db, SCHEMA + ("" if self._scratch else READ_INDEXES))
             columns = {name for _, name, *_ in self._db.execute("PRAGMA table_info(factors)")}
             if "count" not in columns:  # a registry from before factor rows had counts: keep it
                 self._db.execute("ALTER TABLE factors ADD COLUMN count INTEGER NOT NULL DEFAULT 0")
@@ -604,8 +609,7 @@ class SQLiteStore:
         """Build the read side's indexes (a scratch store is folded without them): sorted once, after
         the rows, and then the swap copies tables and indexes page by page, as they are."""
         with self._lock:
-            for statement in filter(str.strip, READ_INDEXES.split(";")):
-                self._db.execute(statement)
+            _execute_each(self._db, READ_INDEXES)
 
     def swap_in(self, fresh: "SQLiteStore", views: list[str]) -> None:
         """Copy `views` and the checkpoint over from `fresh` in one transaction; readers keep their
