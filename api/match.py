@@ -139,7 +139,7 @@ def _users(request: Request) -> list[str]:
     try:
         return msgspec.convert(users, list[CommandUserId])
     except msgspec.ValidationError:
-        raise ProblemError(400, "users: ids with no '/' and no control characters") from None
+        raise ProblemError(400, "users: ids that are not '.' or '..', with no '/' and no control characters") from None
 
 
 def _filters(request: Request) -> matching.Filters:

@@ -9,10 +9,11 @@ from typing import Annotated
 
 from events.types import MovieId, Rating, Summary, Text, Timestamp, UserId
 
-# What a command's id must be beyond the events' limits: not blank, and free of "/" (a URL could not
-# carry it back to read or retract) and control characters. ECMA-262 as well, for the OpenAPI document.
-_READABLE = msgspec.Meta(pattern=r"^(?!\s*$)[^/\x00-\x1f\x7f-\x9f]+(?![\s\S])",
-                         description="not blank; no '/' and no control characters")
+# What a command's id must be beyond the events' limits: not blank, neither "." nor ".." (clients and
+# browsers resolve those away from a URL), free of "/" (a URL could not carry it back to read or
+# retract) and of control characters. ECMA-262 as well, for the OpenAPI document.
+_READABLE = msgspec.Meta(pattern=r"^(?!\s*$)(?!\.{1,2}$)[^/\x00-\x1f\x7f-\x9f]+(?![\s\S])",
+                         description="not blank, '.' or '..'; no '/' and no control characters")
 CommandUserId = Annotated[UserId, _READABLE]
 CommandMovieId = Annotated[MovieId, _READABLE]
 

@@ -53,7 +53,8 @@ def test_an_idempotency_key_is_1_to_255_visible_ascii_characters(world):
 
 
 @pytest.mark.parametrize("field, value", [("user_id", "a/b"), ("user_id", "   "), ("user_id", "ana\n"),
-                                          ("movie_id", "m\x07"), ("movie_id", "\u0085"), ("movie_id", "/")])
+                                          ("movie_id", "m\x07"), ("movie_id", "\u0085"), ("movie_id", "/"),
+                                          ("movie_id", "."), ("movie_id", "..")])
 def test_an_id_that_could_not_be_read_back_or_shown_is_a_422(world, field, value):
     client, log, _ = world
     body = is_problem(client.post("/v1/reviews", headers=bearer("ana"), json={"user_id": "ana", "movie_id": "m", "rating": 4,
