@@ -21,7 +21,9 @@ from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
 
 from keys.records import SubjectRow
-from projections.cassandra_store import CONCURRENCY, CassandraConfig, CassandraStore, RetryIdempotentWrites, _cas_unknown
+from projections.cassandra_store import (
+    CONCURRENCY, CassandraConfig, CassandraStore, RetryIdempotentWrites, _cas_unknown, change_schema,
+)
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS subjects_by_user (user_id text PRIMARY KEY, subject text, wrapped blob);
@@ -54,12 +56,11 @@ class CassandraKeys:
                                 connect_timeout=config.connect_timeout,
                                 control_connection_timeout=config.connect_timeout)
         self._session = CassandraStore._connect(self)  # the store's: an unreachable cluster is one line
-        self._session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
+        change_schema(self._session, f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
+                      f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
         for statement in filter(str.strip, TABLES.split(";")):
-            self._session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ",
-                                                    f"CREATE TABLE IF NOT EXISTS {self.keyspace}."))
+            change_schema(self._session, statement.replace("CREATE TABLE IF NOT EXISTS ",
+                                                           f"CREATE TABLE IF NOT EXISTS {self.keyspace}."))
         self._prepared: dict[str, object] = {}
 
     def _statement(self, cql: str):

@@ -53,6 +53,9 @@ ROW_BYTES = 150  # a row's size as Cassandra counts it toward that limit, withou
 IN_CHUNK = 200  # keys per `IN` query
 WHERE_TTL = 1.0  # seconds a reader trusts where the views live before reading it again
 LEASE = "maintenance"
+# Seconds a schema change may take: every node agrees on it, and a loaded node can be slow to (a DROP
+# KEYSPACE took over 10 s, the default, with a rebuild and benchmarks running beside it).
+SCHEMA_TIMEOUT = 60.0
 # An account row's write timestamp is this minus its log position, so the lowest position is the
 # newest write, the one Cassandra keeps; a position is (partition << 40) + offset.
 FIRST_WINS = 1 << 62
@@ -255,6 +258,10 @@ def _unavailable_is_transient():
         raise StoreUnavailable(f"Cassandra did not answer: {error!r}") from error
 
 
+def change_schema(session, cql: str) -> None:
+    session.execute(cql, timeout=SCHEMA_TIMEOUT)
+
+
 def _cas_unknown(error: Exception) -> bool:
     """A compare-and-set whose outcome is unknown: a Paxos timeout (contention), or CAS_WRITE_UNKNOWN
     (protocol v5's 0x1700, which cassandra-driver 3.30 does not name: a bare ErrorMessage)."""
@@ -283,17 +290,16 @@ class CassandraStore:
         keyspace = config.keyspace
         if scratch:
             _open_scratch.add(keyspace)
-        self._session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
+        change_schema(self._session, f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+                      f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
         had = self._tables(keyspace)
         self._create_tables(keyspace)
         for table, column, type in ADDED_COLUMNS:  # to tables of an older store, kept
             if self._session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND "
                                      "table_name = %s AND column_name = %s", (keyspace, table, column)).one() is None:
-                self._session.execute(f"ALTER TABLE {keyspace}.{table} ADD {column} {type}")
+                change_schema(self._session, f"ALTER TABLE {keyspace}.{table} ADD {column} {type}")
                 if table == "accounts":  # openings from before skeletons: the worker reads the topic again
-                    self._session.execute(f"TRUNCATE {keyspace}.accounts_checkpoints")
+                    change_schema(self._session, f"TRUNCATE {keyspace}.accounts_checkpoints")
         self._where: dict[str, str] = {}
         self._where_read = float("-inf")
         if self._session.execute(self._statement(GENERATION)).one() is None:
@@ -313,8 +319,8 @@ class CassandraStore:
 
     def _create_tables(self, keyspace: str) -> None:
         for statement in filter(str.strip, TABLES.split(";")):
-            self._session.execute(statement.replace("CREATE TABLE IF NOT EXISTS ",
-                                                    f"CREATE TABLE IF NOT EXISTS {keyspace}."))
+            change_schema(self._session, statement.replace("CREATE TABLE IF NOT EXISTS ",
+                                                           f"CREATE TABLE IF NOT EXISTS {keyspace}."))
 
     def _index_titles_once(self) -> None:
         """A keyspace from before title search was the store's: index the live catalogue once (where
@@ -366,7 +372,7 @@ class CassandraStore:
             log.warning("projection schema changed: dropping the old views; the worker projects them again "
                         "from the log", extra={"keyspace": keyspace, "tables": old})
         for name in old:
-            self._session.execute(f"DROP TABLE IF EXISTS {keyspace}.{name}")
+            change_schema(self._session, f"DROP TABLE IF EXISTS {keyspace}.{name}")
 
     def _statement(self, cql: str, **views: str):
         """The prepared statement of `cql`, whose `{base}` is this store's keyspace and whose
@@ -925,7 +931,7 @@ class CassandraStore:
         for keyspace in self._keyspaces():
             if (keyspace.startswith(prefix) and keyspace[len(prefix):].isalnum()
                     and keyspace not in live and keyspace not in _open_scratch):
-                self._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+                change_schema(self._session, f"DROP KEYSPACE IF EXISTS {keyspace}")
         return CassandraStore(replace(self.config, keyspace=f"{prefix}{uuid.uuid4().hex[:8]}"), scratch=True)
 
     def swap_in(self, fresh: "CassandraStore", views: list[str]) -> None:
@@ -979,7 +985,7 @@ class CassandraStore:
                 keyspace = self.config.keyspace
                 for name in {keyspace, *self._generation()[1].values(),
                              *(k for k in self._keyspaces() if k.startswith(f"{keyspace}__"))}:
-                    self._session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+                    change_schema(self._session, f"DROP KEYSPACE IF EXISTS {name}")
         finally:
             _open_scratch.discard(self.config.keyspace)
             self._cluster.shutdown()
