@@ -30,7 +30,7 @@ TARGET = 50_000.0
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0])
+    p = base_parser(__doc__)
     p.add_argument("--events", type=int, default=1_000_000, help="events to append (1000000)")
     p.add_argument("--users", type=int, default=50_000)
     p.add_argument("--movies", type=int, default=10_000)
@@ -225,26 +225,5 @@ def run(args) -> dict:
     return figures
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    producer, archive = figures["producer"], figures["archive"]
-    out = [("producer (append_bulk, acks=all)", f"{producer['events_per_second']:,.0f} events/s"),
-           ("archive, first to last segment", f"{archive['events_per_second']:,.0f} events/s"),
-           ("ratio archive / producer", f"{figures['ratio_archive_to_producer']}"),
-           ("end to end (first append → all in S3)",
-            f"{archive['end_to_end_events_per_second']:,.0f} events/s ({archive['end_to_end_s']} s)"),
-           ("last segment after the last ack", f"{archive['tail_after_last_ack_s']} s"),
-           ("segments", f"{archive['segments']} (mean {archive['segment_records_mean']:,} events, "
-                        f"{archive['segment_bytes_mean'] / 1e6:.1f} MB gz)"),
-           ("CPU cores busy", ", ".join(f"{k} {v}" for k, v in figures["cpu_cores_busy"].items()))]
-    if "verify" in figures:
-        out.append(("archive == log", f"{figures['verify']['equal']} ({figures['verify']['archived_records']:,} records)"))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    return run_benchmark("archive", f"archiver vs producer, {args.events:,} events", args, run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("archive", __doc__, parser().parse_args(), run))

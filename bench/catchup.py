@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 from bench.common import (
-    Child, Population, PySpy, add_backlog_arguments, base_parser, catch_up, child_env, console, create_topic,
-    fresh_topic, local_stack, print_profile, produce_batched, progress, review_events, run_benchmark, service_pids,
-    sqlite_store,
+    Population, add_backlog_arguments, base_parser, catch_up, child_env, console, fresh_topic, local_stack,
+    produce_batched, progress, ratio, review_events, run_benchmark, service_pids, sqlite_store,
 )
 
 TARGET_RATE = 40_000.0  # events/s, one worker, steady
@@ -30,7 +29,7 @@ TARGET_RATIO = 0.20  # of raw consume, one worker, steady
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0], partitions=12, profile=True)
+    p = base_parser(__doc__, partitions=12, profile=True)
     add_backlog_arguments(p)
     p.add_argument("--timeout", type=float, default=900.0, help="give up on a worker run after this many s (900)")
     p.add_argument("--no-offline", action="store_true", help="skip the offline fold (no Faust)")
@@ -102,38 +101,20 @@ async def offline_fold(bootstrap: str, topic: str, store_path: Path, expected: i
             "stage_us_per_event": {k: round(v / max(count, 1) * 1e6, 1) for k, v in times.items()}}
 
 
-def measure_workers(state_dir: Path, name: str, topic: str, count: int, args, services: dict[str, int]) -> dict:
-    """`count` workers on `topic` and one fresh SQLite store (its schema made first), until it covers the backlog."""
+def measure_workers(state_dir: Path, name: str, topic: str, count: int, args, services: dict[str, int],
+                    env: dict[str, str] = {}) -> dict:
+    """`count` workers on `topic` (and more `env`) and one fresh SQLite store (its schema made first), until
+    it covers the backlog."""
     work = state_dir / f"bench-catchup-{name}"
     work.mkdir()
     store_path = work / "projections.db"
-    env = child_env(state_dir, topic, args.partitions, store_path)
     store = sqlite_store(store_path)
-    workers: dict[str, Child] = {}
-    spies: dict[str, PySpy] = {}
-    figures: dict = {}
     try:
-        for i in range(1, count + 1):
-            label = "worker" if count == 1 else f"worker-{i}"
-            (work / label).mkdir()  # cwd: Faust writes its `<app id>-data` folder into the working directory
-            workers[label] = Child(["worker"], env, work / f"{label}.log", cwd=work / label)
-        if args.profile_dir:
-            spies = {label: PySpy(w.pid, args.profile_dir, f"{name}-{label}") for label, w in workers.items()}
-        figures |= catch_up(list(workers.values()), store, args.events, args.timeout,
-                           {**{label: w.pid for label, w in workers.items()}, **services},
-                           f"catch-up, {count} worker(s)")
-        # The commits the store refused, as the workers last reported them (every 2 s) per partition.
-        figures["refused_commits_reported"] = sum(lag.refused for lag in store.lag())
+        figures = catch_up({**child_env(state_dir, topic, args.partitions, store_path), **env}, work, store,
+                           args.events, args.timeout, services, f"catch-up, {count} worker(s)", count, args.profile_dir)
     finally:
         store.close()
-        for label, spy in spies.items():
-            summary = spy.stop()
-            print_profile(f"{name}: {label}", summary)
-            figures.setdefault("profile", {})[label] = summary
-        with console.status(f"stopping {name}…"):
-            for worker in workers.values():
-                worker.stop()
-    return {"workers": count, "per_s": figures["per_s_steady"], **figures, "store": str(store_path)}
+    return {**figures, "store": str(store_path)}
 
 
 def views_digest(store_path: Path) -> dict[str, str]:
@@ -145,10 +126,6 @@ def views_digest(store_path: Path) -> dict[str, str]:
         store.close()
     return {view: f"{len(rows)} rows, sha256 {hashlib.sha256(repr(rows).encode()).hexdigest()[:16]}"
             for view, rows in contents.items()}
-
-
-def ratio(rate: float | None, raw: float) -> float | None:
-    return round(rate / raw, 4) if rate is not None and raw else None
 
 
 def run(args) -> dict:
@@ -163,16 +140,17 @@ def run(args) -> dict:
             messages = review_events(Population(args.users, args.movies), args.events)
         topics = {"sqlite": topic, **({multi: f"{topic}.{multi}"} if multi else {})}
         for name, each in topics.items():
-            asyncio.run(create_topic(bootstrap, each, args.partitions))
             figures["produce" if name == "sqlite" else f"produce_{name}"] = asyncio.run(produce_batched(
-                bootstrap, each, messages, linger_ms=args.linger_ms, label=f"fill the {name} topic"))
+                bootstrap, each, messages, linger_ms=args.linger_ms, partitions=args.partitions,
+                label=f"fill the {name} topic"))
         del messages
         raw = figures["raw_consume"] = asyncio.run(raw_consume(bootstrap, topic, args.events))
         if not args.no_offline:
             figures["offline_fold"] = asyncio.run(offline_fold(bootstrap, topic, state_dir / "offline.db", args.events))
-        figures["sqlite"] = measure_workers(state_dir, "sqlite", topic, 1, args, services)
+        for name, each in topics.items():
+            figures[name] = measure_workers(state_dir, name, each, 1 if name == "sqlite" else args.workers, args,
+                                            services)
         if multi:
-            figures[multi] = measure_workers(state_dir, multi, topics[multi], args.workers, args, services)
             with console.status("comparing the views of the two stores…"):
                 figures[multi]["same_views_as_one_worker"] = (
                     views_digest(Path(figures["sqlite"]["store"])) == views_digest(Path(figures[multi]["store"])))
@@ -189,40 +167,5 @@ def run(args) -> dict:
     return figures
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    p, raw = figures["produce"], figures["raw_consume"]
-    out = [("backlog", f"{figures['events']:,} ReviewSubmitted, {figures['users']:,} users × {figures['movies']:,} "
-                       f"movies, {figures['partitions']} partitions"),
-           ("fill the topic (batched producer)", f"{p['per_s']:,.0f} events/s ({p['seconds']} s)"),
-           ("raw consume (baseline)", f"{raw['per_s']:,.0f} events/s ({raw['seconds']} s)")]
-    if "offline_fold" in figures:
-        o = figures["offline_fold"]
-        out += [("offline fold, no Faust (read+decode+fold+apply)",
-                 f"{o['per_s']:,.0f} events/s ({o['seconds']} s), ratio {o['ratio']:.3f}"),
-                ("  µs per event", ", ".join(f"{k} {v}" for k, v in o["stage_us_per_event"].items()))]
-    for key, w in figures.items():
-        if key != "sqlite" and not key.startswith("workers_"):
-            continue
-        label = f"{w['workers']} worker{'s' if w['workers'] > 1 else ''}"
-        out += [(f"{label}: first event applied after", f"{w['first_apply_s']} s"),
-                (f"{label}: steady (from first apply)",
-                 f"{w['per_s']:,.0f} events/s ({w['steady_s']} s), RATIO to raw consume {w['ratio']:.3f}"),
-                (f"{label}: from process start",
-                 f"{w['per_s_from_start']:,.0f} events/s ({w['total_s']} s), ratio {w['ratio_from_start']:.3f}"),
-                ("  CPU cores busy, steady part", ", ".join(f"{k} {v}" for k, v in w["cpu_cores_steady"].items())),
-                ("  commits refused (last reports)", f"{w['refused_commits_reported']}")]
-        if w["workers"] > 1:
-            out += [("  ratio to one worker", f"{w['ratio_to_one_worker']:.3f}"),
-                    ("  same views as one worker", "yes" if w["same_views_as_one_worker"] else "NO")]
-    out.append((f"target ≥ {TARGET_RATE:,.0f} events/s and ≥ {TARGET_RATIO} of raw consume (1 worker, steady)",
-                ", ".join(f"{k} {'MET' if v else 'NOT MET'}" for k, v in figures["meets_targets"].items())))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_benchmark("catchup", "catch-up: Faust projection workers vs raw consume", parser().parse_args(argv),
-                         run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("catchup", __doc__, parser().parse_args(), run))

@@ -23,7 +23,7 @@ import zlib
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,11 +32,13 @@ from rich.table import Table
 # Progress and diagnostics go to stderr; stdout carries only the figures (and, with --json, only JSON).
 console = Console(stderr=True)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"  # ignored by git
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def base_parser(description: str, partitions: int | None = 6, profile: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+def base_parser(doc: str, partitions: int | None = 6, profile: bool = False) -> argparse.ArgumentParser:
+    """The options every benchmark has; its description is the first paragraph of the module's `doc`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, data)")
     if partitions:
@@ -56,15 +58,6 @@ def add_backlog_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--linger-ms", type=int, default=50, help="linger of the producer filling the topics (50)")
 
 
-def install_sigterm() -> None:
-    """SIGTERM ends the benchmark like Ctrl-C, so the stack is still taken down."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
     """Ignore SIGINT/SIGTERM while tearing down, so a second Ctrl-C does not leave services running
@@ -80,6 +73,15 @@ def uninterrupted() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def install_sigterm() -> None:
+    """SIGTERM ends the benchmark like Ctrl-C, so the stack is still taken down."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 # -- the stack and child processes ------------------------------------------------------
@@ -153,17 +155,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def end(process: subprocess.Popen, signum: int, timeout: float = 30.0) -> None:
-    """Send `signum` to a running process and wait for it; SIGKILL after `timeout`."""
-    if process.poll() is None:
-        process.send_signal(signum)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class Child:
     """A `python -m harmony …` child process (or `python -m <module> …`) with its output in a log file."""
 
@@ -181,12 +172,11 @@ class Child:
     def pid(self) -> int:
         return self.process.pid
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
     def stop(self, timeout: float = 30.0) -> None:
+        from harmony.supervisor import terminate
+
         with uninterrupted():
-            end(self.process, signal.SIGTERM, timeout)
+            terminate([self.process], timeout)  # its process group: `--workers N` forks stop with it
 
     def tail(self, chars: int = 3000) -> str:
         try:
@@ -195,7 +185,7 @@ class Child:
             return ""
 
     def check(self, what: str = "the child") -> None:
-        if not self.alive():
+        if self.process.poll() is not None:
             raise RuntimeError(f"{what} exited with {self.process.returncode}:\n{self.tail()}")
 
     def ready(self, port: int, path: str = "/readyz", timeout: float = 90.0) -> float:
@@ -251,6 +241,14 @@ def child_env(state_dir: Path, topic: str, partitions: int, store_path: Path) ->
     return env
 
 
+def read_only_api(port: int, work: Path, store_path: Path, workers: int = 1) -> Child:
+    """`harmony api` on a store that needs no broker: reads only, so the API is given an address nothing
+    listens on (it retries in the background)."""
+    env = child_env(work, "bench.reads", 6, store_path)
+    env["HARMONY_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{free_port()}"
+    return Child(["api", "--port", str(port), "--workers", str(workers)], env, work / f"api-{workers}.log", cwd=work)
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds a process has used so far (Linux /proc), None if it is gone."""
     try:
@@ -281,35 +279,57 @@ class CpuMeter:
         return {**result, "total": round(sum(result.values()), 3), "machine cores": os.cpu_count() or 0}
 
 
-def catch_up(workers: list[Child], store, expected: int, timeout: float, pids: dict[str, int], label: str,
-             poll: float = 0.05) -> dict:
-    """Poll `store`'s checkpoint until it covers `expected` events projected by `workers`: the rate from their
-    start and from the first applied event (steady), and the CPU of `pids` over each."""
-    started = min(worker.started for worker in workers)
-    meter, steady_meter = CpuMeter(pids).start(), None
-    first_at = first_count = None
-    applied = 0
-    with progress() as bar:
-        task = bar.add_task(label, total=expected, info="starting / joining the group")
-        while applied < expected:
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"{label}: {applied:,} of {expected:,} applied within {timeout:.0f}s")
-            for worker in workers:
-                worker.check(label)
-            time.sleep(poll)
-            applied = sum(offset + 1 for offset in store.checkpoint().values())
-            now = time.monotonic()
-            if applied and first_at is None:
-                first_at, first_count, steady_meter = now, applied, CpuMeter(pids).start()
-            if first_at is not None:
-                rate = (applied - first_count) / max(now - first_at, 1e-9)
-                bar.update(task, completed=applied, info=f"{rate:,.0f}/s since the first apply")
-    done = time.monotonic()
-    return {"events": expected, "first_apply_s": round(first_at - started, 2), "events_at_first_apply": first_count,
-            "total_s": round(done - started, 2), "steady_s": round(done - first_at, 2),
-            "per_s_from_start": round(expected / (done - started), 1),
-            "per_s_steady": round((expected - first_count) / (done - first_at), 1) if first_count < expected else None,
-            "cpu_cores": meter.stop(), "cpu_cores_steady": steady_meter.stop()}
+def catch_up(env: dict[str, str], work: Path, store, expected: int, timeout: float, services: dict[str, int],
+             label: str, workers: int = 1, profile_dir: Path | None = None, poll: float = 0.05) -> dict:
+    """`workers` `harmony worker` children in one group on `env`'s topic and store, polled through `store`
+    until its checkpoint covers `expected` events: the rate from their start and from the first applied
+    event (steady, `per_s`), the CPU of the workers and `services` over each, and the commits the store
+    refused; with `profile_dir`, each worker's py-spy profile."""
+    children: dict[str, Child] = {}
+    spies: dict[str, PySpy] = {}
+    figures: dict = {"workers": workers}
+    try:
+        for i in range(1, workers + 1):
+            name = "worker" if workers == 1 else f"worker-{i}"
+            (work / name).mkdir()  # cwd: Faust writes its `<app id>-data` folder into the working directory
+            children[name] = Child(["worker"], env, work / f"{name}.log", cwd=work / name)
+        if profile_dir:
+            spies = {name: PySpy(c.pid, profile_dir, f"{work.name}-{name}") for name, c in children.items()}
+        pids = {**{name: c.pid for name, c in children.items()}, **services}
+        started = time.monotonic()
+        meter, steady_meter = CpuMeter(pids).start(), None
+        first_at = first_count = None
+        applied = 0
+        with progress() as bar:
+            task = bar.add_task(label, total=expected, info="starting / joining the group")
+            while applied < expected:
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"{label}: {applied:,} of {expected:,} applied within {timeout:.0f}s")
+                for child in children.values():
+                    child.check(label)
+                time.sleep(poll)
+                applied = sum(offset + 1 for offset in store.checkpoint().values())
+                now = time.monotonic()
+                if applied and first_at is None:
+                    first_at, first_count, steady_meter = now, applied, CpuMeter(pids).start()
+                if first_at is not None:
+                    rate = (applied - first_count) / max(now - first_at, 1e-9)
+                    bar.update(task, completed=applied, info=f"{rate:,.0f}/s since the first apply")
+        done = time.monotonic()
+        steady = round((expected - first_count) / (done - first_at), 1) if first_count < expected else None
+        figures |= {"per_s": steady, "events": expected, "first_apply_s": round(first_at - started, 2),
+                    "events_at_first_apply": first_count, "total_s": round(done - started, 2),
+                    "steady_s": round(done - first_at, 2), "per_s_from_start": round(expected / (done - started), 1),
+                    "per_s_steady": steady, "cpu_cores": meter.stop(), "cpu_cores_steady": steady_meter.stop(),
+                    # as the workers last reported them (every 2 s), per partition
+                    "refused_commits_reported": sum(lag.refused for lag in store.lag())}
+    finally:
+        for name, spy in spies.items():
+            figures.setdefault("profile", {})[name] = spy.stop()
+        with console.status(f"{label}: stopping the workers…"):
+            for child in children.values():
+                child.stop()
+    return figures
 
 
 # -- synthetic reviews ---------------------------------------------------------------------
@@ -363,24 +383,48 @@ class SyntheticLog:
         from projections.fold import Record
 
         self.record, self.offsets, self.records = Record, [0] * partitions, []
+        self.at = datetime(2024, 1, 1, tzinfo=timezone.utc)  # one event a second from here
 
     def add(self, key: str, event) -> None:
         partition = zlib.crc32(key.encode()) % len(self.offsets)
         self.records.append(self.record(partition, self.offsets[partition], event))
         self.offsets[partition] += 1
 
-    def project(self, store, label: str, batch: int = 20_000) -> float:
-        """Apply the records to `store` as the projector does, in batches; answers the seconds taken."""
+    def catalogue(self, movie_id: str, title: str, year: int, genres) -> None:
+        from events.types import MovieCatalogued
+
+        at, n = self.next_time()
+        self.add(f"movie:{movie_id}", MovieCatalogued(event_id=f"cat-{n}", occurred_at=at, recorded_at=at,
+                                                      movie_id=movie_id, title=title, year=year, genres=tuple(genres)))
+
+    def review(self, user: str, movie_id: str, rating: float, **text) -> None:
+        from events.types import ReviewSubmitted
+
+        at, n = self.next_time()
+        self.add(user, ReviewSubmitted(event_id=f"rev-{n}", occurred_at=at, recorded_at=at, user_id=user,
+                                       movie_id=movie_id, rating=rating, reviewed_at=at, source="bench", **text))
+
+    def next_time(self) -> tuple[datetime, int]:
+        return self.at + timedelta(seconds=len(self.records)), len(self.records)
+
+    def project(self, path: Path, batch: int = 20_000) -> dict:
+        """Apply the records to a new SQLite store at `path` as the projector does, in batches."""
         from projections.projector import apply_records
 
+        store = sqlite_store(path)
         started = time.perf_counter()
-        with progress() as bar:
-            task = bar.add_task(f"{label}project {len(self.records):,} events", total=len(self.records), info="")
-            for at in range(0, len(self.records), batch):
-                apply_records(store, self.records[at:at + batch])
-                done = min(at + batch, len(self.records))
-                bar.update(task, completed=done, info=f"{done / (time.perf_counter() - started):,.0f}/s")
-        return time.perf_counter() - started
+        try:
+            with progress() as bar:
+                task = bar.add_task(f"project {len(self.records):,} events", total=len(self.records), info="")
+                for at in range(0, len(self.records), batch):
+                    apply_records(store, self.records[at:at + batch])
+                    done = min(at + batch, len(self.records))
+                    bar.update(task, completed=done, info=f"{done / (time.perf_counter() - started):,.0f}/s")
+        finally:
+            store.close()
+        seconds = time.perf_counter() - started
+        return {"projected_per_s": round(len(self.records) / seconds),
+                "db_mib": round(sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 2**20, 1)}
 
 
 class MemoryBucket:
@@ -391,11 +435,6 @@ class MemoryBucket:
 
     def put_object(self, Bucket, Key, Body, ContentType=None, **_):
         self.objects[f"{Bucket}/{Key}"] = bytes(Body)
-
-
-def db_mib(path: Path) -> float:
-    """A SQLite database's size with its journal files."""
-    return round(sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 2**20, 1)
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -417,6 +456,10 @@ def timings(seconds: list[float]) -> dict:
             "per_s": round(len(ordered) / sum(ordered), 1)}
 
 
+def ratio(a: float | None, b: float | None, digits: int = 4) -> float | None:
+    return round(a / b, digits) if a is not None and b else None
+
+
 def progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
@@ -426,12 +469,15 @@ def progress() -> Progress:
 
 
 async def produce_batched(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], *,
-                          linger_ms: int, batch_bytes: int = 1 << 20, label: str = "produce") -> dict:
-    """Send every message with one acks=all batching producer; answer the rate."""
+                          linger_ms: int, partitions: int | None = None, label: str = "produce") -> dict:
+    """Send every message with one acks=all batching producer (to a topic of `partitions` made first, if
+    given); answer the rate."""
     from aiokafka import AIOKafkaProducer
 
+    if partitions:
+        await create_topic(bootstrap, topic, partitions)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_batch_size=batch_bytes,
+        bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_batch_size=1 << 20,
         request_timeout_ms=30_000,
     )
     await producer.start()
@@ -479,43 +525,53 @@ def fresh_topic(prefix: str) -> str:
 # -- output ---------------------------------------------------------------------------------
 
 
-RESULTS_DIR = PROJECT_ROOT / "bench" / "results"  # ignored by git
+def flat(figures: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """The figures as rows of a table: nested names joined with dots, a dict of plain values on one row."""
+    rows = []
+    for key, value in figures.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values()):
+            rows += flat(value, f"{name}.")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            rows += flat(dict(enumerate(value, 1)), f"{name}.")
+        elif isinstance(value, dict):
+            rows.append((name, ", ".join(f"{k} {v}" for k, v in value.items())))
+        else:
+            rows.append((name, f"{value:,}" if isinstance(value, (int, float)) and not isinstance(value, bool)
+                         else str(value)))
+    return rows
 
 
-def report(name: str, title: str, rows: list[tuple[str, str]], figures: dict, as_json: bool) -> None:
-    """Keep the figures in bench/results/<name>.json; a table on stdout (not with --json), then the one JSON
-    object."""
-    figures.setdefault("recorded_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    figures.setdefault("machine", {"cpus": os.cpu_count()})
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str))
-    if not as_json:
-        table = Table(title=title, show_header=True, header_style="bold")
-        table.add_column("figure")
-        table.add_column("value", justify="right")
-        for row in rows:
-            table.add_row(*row)
-        Console(width=max(120, Console().width)).print(table)
-    print(json.dumps(figures, default=str), flush=True)
-
-
-def run_benchmark(name: str, title: str, args, run, rows) -> int:
-    """The main() of an in-process benchmark: run it, then print and save its figures."""
+def run_benchmark(name: str, doc: str, args: argparse.Namespace, run: Callable[[argparse.Namespace], dict]) -> int:
+    """The main() of a benchmark: run it with the load average at its start and end (other work on the machine
+    skews every figure); keep the figures in bench/results/<name>.json; a table of them on stdout (not with
+    --json), then the one JSON object."""
     install_sigterm()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     try:
-        figures = run(args)
+        figures = {"load_average_at_start": load_at_start, **run(args)}
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]: the stack was taken down")
         return 130
-    report(name, title, rows(figures), figures, args.json)
+    figures |= {"load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+                "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "machine": {"cpus": os.cpu_count()}}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str))
+    if not args.json:
+        table = Table(title=doc.split("\n\n")[0].split(":")[0], show_header=True, header_style="bold")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for row in flat(figures):
+            table.add_row(*row)
+        Console(width=max(120, Console().width)).print(table)
+    print(json.dumps(figures, default=str), flush=True)
     return 1 if figures.get("failed") else 0
 
 
-# -- py-spy ----------------------------------------------------------------------------------
-
-
 class PySpy:
-    """`py-spy record` attached to a process; stop() ends it (on SIGINT it writes its stacks) and summarises."""
+    """`py-spy record` attached to a process; stop() ends it (on SIGINT it writes its stacks) and summarises
+    them: the share of samples (%) by package of the leaf frame, and the top functions by self time."""
 
     def __init__(self, pid: int, out_dir: Path, name: str):
         binary = shutil.which("py-spy", path=sysconfig.get_path("scripts")) or shutil.which("py-spy")
@@ -528,61 +584,24 @@ class PySpy:
                 [binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--nonblocking",
                  "--output", str(self.path)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def stop(self) -> dict:
-        end(self.process, signal.SIGINT)
-        return profile_summary(self.path)
-
-
-def profile_summary(path: Path, top: int = 15) -> dict:
-    """py-spy's collapsed stacks summarised: share of samples per package of the leaf frame, and the top
-    functions by self and by inclusive samples (in %)."""
-    by_package: Counter = Counter()
-    self_counts: Counter = Counter()
-    inclusive: Counter = Counter()
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return {"error": f"no profile at {path}"}
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [_short(frame) for frame in stack.split(";")]
-        by_package[frames[-1][1]] += int(count)
-        self_counts[frames[-1][0]] += int(count)
-        for frame in {name for name, _ in frames}:
-            inclusive[frame] += int(count)
-    total = sum(by_package.values())
-    if not total:
-        return {"error": "no samples"}
-
-    def share(counter: Counter, n: int | None = None) -> dict[str, float]:
-        return {name: round(100 * c / total, 1) for name, c in counter.most_common(n)}
-
-    return {"samples": total, "stacks": str(path), "packages_pct": share(by_package),
-            "top_self_pct": share(self_counts, top), "top_inclusive_pct": share(inclusive, 2 * top)}
-
-
-def _short(frame: str) -> tuple[str, str]:
-    """'func (/usr/lib/python3.12/asyncio/events.py:12)' -> ('func (asyncio/events.py:12)', 'asyncio'); py-spy
-    names installed packages' files relative to sys.path ('aiokafka/producer/sender.py')."""
-    name, _, where = frame.partition(" (")
-    parts = where.rstrip(")").split("/")
-    if not where:
-        return name, "?"
-    package = parts[-2] if where.startswith("/") and len(parts) > 1 else parts[0]
-    return f"{name} ({'/'.join(parts[-2:])})", package
-
-
-def print_profile(title: str, summary: dict) -> None:
-    if "error" in summary:
-        console.log(f"{title}: {summary['error']}")
-        return
-    for what, shares in (("package of the leaf frame", summary["packages_pct"]),
-                         ("top functions by self time", summary["top_self_pct"])):
-        table = Table(title=f"{title}: {what} ({summary['samples']:,} samples)")
-        table.add_column(what)
-        table.add_column("%", justify="right")
-        for name, pct in shares.items():
-            table.add_row(name, f"{pct}")
-        console.print(table)
+    def stop(self, top: int = 15) -> dict:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(30)
+        packages: Counter = Counter()
+        functions: Counter = Counter()
+        lines = self.path.read_text(errors="replace").splitlines() if self.path.exists() else []
+        for line in lines:
+            stack, _, count = line.rpartition(" ")
+            if stack and count.isdigit():
+                # 'func (/usr/lib/python3.12/asyncio/events.py:12)'; installed packages' files are named
+                # relative to sys.path ('aiokafka/producer/sender.py')
+                function, _, where = stack.rpartition(";")[2].partition(" (")
+                parts = where.rstrip(")").split("/")
+                packages[parts[-2] if where.startswith("/") and len(parts) > 1 else parts[0] or "?"] += int(count)
+                functions[f"{function} ({'/'.join(parts[-2:])})"] += int(count)
+        total = sum(packages.values())
+        if not total:
+            return {"error": f"no samples in {self.path}"}
+        return {"samples": total, "stacks": str(self.path),
+                **{key: {name: round(100 * n / total, 1) for name, n in counter.most_common(top)}
+                   for key, counter in (("packages_pct", packages), ("top_self_pct", functions))}}

@@ -36,7 +36,10 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_headers_conformance, response_schema_conformance, status_code_conformance,
 )
 
-from bench.common import console
+from bench.common import (
+    Child, MemoryBucket, authorization, base_parser, child_env, console, fresh_topic, free_port, local_stack,
+    produce_batched, run_benchmark, sqlite_store,
+)
 
 PROBLEM = "application/problem+json"
 STATEFUL_SHARE = 0.25
@@ -335,7 +338,6 @@ def world_events() -> list:
 
 def seed_world(bootstrap: str, topic: str, store, timeout: float = 60.0) -> None:
     """Append the world's events, wait until the projection holds them, and publish a model of it."""
-    from bench.common import produce_batched
     from events.codec import encode
     from events.types import MovieCatalogued
 
@@ -355,7 +357,6 @@ def publish_model(store) -> None:
     """A small random model of the seeded users and movies, as `harmony train` would publish one."""
     import numpy as np
 
-    from bench.common import MemoryBucket
     from ml import registry
     from ml.factors import FactorModel
 
@@ -375,9 +376,7 @@ def publish_model(store) -> None:
 
 
 def parser():
-    from bench.common import base_parser
-
-    p = base_parser(__doc__.split("\n\n")[0])
+    p = base_parser(__doc__)
     p.add_argument("--cases", type=int, default=10_000, help="requests in all (10000)")
     p.add_argument("--seed", type=int, default=0, help="of the generated requests (0)")
     p.add_argument("--base-url", default=None, help="fuzz this running API instead of starting a stack")
@@ -403,8 +402,6 @@ def run(args) -> dict:
 
 
 def fuzz_local_stack(args) -> Tally:
-    from bench.common import Child, authorization, child_env, fresh_topic, free_port, local_stack, sqlite_store
-
     topic = fresh_topic("bench.fuzz")
     with local_stack("fuzz", topic, args.partitions, args.keep) as (state_dir, info):
         work = state_dir / "bench-fuzz"
@@ -430,22 +427,5 @@ def fuzz_local_stack(args) -> Tally:
                 child.stop()
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    out = [("requests", f"{figures['cases']:,}"), ("seconds", str(figures["seconds"])), ("seed", str(figures["seed"]))]
-    for operation, statuses in figures["answers"].items():
-        out.append((operation, "  ".join(f"{status}×{count}" for status, count in statuses.items())))
-    out.append(("failures", str(sum(f["count"] for f in figures["failures"]))))
-    for f in figures["failures"]:
-        out.append((f"  {f['operation']} ({f['status']})", f"{f['failure']} ×{f['count']}"))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    from bench.common import run_benchmark
-
-    return run_benchmark("fuzz", "fuzz: Schemathesis against the served /openapi.json", parser().parse_args(argv),
-                         run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("fuzz", __doc__, parser().parse_args(), run))

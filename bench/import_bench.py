@@ -37,7 +37,7 @@ TARGET = 50_000.0
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0])
+    p = base_parser(__doc__)
     p.add_argument("--reviews", type=int, default=1_000_000, help="generated ratings.csv rows (1000000)")
     p.add_argument("--amazon", type=int, default=200_000, help="generated Amazon JSON lines, 0 to skip (200000)")
     p.add_argument("--raw", type=int, default=300_000, help="messages for the raw producer baseline (300000)")
@@ -58,15 +58,10 @@ def write_ratings_csv(folder: Path, rows: int, users: int, movies: int, seed: in
     start = 1_000_000_000
     with open(folder / "ratings.csv", "w", encoding="ascii") as out:
         out.write("userId,movieId,rating,timestamp\n")
-        lines = []
         for i in range(rows):
             user = int(users * rng.random() ** 2) + 1
             movie = int(movies * rng.random() ** 3) + 1
-            lines.append(f"{user},{movie},{rng.randrange(1, 11) / 2},{start + i * 37}\n")
-            if len(lines) >= 100_000:
-                out.writelines(lines)
-                lines.clear()
-        out.writelines(lines)
+            out.write(f"{user},{movie},{rng.randrange(1, 11) / 2},{start + i * 37}\n")
     return folder / "ratings.csv"
 
 
@@ -76,19 +71,14 @@ WORDS = "the a movie film plot acting great terrible loved hated music scene end
 def write_amazon_jsonl(path: Path, rows: int, users: int, movies: int, seed: int = 11) -> Path:
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as out:
-        lines = []
         for i in range(rows):
             text = " ".join(rng.choices(WORDS, k=rng.randrange(5, 60)))
-            lines.append(json.dumps({
+            out.write(json.dumps({
                 "overall": float(rng.randrange(1, 6)), "verified": True, "reviewTime": "01 1, 2015",
                 "reviewerID": f"A{int(users * rng.random() ** 2):012d}", "asin": f"B{int(movies * rng.random() ** 3):09d}",
                 "reviewerName": "Someone", "reviewText": text, "summary": text[:40],
                 "unixReviewTime": 1_300_000_000 + i * 61,
             }) + "\n")
-            if len(lines) >= 50_000:
-                out.writelines(lines)
-                lines.clear()
-        out.writelines(lines)
     return path
 
 
@@ -185,21 +175,5 @@ def run(args) -> dict:
     return figures
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    raw, batch = figures["raw_producer"], figures["raw_batch_producer"]
-    out = [("raw aiokafka producer (send() each, linger 50 ms)", f"{raw['msgs_per_second']:,.0f} msgs/s"),
-           ("raw aiokafka batch API (pre-encoded, no parsing)", f"{batch['msgs_per_second']:,.0f} msgs/s")]
-    for name, entry in figures["imports"].items():
-        verdict = "" if name == "ml-100k" else f", {'meets' if entry['events_per_second'] >= TARGET else 'BELOW'} target"
-        out.append((f"import {name}", f"{entry['events_per_second']:,.0f} events/s ({entry['events']:,} in "
-                                      f"{entry['seconds']:.2f} s, {entry['ratio_to_raw']:.2f}x raw, "
-                                      f"{entry['ratio_to_raw_batch']:.2f}x raw batch){verdict}"))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_benchmark("import", "import: harmony import vs raw producer", parser().parse_args(argv), run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("import", __doc__, parser().parse_args(), run))

@@ -12,7 +12,7 @@ import math
 import time
 from collections import Counter
 
-from bench.common import percentile, progress
+from bench.common import CpuMeter, console, percentile, progress
 
 
 def get(path: str, *headers: str) -> bytes:
@@ -109,3 +109,19 @@ def load(port: int, requests: list[bytes], connections: int, warmup: float, dura
     import uvloop
 
     return uvloop.run(drive(port, requests, connections, warmup, duration, **options))
+
+
+def measure(child, port: int, requests: list[bytes], connections: int, warmup: float, duration: float,
+            mine: dict[str, int], services: dict[str, int] = {}, label: str = "load", **options) -> dict:
+    """load() on a server `child` (a bench.common.Child): with the CPU of its processes `mine` and of
+    `services` (cores busy) and its own CPU µs per answer counted; other answers logged, the child checked
+    alive after."""
+    meter = CpuMeter({**mine, **services}).start()
+    result = load(port, requests, connections, warmup, duration, label=label, **options)
+    result["cpu_cores"] = meter.stop()
+    cores = sum(result["cpu_cores"].get(name, 0) for name in mine)
+    result["cpu_us_per_answer"] = round(cores / result["per_s"] * 1e6, 1) if result["per_s"] else None
+    for status, sample in result["samples"].items():
+        console.log(f"[red]{label}: {status} answer[/red]: {sample}")
+    child.check(label)
+    return result

@@ -19,14 +19,14 @@ import gc
 import os
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.common import (
-    Child, CpuMeter, MemoryBucket, SyntheticLog, base_parser, child_env, console, db_mib, free_port,
-    rss_mib, run_benchmark, scratch, sqlite_store, timings,
+    MemoryBucket, SyntheticLog, base_parser, console, free_port, ratio, read_only_api, rss_mib,
+    run_benchmark, scratch, sqlite_store, timings,
 )
-from bench.load import get, load
+from bench.load import get, measure
 
 TARGET_P99_MS = 10.0
 TARGET_PER_S = 1000.0
@@ -42,7 +42,7 @@ FLOOR = ("/healthz", "/v1/projections/lag")  # async, no store; plain def: the t
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0], partitions=None)
+    p = base_parser(__doc__, partitions=None)
     p.add_argument("--movies", type=int, default=10_000, help="movies in the catalogue and the model (10000)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="`harmony api --workers` to try (1 2)")
     p.add_argument("--clients", type=int, default=TARGET_CLIENTS, help="concurrent keep-alive connections (16)")
@@ -58,7 +58,6 @@ def build_store(n_items: int, n_users: int, path: Path) -> dict:
     """The store at `path`: model published, catalogue and reviews projected. Answers figures."""
     import numpy as np
 
-    from events.types import MovieCatalogued, ReviewSubmitted
     from ml import registry
     from ml.factors import FactorModel
 
@@ -95,31 +94,22 @@ def build_store(n_items: int, n_users: int, path: Path) -> dict:
                          "taste_alpha": 1.0, "taste_reg": 0.1, "min_reviews": 20})
 
     log = SyntheticLog()
-    base = datetime(2024, 1, 1, tzinfo=timezone.utc)
     years = rng.integers(1920, 2024, n_items)
-    for k, movie in enumerate(movie_ids):
-        genres = tuple(str(g) for g in rng.choice(GENRES, size=int(rng.integers(1, 4)), replace=False))
-        at = base + timedelta(seconds=k)
-        log.add(f"movie:{movie}", MovieCatalogued(event_id=f"cat-{k}", occurred_at=at, recorded_at=at,
-                                                  movie_id=str(movie), title=f"Movie {k} ({years[k]})",
-                                                  year=int(years[k]), genres=genres))
-    total = 0
+    for k, movie in enumerate(movie_ids.tolist()):
+        genres = [str(g) for g in rng.choice(GENRES, size=int(rng.integers(1, 4)), replace=False)]
+        log.catalogue(movie, f"Movie {k} ({years[k]})", int(years[k]), genres)
     names = movie_ids.tolist()
-    reviews_from = base + timedelta(days=30)
     for u, movies in enumerate(reviewed):
         raw = (mu + user_bias[u] + item_bias[movies] + item_factors[movies] @ user_factors[u]
                + rng.normal(0, 0.8, len(movies)))
-        user = str(user_ids[u])
         for movie, rating in zip(movies.tolist(), np.clip(np.rint(raw), 1, 5).tolist()):
-            at = reviews_from + timedelta(seconds=total)
-            log.add(user, ReviewSubmitted(event_id=f"rev-{total}", occurred_at=at, recorded_at=at, user_id=user,
-                                          movie_id=names[movie], rating=rating, reviewed_at=at, source="bench"))
-            total += 1
+            log.review(str(user_ids[u]), names[movie], rating)
     events_s = time.perf_counter() - started
+    total = len(log.records) - n_items
 
+    projected = log.project(path)
     store = sqlite_store(path)
     try:
-        projected_s = log.project(store, "")
         info = registry.publish(store, MemoryBucket(), "bench", "models/", model,
                                 trained_at=datetime.now(timezone.utc), watermark={}, metrics={})
     finally:
@@ -128,11 +118,8 @@ def build_store(n_items: int, n_users: int, path: Path) -> dict:
             "reviews": total, "reviews_per_user_mean": round(total / n_users, 1),
             "reviews_per_user_max": int(per_user.max()),
             "eligible_movies": int((counts >= model.params["min_reviews"]).sum()),
-            "model_version": info.version, "events_built_s": round(events_s, 2),
-            "projected_per_s": round(len(log.records) / projected_s), "build_s": round(time.perf_counter() - started, 2),
-            "db_mib": db_mib(path)}
-
-
+            "model_version": info.version, "events_built_s": round(events_s, 2), **projected,
+            "build_s": round(time.perf_counter() - started, 2)}
 
 
 def random_pairs(users: list[str], n: int) -> list[tuple[str, str]]:
@@ -210,30 +197,21 @@ def in_process(path: Path, pairs: list[tuple[str, str]]) -> dict:
 def serve(work: Path, store_path: Path, workers: int, requests: list[bytes], first: str, args, floor: bool) -> dict:
     """`harmony api --workers N` on the store under --clients connections; the HTTP floor with `floor`."""
     port = free_port()
-    env = child_env(work, "bench.match", 6, store_path)
-    # Reads need no broker, but the API needs an address: one nothing listens on (it retries in the background).
-    env["HARMONY_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{free_port()}"
-    api = Child(["api", "--port", str(port), "--workers", str(workers)], env, work / f"api-{workers}.log", cwd=work)
+    api = read_only_api(port, work, store_path, workers)
     try:
         figures: dict = {"workers": workers, "first_answer_s": round(api.ready(port, first), 2)}
         pids = {"api": api.pid, **{f"api worker {k}": pid for k, pid in enumerate(api.children(), 1)}}
 
-        def measure(requests: list[bytes], clients: int, warmup: float, duration: float, label: str) -> dict:
-            meter = CpuMeter(pids).start()
-            result = load(port, requests, clients, warmup, duration, label=label)
-            result["cpu_cores"] = meter.stop()
-            api_cores = sum(v for k, v in result["cpu_cores"].items() if k.startswith("api"))
-            result["api_cpu_ms_per_request"] = round(1000 * api_cores / result["per_s"], 3) if result["per_s"] else None
-            for status, sample in result["samples"].items():
-                console.log(f"[red]{label}: {status} answer[/red]: {sample}")
-            api.check("the API")
+        def run(requests: list[bytes], clients: int, warmup: float, duration: float, label: str) -> dict:
+            result = measure(api, port, requests, clients, warmup, duration, pids, label=label)
+            result["api_cpu_ms_per_request"] = ratio(result["cpu_us_per_answer"], 1000, 3)
             return result
 
-        figures["concurrent"] = measure(requests, args.clients, args.warmup, args.duration,
-                                        f"{workers} worker(s), {args.clients} clients")
+        figures["concurrent"] = run(requests, args.clients, args.warmup, args.duration,
+                                    f"{workers} worker(s), {args.clients} clients")
         figures["rss_mib"] = max(filter(None, map(rss_mib, pids.values())))
         if floor:  # what HTTP alone costs: one client on endpoints that do (almost) nothing
-            figures["http_floor"] = {path: measure([get(path)], 1, 1.0, 3.0, f"HTTP floor: GET {path}, 1 client")
+            figures["http_floor"] = {path: run([get(path)], 1, 1.0, 3.0, f"HTTP floor: GET {path}, 1 client")
                                      for path in FLOOR}
     finally:
         api.stop()
@@ -243,16 +221,11 @@ def serve(work: Path, store_path: Path, workers: int, requests: list[bytes], fir
 # -- the benchmark -------------------------------------------------------------------------------------
 
 
-def ratio(a, b) -> float | None:
-    return round(a / b, 2) if a is not None and b else None
-
-
 def run(args) -> dict:
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"  # as `harmony api` sets it, for the baseline too (before NumPy loads)
     figures: dict = {"benchmark": "match", "clients": args.clients, "duration_s": args.duration,
-                     "warmup_s": args.warmup, "load_average_at_start": os.getloadavg(),
-                     "machine_cpus": os.cpu_count(),
+                     "warmup_s": args.warmup,
                      "targets": {"p99_ms": TARGET_P99_MS, "per_s": TARGET_PER_S, "clients": TARGET_CLIENTS}}
     users = max(5000, args.movies // 5)
     name = f"{args.movies // 1000}k"
@@ -271,11 +244,10 @@ def run(args) -> dict:
                                           floor=workers == min(args.workers)) for workers in args.workers}
     bare = out["in_process"]["bare"]
     out["ratios"] = {f"workers_{workers}": {
-        "p50_over_bare_p50": ratio(api["concurrent"]["p50_ms"], bare["p50_ms"]),
-        "per_s_over_bare_pairs_per_s": ratio(api["concurrent"]["per_s"], bare["per_s"])}
+        "p50_over_bare_p50": ratio(api["concurrent"]["p50_ms"], bare["p50_ms"], 2),
+        "per_s_over_bare_pairs_per_s": ratio(api["concurrent"]["per_s"], bare["per_s"], 2)}
         for workers, api in out["api"].items()}
     figures["scenarios"] = {name: out}
-    figures["load_average_at_end"] = os.getloadavg()
     figures.update(claimed(out))
     return figures
 
@@ -297,41 +269,5 @@ def claimed(out: dict) -> dict:
             "bare": {"per_s": bare["per_s"], "p50_ms": bare["p50_ms"], "p99_ms": bare["p99_ms"]}}
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    load_avg = " → ".join("/".join(f"{x:.1f}" for x in figures[k])
-                          for k in ("load_average_at_start", "load_average_at_end") if k in figures)
-    out = [("targets (16 clients)", f"p99 < {TARGET_P99_MS:g} ms and ≥ {TARGET_PER_S:,.0f} requests/s"),
-           ("machine", f"{figures['machine_cpus']} cores, load average {load_avg}")]
-    for name, s in figures["scenarios"].items():
-        st, ip = s["store"], s["in_process"]
-        bare = ip["bare"]
-        out += [(f"[bold]{name}[/bold]", f"[bold]{s['label']}[/bold]"),
-                ("  store", f"{st['reviews']:,} reviews, {st['eligible_movies']:,} movies with ≥ 20, "
-                            f"{st['db_mib']} MiB, built in {st['build_s']} s"),
-                ("  bare scoring (baseline, 1 thread)",
-                 f"{bare['per_s']:,.0f} pairs/s, p50 {bare['p50_ms']} ms, p99 {bare['p99_ms']} ms"),
-                ("    stages, mean µs", ", ".join(f"{k} {v:g}" for k, v in bare["stages_mean_us"].items())),
-                ("    + store reads, response build & JSON (apart), p50",
-                 f"{ip['store_reads']['p50_ms']} ms, {ip['response_build_and_encode']['p50_ms']} ms")]
-        for workers, api in s["api"].items():
-            r, q = api["concurrent"], s["ratios"][f"workers_{workers}"]
-            verdict = (f" — p99 {'met' if r['p99_ms'] < TARGET_P99_MS else 'NOT met'}, "
-                       f"rate {'met' if r['per_s'] >= TARGET_PER_S else 'NOT met'}")
-            out += [(f"  API, {workers} worker(s), {r['connections']} clients",
-                     f"{r['per_s']:,.0f}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}{verdict}"),
-                    ("    RATIO API p50 / bare p50, API req/s / bare pairs/s",
-                     f"{q['p50_over_bare_p50']}, {q['per_s_over_bare_pairs_per_s']}"),
-                    ("    API CPU per request, RSS", f"{r['api_cpu_ms_per_request']} ms, {api['rss_mib']} MiB")]
-            for path, f in api.get("http_floor", {}).items():
-                out.append((f"  HTTP floor: GET {path}, 1 client",
-                            f"{f['per_s']:,.0f}/s, p50 {f['p50_ms']} ms, API CPU {f['api_cpu_ms_per_request']} ms"))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_benchmark("match", "match: GET /v1/match over HTTP vs bare NumPy scoring", parser().parse_args(argv),
-                         run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("match", __doc__, parser().parse_args(), run))

@@ -29,7 +29,7 @@ TRAFFIC = [("GET", "/v1/projections/lag"), ("GET", "/v1/strategies"), ("GET", "/
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0], partitions=None)
+    p = base_parser(__doc__, partitions=None)
     p.add_argument("--requests", type=int, default=20_000, help="requests per round and app (20000)")
     p.add_argument("--rounds", type=int, default=5, help="rounds, each app once per round (5)")
     p.add_argument("--scrapes", type=int, default=50, help="scrapes of /metrics timed (50)")
@@ -123,21 +123,5 @@ def run(args) -> dict:
             store.close()
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    return [
-        ("GET /healthz without metrics (answers per CPU s, median)", f"{figures['healthz_per_cpu_s_without']:,}"),
-        ("GET /healthz with metrics (answers per CPU s, median)", f"{figures['healthz_per_cpu_s_with']:,}"),
-        ("ratio with / without (median of rounds)", f"{figures['ratio_with_over_without']:.3f}"),
-        ("cost per request (CPU us)", f"{figures['cost_per_request_cpu_us']:.1f}"),
-        ("GET /metrics (CPU ms, median)", f"{figures['scrape_cpu_ms_median']:.2f}"),
-        ("GET /metrics answer (bytes, samples)", f"{figures['scrape_bytes']:,}, {figures['scrape_series']:,}"),
-    ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_benchmark("metrics", "metrics: the request middleware's cost, and a scrape's",
-                         parser().parse_args(argv), run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("metrics", __doc__, parser().parse_args(), run))

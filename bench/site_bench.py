@@ -20,16 +20,15 @@ import os
 import random
 import string
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
 from bench.common import (
-    Child, SyntheticLog, authorization, base_parser, child_env, console, db_mib, free_port, rss_mib,
-    run_benchmark, scratch, sqlite_store, timings,
+    SyntheticLog, authorization, base_parser, console, free_port, ratio, read_only_api, rss_mib, run_benchmark,
+    scratch, timings,
 )
-from bench.load import get, load
-from bench.match_bench import GENRES, ratio
+from bench.load import get, measure
+from bench.match_bench import GENRES
 
 COMMON_WORDS = """the a of and in to my love night day man woman last first house city war star wars story
 life death dark light king queen lost blood fire ice moon sun world time heart girl boy return rise fall
@@ -47,7 +46,7 @@ NO_MATCH_WORD = "xq"  # no word starts with it: no syllable has a q
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0], partitions=None)
+    p = base_parser(__doc__, partitions=None)
     p.add_argument("--titles", type=int, default=200_000, help="titles in the catalogue (200000)")
     p.add_argument("--words", type=int, default=3000, help="distinct words titles are made of (3000)")
     p.add_argument("--queries", type=int, default=400, help="typed queries, searched in process and over HTTP (400)")
@@ -163,8 +162,8 @@ def in_process(entries: list, queries: list[str], naive_seconds: float) -> dict:
             "matches_mean": round(sum(found) / len(found), 1), "no_match_queries": found.count(0),
             "naive_prefold_s": round(fold_s, 2), "naive": timings(naive), "index_same_queries": same,
             "naive_disagreements": disagree,
-            "ratios": {"naive_over_index_p50": ratio(timings(naive)["p50_ms"], same["p50_ms"]),
-                       "naive_over_index_p99": ratio(timings(naive)["p99_ms"], same["p99_ms"])}}
+            "ratios": {"naive_over_index_p50": ratio(timings(naive)["p50_ms"], same["p50_ms"], 2),
+                       "naive_over_index_p99": ratio(timings(naive)["p99_ms"], same["p99_ms"], 2)}}
 
 
 # -- over HTTP ---------------------------------------------------------------------------------------
@@ -172,36 +171,19 @@ def in_process(entries: list, queries: list[str], naive_seconds: float) -> dict:
 
 def build_store(path: Path, entries: list, users: int, seed: int) -> dict:
     """The catalogue and `users` users' reviews (10-40 each), projected into a SQLite store at `path`."""
-    from events.types import MovieCatalogued, ReviewSubmitted
-
     started = time.perf_counter()
     rng = random.Random(seed + 2)
-    base = datetime(2024, 1, 1, tzinfo=timezone.utc)
     log = SyntheticLog()
-    for k, entry in enumerate(entries):
-        at = base + timedelta(seconds=k)
-        log.add(f"movie:{entry.movie_id}", MovieCatalogued(
-            event_id=f"cat-{k}", occurred_at=at, recorded_at=at, movie_id=entry.movie_id, title=entry.title,
-            year=entry.year, genres=tuple(entry.genres)))
-    reviews = 0
+    for entry in entries:
+        log.catalogue(entry.movie_id, entry.title, entry.year, entry.genres)
     for u in range(users):
         user = f"user-{u:03d}"
         for movie in rng.sample(entries, rng.randint(10, 40)):
-            at = base + timedelta(days=30, seconds=reviews)
-            log.add(user, ReviewSubmitted(
-                event_id=f"rev-{reviews}", occurred_at=at, recorded_at=at, user_id=user, movie_id=movie.movie_id,
-                rating=rng.randint(1, 10) / 2, summary=f"Summary {reviews}", text=f"Review {reviews} by {user}.",
-                reviewed_at=at, source="bench"))
-            reviews += 1
-
-    store = sqlite_store(path)
-    try:
-        log.project(store, "")
-    finally:
-        store.close()
-    return {"movies": len(entries), "users": users, "reviews": reviews,
-            "build_s": round(time.perf_counter() - started, 1),
-            "db_mib": db_mib(path)}
+            n = len(log.records) - len(entries)
+            log.review(user, movie.movie_id, rng.randint(1, 10) / 2, summary=f"Summary {n}",
+                       text=f"Review {n} by {user}.")
+    return {"movies": len(entries), "users": users, "reviews": len(log.records) - len(entries), **log.project(path),
+            "build_s": round(time.perf_counter() - started, 1)}
 
 
 def targets(entries: list, queries: list[str], users: int, seed: int) -> dict[str, tuple[str, list[bytes]]]:
@@ -224,9 +206,7 @@ def serve(work: Path, store_path: Path, endpoints: dict, first_query: str, args)
     import httpx
 
     port = free_port()
-    env = child_env(work, "bench.site", 6, store_path)
-    env["HARMONY_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{free_port()}"  # nothing listens: reads need no broker
-    api = Child(["api", "--port", str(port)], env, work / "api.log", cwd=work)
+    api = read_only_api(port, work, store_path)
     figures: dict = {}
     try:
         figures["started_s"] = round(api.ready(port, "/healthz"), 2)
@@ -236,18 +216,16 @@ def serve(work: Path, store_path: Path, endpoints: dict, first_query: str, args)
         if first.status_code != 200:
             raise RuntimeError(f"the first search answered {first.status_code}: {first.text[:500]}")
         for name, (label, requests) in endpoints.items():
-            result = load(port, requests, args.clients, args.warmup, args.duration, label=label)
-            if result["samples"]:
-                console.log(f"[red]{label}: non-200 answers[/red] {result['samples']}")
-            api.check("the API")
-            figures[name] = {"what": label, **{k: result[k] for k in ("per_s", "p50_ms", "p90_ms", "p99_ms",
-                                                                        "max_ms", "errors", "statuses")}}
+            result = measure(api, port, requests, args.clients, args.warmup, args.duration, {"api": api.pid},
+                             label=label)
+            figures[name] = {"what": label, **{k: result[k] for k in ("per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+                                                                        "errors", "statuses", "cpu_us_per_answer")}}
     finally:
         api.stop()
     base = figures["movie"]
     for name in endpoints:
-        figures[name]["per_s_over_baseline"] = ratio(figures[name]["per_s"], base["per_s"])
-        figures[name]["p50_over_baseline"] = ratio(figures[name]["p50_ms"], base["p50_ms"])
+        figures[name]["per_s_over_baseline"] = ratio(figures[name]["per_s"], base["per_s"], 2)
+        figures[name]["p50_over_baseline"] = ratio(figures[name]["p50_ms"], base["p50_ms"], 2)
     return figures
 
 
@@ -256,8 +234,7 @@ def serve(work: Path, store_path: Path, endpoints: dict, first_query: str, args)
 
 def run(args) -> dict:
     figures: dict = {"benchmark": "site", "clients": args.clients, "duration_s": args.duration,
-                     "warmup_s": args.warmup, "machine_cpus": os.cpu_count(),
-                     "load_average_at_start": os.getloadavg()}
+                     "warmup_s": args.warmup}
     with console.status(f"making {args.titles:,} titles and {args.queries} queries…"):
         entries = catalogue(args.titles, args.words, args.seed)
         queries = typed_queries([entry.title for entry in entries], args.queries, args.seed)
@@ -270,38 +247,8 @@ def run(args) -> dict:
         console.log(f"store: {figures['store']}")
         endpoints = targets(entries, queries, args.users, args.seed)
         figures["http"] = serve(directory, store_path, endpoints, queries[0], args)
-        figures["load_average_at_end"] = os.getloadavg()
     return figures
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    ip, st, http = figures["in_process"], figures["store"], figures["http"]
-    index, naive, same = ip["index"], ip["naive"], ip["index_same_queries"]
-    out = [("machine", f"{figures['machine_cpus']} cores, load average {figures['load_average_at_start']}"),
-           ("in process: TitleIndex build", f"{ip['titles']:,} titles, {ip['index_build_s']} s, "
-                                            f"+{ip['index_rss_growth_mib']} MiB"),
-           ("  TitleIndex.search (ranked)", f"p50 {index['p50_ms']} ms, p99 {index['p99_ms']} ms over {index['n']} "
-                                            f"queries ({ip['no_match_queries']} without a match)"),
-           ("  naive scan (baseline: filter only)", f"p50 {naive['p50_ms']} ms, p99 {naive['p99_ms']} ms over the "
-                                                    f"first {naive['n']} (index: p50 {same['p50_ms']} ms, p99 "
-                                                    f"{same['p99_ms']} ms; {ip['naive_disagreements']} counts differ)"),
-           ("    RATIO naive / index", f"p50 ×{ip['ratios']['naive_over_index_p50']}, "
-                                       f"p99 ×{ip['ratios']['naive_over_index_p99']}"),
-           (f"over HTTP, {figures['clients']} clients", f"{st['movies']:,} movies, {st['reviews']:,} reviews, "
-                                                        f"API answering after {http['started_s']} s, first search "
-                                                        f"{http['first_search_s']} s")]
-    for name in ("movie", "user_page", "search", "review_page"):
-        r = http[name]
-        out.append((f"  {r['what']}", f"{r['per_s']:,.0f}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors "
-                                      f"{r['errors']}; RATIO to baseline {r['per_s_over_baseline']}, "
-                                      f"p50 ×{r['p50_over_baseline']}"))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_benchmark("site", "site: title search in process and over HTTP, website pages",
-                         parser().parse_args(argv), run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("site", __doc__, parser().parse_args(), run))

@@ -25,7 +25,7 @@ TOPIC = "harmony.reviews"
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0])
+    p = base_parser(__doc__)
     p.add_argument("--repeats", type=int, default=2, help="fresh `stack up` runs per size (2)")
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 3], choices=[1, 3], help="broker counts (1 3)")
     p.add_argument("--records", type=int, default=100_000, help="small records of the load (100000; 0 skips)")
@@ -182,37 +182,5 @@ def run(args) -> dict:
     return figures
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    base = figures["jvm_baseline"]
-    out = [("baseline: one JVM on Kafka's classpath (StorageTool version)",
-            f"{base['seconds']:.2f} s (median of {', '.join(map(str, base['runs_s']))}); "
-            f"java -version {base['java_version_s']:.2f} s")]
-    for brokers, size in figures["sizes"].items():
-        name = f"{brokers} broker{'s' if brokers != '1' else ''}"
-        out.append((f"stack up, {name}, fresh state dir",
-                    f"{size['up_s_median']:.2f} s median ({', '.join(f'{s:.2f}' for s in size['up_s'])})"))
-        out.append(("  RATIO up / JVM baseline", f"{size['ratio_up_to_jvm_baseline']:.2f}"))
-        if "restart_up_s" in size:
-            out.append(("  stack up again, same state dir (restart)",
-                        f"{size['restart_up_s']:.2f} s (RATIO {size['ratio_restart_to_jvm_baseline']:.2f})"))
-        out.append(("  stack down", ", ".join(f"{s:.2f} s" for s in size["down_s"])))
-        if size.get("down_exit_s"):
-            out.append(("  each service exited after (first run)",
-                        ", ".join(f"{k} {v} s" for k, v in size["down_exit_s"].items())))
-        if size["rss_mib_idle"]:
-            out.append((f"  RSS MiB after {figures['idle_s']:.0f} s idle",
-                        ", ".join(f"{k} {v}" for k, v in size["rss_mib_idle"].items())))
-        if size["rss_mib_after_load"]:
-            load = size["load"]
-            out.append((f"  RSS MiB after {load['messages']:,} records ({load['per_s']:,.0f}/s)",
-                        ", ".join(f"{k} {v}" for k, v in size["rss_mib_after_load"].items())))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_benchmark("stack", "stack: `harmony stack up` time and service memory", parser().parse_args(argv),
-                         run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("stack", __doc__, parser().parse_args(), run))

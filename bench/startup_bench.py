@@ -31,7 +31,7 @@ BATCH = 50_000  # accounts per put_accounts
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0], partitions=None)
+    p = base_parser(__doc__, partitions=None)
     p.add_argument("--accounts", type=int, default=1_000_000, help="accounts in the store (1000000)")
     p.add_argument("--movies", type=int, default=100_000, help="catalogue entries in the store (100000)")
     p.add_argument("--starts", type=int, default=3, help="API processes started one after another (3)")
@@ -102,17 +102,5 @@ def run(args) -> dict:
             "rss_mib": max(s["rss_after_mib"] for s in starts), "starts": starts}
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    worst = max(figures["starts"], key=lambda s: s["search_p99_ms"])
-    return [("store", f"{figures['accounts']:,} accounts, {figures['movies']:,} movies, {figures['store_mib']} MiB"),
-            ("to /readyz 200", f"median {figures['ready_s']} s, at most {figures['ready_s_max']} s"),
-            ("RSS", f"at most {figures['rss_mib']} MiB (after a sign-in and the searches)"),
-            ("title search", f"p50 {worst['search_p50_ms']} ms, p99 {worst['search_p99_ms']} ms (worst start)")]
-
-
-def main() -> int:
-    return run_benchmark("startup", "API start-up", parser().parse_args(), run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("startup", __doc__, parser().parse_args(), run))

@@ -18,7 +18,6 @@ asks ≤ 1.5); the driver's peak flat in the data size, within 1.3x from 1M to 5
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
@@ -30,7 +29,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -48,7 +47,7 @@ LATENT_RANK = 10
 
 
 def parser():
-    p = base_parser(__doc__.split("\n\n")[0])
+    p = base_parser(__doc__)
     p.add_argument("--ratings", type=int, nargs="+", default=[1_000_000, 5_000_000], help="sizes (1M 5M)")
     p.add_argument("--rank", type=int, default=50)
     p.add_argument("--reg", type=float, default=0.1)
@@ -111,7 +110,8 @@ def write_archive(s3, topic: str, users: np.ndarray, items: np.ndarray, ratings:
     start = datetime(2020, 1, 1, tzinfo=timezone.utc)
     buffers: list[list] = [[] for _ in range(partitions)]
     offsets = [0] * partitions
-    with ThreadPoolExecutor(2) as pool, progress_bar("generate + archive", len(ratings)) as advance:
+    with ThreadPoolExecutor(2) as pool, progress() as bar:
+        task = bar.add_task("generate + archive", total=len(ratings), info="")
         uploads = []
 
         def flush(partition: int) -> None:
@@ -131,21 +131,14 @@ def write_archive(s3, topic: str, users: np.ndarray, items: np.ndarray, ratings:
             if len(buffers[partition]) >= SEGMENT_RECORDS:
                 flush(partition)
             if k % 50_000 == 0:
-                advance(k)
+                bar.update(task, completed=k)
         for partition in range(partitions):
             if buffers[partition]:
                 flush(partition)
         for upload in uploads:
             upload.result()
-        advance(len(ratings))
+        bar.update(task, completed=len(ratings))
     return len(uploads)
-
-
-@contextlib.contextmanager
-def progress_bar(label: str, total: int) -> Iterator:
-    with progress() as bar:
-        task = bar.add_task(label, total=total, info="")
-        yield lambda done: bar.update(task, completed=done)
 
 
 # -- measuring --------------------------------------------------------------------------------------
@@ -170,21 +163,14 @@ def descendants(root: int, exclude: set[int]) -> list[int]:
 
 
 class PeakRss:
-    """Peak RSS while the block runs, sampled every 0.2 s in a thread: of this process alone, or
-    (tree=True) summed over this process and its descendants, leaving out `exclude`'s subtrees,
-    or summed over the descendants of `roots` (not the roots themselves)."""
+    """Peak RSS while the block runs, of the processes `pids()` names (summed), sampled every 0.2 s in a thread."""
 
-    def __init__(self, tree: bool = False, exclude: set[int] = frozenset(), roots: list[int] = ()):
-        self.tree, self.exclude, self.roots = tree, exclude, list(roots)
-        self.start = self.peak = 0
+    def __init__(self, pids: Callable[[], list[int]] = lambda: [os.getpid()]):
+        self.pids = pids
         self._stop = threading.Event()
 
     def sample(self) -> float:
-        if self.roots:
-            pids = [pid for root in self.roots for pid in descendants(root, set())[1:]]
-        else:
-            pids = descendants(os.getpid(), self.exclude) if self.tree else [os.getpid()]
-        return sum(filter(None, map(rss_mib, pids)))  # MiB
+        return sum(filter(None, map(rss_mib, self.pids())))  # MiB
 
     def __enter__(self) -> "PeakRss":
         self.start = self.peak = self.sample()
@@ -202,11 +188,7 @@ class PeakRss:
         self.peak = max(self.peak, self.sample())
 
     def figures(self) -> dict:
-        return {"start_gib": gib(self.start), "peak_gib": gib(self.peak)}
-
-
-def gib(mib: float) -> float:
-    return round(mib / 1024, 2)
+        return {"start_gib": round(self.start / 1024, 2), "peak_gib": round(self.peak / 1024, 2)}
 
 
 def rmse(a: np.ndarray, b: np.ndarray) -> float:
@@ -223,7 +205,8 @@ def spark_path(spark, source, params, exclude: set[int], workers: list[int], sto
     from ml import registry, training
     from ml.replay import replay
 
-    with PeakRss(tree=True, exclude=exclude) as driver, PeakRss(roots=workers) as executors:
+    with PeakRss(lambda: descendants(os.getpid(), exclude)) as driver, \
+            PeakRss(lambda: [pid for root in workers for pid in descendants(root, set())[1:]]) as executors:
         started = time.perf_counter()
         replayed = replay(spark, source, {}, {}, progress=console.log)
         count = replayed.ratings.count()
@@ -313,13 +296,13 @@ def run(args) -> dict:
 def each_in_its_process(args) -> dict:
     figures: dict = {}
     for n in args.ratings:
-        argv = [sys.executable, "-m", "bench.train_bench", "--json", "--ratings", str(n), "--rank", str(args.rank),
-                "--reg", str(args.reg), "--iterations", str(args.iterations), "--seed", str(args.seed),
-                "--partitions", str(args.partitions), "--spark-workers", str(args.spark_workers),
-                "--executor-memory", args.executor_memory, *(["--keep"] if args.keep else []),
-                *(["--users", str(args.users)] if args.users else []),
-                *(["--movies", str(args.movies)] if args.movies else []),
-                *(["--no-reference"] if args.no_reference else [])]
+        argv = [sys.executable, "-m", "bench.train_bench", "--json", "--ratings", str(n)]
+        for name, value in vars(args).items():  # the other options as given
+            flag = f"--{name.replace('_', '-')}"
+            if value is True and name != "json":
+                argv.append(flag)
+            elif value is not None and not isinstance(value, bool) and name != "ratings":
+                argv += [flag, str(value)]
         one = json.loads(subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True).stdout)
         figures = figures or one
         figures["sizes"] |= one["sizes"]
@@ -332,8 +315,7 @@ def one_process(args) -> dict:
     from ml.spark import session
 
     settings = load()
-    # Other work on the machine skews every figure: keep the load it started under.
-    figures: dict = {"benchmark": "train", "load_average_at_start": os.getloadavg(), "rank": args.rank,
+    figures: dict = {"benchmark": "train", "rank": args.rank,
                      "reg": args.reg, "iterations": args.iterations, "seed": args.seed,
                      "target": f"Spark within {TARGET_RATIO}x of NumPy at {TARGET_SIZE:,} ratings, rank 50",
                      "spark_workers": args.spark_workers, "sizes": {}}
@@ -360,46 +342,5 @@ def one_process(args) -> dict:
     return figures
 
 
-def rows(figures: dict) -> list[tuple[str, str]]:
-    out = [("Spark session start (once, not counted)", f"{figures['spark_session_start_s']} s")]
-    for n, size in figures["sizes"].items():
-        spark, numpy = size["spark"], size.get("numpy")
-        name = f"{int(n):,}"
-        out += [
-            (f"{name}: data", f"{size['users']:,} users × {size['movies']:,} movies, "
-                              f"mean {size['rating_mean']} std {size['rating_std']}, {spark['segments']} segments"),
-            (f"{name}: Spark replay + count", f"{spark['replay_s']} s"),
-            (f"{name}: Spark fit", f"{spark['fit_s']} s"),
-            (f"{name}: Spark total", f"{spark['total_s']} s"),
-            (f"{name}: publish (streamed to SQLite + S3, not in the total)", f"{spark['publish_s']} s"),
-            (f"{name}: peak RSS Spark driver (this process + its JVM{'' if spark['rss_executors'] else ' + executors'})",
-             f"{spark['rss_driver']['peak_gib']} GiB (from {spark['rss_driver']['start_gib']})"),
-            *([(f"{name}: peak RSS Spark executors (on the workers)",
-                f"{spark['rss_executors']['peak_gib']} GiB (from {spark['rss_executors']['start_gib']})")]
-              if spark["rss_executors"] else []),
-        ]
-        if numpy:
-            out += [
-                (f"{name}: NumPy baseline + ALS", f"{numpy['seconds']} s"),
-                (f"{name}: RATIO Spark / NumPy", f"{size['ratio_spark_to_numpy']}"),
-                (f"{name}: peak RSS NumPy (this process)",
-                 f"{numpy['rss_this_process']['peak_gib']} GiB (from {numpy['rss_this_process']['start_gib']})"),
-                (f"{name}: training RMSE Spark / NumPy",
-                 f"{size['train_rmse']['spark']} / {size['train_rmse']['numpy']}"),
-            ]
-    if figures["driver_peak_ratio_largest_to_smallest"] is not None:
-        out.append(("RATIO driver peak RSS, largest size / smallest (target ≤ 1.3)",
-                    f"{figures['driver_peak_ratio_largest_to_smallest']}"))
-    verdict = {True: "MET", False: "NOT MET", None: "not measured (needs 5,000,000 ratings at rank 50)"}
-    out.append((f"target: {figures['target']}", verdict[figures["meets_target"]]))
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    title = f"train: replay + fit on Spark vs NumPy ALS (rank {args.rank}, {args.iterations} iterations)"
-    return run_benchmark("train", title, args, run, rows)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_benchmark("train", __doc__, parser().parse_args(), run))

@@ -10,7 +10,8 @@ import time
 import pytest
 import requests
 
-from bench.fuzz import OPENINGS_PER_HOUR, Tally, load, rows, seed_world, stateful, stateless
+from bench.common import flat
+from bench.fuzz import OPENINGS_PER_HOUR, Tally, load, seed_world, stateful, stateless
 from tests.conftest import use_environment
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def fuzzed(api, capsys, run, *args) -> dict:
         run(load(base_url), base_url, session, *args, tally)
     figures = {**tally.figures(), "seed": SEED, "seconds": round(time.monotonic() - started, 1)}
     with capsys.disabled():
-        print("\n" + "\n".join(f"{name}: {value}" for name, value in rows(figures)))
+        print("\n" + "\n".join(f"{name}: {value}" for name, value in flat(figures)))
     assert not figures["failures"], "\n\n".join(f"{f['operation']}: {f['failure']} ({f['status']}, ×{f['count']})\n"
                                                 f"{f['example']}" for f in figures["failures"])
     return figures
