@@ -188,7 +188,8 @@ OPERATIONS = [
                MovieReviewsPage, None,
                (FILM, Param("limit", "query", f"page size, 1 to {MAX_LIMIT} (20)", bounded(1, MAX_LIMIT)),
                 cursor("next_cursor of the previous page")),
-               (400, 404), "Each review names its user. 404: a movie neither catalogued nor reviewed.",
+               (400, 404), "Each review names its user; a user who asked to be forgotten is left out at once "
+               "(a page may then hold fewer than `limit`). 404: a movie neither catalogued nor reviewed.",
                links=(Link("NextPage", "movie_reviews", "the next page",
                            {"movie_id": "$request.path.movie_id", "cursor": "$response.body#/next_cursor"}),)),
      movie_reviews),

@@ -21,4 +21,7 @@ def reviewers(request: Request) -> Response:
     if not 1 <= len(prefix) <= MAX_PREFIX or not prefix.isprintable():
         raise ProblemError(400, f"prefix: the start of a user id, 1 to {MAX_PREFIX} printable characters")
     limit = int_param(request, "limit", 10, 1, MAX_REVIEWERS)
-    return json_response(Reviewers(prefix, request.app.state.store.reviewers(prefix, limit)))
+    found = request.app.state.store.reviewers(prefix, limit)
+    # Until the projector applies a forgetting, the store still lists the user: never suggest them.
+    gone = request.app.state.forgetting.forgotten_among(found)
+    return json_response(Reviewers(prefix, [user for user in found if user not in gone]))

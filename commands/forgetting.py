@@ -25,7 +25,7 @@ class ForgettingKeys(Protocol):
 
     def subject_of(self, user_id: str) -> str | None: ...
 
-    def is_forgotten(self, user_id: str) -> bool: ...
+    def forgotten_of(self, user_ids: list[str]) -> set[str]: ...
 
     def retire(self, user_id: str) -> None: ...
 
@@ -67,8 +67,12 @@ class Forgetting:
 
     def forgotten(self, user_ids: list[str]) -> str | None:
         """The first of these user ids that asked to be forgotten, if any (synchronous: a key-store read)."""
-        for user_id in user_ids:
-            if user_id in self._forgotten or self.keys.is_forgotten(user_id):
-                self._forgotten.add(user_id)
-                return user_id
-        return None
+        among = self.forgotten_among(user_ids)
+        return next((user_id for user_id in user_ids if user_id in among), None)
+
+    def forgotten_among(self, user_ids) -> set[str]:
+        """Those of these user ids that asked to be forgotten (synchronous: one key-store read for the
+        ids not known forgotten yet)."""
+        unknown = [user_id for user_id in dict.fromkeys(user_ids) if user_id not in self._forgotten]
+        self._forgotten |= self.keys.forgotten_of(unknown) if unknown else set()
+        return self._forgotten.intersection(user_ids)

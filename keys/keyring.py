@@ -104,7 +104,12 @@ class Keyring:
         return hmac.new(self._pepper, user_id.encode(), hashlib.sha256).digest()
 
     def is_forgotten(self, user_id: str) -> bool:
-        return bool(self.records.forgotten([self.digest(user_id)]))
+        return bool(self.forgotten_of([user_id]))
+
+    def forgotten_of(self, user_ids: list[str]) -> set[str]:
+        """Those of these user ids that asked to be forgotten (one read of the key store)."""
+        digests = {self.digest(user_id): user_id for user_id in user_ids}
+        return {digests[digest] for digest in self.records.forgotten(list(digests))} if digests else set()
 
     def subject_of(self, user_id: str) -> str | None:
         """The user's subject, without making one."""

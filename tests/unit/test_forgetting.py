@@ -31,6 +31,7 @@ def test_a_forgotten_user_is_404_everywhere_at_once_and_their_key_and_factors_ar
         wrote_a_review(client, log, store, user)
     keys = client.app.state.forgetting.keys
     subject = keys.subject_of("ana")
+    assert [r["user_id"] for r in client.get("/v1/movies/m3/reviews").json()["reviews"]] == ["ben", "ana"]
 
     receipt = client.delete("/v1/users/ana", headers=bearer("ana"))
     assert receipt.status_code == 202 and receipt.json()["event_id"]
@@ -42,6 +43,11 @@ def test_a_forgotten_user_is_404_everywhere_at_once_and_their_key_and_factors_ar
         assert "asked to be forgotten" in is_problem(client.get(path), 404)["detail"]
     assert "asked to be forgotten" in is_problem(client.delete("/v1/users/ana", headers=bearer("ana")), 404)["detail"]
     assert {row.id for row in store.factors(info.version, "user")} == {"ben"}
+    # The projector has not applied the forgetting yet: the store still holds ana's rows, no read shows them.
+    assert store.user_reviews("ana", 10, None)
+    assert [r["user_id"] for r in client.get("/v1/movies/m3/reviews").json()["reviews"]] == ["ben"]
+    assert client.get("/v1/users", params={"prefix": "a"}).json()["users"] == []
+    assert client.get("/v1/users", params={"prefix": "b"}).json()["users"] == ["ben"]
     assert client.get("/v1/users/ben/reviews").json()["reviews"] and client.get("/v1/users/ben/history").status_code == 200
 
 
