@@ -109,7 +109,8 @@ def site(stack_dir, tmp_path_factory):
     # every module, and children of later tests copy os.environ.
     with pytest.MonkeyPatch.context() as patch:
         env = use_environment(patch, stack_dir, f"sqlite:///{folder / 'projections.db'}",
-                              HARMONY_ALS_RANK="4", HARMONY_ALS_MAX_ITER="5", HARMONY_SPARK_DRIVER_MEMORY="1g")
+                              HARMONY_ALS_RANK="4", HARMONY_ALS_MAX_ITER="5", HARMONY_SPARK_DRIVER_MEMORY="1g",
+                              HARMONY_TRAIN_HOLDOUT="0")  # the pages show no holdout figure
         settings = load()
     harmony(env, "import", "movielens", str(movielens_folder(folder / "ml")))
     produce_events(settings.kafka_bootstrap, settings.topic, diary())

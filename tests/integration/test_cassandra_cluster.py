@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.cassandra]
 NODES = 3
 KILLED = "cassandra-1"  # 127.0.0.1: the first contact point of the URL
 # The stream: in the log before the worker starts; produced in steps around the kill; after the node returns.
-BEFORE, WHILE_DOWN, AFTER = 8_000, 8_000, 4_000
+BEFORE, WHILE_DOWN, AFTER = 4_000, 4_000, 2_000
 STEPS = 8  # WHILE_DOWN arrives in this many steps, half a second apart; the node is killed after the first
 TOTAL = BEFORE + WHILE_DOWN + AFTER
 # Times the worker may exit (and be started again, as its supervisor would) in one run. The worker is

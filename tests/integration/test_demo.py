@@ -2,7 +2,7 @@
 
 The demo imports what it finds in `<state dir>/data/ml-100k/` rather than downloading MovieLens
 100K; the test puts a small RecBole-layout folder there (1,004 events) and has `harmony train` skip
-tuning, so the run is the stack's start, a one-second import and one small Spark training.
+tuning and the holdout, so the run is the stack's start, a one-second import and one small Spark fit.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def test_the_demo_restarts_a_killed_worker_and_stops_cleanly_on_ctrl_c(tmp_path)
     url = f"http://127.0.0.1:{port}"
     env = {name: value for name, value in os.environ.items() if not name.startswith(("HARMONY_", "AWS_"))}
     env.update(HARMONY_STATE_DIR=str(state), HARMONY_PARTITIONS="3", HARMONY_TRAIN_TUNE="0", HARMONY_ALS_RANK="4",
-               HARMONY_ALS_MAX_ITER="5", HARMONY_SPARK_DRIVER_MEMORY="1g", HARMONY_LOG_FORMAT="json")
+               HARMONY_ALS_MAX_ITER="5", HARMONY_SPARK_DRIVER_MEMORY="1g", HARMONY_TRAIN_HOLDOUT="0",
+               HARMONY_LOG_FORMAT="json")
     out, err = tmp_path / "demo.out", tmp_path / "demo.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         # A process group of its own, as a shell gives a foreground job: the terminal's Ctrl-C goes to the group.
