@@ -103,9 +103,6 @@ class Keyring:
         """What the key store keeps of a forgotten user id: a keyed digest, never the id."""
         return hmac.new(self._pepper, user_id.encode(), hashlib.sha256).digest()
 
-    def is_forgotten(self, user_id: str) -> bool:
-        return bool(self.forgotten_of([user_id]))
-
     def forgotten_of(self, user_ids: list[str]) -> set[str]:
         """Those of these user ids that asked to be forgotten (one read of the key store)."""
         digests = {self.digest(user_id): user_id for user_id in user_ids}

@@ -76,7 +76,7 @@ def test_once_forgotten_no_process_opens_or_writes_the_users_events(keys, tmp_pa
             decode(value, process)
         with pytest.raises(Forgotten):
             sealed(process, review("e2"))
-    assert other.is_forgotten("ana-distinct") and not other.is_forgotten("ben")
+    assert other.forgotten_of(["ana-distinct", "ben"]) == {"ana-distinct"}
 
 
 def test_a_record_that_does_not_open_with_its_subjects_key_is_a_dead_letter(keys):
