@@ -22,7 +22,8 @@ from cassandra.query import tuple_factory
 
 from keys.records import SubjectRow
 from projections.cassandra_store import (
-    CONCURRENCY, CassandraConfig, CassandraStore, RetryIdempotentWrites, _cas_unknown, change_schema,
+    CONCURRENCY, CassandraConfig, CassandraStore, RetryIdempotentWrites, _cas_unknown, create_keyspace,
+    create_tables,
 )
 
 TABLES = """
@@ -56,11 +57,8 @@ class CassandraKeys:
                                 connect_timeout=config.connect_timeout,
                                 control_connection_timeout=config.connect_timeout)
         self._session = CassandraStore._connect(self)  # the store's: an unreachable cluster is one line
-        change_schema(self._session, f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-                      f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
-        for statement in filter(str.strip, TABLES.split(";")):
-            change_schema(self._session, statement.replace("CREATE TABLE IF NOT EXISTS ",
-                                                           f"CREATE TABLE IF NOT EXISTS {self.keyspace}."))
+        create_keyspace(self._session, self.keyspace, config.replication_factor)
+        create_tables(self._session, self.keyspace, TABLES)
         self._prepared: dict[str, object] = {}
 
     def _statement(self, cql: str):

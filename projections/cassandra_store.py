@@ -262,6 +262,18 @@ def change_schema(session, cql: str) -> None:
     session.execute(cql, timeout=SCHEMA_TIMEOUT)
 
 
+def create_keyspace(session, keyspace: str, replication_factor: int) -> None:
+    change_schema(session, f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+                           f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}")
+
+
+def create_tables(session, keyspace: str, script: str) -> None:
+    """Each `CREATE TABLE IF NOT EXISTS` of `script` in `keyspace`."""
+    for statement in filter(str.strip, script.split(";")):
+        change_schema(session, statement.replace("CREATE TABLE IF NOT EXISTS ",
+                                                 f"CREATE TABLE IF NOT EXISTS {keyspace}."))
+
+
 def _cas_unknown(error: Exception) -> bool:
     """A compare-and-set whose outcome is unknown: a Paxos timeout (contention), or CAS_WRITE_UNKNOWN
     (protocol v5's 0x1700, which cassandra-driver 3.30 does not name: a bare ErrorMessage)."""
@@ -290,10 +302,9 @@ class CassandraStore:
         keyspace = config.keyspace
         if scratch:
             _open_scratch.add(keyspace)
-        change_schema(self._session, f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-                      f"{{'class': 'SimpleStrategy', 'replication_factor': {config.replication_factor}}}")
+        create_keyspace(self._session, keyspace, config.replication_factor)
         had = self._tables(keyspace)
-        self._create_tables(keyspace)
+        create_tables(self._session, keyspace, TABLES)
         for table, column, type in ADDED_COLUMNS:  # to tables of an older store, kept
             if self._session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s AND "
                                      "table_name = %s AND column_name = %s", (keyspace, table, column)).one() is None:
@@ -317,16 +328,11 @@ class CassandraStore:
         return {name for (name,) in self._session.execute(
             "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (keyspace,))}
 
-    def _create_tables(self, keyspace: str) -> None:
-        for statement in filter(str.strip, TABLES.split(";")):
-            change_schema(self._session, statement.replace("CREATE TABLE IF NOT EXISTS ",
-                                                           f"CREATE TABLE IF NOT EXISTS {keyspace}."))
-
     def _index_titles_once(self) -> None:
         """A keyspace from before title search was the store's: index the live catalogue once (where
         it lives, which may be a rebuild's keyspace; doing it twice writes the same rows)."""
         where = self._views()
-        self._create_tables(where["movies"])
+        create_tables(self._session, where["movies"], TABLES)
         rows = Writes()
         self._index_titles(rows, self.catalogue(), partial(self._statement, **where))
         self._send(rows)
@@ -335,7 +341,7 @@ class CassandraStore:
         """A keyspace from before movie pages and reviewer suggestions: fill `movie_reviews` (at the
         versions of the `user_reviews` rows) and `reviewers` from the live reviews once, a slice at a time."""
         where = self._views()
-        self._create_tables(where["reviews"])
+        create_tables(self._session, where["reviews"], TABLES)
         q = partial(self._statement, **where)
         put = q(PUT_MOVIE_REVIEW)
         rows, users = Writes(), set()
