@@ -30,6 +30,10 @@ def refuse_forgotten(request: Request, user_ids: list[str]) -> None:
 async def forget_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     authorize(request, user_id)
+    # Before forgetting: its rewrite of the store's file then takes the attempts' bytes too.
+    attempts = request.app.state.auth.attempts
+    await run_in_threadpool(attempts.clear_attempts, PER_USER.key(user_id))
+    await run_in_threadpool(attempts.clear_attempts, PER_USER_AND_CLIENT.key(user_id, client_address(request)))
     try:
         receipt = await request.app.state.forgetting.forget(user_id)
     except NothingToForget as error:
@@ -39,7 +43,4 @@ async def forget_user(request: Request) -> Response:
         raise ProblemError(503, "the event log is unavailable: the user id is retired; send the request again to "
                                 "finish forgetting",
                            {"Retry-After": "1"}) from None
-    attempts = request.app.state.auth.attempts
-    await run_in_threadpool(attempts.clear_attempts, PER_USER.key(user_id))
-    await run_in_threadpool(attempts.clear_attempts, PER_USER_AND_CLIENT.key(user_id, client_address(request)))
     return json_response(receipt, 202)

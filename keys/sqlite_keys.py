@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from keys.records import SubjectRow
+from projections.sqlite_scrub import scrub
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subjects (
@@ -29,7 +30,7 @@ class SQLiteKeys:
         path.touch(mode=0o600, exist_ok=True)  # keys, even wrapped: readable by their owner only
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        # A deleted key's bytes are overwritten, in the file and (checkpointed at once) in the WAL.
+        # A deleted key's bytes are overwritten where they lie (and the file rewritten: see delete).
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a key acknowledged is a key kept
@@ -64,7 +65,7 @@ class SQLiteKeys:
                 row = self._db.execute("SELECT user_id, subject, wrapped FROM subjects WHERE user_id = ?",
                                        (user_id,)).fetchone()
                 self._db.execute("DELETE FROM subjects WHERE user_id = ?", (user_id,))
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's copies of the page go too
+            scrub(self._db)
         return SubjectRow(*row) if row else None
 
     def add_forgotten(self, digests: list[bytes]) -> None:

@@ -22,6 +22,7 @@ from projections.store import (
     AccountRow, CatalogueEntry, Changes, Clock, FactorRow, HistoryRow, ModelInfo, Movie, PartitionLag, RatingCount,
     ReviewRow, Tally,
 )
+from projections.sqlite_scrub import scrub
 from projections.titles import LAST_CHAR, folded_words
 
 log = logging.getLogger(__name__)
@@ -153,17 +154,6 @@ def _forget(db: sqlite3.Connection, subjects: list[str]) -> None:
         for table in ("reviews", "history", "accounts", "subjects"):
             db.executemany(f"DELETE FROM {table} WHERE user_id = ?", users)
         db.executemany("DELETE FROM reviewers WHERE folded = ? AND user_id = ?", [(u.casefold(), u) for (u,) in users])
-
-
-def _checkpoint_wal(db: sqlite3.Connection) -> None:
-    """Copy the WAL into the file and empty it, so deleted rows' old page images go too (a reader
-    holding an older snapshot can keep part of it a moment: tried a few times)."""
-    for _ in range(20):
-        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if not busy:
-            return
-        time.sleep(0.05)
-    log.warning("the WAL could not be emptied after a forgetting: it is at the next checkpoint")
 
 
 def _entry(movie_id, title, year, genres, image_url) -> CatalogueEntry:
@@ -314,7 +304,7 @@ class SQLiteStore:
                 db.execute("ROLLBACK")
                 raise
             if changes.forgotten and not self._scratch:
-                _checkpoint_wal(db)
+                scrub(db)
         return True
 
     def record_lag(self, lags: list[PartitionLag]) -> None:
@@ -594,7 +584,7 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("DELETE FROM factors WHERE version IN (SELECT version FROM models) "
                              "AND kind = 'user' AND id = ?", (user_id,))
-            _checkpoint_wal(self._db)
+            scrub(self._db)
 
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows and the checkpoints in a stable order, from one snapshot."""
