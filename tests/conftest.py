@@ -5,6 +5,7 @@ Each test gets its own topic and store, so tests do not see each other's events.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import socket
@@ -96,17 +97,57 @@ def stack_dir(tmp_path_factory) -> Path:
     stop_in_background(directory)
 
 
+class KeyspaceDropper:
+    """Drops the keyspaces tests are done with, one after another in a thread of its own, over one
+    connection kept for the session: the next test need not wait for a drop (1-2 s each), nor for a
+    new driver to connect and read the node's whole schema."""
+
+    def __init__(self, node: dict):
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.policies import RoundRobinPolicy
+
+        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=120)
+        self._cluster = Cluster(node["contact_points"], port=node["port"], schema_metadata_enabled=False,
+                                execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+        self._session = self._cluster.connect()
+        self._pending: list[concurrent.futures.Future] = []
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dropping keyspaces")
+
+    def drop(self, keyspace: str) -> None:
+        """Drop the keyspace and those named after it (its rebuilds', its key store's)."""
+        self._pending.append(self._thread.submit(self._drop, keyspace))
+
+    def _drop(self, keyspace: str) -> None:
+        for (name,) in self._session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
+            if name == keyspace or name.startswith(f"{keyspace}_"):
+                self._session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+
+    def close(self) -> None:
+        """Wait for every drop (a failed one fails the session here), then disconnect."""
+        try:
+            for dropping in self._pending:
+                dropping.result()
+        finally:
+            self._thread.shutdown()
+            self._cluster.shutdown()
+
+
 @pytest.fixture(scope="session")
 def cassandra_node(tmp_path_factory) -> dict:
     """One Apache Cassandra node for the whole session, started by the launcher in a state dir of its own (with
     its own SeaweedFS and Kafka: test_restart takes the session stack down and up without Cassandra).
     Yields stack.json's "cassandra": {"contact_points": ["127.0.0.1"], "port": N,
-    "url": "cassandra://127.0.0.1:N/harmony"}; no keyspace is created. Stopped at the end of the session."""
+    "url": "cassandra://127.0.0.1:N/harmony"} with a `KeyspaceDropper` as "dropper"; no keyspace is
+    created. Stopped at the end of the session."""
     directory = tmp_path_factory.mktemp("cassandra")
     info = launcher.up(directory, "harmony.reviews", PARTITIONS, cassandra_nodes=1,
                        cassandra_heap=load().cassandra_heap)
-    yield info["cassandra"]
-    stop_in_background(directory)
+    dropper = KeyspaceDropper(info["cassandra"])
+    try:
+        yield {**info["cassandra"], "dropper": dropper}
+    finally:
+        dropper.close()
+        stop_in_background(directory)
 
 
 @pytest.fixture(scope="session")
@@ -140,18 +181,7 @@ def store_url(store_kind, tmp_path, request):
     node = request.getfixturevalue("cassandra_node")
     keyspace = f"t_{uuid.uuid4().hex[:12]}"
     yield node["url"].rsplit("/", 1)[0] + f"/{keyspace}"
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import RoundRobinPolicy
-
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy())
-    cluster = Cluster(node["contact_points"], port=node["port"], execution_profiles={EXEC_PROFILE_DEFAULT: profile})
-    try:
-        session = cluster.connect()
-        for (name,) in session.execute("SELECT keyspace_name FROM system_schema.keyspaces"):
-            if name == keyspace or name.startswith(f"{keyspace}__"):
-                session.execute(f"DROP KEYSPACE IF EXISTS {name}")
-    finally:
-        cluster.shutdown()
+    node["dropper"].drop(keyspace)
 
 
 @pytest.fixture

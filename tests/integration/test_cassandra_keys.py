@@ -31,8 +31,8 @@ class TestCassandraKeys(KeyStoreContract):
         for other in self.others:
             other.close()
         self.others.clear()
-        store._session.execute(f"DROP KEYSPACE IF EXISTS {store.keyspace}")
         store.close()
+        node["dropper"].drop(store.keyspace)
 
     def other_handle(self, records):
         other = CassandraKeys(records.config)
