@@ -584,7 +584,8 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("DELETE FROM factors WHERE version IN (SELECT version FROM models) "
                              "AND kind = 'user' AND id = ?", (user_id,))
-            scrub(self._db)
+        with self._attempts_lock:  # rewritten over the other connection: this process's reads go on meanwhile
+            scrub(self._attempts_db)
 
     def contents(self) -> dict[str, list[tuple]]:
         """Every view's rows and the checkpoints in a stable order, from one snapshot."""
