@@ -137,17 +137,20 @@ def cassandra_node(tmp_path_factory) -> dict:
     """One Apache Cassandra node for the whole session, started by the launcher in a state dir of its own (with
     its own SeaweedFS and Kafka: test_restart takes the session stack down and up without Cassandra).
     Yields stack.json's "cassandra": {"contact_points": ["127.0.0.1"], "port": N,
-    "url": "cassandra://127.0.0.1:N/harmony"} with a `KeyspaceDropper` as "dropper"; no keyspace is
-    created. Stopped at the end of the session."""
+    "url": "cassandra://127.0.0.1:N/harmony"}; no keyspace is created. Stopped at the end of the session."""
     directory = tmp_path_factory.mktemp("cassandra")
     info = launcher.up(directory, "harmony.reviews", PARTITIONS, cassandra_nodes=1,
                        cassandra_heap=load().cassandra_heap)
-    dropper = KeyspaceDropper(info["cassandra"])
-    try:
-        yield {**info["cassandra"], "dropper": dropper}
-    finally:
-        dropper.close()
-        stop_in_background(directory)
+    yield info["cassandra"]
+    stop_in_background(directory)
+
+
+@pytest.fixture(scope="session")
+def keyspace_dropper(cassandra_node) -> KeyspaceDropper:
+    """Drops the keyspaces of tests that are done with them (see KeyspaceDropper)."""
+    dropper = KeyspaceDropper(cassandra_node)
+    yield dropper
+    dropper.close()
 
 
 @pytest.fixture(scope="session")
@@ -179,9 +182,10 @@ def store_url(store_kind, tmp_path, request):
         yield f"sqlite:///{tmp_path / 'projections.db'}"
         return
     node = request.getfixturevalue("cassandra_node")
+    dropper = request.getfixturevalue("keyspace_dropper")
     keyspace = f"t_{uuid.uuid4().hex[:12]}"
     yield node["url"].rsplit("/", 1)[0] + f"/{keyspace}"
-    node["dropper"].drop(keyspace)
+    dropper.drop(keyspace)
 
 
 @pytest.fixture

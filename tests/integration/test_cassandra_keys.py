@@ -17,14 +17,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.cassandra]
 
 class TestCassandraKeys(KeyStoreContract):
     @pytest.fixture
-    def records(self, cassandra_node):
-        yield from self._store(cassandra_node)
+    def records(self, cassandra_node, keyspace_dropper):
+        yield from self._store(cassandra_node, keyspace_dropper)
 
     @pytest.fixture
-    def another(self, cassandra_node):
-        yield from self._store(cassandra_node)
+    def another(self, cassandra_node, keyspace_dropper):
+        yield from self._store(cassandra_node, keyspace_dropper)
 
-    def _store(self, node):
+    def _store(self, node, dropper):
         store = CassandraKeys(config_for(node["url"], f"keys_{uuid.uuid4().hex[:10]}"))
         self.others: list[CassandraKeys] = getattr(self, "others", [])
         yield store
@@ -32,7 +32,7 @@ class TestCassandraKeys(KeyStoreContract):
             other.close()
         self.others.clear()
         store.close()
-        node["dropper"].drop(store.keyspace)
+        dropper.drop(store.keyspace)
 
     def other_handle(self, records):
         other = CassandraKeys(records.config)

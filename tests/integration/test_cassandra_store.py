@@ -31,14 +31,14 @@ def config_for(url: str, keyspace: str):
 
 class TestCassandraStore(StoreContract, FoldContract):
     @pytest.fixture
-    def store(self, cassandra_node):
+    def store(self, cassandra_node, keyspace_dropper):
         store = CassandraStore(config_for(cassandra_node["url"], f"contract_{uuid.uuid4().hex[:10]}"))
         self.others: list[CassandraStore] = []
         yield store
         for other in self.others:
             other.close()
         store.close()
-        cassandra_node["dropper"].drop(store.config.keyspace)  # with its scratch stores' leftovers
+        keyspace_dropper.drop(store.config.keyspace)  # with its scratch stores' leftovers
 
     def other_handle(self, store):
         other = CassandraStore(store.config)
