@@ -36,7 +36,7 @@ class KeyRecords(Protocol):
 
     def delete(self, user_id: str) -> SubjectRow | None:
         """Delete the user id's row (its mapping and its key) and answer it; None if it had none.
-        The deleted bytes are overwritten where the store can (SQLite's secure_delete)."""
+        The deleted bytes are overwritten where the store can (SQLite: secure_delete, then the file rewritten)."""
 
     def add_forgotten(self, digests: list[bytes]) -> None:
         """Remember these digests of forgotten user ids (again is no change)."""
