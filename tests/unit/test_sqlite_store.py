@@ -93,6 +93,6 @@ def test_forgotten_users_leave_no_byte_in_the_file_after_the_pages_around_them_m
     for start in range(0, len(log), 100):
         apply_records(store, log[start:start + 100])
     assert store.user_reviews("kept-001", 1, None)  # the others stay
-    files = [path for path in tmp_path.iterdir() if path.name.startswith("p.db")]
-    assert [(path.name, user) for path in files for user in doomed if user.encode() in path.read_bytes()] == []
+    files = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.name.startswith("p.db")}
+    assert [(name, user) for name, data in files.items() for user in doomed if user.encode() in data] == []
     store.close()
