@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -89,6 +90,14 @@ class StoreContract:
         assert (review.user_id, review.movie_id, review.rating, review.event_id) == ("u", "m", 5.0, "c")
         movie = store.movie("m")
         assert (movie.review_count, movie.mean_rating) == (2, 4.5)
+
+    @pytest.mark.parametrize("text", ['quotes " and \\ , é, 😀, a\nnew line\t', "a NUL \x00 inside", ""])
+    def test_what_users_wrote_comes_back_exactly(self, store, text):
+        review = msgspec.structs.replace(sub("a", "ü", "m", 4.0), summary=text[:300], text=text * 3)
+        apply_records(store, records(review, sub("b", "ü", "n", 1.0)))
+        stored = {r.movie_id: r for r in store.user_reviews("ü", 10, None)}
+        assert (stored["m"].summary, stored["m"].text, stored["n"].text) == (text[:300], text * 3, "")
+        assert store.user_event("ü", "a").payload["text"] == text * 3
 
     def test_a_retraction_removes_the_review_across_batches(self, store):
         apply_records(store, records(sub("a", "u", "m", 2.0), sub("b", "v", "m", 4.0)))
