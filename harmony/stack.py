@@ -343,7 +343,7 @@ def status(directory: Path) -> dict:
 def up(
     directory: Path, topic: str, partitions: int, brokers: int | None = None, kafka_heap: str = DEFAULT_KAFKA_HEAP,
     cassandra_nodes: int = 0, cassandra_heap: str = DEFAULT_CASSANDRA_HEAP, spark_workers: int = 0,
-    spark_memory: str = DEFAULT_SPARK_EXECUTOR_MEMORY,
+    spark_memory: str = DEFAULT_SPARK_EXECUTOR_MEMORY, cassandra_options: tuple[str, ...] = (),
 ) -> dict:
     """Start SeaweedFS, Kafka and, if asked, Cassandra and Spark (what is not running of them); wait until each
     really serves; answer status().
@@ -351,6 +351,7 @@ def up(
     `brokers` defaults to the size the state dir's cluster was formatted with (1 for a new one).
     `cassandra_nodes`: 0 for none (a stack running with Cassandra keeps it), else 1 or 3; like `brokers`, fixed
     by the state dir's first Cassandra start.
+    `cassandra_options`: more JVM options for the Cassandra nodes this call starts.
     `spark_workers`: 0 for none (a stack running with Spark keeps its workers), else a Spark master and that many
     workers (more than are running adds some), each offering `spark_memory` to executors.
     """
@@ -418,7 +419,7 @@ def up(
                   node_id=node)
         commands = {
             node: _cassandra_command(java, cassandra_lib, _cassandra_config(directory, node, hosts, ports["cassandra"]),
-                                     cassandra_heap, logs)
+                                     cassandra_heap, logs, cassandra_options)
             for node in range(1, nodes + 1) if f"cassandra-{node}" not in services
         }
 
@@ -660,7 +661,8 @@ def _cassandra_config(directory: Path, node: int, hosts: list[str], ports: list[
     return config
 
 
-def _cassandra_command(java: str, lib: Path, config: Path, heap: str, logs: Path) -> list[str]:
+def _cassandra_command(java: str, lib: Path, config: Path, heap: str, logs: Path,
+                       options: tuple[str, ...] = ()) -> list[str]:
     """The JVM line of bin/cassandra and conf/jvm17-server.options, trimmed for a dev node; its output goes to
     stdout (`cassandra-foreground`), which the launcher writes to <state>/logs/cassandra-<i>.log."""
     home = config.parent
@@ -677,6 +679,7 @@ def _cassandra_command(java: str, lib: Path, config: Path, heap: str, logs: Path
         "-Dcassandra.skip_wait_for_gossip_to_settle=0",
         "-Dcassandra.ring_delay_ms=5000",
         f"-Dcassandra.triggers_dir={home / 'triggers'}",  # none; a missing dir is warned about
+        *options,
         "-cp", f"{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
     ]
 
