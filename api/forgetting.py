@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from api.auth import PER_USER, PER_USER_AND_CLIENT, authorize, client_address
 from api.problems import ProblemError
-from api.wire import json_response
+from api.wire import json_response, path_user_id
 from commands.forgetting import Forgetting, NothingToForget
 from events.log import LogUnavailable
 
@@ -28,7 +28,7 @@ def refuse_forgotten(request: Request, user_ids: list[str]) -> None:
 
 
 async def forget_user(request: Request) -> Response:
-    user_id = request.path_params["user_id"]
+    user_id = path_user_id(request)
     authorize(request, user_id)
     # Before forgetting: its rewrite of the store's file then takes the attempts' bytes too.
     attempts = request.app.state.auth.attempts

@@ -15,7 +15,7 @@ from api.bodies import HistoryEvent, HistoryPage
 from api.forgetting import refuse_forgotten
 from api.problems import ProblemError
 from api.reviews import wait_for
-from api.wire import MAX_LIMIT, Offset, decode_cursor, in_utc, int_param, json_response, page_of
+from api.wire import MAX_LIMIT, Offset, decode_cursor, in_utc, int_param, json_response, page_of, path_user_id
 from events.position import Position
 from events.types import Timestamp
 from projections.history import changes, reviews_at
@@ -39,7 +39,7 @@ def time_param(request: Request, name: str) -> datetime | None:
 
 async def user_history(request: Request) -> Response:
     store: ProjectionStore = request.app.state.store
-    user_id = request.path_params["user_id"]
+    user_id = path_user_id(request)
     if request.app.state.auth.private_history:
         authorize(request, user_id)
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)

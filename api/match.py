@@ -20,7 +20,7 @@ from starlette.responses import Response
 from api.bodies import Match, MatchedMovie, MemberScore, MovieRef, SimilarMovie, SimilarMovies, Strategies, Strategy
 from api.forgetting import refuse_forgotten
 from api.problems import ProblemError
-from api.wire import int_param, json_response
+from api.wire import USER_ID_RULE, int_param, json_response
 from commands.types import CommandUserId
 from ml import matching
 from ml.registry import decode_rows
@@ -139,7 +139,7 @@ def _users(request: Request) -> list[str]:
     try:
         return msgspec.convert(users, list[CommandUserId])
     except msgspec.ValidationError:
-        raise ProblemError(400, "users: ids that are not '.' or '..', with no '/' and no control characters") from None
+        raise ProblemError(400, f"users: each {USER_ID_RULE}") from None
 
 
 def _filters(request: Request) -> matching.Filters:

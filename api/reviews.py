@@ -18,7 +18,7 @@ from api.bodies import ReviewsPage
 from api.forgetting import FORGOTTEN, refuse_forgotten
 from api.problems import ProblemError
 from api.wire import (
-    MAX_LIMIT, decode_cursor, idempotency_key, int_param, invalid, json_response, page_of, read_json,
+    MAX_LIMIT, decode_cursor, idempotency_key, int_param, invalid, json_response, page_of, path_user_id, read_json,
 )
 from commands.handlers import IdempotencyConflict, InvalidCommand, Lookup, Recorded
 from commands.types import Receipt, RetractReview, SubmitReview
@@ -140,7 +140,7 @@ async def wait_for(store: ProjectionStore, ends: LogEnds, token: str) -> None:
 
 async def user_reviews(request: Request) -> Response:
     store: ProjectionStore = request.app.state.store
-    user_id = request.path_params["user_id"]
+    user_id = path_user_id(request)
     limit = int_param(request, "limit", 20, 1, MAX_LIMIT)
     cursor = request.query_params.get("cursor")
     if (token := request.query_params.get("after")) is not None:

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from api.problems import FieldProblem, ProblemError
+from commands.types import CommandUserId
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,17 @@ def invalid(detail: str, field: str | None = None) -> ProblemError:
         field = found.group(1) or found.group(2)
         about = f"{field} is required" if found.group(2) else detail[:found.start()]
     return ProblemError(422, detail, errors=[FieldProblem(f"#/{field}", about)] if field else None)
+
+
+# What a user id must be to be written: what a read of one may be too (the rest answers 400, not an empty page).
+USER_ID_RULE = "1 to 128 characters, not '.' or '..', with no '/' and no control characters"
+
+
+def path_user_id(request: Request) -> str:
+    try:
+        return msgspec.convert(request.path_params["user_id"], CommandUserId)
+    except msgspec.ValidationError:
+        raise ProblemError(400, f"user id: {USER_ID_RULE}") from None
 
 
 def int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:

@@ -139,3 +139,18 @@ def test_an_after_token_past_the_logs_end_is_a_400_without_the_wait(world, monke
     # A write made after the log's end was last read (by another process, say) is still waited for.
     later = client.post("/v1/reviews", headers=bearer("ana"), json={**review, "movie_id": "n"}).json()
     is_problem(client.get("/v1/users/ana/reviews", params={"after": later["token"]}), 503)
+
+
+@pytest.mark.parametrize("user", ["%01", "a%7Fb", "%C2%85", "%20%20", "%2E%2E", "x" * 129])
+def test_a_user_id_nobody_could_write_for_is_a_400_on_reads_and_forgetting(world, user):
+    client = world[0]
+    for path in (f"/v1/users/{user}/reviews", f"/v1/users/{user}/history"):
+        assert "1 to 128 characters" in is_problem(client.get(path), 400)["detail"]
+    is_problem(client.delete(f"/v1/users/{user}", headers=bearer("ana")), 400)
+
+
+def test_a_user_id_anybody_could_write_for_is_read_even_with_nothing_written(world):
+    client = world[0]
+    for user in ("Zoë K", "x" * 128, "..."):
+        assert client.get(f"/v1/users/{user}/reviews").json()["reviews"] == []
+        assert client.get(f"/v1/users/{user}/history").json()["events"] == []
