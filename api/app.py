@@ -129,7 +129,7 @@ OPERATIONS = [
                            {"user_id": "$request.path.user_id", "after": "$response.body#/token"}),)),
      retract_review),
     (Operation("DELETE", "/v1/users/{user_id}", "Forget the user: their account, reviews and history", 202, Receipt,
-               None, (USER,), (404, 503),
+               None, (USER,), (400, 404, 503),
                "Needs a token for the user. The user id is retired at once (every read of it answers 404 "
                "\"this user asked to be forgotten\"); their key is deleted, so every event they wrote is "
                "unreadable in the log and its archive; the projections then delete their reviews, history and "
