@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from api.problems import FieldProblem, ProblemError
 from commands.types import CommandUserId
+from events.types import UserId, max_length
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,8 @@ def invalid(detail: str, field: str | None = None) -> ProblemError:
     return ProblemError(422, detail, errors=[FieldProblem(f"#/{field}", about)] if field else None)
 
 
-# What a user id must be to be written: what a read of one may be too (the rest answers 400, not an empty page).
-USER_ID_RULE = "1 to 128 characters, not '.' or '..', with no '/' and no control characters"
+# What a user id must be to be written, and so to be read (the rest answers 400, not an empty page).
+USER_ID_RULE = f"1 to {max_length(UserId)} characters, not '.' or '..', with no '/' and no control characters"
 
 
 def path_user_id(request: Request) -> str:
