@@ -8,8 +8,11 @@ The master and the memory are parameters; the composition root passes ``HARMONY_
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +23,9 @@ def session(master: str, driver_memory: str, app_name: str = "harmony-ml",
     """Start (or reuse) a SparkSession bound to loopback, quiet, with a checkpoint directory.
 
     The checkpoint directory keeps ALS with ``maxIter >= 15`` from dying of a StackOverflowError
-    (long RDD lineage); without one it is a fresh temporary directory. On a standalone master the
-    executors write it too: the stack's workers run on this machine, so a local path serves.
+    (long RDD lineage); without one it is this process's temporary directory, removed when the process
+    exits. On a standalone master the executors write it too: the stack's workers run on this machine,
+    so a local path serves.
     """
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python workers must run this interpreter (the venv with the project installed editable, so
@@ -46,8 +50,16 @@ def session(master: str, driver_memory: str, app_name: str = "harmony-ml",
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
-    if checkpoint_dir is None:
-        checkpoint_dir = tempfile.mkdtemp(prefix="harmony-spark-checkpoints-")
-    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    spark.sparkContext.setCheckpointDir(str(checkpoint_dir))
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None else _temporary_checkpoints()
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    spark.sparkContext.setCheckpointDir(str(checkpoints))
     return spark
+
+
+@functools.cache
+def _temporary_checkpoints() -> Path:
+    """One directory per process, however many sessions it asks for, removed at exit: every
+    `harmony train` used to leave one in the temporary folder (a few MB each)."""
+    path = Path(tempfile.mkdtemp(prefix="harmony-spark-checkpoints-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path

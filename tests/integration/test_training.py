@@ -171,11 +171,12 @@ def test_retrain_on_an_empty_archive_is_a_clear_error(spark, settings, live_stor
 
 
 @BOTH_STORES
-def test_harmony_train_command_publishes_what_the_api_serves(env, archived, api):
+def test_harmony_train_command_publishes_what_the_api_serves(env, archived, api, tmp_path):
     run = subprocess.run([sys.executable, "-m", "harmony", "train", "--no-tune", "--json"], capture_output=True,
                          text=True, env={**env, "HARMONY_ALS_RANK": "4", "HARMONY_ALS_MAX_ITER": "5",
-                                         "HARMONY_SPARK_DRIVER_MEMORY": "1g"}, timeout=300)
+                                         "HARMONY_SPARK_DRIVER_MEMORY": "1g", "TMPDIR": str(tmp_path)}, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert not list(tmp_path.glob("harmony-spark-checkpoints-*"))  # Spark's checkpoints went with the process
     published = json.loads(run.stdout)
     current = api.get("/v1/models/current").json()
     assert current["version"] == published["version"]
