@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ml import training
+from ml import selection, training
 from ml.datasets import FOLDS, read_movielens_split, split_paths
 from ml.metrics import K, ranking_metrics
 
@@ -69,7 +69,7 @@ def evaluate_split(spark, train, test, params, *, tune: bool,
     measure on ``test``; figures for the model and its baseline."""
     started = time.monotonic()
     train, test = spark_frame(spark, train), spark_frame(spark, test)
-    trained = training.fit(spark, train, params, tune_params=tune, progress=progress)
+    trained = selection.fit(spark, train, params, tune_params=tune, progress=progress)
     figures = {"train": train.count(), **measure(trained, test), "params": trained.params,
                "factor_rank": trained.rank, "seconds": round(time.monotonic() - started, 1)}
     trained.unpersist()

@@ -16,10 +16,9 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from events.errors import HarmonyError
-from ml import registry, training
+from ml import registry, selection, training
 from ml.evaluation import measure, of_users, sample_users, spark_frame
 from ml.replay import ArchiveSource, replay
-from ml.selection import choose_min_reviews
 from projections.store import ModelInfo, ProjectionStore
 
 MIN_HOLDOUT_RATINGS = 20  # below this, a holdout measures nothing: train on all, report no accuracy
@@ -55,10 +54,10 @@ def fit_for_publication(spark, ratings, params: training.Params, *, tune: bool, 
     if held >= MIN_HOLDOUT_RATINGS:
         started = time.monotonic()
         say(f"evaluate: fitting on {count - held:,} ratings, holding out {held:,}")
-        trained = training.fit(spark, train, params, tune_params=tune, progress=say)
+        trained = selection.fit(spark, train, params, tune_params=tune, progress=say)
         result = {"train": count - held, **measure(trained, test)}
         evaluated = sample_users(test, seed=seed)
-        min_reviews, pairs = choose_min_reviews(trained.collect(evaluated), of_users(train, evaluated),
+        min_reviews, pairs = selection.choose_min_reviews(trained.collect(evaluated), of_users(train, evaluated),
                                                 of_users(test, evaluated))
         evaluated.unpersist()
         trained.unpersist()
@@ -68,7 +67,7 @@ def fit_for_publication(spark, ratings, params: training.Params, *, tune: bool, 
         say(f"evaluate: holdout RMSE {result['rmse']:.4f}, nDCG@10 {result['ndcg@10']:.4f}, "
             f"min_reviews {min_reviews}")
     say("fit: the published model, on every rating")
-    return training.fit(spark, ratings, params, tune_params=tune, progress=say), metrics
+    return selection.fit(spark, ratings, params, tune_params=tune, progress=say), metrics
 
 
 def retrain(spark, source: ArchiveSource, store: ProjectionStore, s3, *, log: dict[int, range],

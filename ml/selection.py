@@ -1,5 +1,6 @@
 """Choosing hyperparameters, on training data only: :func:`tune` (bias regularisation, ALS rank and
-regParam, the blend weights) and :func:`choose_min_reviews` (the evidence a movie needs to be listed).
+regParam, the blend weights), :func:`fit` (the model, tuned first if asked) and
+:func:`choose_min_reviews` (the evidence a movie needs to be listed).
 
 Tuning fits many models, so it works on a bounded sample: every rating of a random set of users,
 at most ``TUNE_RATINGS`` ratings, brought to the driver. Its cost and memory stay the same
@@ -20,6 +21,7 @@ from ml.factors import MAX_RATING, MIN_RATING, FactorModel
 from ml.knn import fit_knn
 from ml.metrics import rmse
 from ml.pair_metrics import PAIRS, Lister, measure, pair_data, sample_pairs
+from ml import training
 from ml.training import Baseline, LocalRatings, Params, fit_baseline
 
 TUNE_RATINGS = 1_000_000
@@ -103,6 +105,15 @@ def tune(spark, ratings, *, holdout: float = 0.1, bias_grid=BIAS_GRID, als_grid=
     if not blend:
         return best
     return _blend(data, baseline, residual, best, best_score, best_als, vu, vi, vr, say)
+
+
+def fit(spark, ratings, params: Params, *, tune_params: bool,
+        progress: Callable[[str], None] | None = None) -> training.Trained:
+    """:func:`ml.training.fit` on a Spark DataFrame of ratings, with ``tune_params`` on the
+    hyperparameters :func:`tune` chooses on them, starting from ``params``."""
+    if tune_params:
+        params = tune(spark, ratings, base=params, progress=progress)
+    return training.fit(spark, ratings, params, progress=progress)
 
 
 def _blend(data: LocalRatings, baseline: Baseline, residual, best: Params, best_score: float, best_als,

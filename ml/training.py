@@ -395,20 +395,15 @@ def _blended_rows(spark, data: Indexed, baseline: Baseline, users, items, taste,
     return spark.createDataFrame(people, USER_ROWS), spark.createDataFrame(movies, ITEM_ROWS), keep
 
 
-def fit(spark, ratings, params: Params, *, tune_params: bool = False,
-        progress: Callable[[str], None] | None = None) -> Trained:
+def fit(spark, ratings, params: Params, *, progress: Callable[[str], None] | None = None) -> Trained:
     """Fit the model on a DataFrame of (user: str, item: str, rating: float) (a pandas one is
-    turned into a Spark one). With ``tune_params`` the hyperparameters come from
-    :func:`ml.selection.tune`, starting from ``params``. The answer carries the parameters used."""
+    turned into a Spark one). The answer carries the parameters used (:func:`ml.selection.fit`
+    chooses them first)."""
     from pyspark.sql import functions as F
 
     say = progress or (lambda message: None)
     if not hasattr(ratings, "sparkSession"):
         ratings = spark.createDataFrame(ratings[["user", "item", "rating"]])
-    if tune_params:
-        from ml.selection import tune
-
-        params = tune(spark, ratings, base=params, progress=progress)
     data = index(ratings)
     p = params
     baseline = data.baseline(p.reg_user, p.reg_item)

@@ -42,6 +42,43 @@ def python_files(folder: str) -> list[Path]:
     return sorted((PROJECT / folder).rglob("*.py"))
 
 
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PROJECT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def import_cycles() -> list[list[str]]:
+    """The project's modules that import themselves through others (lazy imports count: they only
+    hide a cycle), each group sorted: Tarjan's strongly connected components of the import graph."""
+    paths = {module_name(path): path for layer in sorted(LAYERS) for path in python_files(layer)}
+    graph = {module: {name for _, imported, names in imported_modules(path)
+                      for name in (imported, *(f"{imported}.{n}" for n in names)) if name in paths and name != module}
+             for module, path in paths.items()}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for other in graph[module]:
+            if other not in order:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], order[other])
+        if low[module] == order[module]:
+            group = stack[stack.index(module):]
+            del stack[stack.index(module):]
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in graph:
+        if module not in order:
+            visit(module)
+    return cycles
+
+
 def layer_violations(folder: str) -> list[str]:
     wrong = []
     for path in python_files(folder):
@@ -73,6 +110,10 @@ def test_only_the_composition_root_names_a_store_adapter(folder):
     assert adapter_violations(folder) == []
 
 
+def test_no_module_imports_itself_through_others():
+    assert import_cycles() == []
+
+
 def test_the_checks_catch_what_they_look_for(tmp_path, monkeypatch):
     """A shell import in an inner layer and an adapter import outside the root are both found."""
     monkeypatch.setattr(__import__(__name__, fromlist=["PROJECT"]), "PROJECT", tmp_path)
@@ -82,3 +123,8 @@ def test_the_checks_catch_what_they_look_for(tmp_path, monkeypatch):
     assert layer_violations("projections") == ["projections/worker.py:2 imports harmony.settings"]
     assert adapter_violations("projections") == [
         "projections/worker.py:3 imports the adapter projections.sqlite_store"]
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "training.py").write_text("def fit():\n    from ml.selection import tune\n")
+    (tmp_path / "ml" / "selection.py").write_text("from ml import training\n")
+    (tmp_path / "ml" / "als.py").write_text("import ml.training\n")
+    assert import_cycles() == [["ml.selection", "ml.training"]]

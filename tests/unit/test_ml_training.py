@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +118,14 @@ def test_tuning_uses_the_inner_split_and_prefers_the_better_grid_point(spark, sp
     assert (params.rank, params.reg) == (4, 0.1)
     assert len([line for line in calls if line.startswith("tune: rank")]) == 2
     assert any(line.startswith("tune: blend") for line in calls)
+
+
+def test_a_tuned_fit_fits_the_parameters_tuning_chose(spark, split, monkeypatch):
+    chosen = dataclasses.replace(FAST, rank=3, reg_user=7.0)
+    asked = []
+    monkeypatch.setattr(selection, "tune", lambda spark, ratings, *, base, progress: asked.append(base) or chosen)
+    trained = selection.fit(spark, spark.createDataFrame(split[0]), FAST, tune_params=True)
+    assert asked == [FAST] and trained.params == dataclasses.asdict(chosen)
 
 
 def test_bias_passes_spread_over_spark_tasks_equal_those_in_one_task_and_on_the_driver(spark, split, monkeypatch):
