@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import signal
 import socket
@@ -71,6 +72,17 @@ def wait_until(predicate, timeout: float, message: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s: {message}")
+
+
+@pytest.fixture(autouse=True)
+def logging_as_found():
+    """Each test leaves the root logger as it found it: a CLI run in process (`main([...])`) points it
+    at that test's captured stderr, which is closed after the test, and a later record (a stack stopping
+    in the background) printed a "Logging error" traceback under the last test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 _stopping: list[threading.Thread] = []  # stacks stopping in the background
