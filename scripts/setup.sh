@@ -40,7 +40,9 @@ for pom in jvm/*/pom.xml; do
   fi
   echo "setup: fetching $service's jars from Maven Central"
   rm -rf "$lib"
-  mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/$lib"
+  # Maven's console library prints colour resets even in batch mode: stripped (pipefail keeps its status).
+  mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/$lib" 2>&1 \
+    | sed 's/\x1b\[[0-9;]*m//g'
   echo "$digest" > "$stamp"
 done
 
