@@ -502,7 +502,9 @@ def _cluster(directory: Path, brokers: int | None) -> dict:
 
 def _weed_command(weed: Path, directory: Path, ports: dict) -> list[str]:
     return [
-        str(weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={directory / 's3'}",
+        # Its logs to stderr (logs/seaweedfs.log), not three new files in the temporary folder at each start.
+        str(weed), "-logtostderr=true",
+        "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={directory / 's3'}",
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
         "-filer", f"-filer.port={ports['filer']}",
         "-s3", f"-s3.port={ports['s3']}", f"-s3.config={directory / 'identities.json'}",

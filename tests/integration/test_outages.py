@@ -94,11 +94,13 @@ def test_the_worker_and_the_archiver_ride_out_a_broker_outage(settings, live_sto
     assert_all_projected_once_and_archived(settings, live_store, running)
 
 
-def test_the_archiver_rides_out_an_s3_outage(settings, live_store, running, stack_dir):
+def test_the_archiver_rides_out_an_s3_outage(settings, live_store, running, stack_dir, tmp_path, monkeypatch):
     events = review_stream(BUSY + LATER, seed=17, catalogue=0.05)
     produce_events(settings.kafka_bootstrap, settings.topic, events[:BUSY])
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # SeaweedFS's own logs used to land there at each start
     with away(stack_dir, settings, "s3"):
         produce_events(settings.kafka_bootstrap, settings.topic, events[BUSY:])
         time.sleep(OUTAGE)
         assert_alive(*running)
     assert_all_projected_once_and_archived(settings, live_store, running)
+    assert not list(tmp_path.glob("weed*"))  # they are in the stack's logs/seaweedfs.log
