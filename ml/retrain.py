@@ -57,8 +57,8 @@ def fit_for_publication(spark, ratings, params: training.Params, *, tune: bool, 
         trained = selection.fit(spark, train, params, tune_params=tune, progress=say)
         result = {"train": count - held, **measure(trained, test)}
         evaluated = sample_users(test, seed=seed)
-        min_reviews, pairs = selection.choose_min_reviews(trained.collect(evaluated), of_users(train, evaluated),
-                                                of_users(test, evaluated))
+        min_reviews, pairs = selection.choose_min_reviews(
+            trained.collect(evaluated), of_users(train, evaluated), of_users(test, evaluated))
         evaluated.unpersist()
         trained.unpersist()
         # Tuned on the training part; the refit on everything keeps these.

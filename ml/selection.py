@@ -15,13 +15,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ml import matching
+from ml import matching, training
 from ml.als import dense_factors, fit_als
 from ml.factors import MAX_RATING, MIN_RATING, FactorModel
 from ml.knn import fit_knn
 from ml.metrics import rmse
 from ml.pair_metrics import PAIRS, Lister, measure, pair_data, sample_pairs
-from ml import training
 from ml.training import Baseline, LocalRatings, Params, fit_baseline
 
 TUNE_RATINGS = 1_000_000
