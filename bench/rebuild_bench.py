@@ -130,6 +130,7 @@ def children_cpu_seconds() -> float:
 def run(args) -> dict:
     from archive.progress import ArchiveProgress
     from archive.segments import s3_client
+    from harmony.stack import keyspace_url
 
     topic = fresh_topic("bench.rebuild")
     figures: dict = {"benchmark": "rebuild", "store": args.store, "events": args.events,
@@ -139,7 +140,7 @@ def run(args) -> dict:
         store_path = state / "rebuild-bench.db"
         env = child_env(state, topic, args.partitions, store_path)
         if nodes:  # a keyspace of its own on the stack's node
-            env["HARMONY_STORE"] = f"{info['cassandra']['url'].rsplit('/', 1)[0]}/rebuild_{uuid.uuid4().hex[:10]}"
+            env["HARMONY_STORE"] = keyspace_url(info["cassandra"]["url"], f"rebuild_{uuid.uuid4().hex[:10]}")
         messages = review_events(Population(5_000, 2_000), args.events)
         asyncio.run(produce_batched(info["kafka_bootstrap"], topic, messages, linger_ms=50))
         store = open_store(env["HARMONY_STORE"])

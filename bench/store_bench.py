@@ -105,7 +105,7 @@ def run(args) -> dict:
         works = {name: state_dir / f"bench-{name}" for name in STORES}  # state_dir/cassandra is the node's
         keyspace = f"bench_{uuid.uuid4().hex[:10]}"
         urls = {"sqlite": f"sqlite:///{works['sqlite'] / 'projections.db'}",
-                "cassandra": f"{info['cassandra']['url'].rsplit('/', 1)[0]}/{keyspace}"}
+                "cassandra": stack.keyspace_url(info["cassandra"]["url"], keyspace)}
         envs = {name: {**child_env(state_dir, topics[name], args.partitions, works[name] / "projections.db"),
                        "HARMONY_STORE": urls[name]} for name in STORES}
 

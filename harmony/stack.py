@@ -610,6 +610,11 @@ def cassandra_endpoint(hosts: list[str], port: int) -> dict:
             "url": f"cassandra://{','.join(hosts)}:{port}/{CASSANDRA_KEYSPACE}"}
 
 
+def keyspace_url(url: str, keyspace: str) -> str:
+    """A `cassandra://` URL of the stack's (`cassandra_endpoint`) naming another keyspace."""
+    return f"{url.rsplit('/', 1)[0]}/{keyspace}"
+
+
 def cassandra_token(node: int, nodes: int) -> int:
     """Node `node` (1-based) of `nodes` owns one token, evenly spaced over Murmur3's range (as ccm does)."""
     return (node - 1) * (2**64 // nodes) - 2**63

@@ -199,7 +199,7 @@ def store_url(store_kind, tmp_path, request):
     node = request.getfixturevalue("cassandra_node")
     dropper = request.getfixturevalue("keyspace_dropper")
     keyspace = f"t_{uuid.uuid4().hex[:12]}"
-    yield node["url"].rsplit("/", 1)[0] + f"/{keyspace}"
+    yield launcher.keyspace_url(node["url"], keyspace)
     dropper.drop(keyspace)
 
 

@@ -59,7 +59,7 @@ def cluster_env(cluster_dir, monkeypatch) -> dict[str, str]:
     """A fresh topic and a fresh keyspace (RF 3, LOCAL_QUORUM) on the cluster; also applied to this process."""
     url = launcher.status(cluster_dir)["cassandra"]["url"]
     assert url.endswith(f"/{launcher.CASSANDRA_KEYSPACE}"), url
-    store = url.rsplit("/", 1)[0] + f"/cluster_{uuid.uuid4().hex[:12]}"
+    store = launcher.keyspace_url(url, f"cluster_{uuid.uuid4().hex[:12]}")
     return use_environment(monkeypatch, cluster_dir, store, HARMONY_CASSANDRA_REPLICATION=str(NODES),
                            HARMONY_CASSANDRA_CONSISTENCY="LOCAL_QUORUM")
 
