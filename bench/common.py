@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harmony.supervisor import Process
+
 # Progress and diagnostics go to stderr; stdout carries only the figures (and, with --json, only JSON).
 console = Console(stderr=True)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -155,34 +157,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Child:
-    """A `python -m harmony …` child process (or `python -m <module> …`) with its output in a log file."""
+class Child(Process):
+    """A `python -m harmony …` child process (or `python -m <module> …`), started at once, with its output
+    in a log file."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None,
                  module: str = "harmony"):
-        self.log_path = log_path
-        self.started = time.monotonic()
-        with open(log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", module, *args], env=env, cwd=cwd,
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        super().__init__([sys.executable, "-m", module, *args], log_path, env, cwd)
+        self.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        from harmony.supervisor import terminate
-
         with uninterrupted():
-            terminate([self.process], timeout)  # its process group: `--workers N` forks stop with it
+            super().stop(timeout)
 
     def tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+        return self.log()[-chars:]
 
     def check(self, what: str = "the child") -> None:
         if self.process.poll() is not None:

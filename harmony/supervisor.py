@@ -36,15 +36,51 @@ class Backoff:
         return min(self.first * 2 ** max(quick_exits - 1, 0), self.cap)
 
 
-@dataclass
-class Child:
-    name: str
-    command: list[str]
-    log_path: Path
-    process: subprocess.Popen | None = None
-    started: float = 0.0
-    quick_exits: int = 0  # in a row
-    restart_at: float | None = None  # set while an exited child waits out its pause
+class Process:
+    """A command run as a child in a session of its own, its output appended to a log file. Stopping it
+    signals its whole group: what it started (`harmony api --workers N` forks) stops with it."""
+
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None):
+        self.command, self.log_path, self.env, self.cwd = command, log_path, env, cwd
+        self.process: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def start(self) -> "Process":
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started = time.monotonic()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, up to `timeout` seconds to exit, then SIGKILL."""
+        if self.process:
+            terminate([self.process], timeout)
+
+    def kill(self) -> None:
+        _signal_group(self.process, signal.SIGKILL)
+        self.process.wait()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class Child(Process):
+    """A supervised child: how often it exited quickly, and when it is due to start again."""
+
+    def __init__(self, name: str, command: list[str], log_path: Path):
+        super().__init__(command, log_path)
+        self.name = name
+        self.quick_exits = 0  # in a row
+        self.restart_at: float | None = None  # set while an exited child waits out its pause
 
 
 def how_it_ended(returncode: int) -> str:
@@ -140,7 +176,5 @@ class Supervisor:
         terminate([child.process for child in self.children.values() if child.process], self.stop_timeout)
 
     def _spawn(self, child: Child) -> None:
-        with open(child.log_path, "ab") as out:
-            child.process = subprocess.Popen(child.command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                             start_new_session=True)
-        child.started, child.restart_at = time.monotonic(), None
+        child.start()
+        child.restart_at = None

@@ -8,9 +8,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,38 +22,17 @@ import pytest
 from events.topic import ensure_topics, review_topics
 from harmony import stack as launcher
 from harmony.settings import load
+from harmony.supervisor import Process
 
 PARTITIONS = 4
 
 
-class Service:
+class Service(Process):
     """A `harmony` subcommand run as a child process, with its output in a log file."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
-        self.args, self.env, self.log_path = args, env, log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "Service":
-        out = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "harmony", *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
-        )
-        return self
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__([sys.executable, "-m", "harmony", *args], log_path, env)
+        self.args = args
 
 
 def free_port() -> int:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
 import time
 import uuid
 
@@ -15,6 +13,7 @@ import pytest
 
 from events.topic import ensure_topics, review_topics
 from harmony.settings import load
+from harmony.supervisor import terminate
 from tests.conftest import BOTH_STORES, Service, use_environment, wait_until
 from tests.integration.helpers import (
     STEADY_RATE, SteadyWriter, applied, assert_store_equals_log, log_end, wait_for,
@@ -26,16 +25,9 @@ PARTITIONS = 12
 
 
 def stop_together(workers: list[Service]) -> None:
-    """SIGTERM every running worker at once, then wait for each (a Faust worker takes seconds to leave
-    its group; the `services` fixture would stop them one after another)."""
-    running = [w for w in workers if w.process.poll() is None]
-    for worker in running:
-        worker.process.send_signal(signal.SIGTERM)
-    for worker in running:
-        try:
-            worker.process.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+    """SIGTERM every worker at once, then wait for each (a Faust worker takes seconds to leave its
+    group; the `services` fixture would stop them one after another)."""
+    terminate([worker.process for worker in workers], 30)
 
 
 def lag_reports(service: Service) -> list[set[int]]:
