@@ -25,8 +25,10 @@ demo: $(STAMP)
 demo-cassandra: $(STAMP)
 	$(BIN)/harmony demo --store cassandra
 
+# Two pytest-xdist workers; the tests sharing the Cassandra node, the site or a Spark session stay in
+# one worker (tests/conftest.py; pytest held at 9.1: under 9.2 xdist ignores the groups, xdist#1386).
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

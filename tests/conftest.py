@@ -73,6 +73,20 @@ def stop_in_background(directory: Path) -> None:
     _stopping.append(thread)
 
 
+SHARED_ONCE = ("cassandra_node", "site", "spark_cluster", "spark")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        session_fixtures = {name for name, defs in item._fixtureinfo.name2fixturedefs.items()
+                            if defs[-1].scope == "session"}
+        needs = "cassandra_node" if item.get_closest_marker("cassandra") else next(
+            (name for name in SHARED_ONCE if name in session_fixtures), None)
+        if needs:
+            item.add_marker(pytest.mark.xdist_group(needs))
+
+
 def pytest_sessionfinish(session, exitstatus):
     for thread in _stopping:
         thread.join()
