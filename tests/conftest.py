@@ -73,6 +73,8 @@ def stop_in_background(directory: Path) -> None:
     _stopping.append(thread)
 
 
+# Session fixtures that start a JVM or build a site: under `make test`'s two xdist workers (`--dist loadgroup`)
+# the tests using one are grouped into one worker, so it starts once rather than once per worker.
 SHARED_ONCE = ("cassandra_node", "site", "spark_cluster", "spark")
 
 
