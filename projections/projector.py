@@ -7,6 +7,7 @@ may be a network away): the projector calls it from a worker thread, never on th
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from typing import AsyncIterator, Awaitable, Callable, NamedTuple
 
 from events.codec import DecodeError, decode_sealed
@@ -136,27 +137,40 @@ class LogProjector:
         async with self._one_at_a_time:
             await self._apply(batch)
 
-    async def catch_up(self, until: dict[int, int]) -> None:
-        """Apply everything from the checkpoint up to (not including) `until` per partition."""
+    async def catch_up(self, until: dict[int, int], stop: Callable[[], bool] = lambda: False) -> bool:
+        """Apply everything from the checkpoint up to (not including) `until` per partition: True once
+        done, False when `stop()` turned true first (asked after each chunk read: a consumer group's
+        rebalance waits for the catch-up of the member that had every partition)."""
         async with self._one_at_a_time:
             done = await asyncio.to_thread(self.store.checkpoint)
-            await self._read_and_apply({p: done.get(p, -1) + 1 for p in until}, until)
+            return await self._read_and_apply({p: done.get(p, -1) + 1 for p in until}, until, stop)
 
-    async def _read_and_apply(self, start: dict[int, int], end: dict[int, int]) -> None:
-        """Apply the log from `start` to `end`, which must hold every offset in between."""
+    async def _read_and_apply(self, start: dict[int, int], end: dict[int, int],
+                              stop: Callable[[], bool] = lambda: False) -> bool:
+        """Apply the log from `start` to `end`, which must hold every offset in between; False when
+        `stop()` ended it first."""
         read = {p: o - 1 for p, o in start.items()}
+        stopped = False
 
         async def checked():
-            async for chunk in read_log(self.bootstrap, self.topic, start=start, end=end):
-                after_checkpoint(read, chunk)  # the log's own holes
-                read.update((r.partition, r.offset) for r in chunk)
-                yield chunk
+            nonlocal stopped
+            async with aclosing(read_log(self.bootstrap, self.topic, start=start, end=end)) as chunks:
+                async for chunk in chunks:
+                    after_checkpoint(read, chunk)  # the log's own holes
+                    read.update((r.partition, r.offset) for r in chunk)
+                    yield chunk
+                    if stop():
+                        stopped = True
+                        return
 
         async for chunk, decoded in read_ahead(checked(), self.keys):
             await self._apply(chunk, decoded)
+        if stopped:
+            return False
         for partition, offset in end.items():
             if read.get(partition, -1) < offset - 1:
                 raise LogGap(partition, read.get(partition, -1), offset)
+        return True
 
     async def _apply(self, batch: list[LogRecord], decoded: Decoded | None = None) -> None:
         """Apply a batch (`decoded` already, or not) on the store's checkpoint. It may start after

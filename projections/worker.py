@@ -71,6 +71,12 @@ def create_app(config: WorkerConfig, store: ProjectionStore, keys: Keys) -> faus
 
     projector = LogProjector(config.log.bootstrap, topic, store, dead_letter, keys)
 
+    def rebalancing() -> bool:
+        # A rebalance waits until this member's agent is done with its batch: a long catch-up stops
+        # for it, so a member joining a group whose first member took every partition gets its share
+        # at once, not after that member has read the whole backlog alone.
+        return app.rebalancing
+
     @app.agent(reviews, concurrency=1)
     async def project(stream):
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WAIT):
@@ -85,8 +91,8 @@ def create_app(config: WorkerConfig, store: ProjectionStore, keys: Keys) -> faus
                 behind = {lag.partition: lag.high_watermark for lag in lags if lag.lag}
                 if sum(lag.lag for lag in lags) > config.catch_up_lag:
                     log.info("reading the backlog straight from the log", extra={"until": behind})
-                    await retrying(unavailable, "reading the backlog", projector.catch_up, behind)
-                    await skip_to(app, {TP(topic, partition): high for partition, high in behind.items()})
+                    if await retrying(unavailable, "reading the backlog", projector.catch_up, behind, rebalancing):
+                        await skip_to(app, {TP(topic, partition): high for partition, high in behind.items()})
 
     @app.task
     async def project_accounts():
@@ -99,7 +105,7 @@ def create_app(config: WorkerConfig, store: ProjectionStore, keys: Keys) -> faus
     async def catch_up(until: dict[int, int]) -> None:
         async with crash_on_failure("projection"):
             log.info("catching up from the log", extra={"until": until})
-            await retrying(unavailable, "catching up from the log", projector.catch_up, until)
+            await retrying(unavailable, "catching up from the log", projector.catch_up, until, rebalancing)
 
     @app.timer(LAG_INTERVAL)
     async def report_lag():

@@ -1,6 +1,7 @@
-"""Three projection workers share a 12-partition topic (one consumer group) under steady writes:
+"""Projection workers sharing a 12-partition topic (one consumer group). Three under steady writes:
 the partitions spread, no commit is refused while the group is settled, one worker is SIGKILLed,
-and the survivors take its partitions over and end equal to a fold of the log."""
+and the survivors take its partitions over and end equal to a fold of the log. Two on a backlog:
+the one joining while the first reads it straight from the log gets its share of it."""
 
 from __future__ import annotations
 
@@ -16,12 +17,22 @@ from harmony.settings import load
 from harmony.supervisor import terminate
 from tests.conftest import BOTH_STORES, Service, use_environment, wait_until
 from tests.integration.helpers import (
-    STEADY_RATE, SteadyWriter, applied, assert_store_equals_log, log_end, wait_for,
+    STEADY_RATE, SteadyWriter, applied, assert_store_equals_log, log_end, produce_events, review_stream, wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 12
+BACKLOG = 300_000  # about 11 s of one worker's catch-up on a quiet machine: a rebalance takes about 5
+
+
+def twelve_partitions(stack_dir, store_url, monkeypatch, env) -> str:
+    """A new 12-partition topic (the session's have 4) that `env` and the settings point at."""
+    topic = f"test.{uuid.uuid4().hex[:12]}"
+    asyncio.run(ensure_topics(load().kafka_bootstrap, review_topics(topic, PARTITIONS)))
+    env.update(use_environment(monkeypatch, stack_dir, store_url, HARMONY_TOPIC=topic,
+                               HARMONY_PARTITIONS=str(PARTITIONS)))
+    return topic
 
 
 def stop_together(workers: list[Service]) -> None:
@@ -61,11 +72,7 @@ def settled(workers: list[Service], partitions: int) -> list[set[int]] | None:
 @BOTH_STORES
 def test_three_workers_share_the_topic_and_survive_a_sigkill(stack_dir, store_url, env, monkeypatch, services,
                                                               live_store):
-    # The session's topics have 4 partitions: make a 12-partition topic and point this test at it.
-    topic = f"test.{uuid.uuid4().hex[:12]}"
-    asyncio.run(ensure_topics(load().kafka_bootstrap, review_topics(topic, PARTITIONS)))
-    env.update(use_environment(monkeypatch, stack_dir, store_url, HARMONY_TOPIC=topic,
-                               HARMONY_PARTITIONS=str(PARTITIONS)))
+    topic = twelve_partitions(stack_dir, store_url, monkeypatch, env)
     settings = load()
     store = live_store
 
@@ -105,3 +112,23 @@ def test_three_workers_share_the_topic_and_survive_a_sigkill(stack_dir, store_ur
     print(f"\nowners while settled: {owned}; written {written}; refused after the kill: {refused_after}")
     expected = assert_store_equals_log(settings.kafka_bootstrap, settings.topic, store)
     assert 0 < len(expected.reviews) < written and expected.movies and expected.history
+
+
+def test_a_worker_joining_while_the_first_reads_a_backlog_gets_its_share(stack_dir, store_url, env, monkeypatch,
+                                                                          services, live_store):
+    """The first member of a group takes every partition and reads a backlog straight from the log. A
+    rebalance waits for a member's agent, so a second worker used to get its partitions only once the
+    whole backlog was applied (two workers caught up no faster than one): the read stops for it now."""
+    topic = twelve_partitions(stack_dir, store_url, monkeypatch, env)
+    settings = load()
+    produce_events(settings.kafka_bootstrap, topic, review_stream(BACKLOG, seed=141))
+    first = services("worker")
+    wait_for(lambda: "reading the backlog straight from the log" in first.log(), 60,
+             "the first worker never read the backlog straight from the log", [first])
+    second = services("worker")
+    wait_for(lambda: applied(live_store) == BACKLOG, 180, "the workers applied the backlog", [first, second], 0.2)
+    stop_together([first, second])
+    # Before, its partitions came with nothing left to read.
+    assert "reading the backlog straight from the log" in second.log(), (
+        f"the second worker read none of the backlog: {second.log()[-3000:]}")
+    assert_store_equals_log(settings.kafka_bootstrap, topic, live_store)
