@@ -26,6 +26,11 @@ from harmony.supervisor import Process
 
 PARTITIONS = 4
 
+# Every JVM the tests start (Kafka, Cassandra, Spark) compiles with C1 only: they live for minutes on small
+# data, and C2 kept a core busy compiling Cassandra for its first minute (0.2-0.8 of a core, more than its
+# requests). The benchmarks keep the JVMs' defaults.
+os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
+
 
 class Service(Process):
     """A `harmony` subcommand run as a child process, with its output in a log file."""

@@ -25,7 +25,8 @@ def started_stack(tmp_path, monkeypatch):
     monkeypatch.setattr(stack, "_wait_s3_ready", lambda *args: None)
     monkeypatch.setattr(stack, "_wait_kafka_ready", lambda *args: None)
     spawn = stack._spawn
-    monkeypatch.setattr(stack, "_spawn", lambda args, log_path, env=None: spawn(["sleep", "60"], log_path))
+    monkeypatch.setattr(stack, "_spawn",
+                        lambda args, log_path, env=None, timer_slack_ns=None: spawn(["sleep", "60"], log_path))
     previous = os.umask(0o022)  # what a usual login gives: files readable by all
     try:
         info = stack.up(tmp_path, "t", 1)
