@@ -305,7 +305,7 @@ def _command_line(pid: int) -> list[str] | None:
 TIMER_SLACK_NS = 200_000
 _WITH_TIMER_SLACK = ("import ctypes, os, sys; "
                      "ctypes.CDLL(None).prctl(29, int(sys.argv[1]), 0, 0, 0); "  # 29: PR_SET_TIMERSLACK
-                     "os.execv(sys.argv[2], sys.argv[2:])")
+                     "os.execvp(sys.argv[2], sys.argv[2:])")
 
 
 def _spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None,

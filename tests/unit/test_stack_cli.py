@@ -218,6 +218,18 @@ def test_a_node_that_exits_is_one_line_naming_its_log(tmp_path):
                                 f"(log {log_path})")
 
 
+def test_a_service_spawned_with_a_timer_slack_runs_its_own_command_with_it(tmp_path):
+    process = stack._spawn(["sleep", "30"], tmp_path / "sleep.log", timer_slack_ns=stack.TIMER_SLACK_NS)
+    try:
+        # The shim has exec'd the service: its command line, its pid, the slack its threads inherit.
+        assert process.args == ["sleep", "30"] and stack._command_line(process.pid) == ["sleep", "30"]
+        with open(f"/proc/{process.pid}/timerslack_ns") as slack:
+            assert int(slack.read()) == stack.TIMER_SLACK_NS
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_cassandra_size_of_a_formatted_state_dir_is_one_line(env, tmp_path):
     cluster = tmp_path / "state" / "cassandra" / "cluster.json"
     cluster.parent.mkdir(parents=True)
