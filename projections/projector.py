@@ -28,6 +28,11 @@ class Decoded(NamedTuple):
     dead: list[DeadLetter]
     unreadable: int  # sealed records whose key is gone: skipped like dead letters, not sent anywhere
 
+
+def _never() -> bool:  # the default of a catch-up's `stop`: read to the end
+    return False
+
+
 # Records read and decoded ahead of the store at most (about 400 bytes each in memory as read).
 READ_AHEAD = 40_000
 
@@ -137,7 +142,7 @@ class LogProjector:
         async with self._one_at_a_time:
             await self._apply(batch)
 
-    async def catch_up(self, until: dict[int, int], stop: Callable[[], bool] = lambda: False) -> bool:
+    async def catch_up(self, until: dict[int, int], stop: Callable[[], bool] = _never) -> bool:
         """Apply everything from the checkpoint up to (not including) `until` per partition: True once
         done, False when `stop()` turned true first (asked after each chunk read: a consumer group's
         rebalance waits for the catch-up of the member that had every partition)."""
@@ -146,7 +151,7 @@ class LogProjector:
             return await self._read_and_apply({p: done.get(p, -1) + 1 for p in until}, until, stop)
 
     async def _read_and_apply(self, start: dict[int, int], end: dict[int, int],
-                              stop: Callable[[], bool] = lambda: False) -> bool:
+                              stop: Callable[[], bool] = _never) -> bool:
         """Apply the log from `start` to `end`, which must hold every offset in between; False when
         `stop()` ended it first."""
         read = {p: o - 1 for p, o in start.items()}
