@@ -32,8 +32,13 @@ def test_a_failed_write_leaves_no_partial_batch(store, monkeypatch):
         def __getattr__(self, name):
             return getattr(original, name)
 
+        def execute(self, sql, *args):
+            if "INTO history" in sql:
+                raise RuntimeError("disk on fire")
+            return original.execute(sql, *args)
+
         def executemany(self, sql, rows):
-            if "history" in sql:
+            if "INTO history" in sql:
                 raise RuntimeError("disk on fire")
             return original.executemany(sql, rows)
 
