@@ -116,9 +116,21 @@ def test_a_taken_user_id_is_a_409_and_keeps_its_password(world):
     is_problem(sign_in(client, password="another password"), 401)
 
 
-def test_of_two_openings_of_one_id_at_once_exactly_one_wins(world):
+def test_of_two_openings_of_one_id_at_once_exactly_one_wins(world, monkeypatch):
     client, log, _ = world
     accounts = client.app.state.auth.accounts
+    passwords = accounts._passwords
+    both_checked = asyncio.Barrier(2)
+
+    class HashingOnceBothChecked:  # neither appends before both found the id free: truly at once
+        async def hash(self, password):
+            await both_checked.wait()
+            return await passwords.hash(password)
+
+        def __getattr__(self, name):
+            return getattr(passwords, name)
+
+    monkeypatch.setattr(accounts, "_passwords", HashingOnceBothChecked())
 
     async def race():
         from commands.accounts import OpenAccount
